@@ -76,7 +76,9 @@ SETTINGS: dict[str, Setting] = {
     "lock_wait": Setting(float, "seconds to wait for another runner's lock", _positive),
     "lock_timeout": Setting(float, "seconds a statement may wait for a table lock", _positive),
     "statement_timeout": Setting(float, "seconds a statement may run; 0 = no limit", _positive),
-    "retries": Setting(int, "retries of the whole transaction on lock timeout or deadlock", _positive),
+    "retries": Setting(
+        int, "retries of the whole transaction on lock timeout or deadlock", _positive
+    ),
     "connect_timeout": Setting(float, "seconds per connection attempt", _positive),
     "connect_wait": Setting(float, "seconds to keep retrying while the database starts", _positive),
     "allow_changed": Setting(bool, "warn instead of failing when an applied file changed"),

@@ -1,0 +1,780 @@
+"""The core: plans a release against the recorded history and applies it.
+
+How a release runs (README, "How a release is applied"):
+- Every pending migration's statements, and their history rows, run in ONE transaction
+  (`transaction = "release"`, the default) or one transaction per migration
+  (`transaction = "migration"`).
+- A statement PostgreSQL refuses inside a transaction block (CREATE INDEX CONCURRENTLY, ...)
+  or a dbmate section marked `transaction:false` runs where the files put it: the open
+  transaction is committed first, with a `partial` history row for a migration that is half
+  done, then the statement runs on its own and its progress is recorded.
+- Any failure rolls back the open transaction. If earlier parts of this run were already
+  committed, they are compensated: an INVALID index left by a failed concurrent build is
+  dropped, then the `down` of every migration this run applied runs, newest first. Nothing
+  older is ever touched.
+- A run killed between committed parts leaves a `partial` row; the next run drops the INVALID
+  index a killed concurrent build left, then resumes that migration where it stopped.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from herokumigrate.errors import BadInput, MigrateError, MigrationFailed
+from herokumigrate.history import (
+    STATE_APPLIED,
+    STATE_PARTIAL,
+    DatabaseState,
+    HistoryRow,
+    HistoryTable,
+    adopt,
+)
+from herokumigrate.lock import AdvisoryLock, lock_key
+
+if TYPE_CHECKING:
+    from herokumigrate.config import Config
+    from herokumigrate.output import Output
+    from herokumigrate.source import Migration, SqlSection
+    from herokumigrate.sqlsplit import Statement
+
+    Conn = psycopg.Connection[tuple[object, ...]]
+
+_RETRYABLE = (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
+_CONCURRENT_INDEX_RE = re.compile(
+    r"^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX|REINDEX\s+INDEX)\s+CONCURRENTLY\s+"
+    r"(?:IF\s+NOT\s+EXISTS\s+)?((?:\"(?:[^\"]|\"\")+\"|[\w$]+)(?:\.(?:\"(?:[^\"]|\"\")+\"|[\w$]+))?)",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One statement of a migration's section, in the order of the run."""
+
+    migration: Migration
+    section: SqlSection
+    index: int  # position among the section's statements
+    statement: Statement
+    autocommit: bool
+
+
+@dataclass
+class Unit:
+    """A piece of the run that commits as a whole: a transaction, or one autocommit statement."""
+
+    steps: list[Step] = field(default_factory=list)
+    autocommit: bool = False
+    finishes: list[Migration] = field(default_factory=list)
+
+
+@dataclass
+class ReleasePlan:
+    """What `up` would do: pending migrations, and what the database knows that the files don't."""
+
+    pending: list[Migration]
+    unknown: list[int]
+    changed: list[Migration]
+    adopt: list[Migration]
+    partial: dict[int, int]  # version -> statements already done
+    needs_setup: bool
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """True when the run would not write anything."""
+        return not (self.pending or self.adopt or self.needs_setup)
+
+
+def make_plan(
+    migrations: list[Migration], state: DatabaseState, *, target: int | None = None
+) -> ReleasePlan:
+    """Compare files with the recorded state (adopting legacy state) and list what is pending."""
+    rows = state.rows
+    adopted = adopt(state.legacy, migrations, rows)
+    adopted_versions = {m.version for m in adopted}
+    by_version = {m.version: m for m in migrations}
+    unknown = sorted(v for v in rows if v not in by_version)
+    changed = [
+        m
+        for m in migrations
+        if m.version in rows
+        and rows[m.version].state == STATE_APPLIED
+        and rows[m.version].checksum != m.checksum
+    ]
+    partial = {
+        v: row.progress or 0
+        for v, row in rows.items()
+        if row.state == STATE_PARTIAL and v in by_version
+    }
+    pending = [
+        m
+        for m in migrations
+        if (m.version not in rows or m.version in partial)
+        and m.version not in adopted_versions
+        and (target is None or m.version <= target)
+    ]
+    return ReleasePlan(pending, unknown, changed, adopted, partial, not state.exists)
+
+
+def build_units(items: list[tuple[Migration, SqlSection, int]], per_migration: bool) -> list[Unit]:
+    """Group the statements of a run into commit units.
+
+    `items` lists (migration, section, first statement to run). A migration finishes in the
+    unit holding its last statement; transaction-control statements in files are skipped,
+    since the runner owns the transaction.
+    """
+    units: list[Unit] = []
+    current: Unit | None = None
+    for migration, section, start in items:
+        if per_migration and current is not None and current.steps:
+            units.append(current)
+            current = None
+        for index, statement in enumerate(section.statements):
+            if index < start or statement.kind == "transaction_control":
+                continue
+            autocommit = statement.kind == "no_transaction" or not section.transaction
+            step = Step(migration, section, index, statement, autocommit)
+            if autocommit:
+                if current is not None and (current.steps or current.finishes):
+                    units.append(current)
+                units.append(Unit([step], autocommit=True))
+                current = None
+            else:
+                if current is None:
+                    current = Unit()
+                current.steps.append(step)
+        if current is None:
+            current = Unit()
+        current.finishes.append(migration)
+    if current is not None and (current.steps or current.finishes):
+        units.append(current)
+    return units
+
+
+class StepFailed(Exception):
+    """A statement failed; carries where, for the message."""
+
+    def __init__(self, step: Step, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.step = step
+        self.error = error
+
+
+class Runner:
+    """Applies and reverts migrations on one connection, holding the migration lock."""
+
+    def __init__(
+        self,
+        config: Config,
+        output: Output,
+        conn: Conn,
+        reconnect: Callable[[], Conn],
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.output = output
+        self.conn = conn
+        self.reconnect = reconnect
+        self.history = HistoryTable(config.history_schema, config.history_table)
+        self.sleep = sleep
+        self.lock: AdvisoryLock | None = None
+        self.state: DatabaseState | None = None
+
+    # ----- session set-up ---------------------------------------------------------------
+
+    def read_state(self) -> DatabaseState:
+        """Read the recorded history (no lock needed: it only reads)."""
+        self.state = self.history.read(self.conn)
+        return self.state
+
+    def take_lock(self) -> None:
+        """Take the migration lock and set the session's timeouts."""
+        dbname = self.conn.info.dbname
+        self.lock = AdvisoryLock(self.conn, lock_key(dbname), self.output)
+        self.lock.acquire(self.config.lock_wait)
+        self.conn.execute(self._timeouts_sql(local=False))
+
+    def release_lock(self) -> None:
+        """Give the lock back, if the connection still works."""
+        if self.lock is not None:
+            try:
+                self.lock.release()
+            except psycopg.Error:
+                pass  # a dead session has released its locks already
+
+    def _timeouts_sql(self, *, local: bool) -> sql.Composed:
+        scope = sql.SQL("SET LOCAL " if local else "SET ")
+        return sql.SQL("{}lock_timeout = {}; {}statement_timeout = {}").format(
+            scope,
+            sql.Literal(f"{int(self.config.lock_timeout * 1000)}ms"),
+            scope,
+            sql.Literal(f"{int(self.config.statement_timeout * 1000)}ms"),
+        )
+
+    # ----- up ---------------------------------------------------------------------------
+
+    def up(self, migrations: list[Migration], plan: ReleasePlan, *, dry_run: bool) -> int:
+        """Apply the plan. Returns the number of migrations applied."""
+        state = self.state
+        assert state is not None
+        if plan.needs_setup or plan.adopt:
+            self._setup(plan, state, dry_run=dry_run)
+        if not plan.pending:
+            return 0
+        items = []
+        for m in plan.pending:
+            start = plan.partial.get(m.version, 0)
+            if start:
+                self.output.detail(
+                    f"Resuming {m.label}: {start} statement(s) ran before an interrupted run"
+                )
+            items.append((m, m.up, start))
+        per_migration = self.config.transaction == "migration"
+        units = build_units(items, per_migration)
+        mode = "one transaction per migration" if per_migration else "one transaction"
+        if any(u.autocommit for u in units):
+            mode += ", with statements that must run outside a transaction"
+        verb = "Dry run of" if dry_run else "Applying"
+        self.output.step(f"{verb} {len(plan.pending)} migration(s) ({mode})")
+        if dry_run:
+            return self._dry_run(units)
+        return self._apply_up(units, plan)
+
+    def _setup(self, plan: ReleasePlan, state: DatabaseState, *, dry_run: bool) -> None:
+        """Create our tables and adopt a legacy tool's state, in one transaction."""
+        if dry_run:
+            if plan.adopt:
+                self.output.detail(
+                    f"Would adopt {len(plan.adopt)} migration(s) from "
+                    f"{state.legacy.tool if state.legacy else '?'}"
+                )
+            return
+        with self.conn.transaction():
+            self.history.create(self.conn)
+            if plan.adopt:
+                assert state.legacy is not None
+                source = f"adopted from {state.legacy.tool}"
+                self.history.record_applied(self.conn, ((m, 0.0) for m in plan.adopt), source)
+                self.history.log(
+                    self.conn,
+                    "adopted",
+                    f"{len(plan.adopt)} migration(s) recorded by {state.legacy.tool}, "
+                    f"up to {plan.adopt[-1].version}",
+                )
+        if plan.adopt:
+            assert state.legacy is not None
+            self.output.detail(
+                f"Adopted {len(plan.adopt)} migration(s) already applied by {state.legacy.tool}"
+                f" (up to {plan.adopt[-1].version}); they will not run again"
+            )
+        self.read_state()
+
+    def _dry_run(self, units: list[Unit]) -> int:
+        """Run every transactional statement in one transaction, report, then roll back."""
+        count = 0
+        try:
+            with self.conn.transaction(force_rollback=True):
+                self.conn.execute(self._timeouts_sql(local=True))
+                for unit in units:
+                    if unit.autocommit:
+                        step = unit.steps[0]
+                        self.output.detail(
+                            f"{step.migration.label}: would run outside the transaction "
+                            f"(line {step.statement.line}): {_first_words(step.statement.text)}"
+                        )
+                        continue
+                    for step in unit.steps:
+                        self._execute(step)
+                    for m in unit.finishes:
+                        count += 1
+                        self.output.detail(f"{m.label}: ok")
+        except StepFailed as exc:
+            raise self._failure(exc, committed=[], dry_run=True) from None
+        self.output.step(f"Dry run: {count} migration(s) ran and were rolled back")
+        return 0
+
+    def _apply_up(self, units: list[Unit], plan: ReleasePlan) -> int:
+        """Run the units, compensating committed ones if a later one fails."""
+        started = time.monotonic()
+        committed: list[Migration] = []  # migrations with committed effects, in order
+        durations: dict[int, float] = {}
+        progress: dict[int, int] = dict(plan.partial)
+        legacy = self.state.legacy if self.state else None
+        applied_versions = {
+            v
+            for v, r in (self.state.rows if self.state else {}).items()
+            if r.state == STATE_APPLIED
+        }
+        invalid_before = self._invalid_indexes() if any(u.autocommit for u in units) else set()
+        applied_count = 0
+        try:
+            for unit in units:
+                unit_start = time.monotonic()
+                self._run_unit(unit, durations, progress, legacy, applied_versions)
+                for m in _migrations_of(unit):
+                    if m not in committed:
+                        committed.append(m)
+                for m in unit.finishes:
+                    applied_count += 1
+                    self.output.detail(f"{m.label} ({durations.get(m.version, 0.0):.0f} ms)")
+                if unit.autocommit and time.monotonic() - unit_start >= 1.0:
+                    self.output.detail(
+                        f"  ran outside the transaction in {time.monotonic() - unit_start:.1f}s"
+                    )
+        except StepFailed as exc:
+            raise self._failure(exc, committed=committed, invalid_before=invalid_before) from None
+        except psycopg.OperationalError as exc:
+            # The connection died (terminated backend, network): the server rolled back the
+            # open transaction; committed parts still need compensating.
+            step = None
+            raise self._failure(
+                StepFailed(step, exc) if step else None,
+                committed=committed,
+                invalid_before=invalid_before,
+                lost=exc,
+            ) from None
+        elapsed = time.monotonic() - started
+        self.output.step(f"Applied {applied_count} migration(s) in {elapsed:.2f}s")
+        return applied_count
+
+    def _run_unit(
+        self,
+        unit: Unit,
+        durations: dict[int, float],
+        progress: dict[int, int],
+        legacy: object,
+        applied_versions: set[int],
+    ) -> None:
+        """Run one unit, retrying the whole of it on lock timeout or deadlock."""
+        attempt = 0
+        while True:
+            local_durations: dict[int, float] = {}
+            try:
+                if unit.autocommit:
+                    self._run_autocommit(unit.steps[0], local_durations)
+                else:
+                    with self.conn.transaction():
+                        self.conn.execute(self._timeouts_sql(local=True))
+                        for step in unit.steps:
+                            t0 = time.perf_counter()
+                            self._execute(step)
+                            key = step.migration.version
+                            local_durations[key] = (
+                                local_durations.get(key, 0.0) + (time.perf_counter() - t0) * 1000
+                            )
+                        self._record_unit(
+                            unit, local_durations, durations, progress, applied_versions
+                        )
+                if unit.autocommit:
+                    step = unit.steps[0]
+                    key = step.migration.version
+                    total = durations.get(key, 0.0) + local_durations.get(key, 0.0)
+                    with self.conn.transaction():
+                        if unit.finishes:
+                            self.history.record_applied(self.conn, [(step.migration, total)])
+                            applied_versions.add(key)
+                            self._sync_legacy(applied_versions)
+                        else:
+                            self.history.record_partial(
+                                self.conn, step.migration, step.index + 1, total
+                            )
+                            progress[key] = step.index + 1
+                    durations[key] = 0.0 if unit.finishes else total
+                for m in unit.finishes:
+                    durations.setdefault(m.version, 0.0)
+                    if not unit.autocommit:
+                        durations[m.version] = local_durations.get(m.version, 0.0) + durations.get(
+                            m.version, 0.0
+                        )
+                return
+            except StepFailed as exc:
+                if not isinstance(exc.error, _RETRYABLE) or attempt >= self.config.retries:
+                    if isinstance(exc.error, _RETRYABLE):
+                        self.output.warn(f"Gave up after {attempt} retries")
+                    raise
+                attempt += 1
+                delay = min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311
+                what = (
+                    "lock_timeout"
+                    if isinstance(exc.error, pg_errors.LockNotAvailable)
+                    else ("deadlock")
+                )
+                self.output.warn(
+                    f"{exc.step.migration.label}: line {exc.step.statement.line}: {what} "
+                    f"({exc.error.sqlstate}); retry {attempt} of {self.config.retries} "
+                    f"in {delay:.1f}s, the app's traffic is not blocked meanwhile"
+                )
+                if unit.autocommit:
+                    self._drop_invalid_index_of(exc.step)
+                self.sleep(delay)
+
+    def _record_unit(
+        self,
+        unit: Unit,
+        local_durations: dict[int, float],
+        durations: dict[int, float],
+        progress: dict[int, int],
+        applied_versions: set[int],
+    ) -> None:
+        """Inside a unit's transaction: history rows for finished and half-done migrations."""
+        finished = {m.version for m in unit.finishes}
+        done = [
+            (m, durations.get(m.version, 0.0) + local_durations.get(m.version, 0.0))
+            for m in unit.finishes
+        ]
+        self.history.record_applied(self.conn, done)
+        last = unit.steps[-1] if unit.steps else None
+        if last is not None and last.migration.version not in finished:
+            m = last.migration
+            self.history.record_partial(
+                self.conn, m, last.index + 1, local_durations.get(m.version, 0.0)
+            )
+            progress[m.version] = last.index + 1
+        if finished:
+            self._sync_legacy(applied_versions | finished)
+            applied_versions.update(finished)
+
+    def _sync_legacy(self, applied_versions: set[int]) -> None:
+        legacy = self.state.legacy if self.state else None
+        self.history.sync_legacy(self.conn, legacy, applied_versions)
+
+    def _run_autocommit(self, step: Step, durations: dict[int, float]) -> None:
+        """One statement outside any transaction; a killed earlier try's INVALID index goes first."""
+        self._drop_invalid_index_of(step)
+        t0 = time.perf_counter()
+        self._execute(step)
+        durations[step.migration.version] = (time.perf_counter() - t0) * 1000
+
+    def _execute(self, step: Step) -> None:
+        try:
+            self.conn.execute(step.statement.text.encode("utf-8"))
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P0")):
+                raise  # connection lost: handled as such, not as a SQL error
+            raise StepFailed(step, exc) from exc
+        except psycopg.Error as exc:
+            raise StepFailed(step, exc) from exc
+
+    # ----- INVALID indexes ------------------------------------------------------------
+
+    def _invalid_indexes(self) -> set[str]:
+        rows = self.conn.execute(
+            "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE NOT i.indisvalid"
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def _drop_invalid_index_of(self, step: Step) -> None:
+        """Drop the INVALID index a failed or killed `CREATE INDEX CONCURRENTLY` left behind."""
+        match = _CONCURRENT_INDEX_RE.match(step.statement.text)
+        if not match or not step.statement.text.lstrip()[:6].upper().startswith("CREATE"):
+            return
+        name = match.group(1)
+        row = self.conn.execute(
+            "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE NOT i.indisvalid AND c.oid = to_regclass(%s)",
+            (name,),
+        ).fetchone()
+        if row is not None:
+            self.output.detail(f"Dropping INVALID index {row[0]} left by an earlier failed build")
+            self.conn.execute(
+                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.SQL(str(row[0])))
+            )
+
+    def _drop_new_invalid_indexes(self, before: set[str]) -> list[str]:
+        dropped = []
+        for name in sorted(self._invalid_indexes() - before):
+            self.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.SQL(name)))
+            dropped.append(name)
+        return dropped
+
+    # ----- failure and compensation ---------------------------------------------------
+
+    def _failure(
+        self,
+        exc: StepFailed | None,
+        *,
+        committed: list[Migration],
+        invalid_before: set[str] | None = None,
+        dry_run: bool = False,
+        lost: psycopg.Error | None = None,
+    ) -> MigrateError:
+        """Build the error for a failed run, compensating what this run committed."""
+        if exc is not None:
+            headline = describe_failure(exc.step, exc.error)
+        else:
+            headline = (
+                "the connection to the database was lost: "
+                f"{_one_line(self.output.redact(str(lost)))}"
+            )
+        if dry_run:
+            return MigrationFailed(
+                headline,
+                details=("Dry run: everything was rolled back.",),
+                fix="Fix the migration and run the dry run again.",
+            )
+        details: list[str] = []
+        if not committed:
+            details.append("Everything this run did was rolled back: the database is unchanged.")
+            self._log_safely("failed", headline)
+            return MigrationFailed(
+                headline, details=tuple(details), fix="Fix the migration and push again."
+            )
+        details.append(
+            "Parts of this run were already committed (statements that cannot run in a "
+            "transaction); compensating with their downs, newest first:"
+        )
+        outcome = self._compensate(committed, invalid_before or set())
+        details.extend(outcome)
+        self._log_safely("failed", headline + " | " + " ".join(outcome))
+        return MigrationFailed(
+            headline,
+            details=tuple(details),
+            fix="Fix the migration and push again; `heroku-migrate status` shows the state.",
+        )
+
+    def _compensate(self, committed: list[Migration], invalid_before: set[str]) -> list[str]:
+        """Undo what this run committed: INVALID indexes, then downs newest first."""
+        lines: list[str] = []
+        try:
+            if self.conn.closed or self.conn.broken:
+                self.conn = self.reconnect()
+                if self.lock is not None:
+                    self.lock = AdvisoryLock(self.conn, self.lock.key, self.output)
+                    self.lock.acquire(self.config.lock_wait)
+                self.conn.execute(self._timeouts_sql(local=False))
+            for name in self._drop_new_invalid_indexes(invalid_before):
+                lines.append(f"dropped INVALID index {name} left by the failed build")
+        except psycopg.Error as exc:
+            lines.append(f"could not reconnect to compensate: {_one_line(str(exc))}")
+            lines.append(_remaining_state(committed, done=[]))
+            return lines
+        reverted: list[Migration] = []
+        for m in reversed(committed):
+            if m.down is None:
+                lines.append(f"{m.label}: has no down migration; cannot undo it")
+                lines.append(_remaining_state(committed, done=reverted))
+                return lines
+            try:
+                self._run_down_section(m)
+            except StepFailed as exc:
+                lines.append(f"down of {m.label} failed: {describe_failure(exc.step, exc.error)}")
+                lines.append(_remaining_state(committed, done=reverted))
+                return lines
+            reverted.append(m)
+            lines.append(f"reverted {m.label}")
+        lines.append("All of this run's migrations were reverted: the database is as before.")
+        return lines
+
+    def _run_down_section(self, m: Migration) -> None:
+        """Run one migration's down and forget it (its transactional part in one transaction)."""
+        assert m.down is not None
+        units = build_units([(m, m.down, 0)], per_migration=True)
+        for unit in units:
+            if unit.autocommit:
+                self._execute(unit.steps[0])
+            else:
+                with self.conn.transaction():
+                    self.conn.execute(self._timeouts_sql(local=True))
+                    for step in unit.steps:
+                        self._execute(step)
+                    if unit.finishes:
+                        self.history.delete(self.conn, [m.version])
+        if units and units[-1].autocommit:
+            with self.conn.transaction():
+                self.history.delete(self.conn, [m.version])
+
+    def _log_safely(self, event: str, detail: str) -> None:
+        try:
+            if self.conn.closed or self.conn.broken:
+                return
+            with self.conn.transaction():
+                self.history.create(self.conn)
+                self.history.log(self.conn, event, self.output.redact(detail))
+        except psycopg.Error:
+            pass  # the log is a courtesy; the error itself is what the user must see
+
+    # ----- down / goto / force ----------------------------------------------------------
+
+    def down(self, migrations: list[Migration], count: int) -> list[Migration]:
+        """Revert the `count` newest applied migrations, newest first, in one transaction."""
+        state = self.read_state()
+        by_version = {m.version: m for m in migrations}
+        applied = sorted((v for v in state.rows), reverse=True)[:count]
+        return self._revert([self._revertible(v, by_version, state.rows) for v in applied])
+
+    def goto(self, migrations: list[Migration], version: int) -> tuple[int, int]:
+        """Revert what is newer than `version`, then apply what is pending up to it."""
+        state = self.read_state()
+        by_version = {m.version: m for m in migrations}
+        if version != 0 and version not in by_version:
+            raise BadInput(
+                f"version {version} is not one of the migration files",
+                fix="Pick a version from `heroku-migrate status`, or 0 for none.",
+            )
+        newer = sorted((v for v in state.rows if v > version), reverse=True)
+        reverted = self._revert([self._revertible(v, by_version, state.rows) for v in newer])
+        state = self.read_state()
+        plan = make_plan(migrations, state, target=version)
+        applied = self.up(migrations, plan, dry_run=False) if not plan.nothing_to_do else 0
+        return len(reverted), applied
+
+    def _revertible(
+        self, version: int, by_version: dict[int, Migration], rows: dict[int, HistoryRow]
+    ) -> Migration:
+        m = by_version.get(version)
+        if m is None:
+            raise BadInput(
+                f"version {version} is applied but its file is not in the migrations folder",
+                fix="Restore the file (git log --all -- db/migrations), or use "
+                "`heroku-migrate force VERSION` to only change the record.",
+            )
+        if m.down is None:
+            raise BadInput(
+                f"{m.filename}: has no down migration, so it cannot be reverted",
+                fix="Write its down SQL (a .down.sql file or a '-- migrate:down' section).",
+            )
+        if rows[version].state == STATE_PARTIAL:
+            raise BadInput(
+                f"{m.filename}: is only partly applied",
+                fix="Run `heroku-migrate up` to finish it, or repair by hand and use "
+                "`heroku-migrate force VERSION`.",
+            )
+        return m
+
+    def _revert(self, targets: list[Migration]) -> list[Migration]:
+        if not targets:
+            return []
+        self.output.step(f"Reverting {len(targets)} migration(s), newest first")
+        items = [(m, m.down, 0) for m in targets if m.down is not None]
+        per_migration = self.config.transaction == "migration"
+        units = build_units(items, per_migration)
+        state = self.state
+        remaining = {
+            v for v, r in (state.rows if state else {}).items() if r.state == STATE_APPLIED
+        }
+        done: list[Migration] = []
+        try:
+            for unit in units:
+                if unit.autocommit:
+                    self._execute(unit.steps[0])
+                    if unit.finishes:
+                        with self.conn.transaction():
+                            self.history.delete(self.conn, [m.version for m in unit.finishes])
+                else:
+                    with self.conn.transaction():
+                        self.conn.execute(self._timeouts_sql(local=True))
+                        for step in unit.steps:
+                            self._execute(step)
+                        self.history.delete(self.conn, [m.version for m in unit.finishes])
+                        remaining -= {m.version for m in unit.finishes}
+                        self.history.sync_legacy(
+                            self.conn, state.legacy if state else None, remaining
+                        )
+                for m in unit.finishes:
+                    remaining.discard(m.version)
+                    done.append(m)
+                    self.output.detail(f"reverted {m.label}")
+        except StepFailed as exc:
+            headline = describe_failure(exc.step, exc.error)
+            self._log_safely("down failed", headline)
+            still = ", ".join(m.label for m in targets if m not in done)
+            raise MigrationFailed(
+                headline,
+                details=(
+                    f"Reverted before the failure: {', '.join(m.label for m in done) or 'none'}.",
+                    f"Still applied: {still}.",
+                ),
+                fix="Fix the down migration and run the command again.",
+            ) from None
+        with self.conn.transaction():
+            self.history.log(
+                self.conn, "down", "reverted " + ", ".join(str(m.version) for m in done)
+            )
+        return done
+
+    def force(self, migrations: list[Migration], version: int) -> tuple[int, int]:
+        """Record that exactly the files up to `version` are applied, running no SQL."""
+        state = self.read_state()
+        by_version = {m.version: m for m in migrations}
+        if version != 0 and version not in by_version:
+            raise BadInput(
+                f"version {version} is not one of the migration files",
+                fix="Pick a version from `heroku-migrate status`, or 0 to record none.",
+            )
+        with self.conn.transaction():
+            self.history.create(self.conn)
+            drop = [v for v in state.rows if v > version]
+            self.history.delete(self.conn, drop)
+            mark = [
+                m
+                for m in migrations
+                if m.version <= version
+                and (m.version not in state.rows or state.rows[m.version].state != STATE_APPLIED)
+            ]
+            self.history.record_applied(self.conn, ((m, 0.0) for m in mark), "forced")
+            applied = {v for v in state.rows if v <= version} | {m.version for m in mark}
+            self.history.sync_legacy(self.conn, state.legacy, applied)
+            self.history.log(
+                self.conn,
+                "forced",
+                f"recorded version {version}: marked {len(mark)}, forgot {len(drop)}",
+            )
+        return len(mark), len(drop)
+
+
+def _migrations_of(unit: Unit) -> list[Migration]:
+    seen: list[Migration] = []
+    for step in unit.steps:
+        if step.migration not in seen:
+            seen.append(step.migration)
+    for m in unit.finishes:
+        if m not in seen:
+            seen.append(m)
+    return seen
+
+
+def describe_failure(step: Step, error: psycopg.Error) -> str:
+    """`file: line N: SQLSTATE message (detail)` for a failed statement."""
+    diag = error.diag
+    position = None
+    if diag.statement_position:
+        try:
+            position = int(diag.statement_position)
+        except ValueError:
+            position = None
+    line = step.section.file_line(step.statement, position)
+    message = diag.message_primary or _one_line(str(error))
+    parts = [f"{step.section.path.name}: line {line}: ERROR {error.sqlstate or '?'}: {message}"]
+    if diag.message_detail:
+        parts.append(f"({_one_line(diag.message_detail)})")
+    if diag.message_hint:
+        parts.append(f"hint: {_one_line(diag.message_hint)}")
+    return " ".join(parts)
+
+
+def _remaining_state(committed: list[Migration], done: list[Migration]) -> str:
+    left = [m.label for m in committed if m not in done]
+    return (
+        "STATE LEFT: still applied (possibly partly) from this run: "
+        + ", ".join(left)
+        + ". Repair by hand, then record the truth with `heroku-migrate force VERSION`."
+    )
+
+
+def _first_words(text: str, limit: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

