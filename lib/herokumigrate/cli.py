@@ -190,9 +190,17 @@ def _with_runner(config: Config, output: Output, action: object) -> int:
 
 
 def _unexpected_db_error(exc: Exception, output: Output) -> MigrateError:
+    from psycopg import errors as pg_errors
+
     from herokumigrate.errors import MigrationFailed
 
     text = " ".join(output.redact(str(exc)).split())
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        return BadInput(
+            f"the database role may not do this: {text}",
+            fix="Connect as the database owner (Heroku's DATABASE_URL credentials are), or "
+            "GRANT the role rights on the history and migrated tables.",
+        )
     return MigrationFailed(
         f"database error: {text}",
         fix="Nothing was committed by the failed statement; check the database and retry.",

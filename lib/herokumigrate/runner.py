@@ -77,6 +77,16 @@ class Unit:
 
 
 @dataclass
+class RunProgress:
+    """What a run has committed so far."""
+
+    resume: dict[int, int]  # version -> statement index an interrupted run stopped at
+    applied: set[int] = field(default_factory=set)
+    durations: dict[int, float] = field(default_factory=dict)  # ms, per version
+    committed: list[Migration] = field(default_factory=list)  # migrations with committed effects
+
+
+@dataclass
 class ReleasePlan:
     """What `up` would do: pending migrations, and what the database knows that the files don't."""
 
@@ -188,6 +198,7 @@ class Runner:
         self.sleep = sleep
         self.lock: AdvisoryLock | None = None
         self.state: DatabaseState | None = None
+        self._deferred_setup: ReleasePlan | None = None
 
     # ----- session set-up ---------------------------------------------------------------
 
@@ -226,10 +237,6 @@ class Runner:
         """Apply the plan. Returns the number of migrations applied."""
         state = self.state
         assert state is not None
-        if plan.needs_setup or plan.adopt:
-            self._setup(plan, state, dry_run=dry_run)
-        if not plan.pending:
-            return 0
         items = []
         for m in plan.pending:
             start = plan.partial.get(m.version, 0)
@@ -243,6 +250,15 @@ class Runner:
         mode = "one transaction per migration" if per_migration else "one transaction"
         if any(u.autocommit for u in units):
             mode += ", with statements that must run outside a transaction"
+        # First contact (creating our tables, adopting a legacy tool's state) commits with the
+        # first transaction of the run, so a failed first release leaves no trace either.
+        setup = plan.needs_setup or bool(plan.adopt)
+        if setup and (dry_run or not units or units[0].autocommit):
+            self._setup(plan, state, dry_run=dry_run)
+            setup = False
+        self._deferred_setup = plan if setup else None
+        if not units:
+            return 0
         verb = "Dry run of" if dry_run else "Applying"
         self.output.step(f"{verb} {len(plan.pending)} migration(s) ({mode})")
         if dry_run:
@@ -250,33 +266,37 @@ class Runner:
         return self._apply_up(units, plan)
 
     def _setup(self, plan: ReleasePlan, state: DatabaseState, *, dry_run: bool) -> None:
-        """Create our tables and adopt a legacy tool's state, in one transaction."""
+        """Create our tables and adopt a legacy tool's state, in a transaction of their own."""
         if dry_run:
-            if plan.adopt:
+            if plan.adopt and state.legacy is not None:
                 self.output.detail(
-                    f"Would adopt {len(plan.adopt)} migration(s) from "
-                    f"{state.legacy.tool if state.legacy else '?'}"
+                    f"Would adopt {len(plan.adopt)} migration(s) from {state.legacy.tool}"
                 )
             return
         with self.conn.transaction():
-            self.history.create(self.conn)
-            if plan.adopt:
-                assert state.legacy is not None
-                source = f"adopted from {state.legacy.tool}"
-                self.history.record_applied(self.conn, ((m, 0.0) for m in plan.adopt), source)
-                self.history.log(
-                    self.conn,
-                    "adopted",
-                    f"{len(plan.adopt)} migration(s) recorded by {state.legacy.tool}, "
-                    f"up to {plan.adopt[-1].version}",
-                )
+            self._setup_in_transaction(plan, state)
+        self._report_setup(plan, state)
+
+    def _setup_in_transaction(self, plan: ReleasePlan, state: DatabaseState) -> None:
+        """Create our tables and record what a legacy tool applied (caller's transaction)."""
+        self.history.create(self.conn)
         if plan.adopt:
             assert state.legacy is not None
+            source = f"adopted from {state.legacy.tool}"
+            self.history.record_applied(self.conn, ((m, 0.0) for m in plan.adopt), source)
+            self.history.log(
+                self.conn,
+                "adopted",
+                f"{len(plan.adopt)} migration(s) recorded by {state.legacy.tool}, "
+                f"up to {plan.adopt[-1].version}",
+            )
+
+    def _report_setup(self, plan: ReleasePlan, state: DatabaseState) -> None:
+        if plan.adopt and state.legacy is not None:
             self.output.detail(
                 f"Adopted {len(plan.adopt)} migration(s) already applied by {state.legacy.tool}"
                 f" (up to {plan.adopt[-1].version}); they will not run again"
             )
-        self.read_state()
 
     def _dry_run(self, units: list[Unit]) -> int:
         """Run every transactional statement in one transaction, report, then roll back."""
@@ -305,154 +325,123 @@ class Runner:
     def _apply_up(self, units: list[Unit], plan: ReleasePlan) -> int:
         """Run the units, compensating committed ones if a later one fails."""
         started = time.monotonic()
-        committed: list[Migration] = []  # migrations with committed effects, in order
-        durations: dict[int, float] = {}
-        progress: dict[int, int] = dict(plan.partial)
-        legacy = self.state.legacy if self.state else None
-        applied_versions = {
-            v
-            for v, r in (self.state.rows if self.state else {}).items()
-            if r.state == STATE_APPLIED
-        }
+        rows = self.state.rows if self.state else {}
+        run = RunProgress(resume=dict(plan.partial))
+        run.applied = {v for v, r in rows.items() if r.state == STATE_APPLIED}
+        run.applied.update(m.version for m in plan.adopt)
         invalid_before = self._invalid_indexes() if any(u.autocommit for u in units) else set()
-        applied_count = 0
+        count = 0
         try:
             for unit in units:
                 unit_start = time.monotonic()
-                self._run_unit(unit, durations, progress, legacy, applied_versions)
+                self._run_unit(unit, run)
                 for m in _migrations_of(unit):
-                    if m not in committed:
-                        committed.append(m)
+                    if m not in run.committed:
+                        run.committed.append(m)
                 for m in unit.finishes:
-                    applied_count += 1
-                    self.output.detail(f"{m.label} ({durations.get(m.version, 0.0):.0f} ms)")
+                    count += 1
+                    self.output.detail(f"{m.label} ({run.durations.get(m.version, 0.0):.0f} ms)")
                 if unit.autocommit and time.monotonic() - unit_start >= 1.0:
                     self.output.detail(
-                        f"  ran outside the transaction in {time.monotonic() - unit_start:.1f}s"
+                        f"{unit.steps[0].migration.label}: statement at line "
+                        f"{unit.steps[0].statement.line} ran outside the transaction in "
+                        f"{time.monotonic() - unit_start:.1f}s"
                     )
         except StepFailed as exc:
-            raise self._failure(exc, committed=committed, invalid_before=invalid_before) from None
+            raise self._failure(
+                exc, committed=run.committed, invalid_before=invalid_before
+            ) from None
         except psycopg.OperationalError as exc:
             # The connection died (terminated backend, network): the server rolled back the
             # open transaction; committed parts still need compensating.
-            step = None
             raise self._failure(
-                StepFailed(step, exc) if step else None,
-                committed=committed,
-                invalid_before=invalid_before,
-                lost=exc,
+                None, committed=run.committed, invalid_before=invalid_before, lost=exc
             ) from None
         elapsed = time.monotonic() - started
-        self.output.step(f"Applied {applied_count} migration(s) in {elapsed:.2f}s")
-        return applied_count
+        self.output.step(f"Applied {count} migration(s) in {elapsed:.2f}s")
+        return count
 
-    def _run_unit(
-        self,
-        unit: Unit,
-        durations: dict[int, float],
-        progress: dict[int, int],
-        legacy: object,
-        applied_versions: set[int],
-    ) -> None:
+    def _run_unit(self, unit: Unit, run: RunProgress) -> None:
         """Run one unit, retrying the whole of it on lock timeout or deadlock."""
         attempt = 0
         while True:
-            local_durations: dict[int, float] = {}
             try:
                 if unit.autocommit:
-                    self._run_autocommit(unit.steps[0], local_durations)
+                    self._run_autocommit_unit(unit, run)
                 else:
-                    with self.conn.transaction():
-                        self.conn.execute(self._timeouts_sql(local=True))
-                        for step in unit.steps:
-                            t0 = time.perf_counter()
-                            self._execute(step)
-                            key = step.migration.version
-                            local_durations[key] = (
-                                local_durations.get(key, 0.0) + (time.perf_counter() - t0) * 1000
-                            )
-                        self._record_unit(
-                            unit, local_durations, durations, progress, applied_versions
-                        )
-                if unit.autocommit:
-                    step = unit.steps[0]
-                    key = step.migration.version
-                    total = durations.get(key, 0.0) + local_durations.get(key, 0.0)
-                    with self.conn.transaction():
-                        if unit.finishes:
-                            self.history.record_applied(self.conn, [(step.migration, total)])
-                            applied_versions.add(key)
-                            self._sync_legacy(applied_versions)
-                        else:
-                            self.history.record_partial(
-                                self.conn, step.migration, step.index + 1, total
-                            )
-                            progress[key] = step.index + 1
-                    durations[key] = 0.0 if unit.finishes else total
-                for m in unit.finishes:
-                    durations.setdefault(m.version, 0.0)
-                    if not unit.autocommit:
-                        durations[m.version] = local_durations.get(m.version, 0.0) + durations.get(
-                            m.version, 0.0
-                        )
+                    self._run_transaction_unit(unit, run)
                 return
             except StepFailed as exc:
-                if not isinstance(exc.error, _RETRYABLE) or attempt >= self.config.retries:
-                    if isinstance(exc.error, _RETRYABLE):
-                        self.output.warn(f"Gave up after {attempt} retries")
+                if not isinstance(exc.error, _RETRYABLE):
+                    raise
+                if attempt >= self.config.retries:
+                    self.output.warn(f"Gave up after {attempt} retries")
                     raise
                 attempt += 1
                 delay = min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311
                 what = (
                     "lock_timeout"
                     if isinstance(exc.error, pg_errors.LockNotAvailable)
-                    else ("deadlock")
+                    else "deadlock"
                 )
                 self.output.warn(
                     f"{exc.step.migration.label}: line {exc.step.statement.line}: {what} "
                     f"({exc.error.sqlstate}); retry {attempt} of {self.config.retries} "
-                    f"in {delay:.1f}s, the app's traffic is not blocked meanwhile"
+                    f"in {delay:.1f}s (the app's queries are not kept waiting meanwhile)"
                 )
                 if unit.autocommit:
                     self._drop_invalid_index_of(exc.step)
                 self.sleep(delay)
 
-    def _record_unit(
-        self,
-        unit: Unit,
-        local_durations: dict[int, float],
-        durations: dict[int, float],
-        progress: dict[int, int],
-        applied_versions: set[int],
-    ) -> None:
-        """Inside a unit's transaction: history rows for finished and half-done migrations."""
+    def _run_transaction_unit(self, unit: Unit, run: RunProgress) -> None:
+        """Statements and their history rows in one transaction."""
+        spent: dict[int, float] = {}
         finished = {m.version for m in unit.finishes}
-        done = [
-            (m, durations.get(m.version, 0.0) + local_durations.get(m.version, 0.0))
-            for m in unit.finishes
-        ]
-        self.history.record_applied(self.conn, done)
-        last = unit.steps[-1] if unit.steps else None
-        if last is not None and last.migration.version not in finished:
-            m = last.migration
-            self.history.record_partial(
-                self.conn, m, last.index + 1, local_durations.get(m.version, 0.0)
+        with self.conn.transaction():
+            self.conn.execute(self._timeouts_sql(local=True))
+            if self._deferred_setup is not None and self.state is not None:
+                self._setup_in_transaction(self._deferred_setup, self.state)
+            for step in unit.steps:
+                t0 = time.perf_counter()
+                self._execute(step)
+                key = step.migration.version
+                spent[key] = spent.get(key, 0.0) + (time.perf_counter() - t0) * 1000
+            self.history.record_applied(
+                self.conn, [(m, spent.get(m.version, 0.0)) for m in unit.finishes]
             )
-            progress[m.version] = last.index + 1
-        if finished:
-            self._sync_legacy(applied_versions | finished)
-            applied_versions.update(finished)
+            last = unit.steps[-1] if unit.steps else None
+            if last is not None and last.migration.version not in finished:
+                self.history.record_partial(
+                    self.conn, last.migration, last.index + 1, spent[last.migration.version]
+                )
+            if finished:
+                self._sync_legacy(run.applied | finished)
+        if self._deferred_setup is not None and self.state is not None:
+            self._report_setup(self._deferred_setup, self.state)
+            self._deferred_setup = None
+        for key, ms in spent.items():
+            run.durations[key] = run.durations.get(key, 0.0) + ms
+        run.applied.update(finished)
+
+    def _run_autocommit_unit(self, unit: Unit, run: RunProgress) -> None:
+        """One statement outside any transaction, then its progress in the history."""
+        assert len(unit.steps) == 1 and not unit.finishes
+        step = unit.steps[0]
+        key = step.migration.version
+        resuming = run.resume.pop(key, None) == step.index
+        if self._drop_invalid_index_of(step, skip_if_valid=resuming):
+            ms = 0.0
+        else:
+            t0 = time.perf_counter()
+            self._execute(step)
+            ms = (time.perf_counter() - t0) * 1000
+        with self.conn.transaction():
+            self.history.record_partial(self.conn, step.migration, step.index + 1, ms)
+        run.durations[key] = run.durations.get(key, 0.0) + ms
 
     def _sync_legacy(self, applied_versions: set[int]) -> None:
         legacy = self.state.legacy if self.state else None
         self.history.sync_legacy(self.conn, legacy, applied_versions)
-
-    def _run_autocommit(self, step: Step, durations: dict[int, float]) -> None:
-        """One statement outside any transaction; a killed earlier try's INVALID index goes first."""
-        self._drop_invalid_index_of(step)
-        t0 = time.perf_counter()
-        self._execute(step)
-        durations[step.migration.version] = (time.perf_counter() - t0) * 1000
 
     def _execute(self, step: Step) -> None:
         try:
@@ -473,22 +462,31 @@ class Runner:
         ).fetchall()
         return {str(r[0]) for r in rows}
 
-    def _drop_invalid_index_of(self, step: Step) -> None:
-        """Drop the INVALID index a failed or killed `CREATE INDEX CONCURRENTLY` left behind."""
+    def _drop_invalid_index_of(self, step: Step, *, skip_if_valid: bool = False) -> bool:
+        """Drop the INVALID index a failed or killed `CREATE INDEX CONCURRENTLY` left behind.
+
+        With `skip_if_valid` (resuming a killed run), returns True when the index exists and is
+        valid: the statement finished before the kill and must not run again.
+        """
         match = _CONCURRENT_INDEX_RE.match(step.statement.text)
         if not match or not step.statement.text.lstrip()[:6].upper().startswith("CREATE"):
-            return
-        name = match.group(1)
+            return False
         row = self.conn.execute(
-            "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-            " WHERE NOT i.indisvalid AND c.oid = to_regclass(%s)",
-            (name,),
+            "SELECT c.oid::regclass::text, i.indisvalid FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid WHERE c.oid = to_regclass(%s)",
+            (match.group(1),),
         ).fetchone()
-        if row is not None:
-            self.output.detail(f"Dropping INVALID index {row[0]} left by an earlier failed build")
-            self.conn.execute(
-                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.SQL(str(row[0])))
-            )
+        if row is None:
+            return False
+        if row[1]:
+            if skip_if_valid:
+                self.output.detail(f"Index {row[0]} was built before the interruption")
+            return skip_if_valid
+        self.output.detail(f"Dropping INVALID index {row[0]} left by an earlier failed build")
+        self.conn.execute(
+            sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.SQL(str(row[0])))
+        )
+        return False
 
     def _drop_new_invalid_indexes(self, before: set[str]) -> list[str]:
         dropped = []
@@ -597,8 +595,13 @@ class Runner:
         try:
             if self.conn.closed or self.conn.broken:
                 return
+            # Only into an existing log: a failed first release must leave no table behind.
+            found = self.conn.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", (self.history.log_ident.as_string(self.conn),)
+            ).fetchone()
+            if not found or not found[0]:
+                return
             with self.conn.transaction():
-                self.history.create(self.conn)
                 self.history.log(self.conn, event, self.output.redact(detail))
         except psycopg.Error:
             pass  # the log is a courtesy; the error itself is what the user must see

@@ -1,0 +1,350 @@
+"""The runner's promises, checked with the real CLI on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import pytest
+from support import (
+    EXAMPLE,
+    Server,
+    copy_example,
+    history,
+    run_cli,
+    snapshot,
+    write_migrations,
+)
+
+from herokumigrate.lock import lock_key
+
+pytestmark = pytest.mark.db
+
+TABLES = "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'"
+
+
+def tables(server: Server, dbname: str) -> str:
+    with server.admin_conn(dbname) as conn:
+        row = conn.execute(TABLES).fetchone()
+        assert row is not None
+        return str(row[0])
+
+
+def query(server: Server, dbname: str, text: str) -> list[tuple[object, ...]]:
+    with server.admin_conn(dbname) as conn:
+        return conn.execute(text.encode()).fetchall()
+
+
+def test_example_applies_then_second_up_is_a_noop(pg_server: Server, dbname: str, database_url: str) -> None:
+    first = run_cli(["up"], cwd=EXAMPLE, database_url=database_url)
+    assert first.returncode == 0, first.output
+    assert "Applying 5 migration(s)" in first.stdout
+    assert "20260104100000_orders_by_status_index" in first.stdout
+    rows = history(pg_server, dbname)
+    assert [r[0] for r in rows] == [
+        20260101120000,
+        20260102090000,
+        20260103150000,
+        20260104100000,
+        20260105080000,
+    ]
+    assert all(r[3] == "applied" for r in rows)
+    before = snapshot(pg_server, dbname)
+    second = run_cli(["up"], cwd=EXAMPLE, database_url=database_url)
+    assert second.returncode == 0, second.output
+    assert "Database is up to date (5 migration(s) applied, none pending)" in second.stdout
+    assert snapshot(pg_server, dbname) == before
+    # The concurrent index was really built, and is valid.
+    valid = query(
+        pg_server,
+        dbname,
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE c.relname = 'orders_user_status_idx'",
+    )
+    assert valid == [(True,)]
+
+
+def test_history_records_checksum_and_duration(pg_server: Server, dbname: str, database_url: str) -> None:
+    run_cli(["up"], cwd=EXAMPLE, database_url=database_url)
+    rows = query(
+        pg_server,
+        dbname,
+        "SELECT version, name, checksum, applied_at IS NOT NULL, duration_ms >= 0"
+        " FROM heroku_migrate_history ORDER BY version LIMIT 1",
+    )
+    assert rows[0][0] == 20260101120000
+    assert rows[0][1] == "create_users"
+    assert len(str(rows[0][2])) == 64
+    assert rows[0][3] is True and rows[0][4] is True
+
+
+def test_failed_release_leaves_schema_unchanged(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    write_migrations(app, {"1_base.up.sql": "CREATE TABLE base (id int);\n"})
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    before = snapshot(pg_server, dbname)
+    write_migrations(
+        app,
+        {
+            "2_good.up.sql": "CREATE TABLE good (id int);\nALTER TABLE base ADD COLUMN x int;\n",
+            "3_bad.up.sql": "CREATE TABLE fine (id int);\n\n-- the next line fails\n"
+            "INSERT INTO missing_table VALUES (1);\n",
+        },
+    )
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 1, result.output
+    assert "3_bad.up.sql: line 4: ERROR 42P01" in result.stderr
+    assert 'relation "missing_table" does not exist' in result.stderr
+    assert "the database is unchanged" in result.stderr
+    assert snapshot(pg_server, dbname) == before
+
+
+def test_syntax_error_line_points_inside_the_statement(database_url: str, app: Path) -> None:
+    write_migrations(app, {"1_x.up.sql": "CREATE TABLE a (id int);\nCREATE TABLE b (\n  id int,\n  oops oops oops\n);\n"})
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 1
+    assert "1_x.up.sql: line 4: ERROR 42601" in result.stderr, result.stderr
+
+
+def test_dbmate_section_lines_are_file_lines(database_url: str, app: Path) -> None:
+    write_migrations(
+        app,
+        {"5_d.sql": "-- migrate:up\nCREATE TABLE a (id int);\nSELECT * FROM nope;\n-- migrate:down\nDROP TABLE a;\n"},
+    )
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 1
+    assert "5_d.sql: line 3: ERROR 42P01" in result.stderr
+
+
+def test_golang_migrate_state_is_adopted_and_kept_in_sync(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    write_migrations(
+        app,
+        {
+            "1_a.up.sql": "CREATE TABLE a (id int);",
+            "2_b.up.sql": "CREATE TABLE b (id int);",
+            "3_c.up.sql": "CREATE TABLE c (id int);",
+        },
+    )
+    # As golang-migrate leaves it after applying 1 and 2.
+    query_sql = (
+        "CREATE TABLE a (id int); CREATE TABLE b (id int);"
+        " CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL);"
+        " INSERT INTO schema_migrations VALUES (2, false);"
+        " GRANT ALL ON ALL TABLES IN SCHEMA public TO hm_tester;"
+        " ALTER TABLE schema_migrations OWNER TO hm_tester;"
+    )
+    with pg_server.admin_conn(dbname) as conn:
+        conn.execute(query_sql.encode())
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert "Adopted 2 migration(s) already applied by golang-migrate" in result.stdout
+    assert tables(pg_server, dbname).split(",") == [
+        "a", "b", "c", "heroku_migrate_history", "heroku_migrate_history_log", "schema_migrations"
+    ]
+    assert query(pg_server, dbname, "SELECT version, dirty FROM schema_migrations") == [(3, False)]
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 2, 3]
+
+
+def test_dirty_golang_migrate_table_stops_the_run(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    write_migrations(app, {"1_a.up.sql": "CREATE TABLE a (id int);"})
+    with pg_server.admin_conn(dbname) as conn:
+        conn.execute(
+            b"CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL);"
+            b" INSERT INTO schema_migrations VALUES (1, true);"
+            b" ALTER TABLE schema_migrations OWNER TO hm_tester;"
+        )
+    before = snapshot(pg_server, dbname)
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 2
+    assert "dirty at version 1" in result.stderr
+    assert "heroku-migrate force" in result.stderr
+    assert snapshot(pg_server, dbname) == before
+
+
+def test_dbmate_state_is_adopted(pg_server: Server, dbname: str, database_url: str, app: Path) -> None:
+    write_migrations(
+        app,
+        {
+            "20200101000000_a.sql": "-- migrate:up\nCREATE TABLE a (id int);\n-- migrate:down\nDROP TABLE a;\n",
+            "20200102000000_b.sql": "-- migrate:up\nCREATE TABLE b (id int);\n",
+        },
+    )
+    with pg_server.admin_conn(dbname) as conn:
+        conn.execute(
+            b"CREATE TABLE a (id int); CREATE TABLE schema_migrations (version varchar(128) PRIMARY KEY);"
+            b" INSERT INTO schema_migrations VALUES ('20200101000000');"
+            b" ALTER TABLE schema_migrations OWNER TO hm_tester; ALTER TABLE a OWNER TO hm_tester;"
+        )
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert "Adopted 1 migration(s) already applied by dbmate" in result.stdout
+    assert query(pg_server, dbname, "SELECT version FROM schema_migrations ORDER BY 1") == [
+        ("20200101000000",),
+        ("20200102000000",),
+    ]
+
+
+def test_database_ahead_of_code_succeeds_with_warning(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    files = write_migrations(app, {"1_a.up.sql": "CREATE TABLE a (id int);", "2_b.up.sql": "CREATE TABLE b (id int);"})
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    (files / "2_b.up.sql").unlink()  # `heroku rollback`: the old slug lacks the newer file
+    before = snapshot(pg_server, dbname)
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert "1 migration(s) these files do not: 2" in result.stderr
+    assert "heroku rollback" in result.stderr
+    assert snapshot(pg_server, dbname) == before
+
+
+def test_edited_applied_migration_fails_unless_allowed(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    files = write_migrations(app, {"1_a.up.sql": "CREATE TABLE a (id int);"})
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    (files / "1_a.up.sql").write_text("CREATE TABLE a (id bigint);")
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 2
+    assert "1_a.up.sql: changed after it was applied" in result.stderr
+    assert "MIGRATE_ALLOW_CHANGED=true" in result.stderr
+    allowed = run_cli(["up"], cwd=app, database_url=database_url, env={"MIGRATE_ALLOW_CHANGED": "true"})
+    assert allowed.returncode == 0, allowed.output
+    assert "changed since they ran: 1_a.up.sql (allowed)" in allowed.stderr
+
+
+def test_dry_run_executes_then_rolls_back(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    write_migrations(app, {"1_a.up.sql": "CREATE TABLE a (id int);"})
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    write_migrations(app, {"2_b.up.sql": "CREATE TABLE b (id int);\nINSERT INTO b VALUES (1);"})
+    before = snapshot(pg_server, dbname)
+    for args in (["up", "--dry-run"], ["plan"]):
+        result = run_cli(args, cwd=app, database_url=database_url)
+        assert result.returncode == 0, result.output
+        assert "Dry run: 1 migration(s) ran and were rolled back" in result.stdout
+        assert snapshot(pg_server, dbname) == before
+    write_migrations(app, {"3_c.up.sql": "SELECT 1/0;"})
+    failing = run_cli(["plan"], cwd=app, database_url=database_url)
+    assert failing.returncode == 1
+    assert "3_c.up.sql: line 1: ERROR 22012" in failing.stderr
+    assert snapshot(pg_server, dbname) == before
+
+
+def test_transaction_control_in_files_cannot_break_atomicity(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # golang-migrate users often wrap files in BEGIN/COMMIT; the runner owns the transaction.
+    write_migrations(
+        app,
+        {
+            "1_a.up.sql": "BEGIN;\nCREATE TABLE a (id int);\nCOMMIT;\n",
+            "2_b.up.sql": "BEGIN;\nCREATE TABLE b (id int);\nSELECT 1/0;\nCOMMIT;\n",
+        },
+    )
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 1
+    assert tables(pg_server, dbname) == "None"
+    assert history(pg_server, dbname) == []
+
+
+def test_down_requires_yes_then_reverts_newest_first(
+    pg_server: Server, dbname: str, database_url: str, tmp_path: Path
+) -> None:
+    app = copy_example(tmp_path / "ex")
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    refused = run_cli(["down", "2"], cwd=app, database_url=database_url)
+    assert refused.returncode == 2
+    assert "--yes" in refused.stderr
+    result = run_cli(["down", "2", "--yes"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert result.stdout.index("20260105080000") < result.stdout.index("20260104100000")
+    assert [r[0] for r in history(pg_server, dbname)] == [20260101120000, 20260102090000, 20260103150000]
+    cols = query(pg_server, dbname, "SELECT column_name FROM information_schema.columns WHERE table_name='users' AND column_name='plan'")
+    assert cols == []
+    again = run_cli(["up"], cwd=app, database_url=database_url)
+    assert again.returncode == 0 and "Applying 2 migration(s)" in again.stdout
+
+
+def test_goto_and_force(pg_server: Server, dbname: str, database_url: str, tmp_path: Path) -> None:
+    app = copy_example(tmp_path / "ex")
+    result = run_cli(["goto", "20260102090000"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert [r[0] for r in history(pg_server, dbname)] == [20260101120000, 20260102090000]
+    assert run_cli(["goto", "20260101120000"], cwd=app, database_url=database_url).returncode == 2
+    down = run_cli(["goto", "20260101120000", "--yes"], cwd=app, database_url=database_url)
+    assert down.returncode == 0, down.output
+    assert [r[0] for r in history(pg_server, dbname)] == [20260101120000]
+    forced = run_cli(["force", "20260103150000"], cwd=app, database_url=database_url)
+    assert forced.returncode == 0, forced.output
+    assert [r[0] for r in history(pg_server, dbname)] == [20260101120000, 20260102090000, 20260103150000]
+    assert "orders" not in tables(pg_server, dbname).split(",")  # force runs no SQL
+    assert run_cli(["force", "999"], cwd=app, database_url=database_url).returncode == 2
+
+
+def test_status_human_and_json(pg_server: Server, dbname: str, database_url: str, tmp_path: Path) -> None:
+    app = copy_example(tmp_path / "ex")
+    assert run_cli(["goto", "20260102090000"], cwd=app, database_url=database_url).returncode == 0
+    human = run_cli(["status"], cwd=app, database_url=database_url)
+    assert human.returncode == 0
+    assert "3 pending" in human.stdout
+    machine = run_cli(["status", "--json"], cwd=app, database_url=database_url)
+    doc = json.loads(machine.stdout)
+    assert doc["pending"] == [20260103150000, 20260104100000, 20260105080000]
+    assert [m["status"] for m in doc["migrations"]][:2] == ["applied", "applied"]
+
+
+def test_per_migration_transaction_mode_applies_each_in_its_own(
+    pg_server: Server, dbname: str, database_url: str
+) -> None:
+    result = run_cli(["up"], cwd=EXAMPLE, database_url=database_url, env={"MIGRATE_TRANSACTION": "migration"})
+    assert result.returncode == 0, result.output
+    assert "one transaction per migration" in result.stdout
+    assert len(history(pg_server, dbname)) == 5
+
+
+def test_history_table_name_and_schema_are_configurable(
+    pg_server: Server, dbname: str, database_url: str
+) -> None:
+    env = {"MIGRATE_HISTORY_SCHEMA": "meta", "MIGRATE_HISTORY_TABLE": "applied"}
+    assert run_cli(["up"], cwd=EXAMPLE, database_url=database_url, env=env).returncode == 0
+    assert len(history(pg_server, dbname, "meta.applied")) == 5
+    assert history(pg_server, dbname) == []
+
+
+def test_database_url_var_is_configurable(pg_server: Server, dbname: str, database_url: str) -> None:
+    env = {"HEROKU_POSTGRESQL_RED_URL": database_url, "MIGRATE_DATABASE_URL_VAR": "HEROKU_POSTGRESQL_RED_URL"}
+    result = run_cli(["up"], cwd=EXAMPLE, env=env)
+    assert result.returncode == 0, result.output
+    assert len(history(pg_server, dbname)) == 5
+
+
+def test_new_creates_both_files(app: Path) -> None:
+    result = run_cli(["new", "Add users email index"], cwd=app)
+    assert result.returncode == 0, result.output
+    names = sorted(p.name for p in (app / "db/migrations").iterdir())
+    assert len(names) == 2
+    assert names[0].endswith("_add_users_email_index.down.sql")
+    assert names[1].endswith("_add_users_email_index.up.sql")
+    assert len(names[0].split("_")[0]) == 14
+
+
+def test_validate_needs_no_database(tmp_path: Path) -> None:
+    result = run_cli(["validate"], cwd=EXAMPLE, env={"DATABASE_URL": "postgres://nobody@203.0.113.1/x"})
+    assert result.returncode == 0
+    assert "Validated 5 migration(s)" in result.stdout
+    assert "1 must run outside a transaction" in result.stdout
+
+
+def test_lock_key_matches_golang_migrate() -> None:
+    # golang-migrate: crc32(schema NUL table NUL dbname) * 1486364155, as uint32.
+    expected = (zlib.crc32(b"public\x00schema_migrations\x00mydb") * 1486364155) & 0xFFFFFFFF
+    assert lock_key("mydb") == expected
+    assert 0 <= lock_key("x") < 2**32
