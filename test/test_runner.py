@@ -7,6 +7,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+
+from herokumigrate.lock import lock_key
 from support import (
     EXAMPLE,
     Server,
@@ -17,11 +19,12 @@ from support import (
     write_migrations,
 )
 
-from herokumigrate.lock import lock_key
-
 pytestmark = pytest.mark.db
 
-TABLES = "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'"
+TABLES = (
+    "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables"
+    " WHERE schemaname = 'public'"
+)
 
 
 def tables(server: Server, dbname: str) -> str:
@@ -36,7 +39,9 @@ def query(server: Server, dbname: str, text: str) -> list[tuple[object, ...]]:
         return conn.execute(text.encode()).fetchall()
 
 
-def test_example_applies_then_second_up_is_a_noop(pg_server: Server, dbname: str, database_url: str) -> None:
+def test_example_applies_then_second_up_is_a_noop(
+    pg_server: Server, dbname: str, database_url: str
+) -> None:
     first = run_cli(["up"], cwd=EXAMPLE, database_url=database_url)
     assert first.returncode == 0, first.output
     assert "Applying 5 migration(s)" in first.stdout
@@ -65,7 +70,9 @@ def test_example_applies_then_second_up_is_a_noop(pg_server: Server, dbname: str
     assert valid == [(True,)]
 
 
-def test_history_records_checksum_and_duration(pg_server: Server, dbname: str, database_url: str) -> None:
+def test_history_records_checksum_and_duration(
+    pg_server: Server, dbname: str, database_url: str
+) -> None:
     run_cli(["up"], cwd=EXAMPLE, database_url=database_url)
     rows = query(
         pg_server,
@@ -76,7 +83,8 @@ def test_history_records_checksum_and_duration(pg_server: Server, dbname: str, d
     assert rows[0][0] == 20260101120000
     assert rows[0][1] == "create_users"
     assert len(str(rows[0][2])) == 64
-    assert rows[0][3] is True and rows[0][4] is True
+    assert rows[0][3] is True
+    assert rows[0][4] is True
 
 
 def test_failed_release_leaves_schema_unchanged(
@@ -102,7 +110,13 @@ def test_failed_release_leaves_schema_unchanged(
 
 
 def test_syntax_error_line_points_inside_the_statement(database_url: str, app: Path) -> None:
-    write_migrations(app, {"1_x.up.sql": "CREATE TABLE a (id int);\nCREATE TABLE b (\n  id int,\n  oops oops oops\n);\n"})
+    write_migrations(
+        app,
+        {
+            "1_x.up.sql": "CREATE TABLE a (id int);\n"
+            "CREATE TABLE b (\n  id int,\n  oops oops oops\n);\n"
+        },
+    )
     result = run_cli(["up"], cwd=app, database_url=database_url)
     assert result.returncode == 1
     assert "1_x.up.sql: line 4: ERROR 42601" in result.stderr, result.stderr
@@ -111,7 +125,10 @@ def test_syntax_error_line_points_inside_the_statement(database_url: str, app: P
 def test_dbmate_section_lines_are_file_lines(database_url: str, app: Path) -> None:
     write_migrations(
         app,
-        {"5_d.sql": "-- migrate:up\nCREATE TABLE a (id int);\nSELECT * FROM nope;\n-- migrate:down\nDROP TABLE a;\n"},
+        {
+            "5_d.sql": "-- migrate:up\nCREATE TABLE a (id int);\nSELECT * FROM nope;\n"
+            "-- migrate:down\nDROP TABLE a;\n"
+        },
     )
     result = run_cli(["up"], cwd=app, database_url=database_url)
     assert result.returncode == 1
@@ -143,7 +160,12 @@ def test_golang_migrate_state_is_adopted_and_kept_in_sync(
     assert result.returncode == 0, result.output
     assert "Adopted 2 migration(s) already applied by golang-migrate" in result.stdout
     assert tables(pg_server, dbname).split(",") == [
-        "a", "b", "c", "heroku_migrate_history", "heroku_migrate_history_log", "schema_migrations"
+        "a",
+        "b",
+        "c",
+        "heroku_migrate_history",
+        "heroku_migrate_history_log",
+        "schema_migrations",
     ]
     assert query(pg_server, dbname, "SELECT version, dirty FROM schema_migrations") == [(3, False)]
     assert [r[0] for r in history(pg_server, dbname)] == [1, 2, 3]
@@ -167,17 +189,21 @@ def test_dirty_golang_migrate_table_stops_the_run(
     assert snapshot(pg_server, dbname) == before
 
 
-def test_dbmate_state_is_adopted(pg_server: Server, dbname: str, database_url: str, app: Path) -> None:
+def test_dbmate_state_is_adopted(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
     write_migrations(
         app,
         {
-            "20200101000000_a.sql": "-- migrate:up\nCREATE TABLE a (id int);\n-- migrate:down\nDROP TABLE a;\n",
+            "20200101000000_a.sql": "-- migrate:up\nCREATE TABLE a (id int);\n"
+            "-- migrate:down\nDROP TABLE a;\n",
             "20200102000000_b.sql": "-- migrate:up\nCREATE TABLE b (id int);\n",
         },
     )
     with pg_server.admin_conn(dbname) as conn:
         conn.execute(
-            b"CREATE TABLE a (id int); CREATE TABLE schema_migrations (version varchar(128) PRIMARY KEY);"
+            b"CREATE TABLE a (id int);"
+            b" CREATE TABLE schema_migrations (version varchar(128) PRIMARY KEY);"
             b" INSERT INTO schema_migrations VALUES ('20200101000000');"
             b" ALTER TABLE schema_migrations OWNER TO hm_tester; ALTER TABLE a OWNER TO hm_tester;"
         )
@@ -193,7 +219,9 @@ def test_dbmate_state_is_adopted(pg_server: Server, dbname: str, database_url: s
 def test_database_ahead_of_code_succeeds_with_warning(
     pg_server: Server, dbname: str, database_url: str, app: Path
 ) -> None:
-    files = write_migrations(app, {"1_a.up.sql": "CREATE TABLE a (id int);", "2_b.up.sql": "CREATE TABLE b (id int);"})
+    files = write_migrations(
+        app, {"1_a.up.sql": "CREATE TABLE a (id int);", "2_b.up.sql": "CREATE TABLE b (id int);"}
+    )
     assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
     (files / "2_b.up.sql").unlink()  # `heroku rollback`: the old slug lacks the newer file
     before = snapshot(pg_server, dbname)
@@ -214,7 +242,9 @@ def test_edited_applied_migration_fails_unless_allowed(
     assert result.returncode == 2
     assert "1_a.up.sql: changed after it was applied" in result.stderr
     assert "MIGRATE_ALLOW_CHANGED=true" in result.stderr
-    allowed = run_cli(["up"], cwd=app, database_url=database_url, env={"MIGRATE_ALLOW_CHANGED": "true"})
+    allowed = run_cli(
+        ["up"], cwd=app, database_url=database_url, env={"MIGRATE_ALLOW_CHANGED": "true"}
+    )
     assert allowed.returncode == 0, allowed.output
     assert "changed since they ran: 1_a.up.sql (allowed)" in allowed.stderr
 
@@ -266,11 +296,21 @@ def test_down_requires_yes_then_reverts_newest_first(
     result = run_cli(["down", "2", "--yes"], cwd=app, database_url=database_url)
     assert result.returncode == 0, result.output
     assert result.stdout.index("20260105080000") < result.stdout.index("20260104100000")
-    assert [r[0] for r in history(pg_server, dbname)] == [20260101120000, 20260102090000, 20260103150000]
-    cols = query(pg_server, dbname, "SELECT column_name FROM information_schema.columns WHERE table_name='users' AND column_name='plan'")
+    assert [r[0] for r in history(pg_server, dbname)] == [
+        20260101120000,
+        20260102090000,
+        20260103150000,
+    ]
+    cols = query(
+        pg_server,
+        dbname,
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_name = 'users' AND column_name = 'plan'",
+    )
     assert cols == []
     again = run_cli(["up"], cwd=app, database_url=database_url)
-    assert again.returncode == 0 and "Applying 2 migration(s)" in again.stdout
+    assert again.returncode == 0
+    assert "Applying 2 migration(s)" in again.stdout
 
 
 def test_goto_and_force(pg_server: Server, dbname: str, database_url: str, tmp_path: Path) -> None:
@@ -284,12 +324,18 @@ def test_goto_and_force(pg_server: Server, dbname: str, database_url: str, tmp_p
     assert [r[0] for r in history(pg_server, dbname)] == [20260101120000]
     forced = run_cli(["force", "20260103150000"], cwd=app, database_url=database_url)
     assert forced.returncode == 0, forced.output
-    assert [r[0] for r in history(pg_server, dbname)] == [20260101120000, 20260102090000, 20260103150000]
+    assert [r[0] for r in history(pg_server, dbname)] == [
+        20260101120000,
+        20260102090000,
+        20260103150000,
+    ]
     assert "orders" not in tables(pg_server, dbname).split(",")  # force runs no SQL
     assert run_cli(["force", "999"], cwd=app, database_url=database_url).returncode == 2
 
 
-def test_status_human_and_json(pg_server: Server, dbname: str, database_url: str, tmp_path: Path) -> None:
+def test_status_human_and_json(
+    pg_server: Server, dbname: str, database_url: str, tmp_path: Path
+) -> None:
     app = copy_example(tmp_path / "ex")
     assert run_cli(["goto", "20260102090000"], cwd=app, database_url=database_url).returncode == 0
     human = run_cli(["status"], cwd=app, database_url=database_url)
@@ -304,7 +350,9 @@ def test_status_human_and_json(pg_server: Server, dbname: str, database_url: str
 def test_per_migration_transaction_mode_applies_each_in_its_own(
     pg_server: Server, dbname: str, database_url: str
 ) -> None:
-    result = run_cli(["up"], cwd=EXAMPLE, database_url=database_url, env={"MIGRATE_TRANSACTION": "migration"})
+    result = run_cli(
+        ["up"], cwd=EXAMPLE, database_url=database_url, env={"MIGRATE_TRANSACTION": "migration"}
+    )
     assert result.returncode == 0, result.output
     assert "one transaction per migration" in result.stdout
     assert len(history(pg_server, dbname)) == 5
@@ -319,8 +367,13 @@ def test_history_table_name_and_schema_are_configurable(
     assert history(pg_server, dbname) == []
 
 
-def test_database_url_var_is_configurable(pg_server: Server, dbname: str, database_url: str) -> None:
-    env = {"HEROKU_POSTGRESQL_RED_URL": database_url, "MIGRATE_DATABASE_URL_VAR": "HEROKU_POSTGRESQL_RED_URL"}
+def test_database_url_var_is_configurable(
+    pg_server: Server, dbname: str, database_url: str
+) -> None:
+    env = {
+        "HEROKU_POSTGRESQL_RED_URL": database_url,
+        "MIGRATE_DATABASE_URL_VAR": "HEROKU_POSTGRESQL_RED_URL",
+    }
     result = run_cli(["up"], cwd=EXAMPLE, env=env)
     assert result.returncode == 0, result.output
     assert len(history(pg_server, dbname)) == 5
@@ -337,7 +390,9 @@ def test_new_creates_both_files(app: Path) -> None:
 
 
 def test_validate_needs_no_database(tmp_path: Path) -> None:
-    result = run_cli(["validate"], cwd=EXAMPLE, env={"DATABASE_URL": "postgres://nobody@203.0.113.1/x"})
+    result = run_cli(
+        ["validate"], cwd=EXAMPLE, env={"DATABASE_URL": "postgres://nobody@203.0.113.1/x"}
+    )
     assert result.returncode == 0
     assert "Validated 5 migration(s)" in result.stdout
     assert "1 must run outside a transaction" in result.stdout

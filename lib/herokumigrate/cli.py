@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every subcommand accepts the setting flags."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     for flag, dest, text in _SETTING_FLAGS:
         common.add_argument(flag, dest=dest, default=None, help=text)
     common.add_argument(
@@ -282,7 +282,9 @@ def _check_plan(
             )
 
 
-def _say_up_to_date(output: Output, migrations: list[Migration], rows: dict[int, object]) -> None:
+def _say_up_to_date(
+    output: Output, migrations: list[Migration], rows: Mapping[int, object]
+) -> None:
     known = sum(1 for m in migrations if m.version in rows)
     output.step(f"Database is up to date ({known} migration(s) applied, none pending)")
 

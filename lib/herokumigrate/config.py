@@ -196,8 +196,8 @@ def load_config(
         raw = env.get(name)
         if raw is not None and raw != "":
             values[key] = _convert(key, raw, name)
-    for key, raw in (flags or {}).items():
-        if raw is not None:
-            values[key] = _convert(key, raw, "--" + key.replace("_", "-"))
+    for key, flag in (flags or {}).items():
+        if flag is not None:
+            values[key] = _convert(key, flag, "--" + key.replace("_", "-"))
     known = {f.name for f in fields(Config)}
     return Config(app_dir=app_dir, **{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]

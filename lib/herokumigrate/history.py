@@ -106,7 +106,7 @@ class HistoryTable:
 
     def _read_legacy(self, conn: Conn, regclass: str) -> LegacyTable | None:
         """golang-migrate's (version bigint, dirty boolean) or dbmate's (version varchar)."""
-        columns = dict(
+        columns: dict[str, str] = dict(
             conn.execute(  # type: ignore[arg-type]
                 "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
                 " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",

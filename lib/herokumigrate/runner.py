@@ -18,6 +18,7 @@ How a release runs (README, "How a release is applied"):
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import time
@@ -217,10 +218,8 @@ class Runner:
     def release_lock(self) -> None:
         """Give the lock back, if the connection still works."""
         if self.lock is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):  # a dead session released its locks already
                 self.lock.release()
-            except psycopg.Error:
-                pass  # a dead session has released its locks already
 
     def _timeouts_sql(self, *, local: bool) -> sql.Composed:
         scope = sql.SQL("SET LOCAL " if local else "SET ")
@@ -425,7 +424,8 @@ class Runner:
 
     def _run_autocommit_unit(self, unit: Unit, run: RunProgress) -> None:
         """One statement outside any transaction, then its progress in the history."""
-        assert len(unit.steps) == 1 and not unit.finishes
+        assert len(unit.steps) == 1
+        assert not unit.finishes
         step = unit.steps[0]
         key = step.migration.version
         resuming = run.resume.pop(key, None) == step.index
