@@ -1,0 +1,322 @@
+"""Concurrency on a real PostgreSQL: runners racing each other, table locks held by the app,
+and the migration lock held by someone else.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from herokumigrate.lock import lock_key
+from support import (
+    Result,
+    Server,
+    assert_no_secret,
+    cli_env,
+    history,
+    run_cli,
+    snapshot,
+    write_migrations,
+)
+
+pytestmark = pytest.mark.db
+
+
+def spawn_cli(
+    args: list[str], *, cwd: Path, database_url: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start `python -m herokumigrate ARGS` without waiting for it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "herokumigrate", *args],
+        cwd=cwd,
+        env=cli_env(database_url, **(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> Result:
+    """Wait for a spawned CLI and check its output like `run_cli` does."""
+    out, err = proc.communicate(timeout=timeout)
+    result = Result(proc.returncode, out, err)
+    assert_no_secret(result.output)
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def scalar(server: Server, dbname: str, query: str, params: tuple[object, ...] = ()) -> object:
+    """The first column of the first row of a query run as the superuser."""
+    with server.admin_conn(dbname) as conn:
+        row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return row[0]
+
+
+# ----- 5. runners started at once -------------------------------------------------------------
+
+RACE_MIGRATIONS = 30
+
+
+def race_files() -> dict[str, str]:
+    """30 migrations; each creates a table and counts itself in `applied_counter`."""
+    files = {
+        "1_counter.up.sql": (
+            "CREATE TABLE applied_counter (version bigint NOT NULL);\n"
+            "INSERT INTO applied_counter VALUES (1);\n"
+        ),
+        "1_counter.down.sql": "DROP TABLE applied_counter;\n",
+    }
+    for v in range(2, RACE_MIGRATIONS + 1):
+        files[f"{v}_race_{v:02d}.up.sql"] = (
+            f"CREATE TABLE race_{v:02d} (id serial PRIMARY KEY, note text);\n"
+            f"INSERT INTO race_{v:02d} (note) VALUES ('once');\n"
+            f"INSERT INTO applied_counter VALUES ({v});\n"
+        )
+        files[f"{v}_race_{v:02d}.down.sql"] = f"DROP TABLE race_{v:02d};\n"
+    return files
+
+
+@pytest.mark.parametrize("runners", [4, 8])
+def test_runners_started_at_once_apply_each_migration_exactly_once(
+    pg_server: Server, dbname: str, database_url: str, app: Path, runners: int
+) -> None:
+    write_migrations(app, race_files())
+    procs = [spawn_cli(["up"], cwd=app, database_url=database_url) for _ in range(runners)]
+    results = [finish(p) for p in procs]
+
+    for r in results:
+        assert r.returncode == 0, r.output
+    recorded = history(pg_server, dbname)
+    assert [r[0] for r in recorded] == list(range(1, RACE_MIGRATIONS + 1))
+    assert all(r[3] == "applied" for r in recorded)
+    with pg_server.admin_conn(dbname) as conn:
+        counts = dict(
+            conn.execute(
+                "SELECT version, count(*) FROM applied_counter GROUP BY version"
+            ).fetchall()  # type: ignore[arg-type]
+        )
+    assert counts == dict.fromkeys(range(1, RACE_MIGRATIONS + 1), 1), counts
+    tables = scalar(
+        pg_server,
+        dbname,
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename ~ '^race_'",
+    )
+    assert tables == RACE_MIGRATIONS - 1
+    for v in (2, RACE_MIGRATIONS):
+        assert scalar(pg_server, dbname, f"SELECT count(*) FROM race_{v:02d}") == 1
+    applied_by = [r for r in results if "Applied 30 migration(s)" in r.stdout]
+    assert len(applied_by) == 1, [r.stdout for r in results]
+
+
+# ----- 6. lock contention on a table the app is using -----------------------------------------
+
+LOCK_TIMEOUT = 1.0
+
+
+class Probe(threading.Thread):
+    """The app's traffic: `SELECT count(*) FROM t` in a loop, timing each query."""
+
+    def __init__(self, server: Server, dbname: str) -> None:
+        super().__init__(daemon=True)
+        self.conn = server.admin_conn(dbname)
+        # Never hang the test: a probe stuck behind the ALTER shows up as a 20 s wait.
+        self.conn.execute("SET statement_timeout = '20s'")
+        self.stop = threading.Event()
+        self.waits: list[float] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            try:
+                self.conn.execute("SELECT count(*) FROM t").fetchone()
+            except psycopg.Error as exc:
+                self.errors.append(str(exc))
+            self.waits.append(time.monotonic() - t0)
+            time.sleep(0.02)
+
+    def finish(self) -> float:
+        self.stop.set()
+        self.join(30)
+        self.conn.close()
+        return max(self.waits)
+
+
+def contention_app(app: Path, database_url: str, pg_server: Server, dbname: str) -> None:
+    write_migrations(
+        app,
+        {
+            "1_t.up.sql": (
+                "CREATE TABLE t (id int PRIMARY KEY);\n"
+                "INSERT INTO t SELECT generate_series(1, 1000);\n"
+            ),
+            "1_t.down.sql": "DROP TABLE t;\n",
+        },
+    )
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    write_migrations(
+        app,
+        {
+            "2_other.up.sql": "CREATE TABLE other (id int);\n",
+            "2_other.down.sql": "DROP TABLE other;\n",
+            "3_alter_t.up.sql": "-- needs ACCESS EXCLUSIVE on t\nALTER TABLE t ADD COLUMN c int;\n",
+            "3_alter_t.down.sql": "ALTER TABLE t DROP COLUMN c;\n",
+        },
+    )
+
+
+def hold_table_lock(server: Server, dbname: str) -> psycopg.Connection[tuple[object, ...]]:
+    """A session with an open transaction that read `t`: it holds ACCESS SHARE on it."""
+    conn = psycopg.connect(**dict(server.admin, dbname=dbname), autocommit=False)  # type: ignore[arg-type]
+    conn.execute("SET application_name = 'app-long-transaction'")
+    conn.execute("SELECT count(*) FROM t").fetchone()
+    return conn
+
+
+@pytest.mark.slow
+def test_lock_contention_gives_up_after_retries_without_blocking_app_traffic(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    contention_app(app, database_url, pg_server, dbname)
+    before = snapshot(pg_server, dbname)
+    holder = hold_table_lock(pg_server, dbname)
+    probe = Probe(pg_server, dbname)
+    probe.start()
+    try:
+        t0 = time.monotonic()
+        result = run_cli(
+            ["up"],
+            cwd=app,
+            database_url=database_url,
+            env={"MIGRATE_LOCK_TIMEOUT": "1", "MIGRATE_RETRIES": "2"},
+        )
+        elapsed = time.monotonic() - t0
+    finally:
+        worst = probe.finish()
+        holder.rollback()
+        holder.close()
+    print(f"lock contention (holder never lets go): probe worst wait {worst:.3f}s,")
+    print(f"  {len(probe.waits)} probe queries, runner gave up after {elapsed:.1f}s")
+    print(result.output)
+
+    assert result.returncode == 1, result.output
+    assert probe.errors == [], probe.errors[:3]
+    assert worst < LOCK_TIMEOUT + 1.0, f"the app's query waited {worst:.2f}s behind the migration"
+    assert "retry 1 of 2" in result.output, result.output
+    assert "retry 2 of 2" in result.output, result.output
+    assert "retry 3" not in result.output, result.output
+    assert "55P03" in result.output, result.output
+    assert "3_alter_t.up.sql" in result.output, result.output
+    # 3 attempts of ~1 s each plus at most 0.75 + 1.5 s of backoff, plus start-up.
+    assert elapsed < 3 * LOCK_TIMEOUT + 2.25 + 3.0, f"took {elapsed:.1f}s"
+    assert elapsed >= 3 * LOCK_TIMEOUT, f"did not wait lock_timeout per attempt: {elapsed:.1f}s"
+    assert snapshot(pg_server, dbname) == before
+
+
+@pytest.mark.slow
+def test_lock_contention_succeeds_when_holder_lets_go_during_retries(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    contention_app(app, database_url, pg_server, dbname)
+    holder = hold_table_lock(pg_server, dbname)
+    probe = Probe(pg_server, dbname)
+    probe.start()
+    released = threading.Timer(2.5, holder.rollback)
+    try:
+        t0 = time.monotonic()
+        proc = spawn_cli(
+            ["up"],
+            cwd=app,
+            database_url=database_url,
+            env={"MIGRATE_LOCK_TIMEOUT": "1", "MIGRATE_RETRIES": "2"},
+        )
+        released.start()
+        result = finish(proc)
+        elapsed = time.monotonic() - t0
+    finally:
+        released.cancel()
+        released.join()
+        worst = probe.finish()
+        holder.close()
+    print(f"lock contention (holder lets go after 2.5 s): probe worst wait {worst:.3f}s,")
+    print(f"  {len(probe.waits)} probe queries, runner finished after {elapsed:.1f}s")
+    print(result.output)
+
+    assert result.returncode == 0, result.output
+    assert probe.errors == [], probe.errors[:3]
+    assert worst < LOCK_TIMEOUT + 1.0, f"the app's query waited {worst:.2f}s behind the migration"
+    assert "retry 1 of 2" in result.output, result.output
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 2, 3]
+    assert scalar(
+        pg_server,
+        dbname,
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'c'",
+    )
+
+
+# ----- 10. the migration lock held by another session -----------------------------------------
+
+
+def hold_migration_lock(server: Server, dbname: str) -> tuple[psycopg.Connection, int]:  # type: ignore[type-arg]
+    conn = server.admin_conn(dbname)
+    conn.execute("SET application_name = 'laptop-migrate'")
+    conn.execute(sql.SQL("SELECT pg_advisory_lock({})").format(sql.Literal(lock_key(dbname))))
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert pid is not None
+    return conn, int(pid[0])  # type: ignore[call-overload]
+
+
+def test_lock_wait_timeout_exits_3_naming_the_holder(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    write_migrations(app, race_files())
+    holder, pid = hold_migration_lock(pg_server, dbname)
+    try:
+        before = snapshot(pg_server, dbname)
+        t0 = time.monotonic()
+        result = run_cli(["up"], cwd=app, database_url=database_url, env={"MIGRATE_LOCK_WAIT": "2"})
+        elapsed = time.monotonic() - t0
+    finally:
+        holder.close()
+    print(f"lock wait 2 s: exit {result.returncode} after {elapsed:.1f}s\n{result.output}")
+
+    assert result.returncode == 3, result.output
+    assert 2.0 <= elapsed < 6.0, f"took {elapsed:.1f}s"
+    errors = [line for line in result.stderr.splitlines() if line.startswith(" !")]
+    assert errors, result.output
+    assert str(pid) in errors[0], errors[0]
+    assert "laptop-migrate" in errors[0], errors[0]
+    assert "None" not in errors[0], f"a value the role may not see is printed as None: {errors[0]}"
+    assert "MIGRATE_LOCK_WAIT" in result.stderr, result.output
+    assert "waiting" in result.output.lower(), f"no progress while waiting:\n{result.output}"
+    assert snapshot(pg_server, dbname) == before
+
+
+def test_lock_released_while_waiting_lets_the_run_proceed(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    write_migrations(app, race_files())
+    holder, pid = hold_migration_lock(pg_server, dbname)
+    released = threading.Timer(2.5, holder.close)
+    released.start()
+    try:
+        result = run_cli(
+            ["up"], cwd=app, database_url=database_url, env={"MIGRATE_LOCK_WAIT": "20"}
+        )
+    finally:
+        released.cancel()
+        released.join()
+        holder.close()
+
+    assert result.returncode == 0, result.output
+    assert str(pid) in result.output, f"progress does not name the holder:\n{result.output}"
+    assert "acquired" in result.output, result.output
+    assert len(history(pg_server, dbname)) == RACE_MIGRATIONS
