@@ -272,7 +272,8 @@ def _check_plan(
             "This is expected after `heroku rollback`; they stay applied. Nothing to do.",
         )
     if plan.pending and not quiet:
-        applied = [m.version for m in migrations if m not in plan.pending]
+        pending = {m.version for m in plan.pending}
+        applied = [m.version for m in migrations if m.version not in pending]
         newest = max(applied, default=0)
         older = [m.label for m in plan.pending if m.version < newest]
         if older:
@@ -301,10 +302,11 @@ def _status(config: Config, output: Output, migrations: list[Migration], *, as_j
     plan = make_plan(migrations, state)
     rows = state.rows
     changed = {m.version for m in plan.changed}
+    adopted = {m.version for m in plan.adopt}
     entries = []
     for m in migrations:
         row = rows.get(m.version)
-        if m in plan.adopt:
+        if m.version in adopted:
             status = "applied (by " + (state.legacy.tool if state.legacy else "?") + ")"
         elif row is None:
             status = "pending"

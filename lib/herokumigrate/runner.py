@@ -84,7 +84,9 @@ class RunProgress:
     resume: dict[int, int]  # version -> statement index an interrupted run stopped at
     applied: set[int] = field(default_factory=set)
     durations: dict[int, float] = field(default_factory=dict)  # ms, per version
-    committed: list[Migration] = field(default_factory=list)  # migrations with committed effects
+    committed: dict[int, Migration] = field(
+        default_factory=dict
+    )  # with committed effects, in order
 
 
 @dataclass
@@ -335,8 +337,7 @@ class Runner:
                 unit_start = time.monotonic()
                 self._run_unit(unit, run)
                 for m in _migrations_of(unit):
-                    if m not in run.committed:
-                        run.committed.append(m)
+                    run.committed.setdefault(m.version, m)
                 for m in unit.finishes:
                     count += 1
                     self.output.detail(f"{m.label} ({run.durations.get(m.version, 0.0):.0f} ms)")
@@ -348,13 +349,16 @@ class Runner:
                     )
         except StepFailed as exc:
             raise self._failure(
-                exc, committed=run.committed, invalid_before=invalid_before
+                exc, committed=list(run.committed.values()), invalid_before=invalid_before
             ) from None
         except psycopg.OperationalError as exc:
             # The connection died (terminated backend, network): the server rolled back the
             # open transaction; committed parts still need compensating.
             raise self._failure(
-                None, committed=run.committed, invalid_before=invalid_before, lost=exc
+                None,
+                committed=list(run.committed.values()),
+                invalid_before=invalid_before,
+                lost=exc,
             ) from None
         elapsed = time.monotonic() - started
         self.output.step(f"Applied {count} migration(s) in {elapsed:.2f}s")
@@ -736,14 +740,13 @@ class Runner:
 
 
 def _migrations_of(unit: Unit) -> list[Migration]:
-    seen: list[Migration] = []
+    """The migrations a unit touches, in order, each once."""
+    seen: dict[int, Migration] = {}
     for step in unit.steps:
-        if step.migration not in seen:
-            seen.append(step.migration)
+        seen.setdefault(step.migration.version, step.migration)
     for m in unit.finishes:
-        if m not in seen:
-            seen.append(m)
-    return seen
+        seen.setdefault(m.version, m)
+    return list(seen.values())
 
 
 def describe_failure(step: Step, error: psycopg.Error) -> str:

@@ -70,7 +70,7 @@ class SqlSection:
         return statement.line + statement.text.count("\n", 0, position - 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one object per file: identity is equality, and cheap
 class Migration:
     """One versioned migration: its up section and, when present, its down section."""
 
