@@ -403,3 +403,23 @@ def test_lock_key_matches_golang_migrate() -> None:
     expected = (zlib.crc32(b"public\x00schema_migrations\x00mydb") * 1486364155) & 0xFFFFFFFF
     assert lock_key("mydb") == expected
     assert 0 <= lock_key("x") < 2**32
+
+
+def test_error_without_position_is_pinpointed_to_its_line(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # A unique violation carries no position: the runner finds the statement by a rolled-back
+    # replay, so the line is still exact.
+    write_migrations(
+        app,
+        {
+            "1_a.up.sql": "CREATE TABLE a (id int PRIMARY KEY);\n",
+            "2_b.up.sql": "INSERT INTO a VALUES (1);\n\nINSERT INTO a VALUES (2);\n"
+            "INSERT INTO a VALUES (1);\nINSERT INTO a VALUES (3);\n",
+        },
+    )
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 1
+    assert "2_b.up.sql: line 4: ERROR 23505" in result.stderr, result.stderr
+    assert "(Key (id)=(1) already exists.)" in result.stderr
+    assert tables(pg_server, dbname) == "None"

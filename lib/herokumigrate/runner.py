@@ -18,6 +18,7 @@ How a release runs (README, "How a release is applied"):
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import random
 import re
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     Conn = psycopg.Connection[tuple[object, ...]]
 
 _RETRYABLE = (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
+# Replaying these to find the statement would only wait, or be cancelled, all over again.
+_NO_REPLAY = {"55P03", "40P01", "57014"}
 _CONCURRENT_INDEX_RE = re.compile(
     r"^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX|REINDEX\s+INDEX)\s+CONCURRENTLY\s+"
     r"(?:IF\s+NOT\s+EXISTS\s+)?((?:\"(?:[^\"]|\"\")+\"|[\w$]+)(?:\.(?:\"(?:[^\"]|\"\")+\"|[\w$]+))?)",
@@ -173,12 +176,42 @@ def build_units(items: list[tuple[Migration, SqlSection, int]], per_migration: b
 
 
 class StepFailed(Exception):
-    """A statement failed; carries where, for the message."""
+    """A statement failed; carries where, for the message.
 
-    def __init__(self, step: Step, error: psycopg.Error) -> None:
+    `position` is PostgreSQL's 1-based error position within `step`'s text, when known;
+    `pinpointed` is False when a batch failed without saying which of its statements did.
+    """
+
+    def __init__(
+        self,
+        step: Step,
+        error: psycopg.Error,
+        *,
+        position: int | None = None,
+        pinpointed: bool = True,
+    ) -> None:
         super().__init__(str(error))
         self.step = step
         self.error = error
+        self.position = position
+        self.pinpointed = pinpointed
+
+    def describe(self) -> str:
+        """`file: line N: ERROR SQLSTATE: message (detail) hint: ...` for the user."""
+        diag = self.error.diag
+        path = self.step.section.path.name
+        if self.pinpointed:
+            line = self.step.section.file_line(self.step.statement, self.position)
+            where = f"{path}: line {line}"
+        else:
+            where = f"{path} (the failing statement could not be pinpointed)"
+        message = diag.message_primary or _one_line(str(self.error))
+        parts = [f"{where}: ERROR {self.error.sqlstate or '?'}: {message}"]
+        if diag.message_detail:
+            parts.append(f"({_one_line(diag.message_detail)})")
+        if diag.message_hint:
+            parts.append(f"hint: {_one_line(diag.message_hint)}")
+        return " ".join(parts)
 
 
 class Runner:
@@ -376,7 +409,7 @@ class Runner:
                 return
             except StepFailed as exc:
                 if not isinstance(exc.error, _RETRYABLE):
-                    raise
+                    raise self._pinpoint(unit, exc) from None
                 if attempt >= self.config.retries:
                     self.output.warn(f"Gave up after {attempt} retries")
                     raise
@@ -404,10 +437,10 @@ class Runner:
             self.conn.execute(self._timeouts_sql(local=True))
             if self._deferred_setup is not None and self.state is not None:
                 self._setup_in_transaction(self._deferred_setup, self.state)
-            for step in unit.steps:
+            for batch in _batches(unit.steps):
                 t0 = time.perf_counter()
-                self._execute(step)
-                key = step.migration.version
+                self._execute_batch(batch)
+                key = batch[0].migration.version
                 spent[key] = spent.get(key, 0.0) + (time.perf_counter() - t0) * 1000
             self.history.record_applied(
                 self.conn, [(m, spent.get(m.version, 0.0)) for m in unit.finishes]
@@ -447,15 +480,70 @@ class Runner:
         legacy = self.state.legacy if self.state else None
         self.history.sync_legacy(self.conn, legacy, applied_versions)
 
+    def _execute_batch(self, steps: list[Step]) -> None:
+        """One migration's consecutive statements in one round trip (simple query protocol).
+
+        An error position from PostgreSQL is mapped back to the statement and its line; an
+        error without one leaves the batch un-pinpointed (see `_pinpoint`).
+        """
+        if len(steps) == 1:
+            self._execute(steps[0])
+            return
+        starts: list[int] = []
+        parts: list[str] = []
+        offset = 0
+        for step in steps:
+            text = step.statement.text
+            if not text.rstrip().endswith(";"):
+                text += "\n;"  # on its own line: the text may end in a -- comment
+            starts.append(offset)
+            parts.append(text)
+            offset += len(text) + 1
+        try:
+            self.conn.execute("\n".join(parts).encode("utf-8"))
+        except psycopg.OperationalError as exc:
+            if _connection_lost(exc):
+                raise
+            raise self._batch_failure(steps, starts, exc) from exc
+        except psycopg.Error as exc:
+            raise self._batch_failure(steps, starts, exc) from exc
+
+    @staticmethod
+    def _batch_failure(steps: list[Step], starts: list[int], exc: psycopg.Error) -> StepFailed:
+        position = _int_or_none(exc.diag.statement_position)
+        if position is None:
+            return StepFailed(steps[0], exc, pinpointed=False)
+        index = bisect.bisect_right(starts, position - 1) - 1
+        return StepFailed(steps[index], exc, position=position - starts[index])
+
+    def _pinpoint(self, unit: Unit, exc: StepFailed) -> StepFailed:
+        """Find the statement behind an un-pinpointed batch failure by replaying the unit one
+        statement at a time in a transaction that is always rolled back (failure path only)."""
+        if exc.pinpointed or exc.error.sqlstate in _NO_REPLAY:
+            return exc
+        failing = exc.step.section
+        last = max(i for i, step in enumerate(unit.steps) if step.section is failing)
+        try:
+            with self.conn.transaction(force_rollback=True):
+                self.conn.execute(self._timeouts_sql(local=True))
+                for step in unit.steps[: last + 1]:
+                    self._execute(step)
+        except StepFailed as precise:
+            if precise.error.sqlstate == exc.error.sqlstate:
+                return precise
+        except psycopg.Error:
+            pass  # the replay is a courtesy; report what we know
+        return exc
+
     def _execute(self, step: Step) -> None:
         try:
             self.conn.execute(step.statement.text.encode("utf-8"))
         except psycopg.OperationalError as exc:
-            if exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P0")):
-                raise  # connection lost: handled as such, not as a SQL error
-            raise StepFailed(step, exc) from exc
+            if _connection_lost(exc):
+                raise  # handled as such, not as a SQL error
+            raise StepFailed(step, exc, position=_int_or_none(exc.diag.statement_position)) from exc
         except psycopg.Error as exc:
-            raise StepFailed(step, exc) from exc
+            raise StepFailed(step, exc, position=_int_or_none(exc.diag.statement_position)) from exc
 
     # ----- INVALID indexes ------------------------------------------------------------
 
@@ -512,7 +600,7 @@ class Runner:
     ) -> MigrateError:
         """Build the error for a failed run, compensating what this run committed."""
         if exc is not None:
-            headline = describe_failure(exc.step, exc.error)
+            headline = exc.describe()
         else:
             headline = (
                 "the connection to the database was lost: "
@@ -569,7 +657,7 @@ class Runner:
             try:
                 self._run_down_section(m)
             except StepFailed as exc:
-                lines.append(f"down of {m.label} failed: {describe_failure(exc.step, exc.error)}")
+                lines.append(f"down of {m.label} failed: {exc.describe()}")
                 lines.append(_remaining_state(committed, done=reverted))
                 return lines
             reverted.append(m)
@@ -692,7 +780,7 @@ class Runner:
                     done.append(m)
                     self.output.detail(f"reverted {m.label}")
         except StepFailed as exc:
-            headline = describe_failure(exc.step, exc.error)
+            headline = exc.describe()
             self._log_safely("down failed", headline)
             still = ", ".join(m.label for m in targets if m not in done)
             raise MigrationFailed(
@@ -749,23 +837,27 @@ def _migrations_of(unit: Unit) -> list[Migration]:
     return list(seen.values())
 
 
-def describe_failure(step: Step, error: psycopg.Error) -> str:
-    """`file: line N: SQLSTATE message (detail)` for a failed statement."""
-    diag = error.diag
-    position = None
-    if diag.statement_position:
-        try:
-            position = int(diag.statement_position)
-        except ValueError:
-            position = None
-    line = step.section.file_line(step.statement, position)
-    message = diag.message_primary or _one_line(str(error))
-    parts = [f"{step.section.path.name}: line {line}: ERROR {error.sqlstate or '?'}: {message}"]
-    if diag.message_detail:
-        parts.append(f"({_one_line(diag.message_detail)})")
-    if diag.message_hint:
-        parts.append(f"hint: {_one_line(diag.message_hint)}")
-    return " ".join(parts)
+def _batches(steps: list[Step]) -> list[list[Step]]:
+    """Consecutive steps of the same migration section, grouped."""
+    groups: list[list[Step]] = []
+    for step in steps:
+        if groups and groups[-1][-1].section is step.section:
+            groups[-1].append(step)
+        else:
+            groups.append([step])
+    return groups
+
+
+def _connection_lost(exc: psycopg.Error) -> bool:
+    """True for errors that mean the session is gone (terminated, network), not bad SQL."""
+    return exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P0"))
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
 
 
 def _remaining_state(committed: list[Migration], done: list[Migration]) -> str:
