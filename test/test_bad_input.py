@@ -662,6 +662,31 @@ CASES = [
     Case(
         "env-path-blank", "MIGRATE_PATH", "path", prepare=_set_env(MIGRATE_PATH="   "), offline=True
     ),
+    # Values that parse as numbers but that no timeout can hold: they must be refused as
+    # settings, not crash (int(inf)) or reach PostgreSQL (lock_timeout is an int of ms).
+    Case(
+        "env-connect-timeout-infinite",
+        "MIGRATE_CONNECT_TIMEOUT",
+        "connect_timeout",
+        prepare=_set_env(MIGRATE_CONNECT_TIMEOUT="inf"),
+        offline=True,
+    ),
+    Case(
+        "env-lock-timeout-beyond-postgres-range",
+        "MIGRATE_LOCK_TIMEOUT",
+        "lock_timeout",
+        files={"4_add_widgets.up.sql": GOOD_UP},
+        prepare=_set_env(MIGRATE_LOCK_TIMEOUT="10000000"),
+        offline=True,
+    ),
+    Case(
+        "toml-statement-timeout-infinite",
+        "statement_timeout",
+        "statement_timeout",
+        files={"4_add_widgets.up.sql": GOOD_UP},
+        prepare=_config_file("statement_timeout = inf\n"),
+        offline=True,
+    ),
     Case(
         "env-url-var-unset",
         "HEROKU_POSTGRESQL_RED_URL",
