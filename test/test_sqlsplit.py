@@ -1,0 +1,647 @@
+"""The statement splitter: where statements end, where they start, and what kind they are."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+
+import pytest
+
+from herokumigrate.sqlsplit import SplitError, Statement, classify, split_statements
+
+SQL = "sql"
+NO_TX = "no_transaction"
+TX = "transaction_control"
+
+
+def texts(sql: str) -> list[str]:
+    return [s.text for s in split_statements(sql)]
+
+
+def triples(sql: str) -> list[tuple[str, int, str]]:
+    return [(s.text, s.line, s.kind) for s in split_statements(sql)]
+
+
+# --- quoting -----------------------------------------------------------------------------------
+
+
+def test_semicolon_inside_single_quoted_string_does_not_split() -> None:
+    assert triples("SELECT 'a;b';\nSELECT 2;") == [
+        ("SELECT 'a;b';", 1, SQL),
+        ("SELECT 2;", 2, SQL),
+    ]
+
+
+def test_doubled_quote_inside_string_does_not_end_it() -> None:
+    sql = "INSERT INTO t VALUES ('it''s; fine', '''');\nSELECT ''';''';\n"
+    assert texts(sql) == ["INSERT INTO t VALUES ('it''s; fine', '''');", "SELECT ''';''';"]
+
+
+def test_backslash_escapes_quote_only_in_escape_strings() -> None:
+    sql = (
+        "SELECT E'it\\'s; here';\n"
+        "SELECT e'\\\\';\n"
+        "SELECT 'C:\\';\n"
+        "SELECT E'a''b;c\\\\';\n"
+        "SELECT 'x' AS e;\n"
+    )
+    assert triples(sql) == [
+        ("SELECT E'it\\'s; here';", 1, SQL),
+        ("SELECT e'\\\\';", 2, SQL),
+        ("SELECT 'C:\\';", 3, SQL),
+        ("SELECT E'a''b;c\\\\';", 4, SQL),
+        ("SELECT 'x' AS e;", 5, SQL),
+    ]
+
+
+def test_word_ending_in_e_before_a_string_is_not_an_escape_prefix() -> None:
+    # `name'...'` is not E'...': the backslash stays literal, so the string ends at its quote.
+    assert texts("SELECT typname'\\'; SELECT 2;") == ["SELECT typname'\\';", "SELECT 2;"]
+
+
+def test_semicolon_inside_dollar_quoted_body_does_not_split() -> None:
+    sql = "DO $$ BEGIN PERFORM 1; PERFORM 2; END $$;\nSELECT 1;"
+    assert triples(sql) == [
+        ("DO $$ BEGIN PERFORM 1; PERFORM 2; END $$;", 1, SQL),
+        ("SELECT 1;", 2, SQL),
+    ]
+
+
+def test_tagged_dollar_quote_ends_only_at_the_same_tag() -> None:
+    sql = (
+        "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $fn$\n"
+        "  SELECT $$a;b$$ || $x$;$x$ || $fn_2$;$fn_2$;\n"
+        "$fn$;\n"
+        "SELECT $_$;$_$;"
+    )
+    assert triples(sql) == [
+        (
+            "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $fn$\n"
+            "  SELECT $$a;b$$ || $x$;$x$ || $fn_2$;$fn_2$;\n"
+            "$fn$;",
+            1,
+            SQL,
+        ),
+        ("SELECT $_$;$_$;", 4, SQL),
+    ]
+
+
+def test_positional_parameters_are_not_dollar_quotes() -> None:
+    sql = (
+        "CREATE FUNCTION add(int, int) RETURNS int LANGUAGE sql AS $body$\n"
+        "  SELECT $1 + $2;\n"
+        "$body$;\n"
+        "PREPARE p(int) AS SELECT $1;\n"
+        "EXECUTE p(1);\n"
+    )
+    assert triples(sql) == [
+        (
+            "CREATE FUNCTION add(int, int) RETURNS int LANGUAGE sql AS $body$\n"
+            "  SELECT $1 + $2;\n"
+            "$body$;",
+            1,
+            SQL,
+        ),
+        ("PREPARE p(int) AS SELECT $1;", 4, SQL),
+        ("EXECUTE p(1);", 5, SQL),
+    ]
+
+
+def test_dollar_inside_identifier_is_not_a_dollar_quote() -> None:
+    sql = "SELECT a$b$ FROM t$$;\nSELECT x$1, é$$ FROM y;\nSELECT 3;"
+    assert texts(sql) == ["SELECT a$b$ FROM t$$;", "SELECT x$1, é$$ FROM y;", "SELECT 3;"]
+
+
+def test_dollar_quote_right_after_another_opens_a_new_one() -> None:
+    sql = 'SELECT $a$x$a$$b$;$b$, "q"$$;$$;\nSELECT 2;'
+    assert texts(sql) == ['SELECT $a$x$a$$b$;$b$, "q"$$;$$;', "SELECT 2;"]
+
+
+def test_dollar_after_a_number_or_parameter_can_open_a_quote() -> None:
+    # As in PostgreSQL's lexer: `1` and `$1` end before a `$`; only identifiers take it in.
+    sql = "SELECT 1$$;$$, $1$x$;$x$, a1$$;\nSELECT 2;"
+    assert texts(sql) == ["SELECT 1$$;$$, $1$x$;$x$, a1$$;", "SELECT 2;"]
+
+
+def test_escape_string_continued_on_next_line_keeps_backslash_escapes() -> None:
+    # 'a' <newline> 'b' is one literal; continuing an E'' string, the second part is E'' too.
+    sql = "SELECT E'a' -- note\n  '\\';';\nSELECT 'b'\n'\\';\nSELECT 3;"
+    assert texts(sql) == [
+        "SELECT E'a' -- note\n  '\\';';",
+        "SELECT 'b'\n'\\';",
+        "SELECT 3;",
+    ]
+
+
+def test_quoted_identifier_hides_semicolon_and_dollars() -> None:
+    sql = 'CREATE TABLE "we;ird$$" ("a""b;" int, "$x$" int);\nSELECT "$$";'
+    assert triples(sql) == [
+        ('CREATE TABLE "we;ird$$" ("a""b;" int, "$x$" int);', 1, SQL),
+        ('SELECT "$$";', 2, SQL),
+    ]
+
+
+def test_unicode_escape_strings_and_identifiers_are_quoted_runs() -> None:
+    sql = "SELECT U&'d\\0061t;a' UESCAPE '\\', U&\"d;\\0061\" FROM t;\nSELECT 2;"
+    assert texts(sql) == [
+        "SELECT U&'d\\0061t;a' UESCAPE '\\', U&\"d;\\0061\" FROM t;",
+        "SELECT 2;",
+    ]
+
+
+# --- comments ----------------------------------------------------------------------------------
+
+
+def test_nested_block_comments_hide_semicolons() -> None:
+    sql = "SELECT 1 /* outer /* inner; */ still; comment */ + 1;\nSELECT 2 /**/;"
+    assert triples(sql) == [
+        ("SELECT 1 /* outer /* inner; */ still; comment */ + 1;", 1, SQL),
+        ("SELECT 2 /**/;", 2, SQL),
+    ]
+
+
+def test_comment_opening_that_shares_its_star_with_a_closing_nests() -> None:
+    # In `/*/` the `/*` opens a nested comment; the `*/` sharing its `*` does not close one.
+    sql = "SELECT 1 /* a /*/ ; */ still; */;\nSELECT 2 /*/ x */;"
+    assert texts(sql) == ["SELECT 1 /* a /*/ ; */ still; */;", "SELECT 2 /*/ x */;"]
+
+
+def test_line_comment_hides_quote_and_semicolon() -> None:
+    sql = "SELECT 1 -- it's; not the end $$\n  + 1;\nSELECT 2;--done;"
+    assert triples(sql) == [
+        ("SELECT 1 -- it's; not the end $$\n  + 1;", 1, SQL),
+        ("SELECT 2;", 3, SQL),
+    ]
+
+
+def test_comment_markers_inside_strings_are_text() -> None:
+    sql = "SELECT '--', '/*', \"/*\";\nSELECT 2;"
+    assert texts(sql) == ["SELECT '--', '/*', \"/*\";", "SELECT 2;"]
+
+
+def test_leading_comments_are_excluded_and_line_points_at_the_statement() -> None:
+    sql = (
+        "-- migrate:up\n"
+        "/* a header\n   over lines; */\n"
+        "\n"
+        "  CREATE TABLE t (id int); -- trailing note\n"
+        "/* between */ -- and more\n"
+        "INSERT INTO t VALUES (1);\n"
+    )
+    assert triples(sql) == [
+        ("CREATE TABLE t (id int);", 5, SQL),
+        ("INSERT INTO t VALUES (1);", 7, SQL),
+    ]
+
+
+def test_comments_inside_a_statement_are_kept() -> None:
+    sql = "SELECT 1, -- one\n  2 /* two */;"
+    assert texts(sql) == ["SELECT 1, -- one\n  2 /* two */;"]
+
+
+# --- empty parts, line endings, odd input ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "",
+        "\n\n  \t",
+        "-- only a comment",
+        "-- one\n-- two\n",
+        "/* block /* nested */ */\n",
+        ";;\n ; -- nothing ; here\n;",
+    ],
+)
+def test_comment_only_or_empty_input_has_no_statements(sql: str) -> None:
+    assert split_statements(sql) == []
+
+
+def test_trailing_comment_after_last_semicolon_produces_no_statement() -> None:
+    assert texts("SELECT 1;\n-- the end; really\n/* bye */\n") == ["SELECT 1;"]
+
+
+def test_empty_statements_between_semicolons_are_dropped() -> None:
+    assert triples("SELECT 1;;\n;SELECT 2;") == [("SELECT 1;", 1, SQL), ("SELECT 2;", 2, SQL)]
+
+
+def test_last_statement_without_semicolon_or_newline_is_kept() -> None:
+    assert triples("SELECT 1;\nSELECT 2") == [("SELECT 1;", 1, SQL), ("SELECT 2", 2, SQL)]
+    assert triples("  UPDATE t SET a = 1 \n\n") == [("UPDATE t SET a = 1", 1, SQL)]
+
+
+def test_last_statement_without_semicolon_leaves_out_trailing_comments() -> None:
+    sql = "SELECT 1;\nSELECT 2 -- two\n  + 'x' /* done; */ -- really;\n/* bye */\n"
+    assert triples(sql) == [("SELECT 1;", 1, SQL), ("SELECT 2 -- two\n  + 'x'", 2, SQL)]
+
+
+def test_crlf_line_endings_split_and_count_lines() -> None:
+    sql = "-- header\r\nCREATE TABLE t (\r\n  id int -- x;\r\n);\r\n\r\nSELECT 'a;\r\nb';\r\n"
+    assert triples(sql) == [
+        ("CREATE TABLE t (\r\n  id int -- x;\r\n);", 2, SQL),
+        ("SELECT 'a;\r\nb';", 6, SQL),
+    ]
+
+
+def test_unicode_identifiers_and_text_keep_their_characters() -> None:
+    sql = "CREATE TABLE café (naïve int, \"日本;\" text);\nINSERT INTO café VALUES (1, '😀;');"
+    assert triples(sql) == [
+        ('CREATE TABLE café (naïve int, "日本;" text);', 1, SQL),
+        ("INSERT INTO café VALUES (1, '😀;');", 2, SQL),
+    ]
+
+
+def test_several_statements_on_one_line_share_its_number() -> None:
+    assert triples("\n\nSELECT 1; SELECT 2;  SELECT 3") == [
+        ("SELECT 1;", 3, SQL),
+        ("SELECT 2;", 3, SQL),
+        ("SELECT 3", 3, SQL),
+    ]
+
+
+# --- BEGIN ATOMIC and function bodies ----------------------------------------------------------
+
+
+def test_begin_atomic_body_with_case_is_one_statement() -> None:
+    sql = (
+        "CREATE FUNCTION sign_of(x int) RETURNS int LANGUAGE sql\n"
+        "BEGIN ATOMIC\n"
+        "  SELECT CASE WHEN x > 0 THEN 1 WHEN x < 0 THEN -1 ELSE 0 END;\n"
+        "  SELECT (CASE x WHEN 0 THEN 0 ELSE CASE WHEN x > 9 THEN 2 END END);\n"
+        "END;\n"
+        "SELECT sign_of(3);\n"
+    )
+    assert triples(sql) == [
+        (
+            "CREATE FUNCTION sign_of(x int) RETURNS int LANGUAGE sql\n"
+            "BEGIN ATOMIC\n"
+            "  SELECT CASE WHEN x > 0 THEN 1 WHEN x < 0 THEN -1 ELSE 0 END;\n"
+            "  SELECT (CASE x WHEN 0 THEN 0 ELSE CASE WHEN x > 9 THEN 2 END END);\n"
+            "END;",
+            1,
+            SQL,
+        ),
+        ("SELECT sign_of(3);", 6, SQL),
+    ]
+
+
+def test_begin_atomic_in_procedure_with_comments_between_head_words() -> None:
+    sql = (
+        "create /* c */ or replace -- x\n"
+        "procedure p() language sql begin /* ; */ atomic\n"
+        "  insert into t values (1);\n"
+        "  insert into t values ('end;');\n"
+        "end;\n"
+        "call p();"
+    )
+    assert triples(sql) == [
+        (
+            "create /* c */ or replace -- x\n"
+            "procedure p() language sql begin /* ; */ atomic\n"
+            "  insert into t values (1);\n"
+            "  insert into t values ('end;');\n"
+            "end;",
+            1,
+            SQL,
+        ),
+        ("call p();", 6, SQL),
+    ]
+
+
+def test_end_used_as_a_column_label_does_not_close_begin_atomic() -> None:
+    sql = (
+        "CREATE FUNCTION spans() RETURNS SETOF int LANGUAGE sql BEGIN ATOMIC\n"
+        '  SELECT s.end AS end FROM spans_table s WHERE s."end" > 0;\n'
+        "END;\nSELECT 2;"
+    )
+    assert texts(sql) == [
+        "CREATE FUNCTION spans() RETURNS SETOF int LANGUAGE sql BEGIN ATOMIC\n"
+        '  SELECT s.end AS end FROM spans_table s WHERE s."end" > 0;\n'
+        "END;",
+        "SELECT 2;",
+    ]
+
+
+def test_begin_atomic_function_as_last_statement_without_semicolon() -> None:
+    sql = (
+        "SELECT 1;\nCREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END -- x\n"
+    )
+    assert triples(sql) == [
+        ("SELECT 1;", 1, SQL),
+        ("CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END", 2, SQL),
+    ]
+
+
+def test_begin_without_atomic_in_function_head_is_not_a_body() -> None:
+    sql = (
+        "CREATE FUNCTION f(begin int) RETURNS int LANGUAGE sql RETURN begin;\n"
+        "CREATE FUNCTION g() RETURNS int LANGUAGE sql RETURN CASE WHEN true THEN 1 END;\n"
+        "SELECT 3;"
+    )
+    assert texts(sql) == [
+        "CREATE FUNCTION f(begin int) RETURNS int LANGUAGE sql RETURN begin;",
+        "CREATE FUNCTION g() RETURNS int LANGUAGE sql RETURN CASE WHEN true THEN 1 END;",
+        "SELECT 3;",
+    ]
+
+
+def test_plpgsql_begin_end_inside_dollar_body_is_one_statement() -> None:
+    sql = (
+        "CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+        "BEGIN\n"
+        "  IF NEW.x IS NULL THEN\n"
+        "    RAISE EXCEPTION 'x; is null: %', $1;\n"
+        "  END IF;\n"
+        "  NEW.updated_at := now();\n"
+        "  RETURN NEW;\n"
+        "END;\n"
+        "$fn$;\n"
+        "CREATE TRIGGER touch BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION touch();\n"
+    )
+    statements = split_statements(sql)
+    assert [(s.line, s.kind) for s in statements] == [(1, SQL), (10, SQL)]
+    assert statements[0].text == sql[: sql.index("$fn$;\n") + 5]
+    assert statements[1].text.startswith("CREATE TRIGGER")
+
+
+def test_create_statements_other_than_routines_end_at_their_first_semicolon() -> None:
+    sql = "CREATE TABLE functions (id int);\nCREATE VIEW v AS SELECT 1 AS begin;\nSELECT 2;"
+    assert texts(sql) == [
+        "CREATE TABLE functions (id int);",
+        "CREATE VIEW v AS SELECT 1 AS begin;",
+        "SELECT 2;",
+    ]
+
+
+# --- kinds -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind"),
+    [
+        ("CREATE INDEX CONCURRENTLY i ON t (a);", NO_TX),
+        ("create unique index concurrently if not exists i on t (a)", NO_TX),
+        ("CREATE /* why */ INDEX -- note\n  Concurrently i ON t (a);", NO_TX),
+        ("DROP INDEX CONCURRENTLY IF EXISTS i;", NO_TX),
+        ("REINDEX INDEX CONCURRENTLY i;", NO_TX),
+        ("REINDEX TABLE CONCURRENTLY t;", NO_TX),
+        ("REINDEX (CONCURRENTLY) TABLE t;", NO_TX),
+        ("REINDEX (VERBOSE, CONCURRENTLY true) INDEX i;", NO_TX),
+        ("REINDEX (CONCURRENTLY false) TABLE t;", SQL),
+        ("REINDEX (VERBOSE) TABLE t;", SQL),
+        ("REINDEX TABLE t;", SQL),
+        ("REINDEX DATABASE app;", NO_TX),
+        ("REINDEX SYSTEM;", NO_TX),
+        ("REINDEX SCHEMA public;", NO_TX),
+        ("VACUUM;", NO_TX),
+        ("vacuum (analyze, verbose) t;", NO_TX),
+        ("CREATE DATABASE other;", NO_TX),
+        ("DROP DATABASE IF EXISTS other;", NO_TX),
+        ("ALTER DATABASE app SET TABLESPACE fast;", NO_TX),
+        ('ALTER DATABASE "app" SET search_path = public;', SQL),
+        ("CREATE TABLESPACE fast LOCATION '/ssd';", NO_TX),
+        ("DROP TABLESPACE fast;", NO_TX),
+        ("ALTER SYSTEM SET work_mem = '64MB';", NO_TX),
+        ("CLUSTER;", NO_TX),
+        ("CLUSTER VERBOSE;", NO_TX),
+        ("CLUSTER (VERBOSE)", NO_TX),
+        ("CLUSTER t USING t_pkey;", SQL),
+        ("CLUSTER VERBOSE t;", SQL),
+        ("CREATE SUBSCRIPTION s CONNECTION 'dbname=x' PUBLICATION p;", NO_TX),
+        ("ALTER SUBSCRIPTION s DISABLE;", NO_TX),
+        ("DROP SUBSCRIPTION s;", NO_TX),
+        ("ALTER TABLE m DETACH PARTITION m_2020 CONCURRENTLY;", NO_TX),
+        ('ALTER TABLE IF EXISTS ONLY s.m DETACH PARTITION s."m;2020" concurrently;', NO_TX),
+        ("ALTER TABLE m DETACH PARTITION m_2020;", SQL),
+        ("ALTER TABLE m ADD COLUMN concurrently_seen bool;", SQL),
+        ("CREATE INDEX i ON t (a);", SQL),
+        ("CREATE UNIQUE INDEX i ON t (a);", SQL),
+        ("DROP INDEX i;", SQL),
+        ("CREATE TABLE t (id int);", SQL),
+        ("ANALYZE t;", SQL),
+        ("DISCARD ALL;", SQL),
+        ("COMMIT PREPARED 'x';", SQL),
+    ],
+)
+def test_no_transaction_exactly_for_statements_postgres_refuses_in_a_transaction(
+    statement: str, kind: str
+) -> None:
+    assert classify(statement) == kind
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "CREATE INDEX i ON t ((note = 'concurrently'));",
+        'CREATE INDEX "concurrently" ON t (a);',
+        "CREATE INDEX /* concurrently */ i ON t (a);",
+        "CREATE INDEX -- concurrently\n i ON t (a);",
+        "SELECT 'CREATE INDEX CONCURRENTLY i ON t (a)';",
+        "DO $$ BEGIN EXECUTE 'VACUUM'; END $$;",
+        "COMMENT ON INDEX i IS 'built concurrently';",
+        "ALTER TABLE m DETACH PARTITION m_2020; -- not concurrently",
+    ],
+)
+def test_concurrently_inside_string_comment_or_identifier_is_plain_sql(statement: str) -> None:
+    assert classify(statement) == SQL
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind"),
+    [
+        ("BEGIN;", TX),
+        ("begin work;", TX),
+        ("BEGIN TRANSACTION;", TX),
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE;", TX),
+        ("START TRANSACTION READ ONLY;", TX),
+        ("COMMIT;", TX),
+        ("COMMIT WORK", TX),
+        ("commit transaction;", TX),
+        ("COMMIT AND CHAIN;", TX),
+        ("END;", TX),
+        ("END TRANSACTION;", TX),
+        ("ROLLBACK;", TX),
+        ("ROLLBACK WORK;", TX),
+        ("ABORT;", TX),
+        ("/* done */ COMMIT;", TX),
+        ("ROLLBACK TO SAVEPOINT a;", SQL),
+        ("ROLLBACK TO a;", SQL),
+        ("ROLLBACK TRANSACTION TO SAVEPOINT a;", SQL),
+        ("SAVEPOINT a;", SQL),
+        ("RELEASE SAVEPOINT a;", SQL),
+        ("ROLLBACK PREPARED 'x';", SQL),
+        ("BEGIN ATOMIC SELECT 1; END;", SQL),
+        ("START_TIME;", SQL),
+    ],
+)
+def test_transaction_control_statements_are_recognised(statement: str, kind: str) -> None:
+    assert classify(statement) == kind
+
+
+def test_split_statements_reports_each_kind() -> None:
+    sql = (
+        "BEGIN;\n"
+        "CREATE TABLE t (id int);\n"
+        "COMMIT;\n"
+        "-- build it without locking writes\n"
+        "CREATE INDEX CONCURRENTLY t_id ON t (id);\n"
+        "VACUUM t"
+    )
+    assert triples(sql) == [
+        ("BEGIN;", 1, TX),
+        ("CREATE TABLE t (id int);", 2, SQL),
+        ("COMMIT;", 3, TX),
+        ("CREATE INDEX CONCURRENTLY t_id ON t (id);", 5, NO_TX),
+        ("VACUUM t", 6, NO_TX),
+    ]
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "line", "words"),
+    [
+        ("SELECT 1;\nSELECT 'abc;\n\nSELECT 2;", 2, "quoted string"),
+        ("SELECT 1;\n\nSELECT 'it''s;\nmore''", 3, "quoted string"),
+        ("SELECT E'abc\\';\nSELECT 2;", 1, "quoted string"),
+        ('SELECT 1;\nSELECT "abc;\nSELECT 2;', 2, "quoted identifier"),
+        ("SELECT 1;\nDO $body$ BEGIN\nEND $$;\n", 2, "dollar-quoted"),
+        ("SELECT 1;\n\n/* outer /* inner */ still open;\n", 3, "comment"),
+        ("SELECT 1 /* open\n", 1, "comment"),
+        (
+            "SELECT 1;\nCREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n"
+            "  SELECT CASE WHEN true THEN 1 END;\n",
+            3,
+            "BEGIN ATOMIC",
+        ),
+    ],
+)
+def test_unterminated_part_raises_split_error_at_its_first_line(
+    sql: str, line: int, words: str
+) -> None:
+    with pytest.raises(SplitError) as caught:
+        split_statements(sql)
+    assert caught.value.line == line
+    assert words in caught.value.message
+    assert "unterminated" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("sql", "line"),
+    [
+        ("\\connect other\nSELECT 1;", 1),
+        ("SELECT 1;\n-- switch\n\\set ON_ERROR_STOP on\nSELECT 2;", 3),
+        ("SELECT 1; \\gset\n", 1),
+        ("SELECT 1\n\\g\n", 2),
+        ("\r\n\\i other.sql\r\n", 2),
+    ],
+)
+def test_psql_meta_command_raises_split_error(sql: str, line: int) -> None:
+    with pytest.raises(SplitError) as caught:
+        split_statements(sql)
+    assert caught.value.line == line
+    assert "psql meta-command" in caught.value.message
+    assert "not supported in migrations" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("sql", "line"),
+    [
+        ("SELECT 1;\nSELECT 'it\\'s';", 2),
+        ("SELECT 1 \\ 2;", 1),
+        ("SELECT 'C:\\' \\ 'x';", 1),
+    ],
+)
+def test_backslash_escape_in_plain_string_gets_a_hint_about_standard_strings(
+    sql: str, line: int
+) -> None:
+    with pytest.raises(SplitError) as caught:
+        split_statements(sql)
+    assert caught.value.line == line
+    assert "write '' for a quote" in caught.value.message
+    assert "E'...'" in caught.value.message
+
+
+def test_split_error_carries_message_and_line() -> None:
+    err = SplitError("unterminated quoted string", 7)
+    assert (err.message, err.line) == ("unterminated quoted string", 7)
+    assert str(err) == "line 7: unterminated quoted string"
+    assert isinstance(err, Exception)
+
+
+def test_statement_is_immutable() -> None:
+    statement = Statement(text="SELECT 1;", line=1, kind=SQL)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        statement.line = 2  # type: ignore[misc]
+
+
+# --- round trip and speed ----------------------------------------------------------------------
+
+FRAGMENTS = [
+    "x",
+    "1",
+    "$1",
+    "a$b",
+    "'a;b'",
+    "'it''s'",
+    "E'\\';'",
+    "e'\\\\'",
+    '"c;d"',
+    '"e""f;"',
+    "$$ ; $$",
+    "$t$ $$ ; $$ $t$",
+    "/* ; /* ; */ ; */",
+    "-- ; ' \" $$\n",
+    "U&'\\0041;'",
+    "(CASE WHEN x THEN 'end;' END)",
+    "\n",
+    "+",
+    "'\n;\n'",
+]
+
+
+def generated_statement(rng: random.Random) -> str:
+    parts = ["SELECT"]
+    for _ in range(rng.randint(1, 8)):
+        parts.append(rng.choice(FRAGMENTS))
+    parts.append("z")  # never end in a line comment, which would swallow the `;`
+    return " ".join(parts)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_generated_statements_joined_with_semicolons_split_back(seed: int) -> None:
+    rng = random.Random(seed)
+    statements = [generated_statement(rng) for _ in range(rng.randint(1, 30))]
+    ending = rng.choice(["", ";", ";\n", ";\n-- end\n"])
+    sql = ";\n".join(statements) + ending
+    expected_texts = [text + ";" for text in statements]
+    if not ending:
+        expected_texts[-1] = statements[-1]
+    expected_lines = []
+    line = 1
+    for text in statements:
+        expected_lines.append(line)
+        line += text.count("\n") + 1
+
+    got = split_statements(sql)
+
+    assert [s.text for s in got] == expected_texts
+    assert [s.line for s in got] == expected_lines
+    assert all(s.kind == SQL for s in got)
+
+
+def test_large_file_splits_in_linear_time() -> None:
+    # Line numbers are counted incrementally and each quoted run is skipped once: 20,000
+    # statements must take a fraction of a second, not minutes.
+    sql = "".join(
+        f"-- step {i}\nINSERT INTO t VALUES ({i}, 'a;b', $${i};$$); /* c */\n"
+        for i in range(20_000)
+    )
+    begin = time.perf_counter()
+    statements = split_statements(sql)
+    elapsed = time.perf_counter() - begin
+    assert len(statements) == 20_000
+    assert statements[-1].line == 40_000
+    assert elapsed < 2.0
