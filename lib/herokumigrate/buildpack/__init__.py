@@ -1,0 +1,17 @@
+"""The buildpack's steps (detect, compile, release), run at build time by the build image's python3.
+
+`bin/*` are thin bash entry points that hand over to `main.main`. Nothing here imports psycopg or
+contacts a database: the build only validates files, installs the runner into the slug and wires
+the release phase.
+"""
+
+from __future__ import annotations
+
+from herokumigrate.errors import MigrateError
+
+SLUG_DIR = ".heroku-migrate"
+"""Everything the build adds lives under this folder of the app (plus `.profile.d` and Procfile)."""
+
+
+class BuildFailed(MigrateError):
+    """The build cannot go on; the message says why and how to fix it (bin/compile exits 1)."""

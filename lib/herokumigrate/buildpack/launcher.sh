@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# heroku-migrate: the migration runner installed by heroku-buildpack-migrate.
+# Runs `python -m herokumigrate "$@"` with the Python recorded at build time in
+# .heroku-migrate/interpreter. Every path is found from this file's own location when it runs, so
+# the app can move (the build happens in /tmp/build_*, the dyno runs it from /app).
+set -euo pipefail
+
+self=${BASH_SOURCE[0]}
+if [[ -L "${self}" ]]; then
+	self=$(readlink -f "${self}")
+fi
+if [[ "${self}" != /* ]]; then
+	self=${PWD}/${self}
+fi
+home=${self%/*}
+home=${home%/*}
+app=${home%/*}
+
+kind="" python="" library_path=""
+while IFS='=' read -r key value; do
+	case "${key}" in
+	kind) kind=${value} ;;
+	python) python=${value} ;;
+	library_path) library_path=${value} ;;
+	*) ;;
+	esac
+done <"${home}/interpreter"
+if [[ "${python}" != /* ]]; then
+	python=${app}/${python}
+fi
+
+if [[ ! -x "${python}" ]]; then
+	case "${kind}" in
+	app) why="the app's Python (installed by heroku/python) is gone" ;;
+	stack) why="the stack no longer provides it (did the app change stacks?)" ;;
+	*) why="the slug is incomplete" ;;
+	esac
+	{
+		echo " !     heroku-migrate: cannot run: ${python#"${app}/"} is missing: ${why}."
+		echo " !     The build chose this interpreter; rebuild the app so it chooses again:"
+		echo " !     git commit --allow-empty -m 'Rebuild' && git push heroku main"
+	} >&2
+	exit 2
+fi
+
+if [[ -n "${library_path}" ]]; then
+	export LD_LIBRARY_PATH="${app}/${library_path}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
+fi
+# Only the runner and its pinned dependencies: not the app's PYTHONPATH, not site-packages (-S),
+# not the current directory (dropped from sys.path, so an app file cannot shadow a module).
+export PYTHONPATH="${home}/lib:${home}/site"
+unset PYTHONHOME PYTHONPYCACHEPREFIX PYTHONOPTIMIZE PYTHONSTARTUP PYTHONSAFEPATH
+exec "${python}" -S -c 'import sys; del sys.path[0]; import runpy; runpy.run_module("herokumigrate", run_name="__main__", alter_sys=True)' "$@"
