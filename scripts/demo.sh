@@ -35,7 +35,11 @@ cp -R migrations_example "${build_dir}"
 mkdir -p "${env_dir}"
 
 pg_pid=""
+# bin/compile writes `export` (for later buildpacks) into the buildpack folder: this checkout.
+had_export=false
+if [[ -e export ]]; then had_export=true; fi
 cleanup() {
+	if [[ "${had_export}" == false ]]; then rm -f "${repo}/export"; fi
 	if [[ -n "${pg_pid}" ]]; then
 		kill "${pg_pid}" 2>/dev/null || true
 		wait "${pg_pid}" 2>/dev/null || true

@@ -721,3 +721,28 @@ def test_golang_migrate_recipe_is_recognised() -> None:
     assert procfile.looks_like_golang_migrate_recipe("bash ./migration.sh")
     assert procfile.looks_like_golang_migrate_recipe("migrate -database $DATABASE_URL -path db up")
     assert not procfile.looks_like_golang_migrate_recipe("./bin/seed")
+
+
+@pytest.mark.parametrize("kind", ["app", "stack", "bundled"])
+def test_launcher_explains_a_missing_interpreter(tmp_path: Path, kind: str) -> None:
+    home = tmp_path / ".heroku-migrate"
+    (home / "bin").mkdir(parents=True)
+    launcher = home / "bin/heroku-migrate"
+    shutil.copyfile(REPO / "lib/herokumigrate/buildpack/launcher.sh", launcher)
+    launcher.chmod(0o755)
+    (home / "interpreter").write_text(
+        f"kind={kind}\npython=.heroku/python/bin/python3\nversion=3.12.1\nlibrary_path=\n"
+    )
+    result = subprocess.run(
+        [str(launcher), "status"],
+        env={"PATH": RUN_PATH},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert (
+        " !     heroku-migrate: cannot run: .heroku/python/bin/python3 is missing" in result.stderr
+    )
+    assert "git push heroku main" in result.stderr
