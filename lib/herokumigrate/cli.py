@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from herokumigrate import __version__
 from herokumigrate.config import Config, load_config
-from herokumigrate.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput, MigrateError
+from herokumigrate.errors import EXIT_OK, BadInput, MigrateError
 from herokumigrate.output import Output
 
 if TYPE_CHECKING:
@@ -103,8 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
-            build_parser().print_help()
-            return EXIT_BAD_INPUT
+            raise BadInput(
+                "no command given",
+                fix="Run `heroku-migrate up` to apply pending migrations; "
+                "`heroku-migrate --help` lists every command.",
+            )
         flags = {dest: getattr(args, dest) for _, dest, _ in _SETTING_FLAGS}
         flags["allow_changed"] = args.allow_changed
         config = load_config(Path.cwd(), os.environ, flags)

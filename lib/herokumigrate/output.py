@@ -38,7 +38,9 @@ class Output:
 
     def add_secret(self, secret: str | None) -> None:
         """Remember a value (a password, a URL) that must never be printed."""
-        if secret and len(secret) >= 1 and secret not in self._secrets:
+        # A blank value or a one- to three-character one would shred every line it matched;
+        # such values are no secret worth the name (Heroku's passwords have 64 characters).
+        if secret and len(secret.strip()) >= 4 and secret not in self._secrets:
             self._secrets.append(secret)
             # Longest first, so a URL is replaced before the password inside it.
             self._secrets.sort(key=len, reverse=True)
@@ -86,9 +88,14 @@ class Output:
         stream.flush()
 
 
+# The documented shape of a URL, printed in fixes; it holds no secret.
+_PLACEHOLDER_URL = "postgres://USER:PASSWORD@HOST:5432/DBNAME"
+
+
 def _redact_url(match: re.Match[str]) -> str:
-    scheme = match.group(1)
-    return f"{scheme}://[REDACTED]"
+    if match.group(0).rstrip(".,;)") == _PLACEHOLDER_URL:
+        return match.group(0)
+    return f"{match.group(1)}://[REDACTED]"
 
 
 def _isatty(stream: TextIO) -> bool:

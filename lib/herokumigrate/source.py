@@ -174,6 +174,11 @@ def _parse_dbmate(path: Path, text: str) -> tuple[SqlSection, SqlSection | None]
             "to {version}_{title}.up.sql (golang-migrate format).",
         )
     up_start, up_end, up_tx = markers["up"]
+    if "down" in markers and markers["down"][0] < up_start:
+        raise BadInput(
+            f"{path.name}: '-- migrate:down' comes before '-- migrate:up'",
+            fix="Put the up section first.",
+        )
     if text[:up_start].strip():
         raise BadInput(
             f"{path.name}: has SQL before the '-- migrate:up' marker",
@@ -182,11 +187,6 @@ def _parse_dbmate(path: Path, text: str) -> tuple[SqlSection, SqlSection | None]
     down: SqlSection | None = None
     if "down" in markers:
         down_start, down_end, down_tx = markers["down"]
-        if down_start < up_start:
-            raise BadInput(
-                f"{path.name}: '-- migrate:down' comes before '-- migrate:up'",
-                fix="Put the up section first.",
-            )
         up_sql = text[up_end:down_start]
         down_sql = text[down_end:]
         down_line = text.count("\n", 0, down_end) + 1
