@@ -103,6 +103,8 @@ class Build:
     result: subprocess.CompletedProcess[str]
     seconds: float
     added: list[Path]
+    export: str
+    """What bin/compile left in the buildpack's `export` file for later buildpacks."""
 
     @property
     def output(self) -> str:
@@ -215,7 +217,9 @@ def compile_app(
     seconds = time.monotonic() - started
     after = _snapshot(build_dir)
     added = sorted(build_dir / rel for rel, data in after.items() if before.get(rel) != data)
-    return Build(build_dir, cache_dir, result, seconds, added)
+    export = buildpack / "export"
+    exported = export.read_text() if export.exists() else ""
+    return Build(build_dir, cache_dir, result, seconds, added, exported)
 
 
 def release_command(app_dir: Path) -> str:
@@ -371,8 +375,7 @@ def test_heroku24_release_runs_with_every_system_python_hidden(
     assert run_bin(buildpack, "release", build.build_dir).stdout == "---\naddons: []\n"
     profile = (build.build_dir / ".profile.d/heroku-migrate.sh").read_text()
     assert 'export PATH="$HOME/.heroku-migrate/bin:' in profile
-    export = (buildpack / "export").read_text()
-    assert str(build.build_dir / ".heroku-migrate/bin") in export
+    assert build.export == f'export PATH={build.build_dir}/.heroku-migrate/bin:"$PATH"\n'
 
     app = move_app(build, tmp_path / "app")
     first = run_release(app, database_url, hide_python=True)
