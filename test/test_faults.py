@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from support import (
@@ -398,6 +399,48 @@ def assert_all_applied_once(server: Server, dbname: str) -> None:
     assert scalar(server, dbname, "SELECT count(*) FROM t00299") == 10
 
 
+_HISTORY_INSERT = re.compile(r'INSERT INTO \S*heroku_migrate_history"?\s*\(', re.IGNORECASE)
+_TABLE_OF_MIGRATION = re.compile(r"\bt(\d{5})\b")
+
+
+def kill_moment(rng: random.Random) -> tuple[str, float]:
+    """Where to kill: during start-up (seconds), at migration i, or at the history write/COMMIT."""
+    roll = rng.random()
+    if roll < 0.1:
+        return "startup", rng.uniform(0.0, 0.4)
+    if roll < 0.25:
+        return "commit", 0.0
+    return "migration", float(rng.randint(1, KILL_MIGRATIONS - 1))
+
+
+def wait_for_moment(
+    monitor: psycopg.Connection[tuple[object, ...]],
+    dbname: str,
+    proc: subprocess.Popen[str],
+    moment: tuple[str, float],
+) -> None:
+    """Return when the runner reaches `moment`, watched through pg_stat_activity (or exits)."""
+    kind, value = moment
+    if kind == "startup":
+        time.sleep(value)
+        return
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        row = monitor.execute(
+            "SELECT query FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+            (dbname, APP_NAME),
+        ).fetchone()
+        query = str(row[0] or "") if row else ""
+        at_end = bool(_HISTORY_INSERT.search(query)) or query.strip().upper() == "COMMIT"
+        if kind == "commit" and at_end:
+            return
+        if kind == "migration":
+            found = _TABLE_OF_MIGRATION.search(query)
+            if at_end or (found and int(found.group(1)) >= value):
+                return
+        time.sleep(0.001)
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_moments_applies_all_or_nothing(pg_server: Server, app: Path) -> None:
     seed = int(os.environ.get("KILL_SEED", str(int(time.time()))))
@@ -406,33 +449,36 @@ def test_kill_9_at_random_moments_applies_all_or_nothing(pg_server: Server, app:
     write_kill_set(app)
     started = time.monotonic()
     dbname = pg_server.create_database()
+    monitor = pg_server.admin_conn()
     try:
-        # Calibrate: how long a whole run takes here, so the kills spread over all of it.
-        t0 = time.monotonic()
-        first = run_cli(["up"], cwd=app, database_url=pg_server.url(dbname))
-        full_run = time.monotonic() - t0
-        assert first.returncode == 0, first.output
-        assert_all_applied_once(pg_server, dbname)
-        print(f"a full run of {KILL_MIGRATIONS} migrations takes {full_run:.2f}s")
-        outcomes: list[tuple[float, str]] = []
-        fresh = False
-        kills = 24
-        for n in range(kills):
+        outcomes: list[tuple[str, str]] = []
+        fresh = True
+        kills = 20  # real kills: a run that finished before its moment does not count
+        n = 0
+        while sum(s != "finished first" for _, s in outcomes) < kills:
+            n += 1
+            assert n <= 3 * kills, f"too few runs could be killed: {outcomes}"
             if not fresh:
                 pg_server.drop_database(dbname)
                 dbname = pg_server.create_database()
             url = pg_server.url(dbname)
-            delay = rng.uniform(0.0, full_run * 1.5)
+            moment = kill_moment(rng)
             proc = spawn_cli(["up"], cwd=app, database_url=url)
-            time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
+            wait_for_moment(monitor, dbname, proc, moment)
+            proc.send_signal(signal.SIGKILL)  # a no-op if the run has ended
             proc.communicate(timeout=30)
             wait_runner_gone(pg_server, dbname)
             state = kill_state(pg_server, dbname)
-            outcomes.append((round(delay, 3), state))
-            # "none" leaves a fresh database for the next kill; every third kill (and any
+            where = f"{moment[0]} {moment[1]:g}"
+            if proc.returncode == 0:
+                assert state == "all"
+                outcomes.append((where, "finished first"))
+            else:
+                assert proc.returncode == -signal.SIGKILL, proc.returncode
+                outcomes.append((where, state))
+            # "none" leaves a fresh database for the next kill; every fourth time (and after
             # "all"), the next `up` runs to the end and must apply each migration once.
-            if state == "all" or n % 3 == 2 or n == kills - 1:
+            if state == "all" or n % 4 == 0:
                 result = run_cli(["up"], cwd=app, database_url=url)
                 assert result.returncode == 0, result.output
                 assert_all_applied_once(pg_server, dbname)
@@ -441,13 +487,16 @@ def test_kill_9_at_random_moments_applies_all_or_nothing(pg_server: Server, app:
                 fresh = False
             else:
                 fresh = True
+        if fresh:  # the last kill left nothing: the next `up` must complete
+            result = run_cli(["up"], cwd=app, database_url=pg_server.url(dbname))
+            assert result.returncode == 0, result.output
+            assert_all_applied_once(pg_server, dbname)
         elapsed = time.monotonic() - started
-        print(f"kills (delay s, outcome): {outcomes}")
-        print(
-            f"{kills} kills in {elapsed:.1f}s: {sum(s == 'none' for _, s in outcomes)} none,"
-            f" {sum(s == 'all' for _, s in outcomes)} all"
-        )
+        print(f"kill moments (where, outcome): {outcomes}")
+        counts = {k: sum(s == k for _, s in outcomes) for k in ("none", "all", "finished first")}
+        print(f"{kills} kills -9 of a {KILL_MIGRATIONS}-migration run in {elapsed:.1f}s: {counts}")
     finally:
+        monitor.close()
         pg_server.drop_database(dbname)
 
 
