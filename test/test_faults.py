@@ -531,6 +531,7 @@ def test_terminated_backend_fails_cleanly_and_next_run_succeeds(
     finally:
         if proc.poll() is None:
             proc.kill()
+    print(f"terminated backend:\n{result.output}")
     assert result.returncode == 1, result.output
     errors = [line for line in bang_lines(result) if line.strip() != "!"]
     assert errors, result.output
@@ -603,6 +604,7 @@ def test_failed_unique_index_concurrently_is_dropped_and_run_compensated(
 
     status = run_cli(["status"], cwd=app, database_url=database_url)
     assert status.returncode == 0, status.output
+    print(f"failed CIC ({mode}):\n{result.output}\nstatus:\n{status.output}")
     assert re.search(r"last run failed", status.output, re.IGNORECASE), status.output
     assert "12_unique_email" in status.output or "users_email_key" in status.output
     assert "revert" in status.output.lower(), status.output
@@ -613,8 +615,13 @@ def test_failed_unique_index_concurrently_is_dropped_and_run_compensated(
 BIG_ROWS = 2_000_000
 
 
-def big_table_app(app: Path, database_url: str) -> None:
-    """Baseline plus a big table; then a CIC migration and one after it, pending."""
+def big_table_app(app: Path, database_url: str, *, cic_first: bool = True) -> None:
+    """Baseline plus a big table; then a CIC migration and one after it, pending.
+
+    With `cic_first` the concurrent build is the migration's first statement; otherwise a
+    transactional statement of the same migration comes before it.
+    """
+    before = "" if cic_first else "CREATE TABLE side (id int);\n"
     apply_baseline(
         app,
         database_url,
@@ -631,7 +638,8 @@ def big_table_app(app: Path, database_url: str) -> None:
         {
             "10_before.up.sql": "CREATE TABLE before_cic (id int);\n",
             "10_before.down.sql": "DROP TABLE before_cic;\n",
-            "11_big_val_index.up.sql": "CREATE INDEX CONCURRENTLY big_val_idx ON big (val);\n",
+            "11_big_val_index.up.sql": before
+            + "CREATE INDEX CONCURRENTLY big_val_idx ON big (val);\n",
             "11_big_val_index.down.sql": "DROP INDEX CONCURRENTLY big_val_idx;\n",
             "12_after.up.sql": "CREATE TABLE after_cic (id int);\n",
             "12_after.down.sql": "DROP TABLE after_cic;\n",
@@ -691,12 +699,18 @@ def test_kill_9_during_index_build_next_up_drops_invalid_index_and_completes(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("cic_first", [True, False], ids=["cic_first", "cic_after_ddl"])
 def test_kill_9_during_index_build_that_the_server_finishes_next_up_completes(
-    pg_server: Server, dbname: str, database_url: str, app: Path
+    pg_server: Server, dbname: str, database_url: str, app: Path, cic_first: bool
 ) -> None:
     """The usual case on Heroku: the dyno dies, the server finishes the build on its own."""
-    big_table_app(app, database_url)
+    big_table_app(app, database_url, cic_first=cic_first)
     kill_during_cic(pg_server, dbname, app, database_url)
+    wait_runner_gone(pg_server, dbname, timeout=60)  # the orphaned backend finishes the build
+    applied = [r[0] for r in history(pg_server, dbname) if r[3] == "applied"]
+    assert applied == [1, 2, 3, 10], "not killed mid-build"
+    assert invalid_indexes(pg_server, dbname) == []
+    assert scalar(pg_server, dbname, "SELECT to_regclass('big_val_idx') IS NOT NULL") is True
 
     result = run_cli(["up"], cwd=app, database_url=database_url)
 
