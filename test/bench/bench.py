@@ -240,9 +240,14 @@ def bench_apply(
     runs: int,
     gen: Path,
     log: Callable[[str], None],
+    results: dict[int, dict[str, dict[str, Sample]]] | None = None,
 ) -> dict[int, dict[str, dict[str, Sample]]]:
-    """For each N: per tool, apply and no-op samples; plus the no-op floors."""
-    results: dict[int, dict[str, dict[str, Sample]]] = {}
+    """For each N: per tool, apply and no-op samples; plus the no-op floors.
+
+    Fills `results` as it goes, so an interrupted run can still report what it measured.
+    """
+    if results is None:
+        results = {}
     for n in sizes:
         mset = generate(gen, env.workdir, n)
         per: dict[str, dict[str, Sample]] = {
@@ -254,7 +259,7 @@ def bench_apply(
         for r in range(runs):
             order = list(tools[r % len(tools) :]) + list(tools[: r % len(tools)])
             for tool in order:
-                db = f"bench_{tool}_{n}_{r}"
+                db = f"bench_{os.getpid()}_{tool}_{n}_{r}"
                 url = env.server.fresh(db)
                 cmd, cenv = env.apply_cmd(tool, url, mset)
                 secs, why = timed(cmd, env=cenv, cwd=env.workdir, timeout=env.timeout)
@@ -291,7 +296,7 @@ def bench_files(
     mset = generate(gen, env.workdir, n)
     golang = mset / "golang"
     out = {k: Sample() for k in ("pass", "pyfloor", "validate", "plan")}
-    db = f"bench_files_{n}"
+    db = f"bench_{os.getpid()}_files_{n}"
     url = env.server.fresh(db)
     try:
         # Apply them once (untimed), so that `plan` reads, checksums and compares every file.
@@ -686,10 +691,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print(text, file=sys.stderr, flush=True)
 
+    apply: dict[int, dict[str, dict[str, Sample]]] = {}
+    files: dict[int, dict[str, Sample]] = {}
+    build: dict[str, object] | None = None
+    header: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench_migrate_"))
     env = Env(Server(args.url), args.python, args.peers, workdir, args.timeout)
     try:
-        header = machine_header(env)
+        header.extend(machine_header(env))
         for line in header:
             log(line)
         if sizes:
@@ -698,13 +707,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench_apply(
                 env, tools=tools, sizes=[min(sizes)], runs=1, gen=args.gen, log=lambda _: None
             )
-        apply: dict[int, dict[str, dict[str, Sample]]] = {}
         if sizes:
-            apply = bench_apply(
-                env, tools=tools, sizes=sizes, runs=args.runs, gen=args.gen, log=log
+            bench_apply(
+                env,
+                tools=tools,
+                sizes=sizes,
+                runs=args.runs,
+                gen=args.gen,
+                log=log,
+                results=apply,
             )
-        files = {f: bench_files(env, f, args.runs, args.gen, log) for f in file_counts}
+        for f in file_counts:
+            files[f] = bench_files(env, f, args.runs, args.gen, log)
         build = bench_compile(env, log) if args.compile == "auto" else None
+    except KeyboardInterrupt:
+        log("interrupted: reporting what was measured (SIGINT; the last databases may remain)")
+        header.append("- INTERRUPTED: partial figures")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     header.append(f"- Load average at end: {_loadavg()} (other work on the machine skews figures)")
