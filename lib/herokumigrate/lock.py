@@ -41,7 +41,7 @@ class AdvisoryLock:
     def acquire(self, wait: float) -> None:
         """Take the lock, polling for up to `wait` seconds; LockTimeout (exit 3) after that."""
         start = time.monotonic()
-        next_report = start + min(2.0, REPORT_EVERY_SECONDS)
+        next_report = start  # say at once that we wait, and for whom; then every 10 s
         while True:
             row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
             if row is not None and row[0]:
@@ -60,8 +60,8 @@ class AdvisoryLock:
                 )
             if now >= next_report:
                 self.output.detail(
-                    f"Waiting for the migration lock ({now - start:.0f}s of {wait:.0f}s): "
-                    f"{self._holder()}"
+                    f"Waiting for the migration lock ({now - start:.0f}s of {wait:.0f}s "
+                    f"allowed): {self._holder()}"
                 )
                 next_report = now + REPORT_EVERY_SECONDS
             time.sleep(min(POLL_SECONDS, max(0.0, wait - (now - start))))
@@ -89,4 +89,6 @@ class AdvisoryLock:
         if row is None:
             return "held by another session"
         app = f" ({row[1]})" if row[1] else ""
-        return f"held by backend pid {row[0]}{app}, connected {row[2]}s ago"
+        # Another role's session hides its start time unless we may read all stats.
+        since = f", connected {row[2]}s ago" if row[2] is not None else ""
+        return f"held by backend pid {row[0]}{app}{since}"

@@ -465,13 +465,25 @@ class Runner:
         assert not unit.finishes
         step = unit.steps[0]
         key = step.migration.version
+        # An earlier, killed run had this very statement in flight: it may have finished.
         resuming = run.resume.pop(key, None) == step.index
-        if self._drop_invalid_index_of(step, skip_if_valid=resuming):
-            ms = 0.0
-        else:
-            t0 = time.perf_counter()
-            self._execute(step)
-            ms = (time.perf_counter() - t0) * 1000
+        if not resuming:
+            # Record "statement k in flight" first, so a kill during it is visible next time.
+            with self.conn.transaction():
+                self.history.record_partial(self.conn, step.migration, step.index, 0.0)
+        try:
+            if self._drop_invalid_index_of(step, skip_if_valid=resuming):
+                ms = 0.0
+            else:
+                t0 = time.perf_counter()
+                self._execute(step)
+                ms = (time.perf_counter() - t0) * 1000
+        except StepFailed:
+            if key not in run.committed and not resuming:
+                # Nothing of this migration was committed before: forget the in-flight mark.
+                with self.conn.transaction():
+                    self.history.delete(self.conn, [key])
+            raise
         with self.conn.transaction():
             self.history.record_partial(self.conn, step.migration, step.index + 1, ms)
         run.durations[key] = run.durations.get(key, 0.0) + ms
