@@ -170,10 +170,11 @@ class Env:
     peers: Path
     workdir: Path
     timeout: float
+    lib: Path = REPO / "lib"
 
     def ours_env(self, url: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATE_")}
-        env["PYTHONPATH"] = str(REPO / "lib")
+        env["PYTHONPATH"] = str(self.lib)
         env["DATABASE_URL"] = url
         env["NO_COLOR"] = "1"
         return env
@@ -418,6 +419,15 @@ def machine_header(env: Env) -> list[str]:
         lines.append(f"- Peers: {', '.join(peers)}")
     lines.append(f"- Load average at start: {_loadavg()}")
     return lines
+
+
+def _git_describe() -> str:
+    try:
+        head = run_ok(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).strip()
+        dirty = run_ok(["git", "-C", str(REPO), "status", "--porcelain", "--", "lib"]).strip()
+    except (RuntimeError, OSError):
+        return "not a git checkout"
+    return f"commit {head}" + (" with uncommitted changes in lib/" if dirty else "")
 
 
 def _loadavg() -> str:
@@ -696,9 +706,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     build: dict[str, object] | None = None
     header: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench_migrate_"))
-    env = Env(Server(args.url), args.python, args.peers, workdir, args.timeout)
+    # Snapshot lib/ so that edits made while the benchmark runs do not mix versions.
+    lib = workdir / "lib"
+    shutil.copytree(REPO / "lib", lib, ignore=shutil.ignore_patterns("__pycache__"))
+    env = Env(Server(args.url), args.python, args.peers, workdir, args.timeout, lib)
+    header.append(f"- Code: {_git_describe()} (lib/ copied at the start of the run)")
     try:
-        header.extend(machine_header(env))
+        header[:0] = machine_header(env)
         for line in header:
             log(line)
         if sizes:
