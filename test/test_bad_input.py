@@ -605,7 +605,7 @@ CASES = [
     Case(
         "toml-retries-negative",
         "retries",
-        "0 or more",
+        "a number from 0 to",
         prepare=_config_file("retries = -1\n"),
         offline=True,
     ),
@@ -648,7 +648,7 @@ CASES = [
     Case(
         "env-retries-negative",
         "MIGRATE_RETRIES",
-        "0 or more",
+        "a number from 0 to",
         prepare=_set_env(MIGRATE_RETRIES="-1"),
         offline=True,
     ),
@@ -697,7 +697,7 @@ CASES = [
     Case(
         "flag-lock-wait-negative",
         "--lock-wait",
-        "0 or more",
+        "a number from 0 to",
         args=("up", "--lock-wait=-3"),
         offline=True,
     ),

@@ -132,7 +132,7 @@ BAD_VALUES = {
         "migrate.toml: invalid value 1.5 for retries", "whole number", toml="retries = 1.5"
     ),
     "toml-negative": Bad(
-        "migrate.toml: invalid value -1 for retries", "0 or more", toml="retries = -1"
+        "migrate.toml: invalid value -1 for retries", "a number from 0 to", toml="retries = -1"
     ),
     "toml-choice": Bad(
         "migrate.toml: invalid value 'sometimes' for transaction",
@@ -194,7 +194,9 @@ BAD_VALUES = {
         env={"MIGRATE_LOCK_TIMEOUT": "10000000"},
     ),
     "flag-negative": Bad(
-        "--lock-wait: invalid value '-1' for lock_wait", "0 or more", flags={"lock_wait": "-1"}
+        "--lock-wait: invalid value '-1' for lock_wait",
+        "a number from 0 to",
+        flags={"lock_wait": "-1"},
     ),
     "flag-choice": Bad(
         "--transaction: invalid value 'file'",

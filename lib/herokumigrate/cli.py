@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from herokumigrate import __version__
-from herokumigrate.config import Config, load_config
+from herokumigrate.config import Config, load_config, unknown_env_settings
 from herokumigrate.errors import EXIT_OK, BadInput, MigrateError
 from herokumigrate.output import Output
 
@@ -111,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         flags = {dest: getattr(args, dest) for _, dest, _ in _SETTING_FLAGS}
         flags["allow_changed"] = args.allow_changed
         config = load_config(Path.cwd(), os.environ, flags)
+        for name in unknown_env_settings(os.environ):
+            output.warn(f"{name} is not a heroku-migrate setting and is ignored (a typo?)")
         return _dispatch(args, config, output)
     except MigrateError as exc:
         output.error(*exc.lines())

@@ -5,10 +5,9 @@ the default. Every setting is declared once in `SETTINGS`; the README's table mi
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 from herokumigrate.errors import BadInput
 
@@ -47,17 +46,18 @@ class Config:
         return ENV_PREFIX + key.upper()
 
 
-def _positive(value: float) -> bool:
-    return value >= 0
+# PostgreSQL keeps lock_timeout and statement_timeout in milliseconds as a 32-bit integer.
+PG_MAX_SECONDS = 2147483
+DAY = 86400
 
 
 @dataclass(frozen=True)
 class Setting:
-    """How one setting is parsed and documented."""
+    """How one setting is parsed and documented; numbers must lie in [0, maximum]."""
 
     kind: type
     help: str
-    check: Callable[[Any], bool] | None = None
+    maximum: float | None = None
     choices: tuple[str, ...] = ()
 
 
@@ -73,14 +73,14 @@ SETTINGS: dict[str, Setting] = {
         "`release`: one transaction for all pending migrations; `migration`: one per file",
         choices=("release", "migration"),
     ),
-    "lock_wait": Setting(float, "seconds to wait for another runner's lock", _positive),
-    "lock_timeout": Setting(float, "seconds a statement may wait for a table lock", _positive),
-    "statement_timeout": Setting(float, "seconds a statement may run; 0 = no limit", _positive),
-    "retries": Setting(
-        int, "retries of the whole transaction on lock timeout or deadlock", _positive
+    "lock_wait": Setting(float, "seconds to wait for another runner's lock", DAY),
+    "lock_timeout": Setting(float, "seconds a statement may wait for a table lock", PG_MAX_SECONDS),
+    "statement_timeout": Setting(
+        float, "seconds a statement may run; 0 = no limit", PG_MAX_SECONDS
     ),
-    "connect_timeout": Setting(float, "seconds per connection attempt", _positive),
-    "connect_wait": Setting(float, "seconds to keep retrying while the database starts", _positive),
+    "retries": Setting(int, "retries of the whole transaction on lock timeout or deadlock", 100),
+    "connect_timeout": Setting(float, "seconds per connection attempt", 3600),
+    "connect_wait": Setting(float, "seconds to keep retrying while the database starts", DAY),
     "allow_changed": Setting(bool, "warn instead of failing when an applied file changed"),
     "release_phase": Setting(bool, "buildpack: wire `release:` in the Procfile"),
 }
@@ -121,11 +121,13 @@ def _convert(key: str, raw: object, origin: str) -> object:
             f"{origin}: invalid value {_show(raw)} for {key}",
             fix=f"Set {key} to one of: {', '.join(setting.choices)}.",
         )
-    if setting.check is not None and not setting.check(value):
-        raise BadInput(
-            f"{origin}: invalid value {_show(raw)} for {key}",
-            fix=f"Set {key} to a value of 0 or more.",
-        )
+    if setting.maximum is not None:
+        number = float(value)
+        if not (0 <= number <= setting.maximum):  # also false for nan
+            raise BadInput(
+                f"{origin}: invalid value {_show(raw)} for {key}",
+                fix=f"Set {key} to a number from 0 to {setting.maximum:g}.",
+            )
     return value
 
 
@@ -179,6 +181,12 @@ def read_config_file(app_dir: Path) -> dict[str, object]:
     return result
 
 
+def unknown_env_settings(env: Mapping[str, str]) -> list[str]:
+    """`MIGRATE_*` variables that set nothing (a typo, most likely)."""
+    valid = {ENV_PREFIX + key.upper() for key in SETTINGS}
+    return sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in valid)
+
+
 def load_config(
     app_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -200,4 +208,5 @@ def load_config(
         if flag is not None:
             values[key] = _convert(key, flag, "--" + key.replace("_", "-"))
     known = {f.name for f in fields(Config)}
+
     return Config(app_dir=app_dir, **{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]

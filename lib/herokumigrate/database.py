@@ -104,7 +104,7 @@ def connect(
 
     params = dict(target.params)
     params.setdefault("application_name", APPLICATION_NAME)
-    params["connect_timeout"] = str(max(1, int(connect_timeout)))
+    params["connect_timeout"] = str(max(1, round(connect_timeout)))
     deadline = time.monotonic() + connect_wait
     attempt = 0
     delay = 1.0
@@ -118,7 +118,7 @@ def connect(
                 raise BadInput(
                     f"cannot connect to {target.description} ({target.var}): {message}",
                     fix=f"Check the credentials and database name in {target.var} "
-                    "(heroku config:get DATABASE_URL shows the current one).",
+                    f"(heroku config:get {target.var} shows the current one).",
                 ) from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:

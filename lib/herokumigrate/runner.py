@@ -260,9 +260,9 @@ class Runner:
         scope = sql.SQL("SET LOCAL " if local else "SET ")
         return sql.SQL("{}lock_timeout = {}; {}statement_timeout = {}").format(
             scope,
-            sql.Literal(f"{int(self.config.lock_timeout * 1000)}ms"),
+            sql.Literal(_milliseconds(self.config.lock_timeout)),
             scope,
-            sql.Literal(f"{int(self.config.statement_timeout * 1000)}ms"),
+            sql.Literal(_milliseconds(self.config.statement_timeout)),
         )
 
     # ----- up ---------------------------------------------------------------------------
@@ -863,6 +863,12 @@ def _batches(steps: list[Step]) -> list[list[Step]]:
 def _connection_lost(exc: psycopg.Error) -> bool:
     """True for errors that mean the session is gone (terminated, network), not bad SQL."""
     return exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P0"))
+
+
+def _milliseconds(seconds: float) -> str:
+    """A PostgreSQL duration; a positive value never rounds down to 0 (which means "off")."""
+    ms = round(seconds * 1000)
+    return f"{max(ms, 1) if seconds > 0 else 0}ms"
 
 
 def _int_or_none(text: str | None) -> int | None:

@@ -103,7 +103,8 @@ def _read_text(path: Path) -> str:
         info = path.stat()
         if info.st_size > MAX_FILE_BYTES:
             raise BadInput(
-                f"{path.name}: is {info.st_size // (1024 * 1024)} MiB, over the 64 MiB limit",
+                f"{path.name}: is {info.st_size} bytes, over the limit of {MAX_FILE_BYTES} "
+                "(64 MiB)",
                 fix="Split it into smaller migrations, or load bulk data outside migrations.",
             )
         data = path.read_bytes()
@@ -179,7 +180,10 @@ def _parse_dbmate(path: Path, text: str) -> tuple[SqlSection, SqlSection | None]
             f"{path.name}: '-- migrate:down' comes before '-- migrate:up'",
             fix="Put the up section first.",
         )
-    if text[:up_start].strip():
+    # dbmate allows blank lines and `--` comments above the up marker; so do we.
+    if any(
+        line.strip() and not line.lstrip().startswith("--") for line in text[:up_start].splitlines()
+    ):
         raise BadInput(
             f"{path.name}: has SQL before the '-- migrate:up' marker",
             fix="Move it below '-- migrate:up'.",
