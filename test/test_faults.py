@@ -404,11 +404,13 @@ _TABLE_OF_MIGRATION = re.compile(r"\bt(\d{5})\b")
 
 
 def kill_moment(rng: random.Random) -> tuple[str, float]:
-    """Where to kill: during start-up (seconds), at migration i, or at the history write/COMMIT."""
+    """Where to kill: in start-up (seconds), at migration i, the history write, or COMMIT."""
     roll = rng.random()
     if roll < 0.1:
         return "startup", rng.uniform(0.0, 0.4)
-    if roll < 0.25:
+    if roll < 0.2:
+        return "history", 0.0
+    if roll < 0.3:
         return "commit", 0.0
     return "migration", float(rng.randint(1, KILL_MIGRATIONS - 1))
 
@@ -425,14 +427,18 @@ def wait_for_moment(
         time.sleep(value)
         return
     deadline = time.monotonic() + 60
+    seen = ""  # the last query that wrote the history
     while proc.poll() is None and time.monotonic() < deadline:
         row = monitor.execute(
             "SELECT query FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
             (dbname, APP_NAME),
         ).fetchone()
         query = str(row[0] or "") if row else ""
-        at_end = bool(_HISTORY_INSERT.search(query)) or query.strip().upper() == "COMMIT"
-        if kind == "commit" and at_end:
+        commit = query.strip().upper() == "COMMIT" and "heroku_migrate_history" in seen
+        at_end = bool(_HISTORY_INSERT.search(query)) or commit
+        if "heroku_migrate_history" in query:
+            seen = query
+        if (kind == "history" and at_end) or (kind == "commit" and commit):
             return
         if kind == "migration":
             found = _TABLE_OF_MIGRATION.search(query)
