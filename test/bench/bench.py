@@ -34,7 +34,9 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -171,6 +173,7 @@ class Env:
     workdir: Path
     timeout: float
     lib: Path = REPO / "lib"
+    ours_args: tuple[str, ...] = ()
 
     def ours_env(self, url: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATE_")}
@@ -181,7 +184,7 @@ class Env:
 
     def ours(self, args: Sequence[str], url: str, path: Path) -> list[str]:
         del url
-        return [self.python, "-m", "herokumigrate", *args, "--path", str(path)]
+        return [self.python, "-m", "herokumigrate", *args, *self.ours_args, "--path", str(path)]
 
     def apply_cmd(self, tool: str, url: str, mset: Path) -> tuple[list[str], dict[str, str]]:
         """The command that applies (or, run again, no-ops) the set `mset` with `tool`."""
@@ -300,8 +303,11 @@ def bench_files(
     db = f"bench_{os.getpid()}_files_{n}"
     url = env.server.fresh(db)
     try:
-        # Apply them once (untimed), so that `plan` reads, checksums and compares every file.
-        secs, why = timed(env.ours(["up"], url, golang), env=env.ours_env(url), cwd=env.workdir)
+        # Apply them once (untimed), so that `plan` reads, checksums and compares every file;
+        # one transaction per migration: thousands of CREATE TABLEs in one transaction overflow
+        # PostgreSQL's lock table (max_locks_per_transaction).
+        setup = [*env.ours(["up"], url, golang), "--transaction", "migration"]
+        secs, why = timed(setup, env=env.ours_env(url), cwd=env.workdir)
         if secs is None:
             raise RuntimeError(f"could not apply the {n} migrations for `plan`: {why}")
         for r in range(runs):
@@ -628,6 +634,11 @@ def _failed(s: Sample) -> str:
 # ----- main ----------------------------------------------------------------------------------
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    del signum, frame
+    raise KeyboardInterrupt
+
+
 def _int_list(text: str) -> list[int]:
     return [int(x) for x in text.replace(" ", "").split(",") if x]
 
@@ -673,6 +684,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="time bin/compile when it exists (default auto)",
     )
+    parser.add_argument(
+        "--ours-args",
+        default="",
+        help="extra arguments for our runner, e.g. '--transaction migration'",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per command")
     parser.add_argument("--json", type=Path, help="also write every sample here")
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
@@ -705,11 +721,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     files: dict[int, dict[str, Sample]] = {}
     build: dict[str, object] | None = None
     header: list[str] = []
+    signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="bench_migrate_"))
     # Snapshot lib/ so that edits made while the benchmark runs do not mix versions.
     lib = workdir / "lib"
     shutil.copytree(REPO / "lib", lib, ignore=shutil.ignore_patterns("__pycache__"))
-    env = Env(Server(args.url), args.python, args.peers, workdir, args.timeout, lib)
+    env = Env(
+        Server(args.url),
+        args.python,
+        args.peers,
+        workdir,
+        args.timeout,
+        lib,
+        tuple(shlex.split(args.ours_args)),
+    )
+    if env.ours_args:
+        header.append(f"- heroku-migrate run with: {args.ours_args}")
     header.append(f"- Code: {_git_describe()} (lib/ copied at the start of the run)")
     try:
         header[:0] = machine_header(env)
@@ -732,10 +759,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results=apply,
             )
         for f in file_counts:
-            files[f] = bench_files(env, f, args.runs, args.gen, log)
-        build = bench_compile(env, log) if args.compile == "auto" else None
+            try:
+                files[f] = bench_files(env, f, args.runs, args.gen, log)
+            except RuntimeError as exc:
+                log(f"validate/plan of {f} files: {exc}")
+        if args.compile == "auto":
+            try:
+                build = bench_compile(env, log)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                log(f"bin/compile: {exc}")
     except KeyboardInterrupt:
-        log("interrupted: reporting what was measured (SIGINT; the last databases may remain)")
+        log("interrupted: reporting what was measured (the last database may remain)")
         header.append("- INTERRUPTED: partial figures")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
