@@ -26,6 +26,7 @@ import psycopg
 import pytest
 
 from herokumigrate.buildpack import procfile
+from support import assert_no_secret
 
 pytestmark = pytest.mark.buildpack
 
@@ -259,9 +260,11 @@ def run_release(
             "hide-python",
             *argv,
         ]
-    return subprocess.run(
+    result = subprocess.run(
         argv, cwd=app_dir, capture_output=True, text=True, timeout=300, check=False
     )
+    assert_no_secret(result.stdout + result.stderr)
+    return result
 
 
 def move_app(build: Build, destination: Path) -> Path:

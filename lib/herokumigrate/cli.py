@@ -216,6 +216,7 @@ def _up(config: Config, output: Output, migrations: list[Migration], *, dry_run:
     import psycopg
 
     from herokumigrate.runner import make_plan
+    from herokumigrate.source import validate
 
     runner = _make_runner(config, output)
     try:
@@ -225,6 +226,9 @@ def _up(config: Config, output: Output, migrations: list[Migration], *, dry_run:
         if plan.nothing_to_do:
             _say_up_to_date(output, migrations, state.rows)
             return EXIT_OK
+        # Every pending file, down sections included (compensation may need them), is sound
+        # before anything is locked or written.
+        validate(plan.pending)
         runner.take_lock()
         # Re-read under the lock: another runner may have applied them meanwhile.
         state = runner.read_state()
@@ -233,10 +237,7 @@ def _up(config: Config, output: Output, migrations: list[Migration], *, dry_run:
             _say_up_to_date(output, migrations, state.rows)
             return EXIT_OK
         _check_plan(config, output, plan, migrations, quiet=True)
-        if not dry_run:
-            from herokumigrate.source import validate
-
-            validate(plan.pending)
+        validate(plan.pending)
         runner.up(migrations, plan, dry_run=dry_run)
         return EXIT_OK
     except psycopg.Error as exc:
@@ -348,9 +349,13 @@ def _status(config: Config, output: Output, migrations: list[Migration], *, as_j
         output.plain(json.dumps(doc, indent=2))
         return EXIT_OK
     output.step(f"Migrations in {config.path} ({len(migrations)} file(s))")
+    width = max((len(str(e["version"])) for e in entries), default=0)
+    state_width = max((len(str(e["status"])) for e in entries), default=0)
     for e in entries:
-        when = f"  {str(e['applied_at'])[:19]}" if e["applied_at"] else ""
-        output.detail(f"{e['version']}  {e['status']:<12}{when}  {e['name']}")
+        when = str(e["applied_at"])[:19].replace("T", " ") if e["applied_at"] else ""
+        output.detail(
+            f"{e['version']!s:>{width}}  {e['status']!s:<{state_width}}  {when:<19}  {e['name']}"
+        )
     if unknown:
         output.warn(
             "Applied but not in these files (a rollback?): "

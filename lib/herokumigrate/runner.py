@@ -618,30 +618,31 @@ class Runner:
                 "the connection to the database was lost: "
                 f"{_one_line(self.output.redact(str(lost)))}"
             )
+        fix = _fix_for(exc.error if exc is not None else lost)
         if dry_run:
             return MigrationFailed(
-                headline,
-                details=("Dry run: everything was rolled back.",),
-                fix="Fix the migration and run the dry run again.",
+                headline, details=("Dry run: everything was rolled back.",), fix=fix
             )
         details: list[str] = []
         if not committed:
             details.append("Everything this run did was rolled back: the database is unchanged.")
             self._log_safely("failed", headline)
-            return MigrationFailed(
-                headline, details=tuple(details), fix="Fix the migration and push again."
-            )
-        details.append(
-            "Parts of this run were already committed (statements that cannot run in a "
-            "transaction); compensating with their downs, newest first:"
+            return MigrationFailed(headline, details=tuple(details), fix=fix)
+        why = (
+            "earlier migrations of this run were committed one by one (MIGRATE_TRANSACTION="
+            "migration)"
+            if self.config.transaction == "migration"
+            else "parts of this run were committed around statements that cannot run in a "
+            "transaction"
         )
+        details.append(f"{why[0].upper()}{why[1:]}; compensating with their downs, newest first:")
         outcome = self._compensate(committed, invalid_before or set())
         details.extend(outcome)
         self._log_safely("failed", headline + " | " + " ".join(outcome))
         return MigrationFailed(
             headline,
             details=tuple(details),
-            fix="Fix the migration and push again; `heroku-migrate status` shows the state.",
+            fix=fix + " `heroku-migrate status` shows the state.",
         )
 
     def _compensate(self, committed: list[Migration], invalid_before: set[str]) -> list[str]:
@@ -863,6 +864,30 @@ def _batches(steps: list[Step]) -> list[list[Step]]:
 def _connection_lost(exc: psycopg.Error) -> bool:
     """True for errors that mean the session is gone (terminated, network), not bad SQL."""
     return exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P0"))
+
+
+def _fix_for(error: psycopg.Error | None) -> str:
+    """What the user should do about a failed run, by the kind of failure."""
+    state = error.sqlstate if error is not None else None
+    if error is None or _connection_lost(error):
+        return (
+            "The connection was lost (database restart or maintenance?): check heroku pg:info, "
+            "then retry the release (heroku releases:retry)."
+        )
+    if state in ("55P03", "40P01"):
+        return (
+            "Another session held a conflicting lock. Retry the release when traffic is lower "
+            "(heroku releases:retry), find the blocker in pg_stat_activity, or raise "
+            "MIGRATE_LOCK_TIMEOUT / MIGRATE_RETRIES."
+        )
+    if state == "57014":
+        return "A statement ran past statement_timeout: raise MIGRATE_STATEMENT_TIMEOUT."
+    if state == "53200":
+        return (
+            "One transaction touched more objects than the server's lock table holds: set "
+            "MIGRATE_TRANSACTION=migration, or raise max_locks_per_transaction."
+        )
+    return "Fix the migration and push again."
 
 
 def _milliseconds(seconds: float) -> str:

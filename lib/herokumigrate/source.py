@@ -13,8 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,8 +77,18 @@ class Migration:
     name: str
     format: str
     up: SqlSection
-    down: SqlSection | None
-    checksum: str = field(compare=False)
+    checksum: str
+    down_section: SqlSection | None = None  # dbmate: parsed along with the up section
+    down_file: Path | None = None  # golang-migrate: read on first use (a no-op run never does)
+
+    @cached_property
+    def down(self) -> SqlSection | None:
+        """The down section, if the migration has one (BadInput if its file is empty)."""
+        if self.down_file is None:
+            return self.down_section
+        section = SqlSection(self.down_file, _read_text(self.down_file))
+        _require_sql(section, "down migration")
+        return section
 
     @property
     def filename(self) -> str:
@@ -100,14 +109,14 @@ def checksum_of(sql: str) -> str:
 def _read_text(path: Path) -> str:
     """A migration file's text, or a clear error for unreadable, huge, binary or non-UTF-8 files."""
     try:
-        info = path.stat()
-        if info.st_size > MAX_FILE_BYTES:
-            raise BadInput(
-                f"{path.name}: is {info.st_size} bytes, over the limit of {MAX_FILE_BYTES} "
-                "(64 MiB)",
-                fix="Split it into smaller migrations, or load bulk data outside migrations.",
-            )
-        data = path.read_bytes()
+        with open(path, "rb") as handle:  # one open and read: this runs for every file
+            data = handle.read(MAX_FILE_BYTES + 1)
+            if len(data) > MAX_FILE_BYTES:
+                size = os.fstat(handle.fileno()).st_size
+                raise BadInput(
+                    f"{path.name}: is {size} bytes, over the limit of {MAX_FILE_BYTES} (64 MiB)",
+                    fix="Split it into smaller migrations, or load bulk data outside migrations.",
+                )
     except PermissionError:
         raise BadInput(
             f"{path.name}: cannot be read (permission denied)",
@@ -239,8 +248,8 @@ def list_migration_files(directory: Path, app_root: Path | None = None) -> list[
     root = (app_root or directory).resolve()
     files = []
     for entry in entries:
-        if entry.name.startswith("."):
-            continue
+        if entry.name.startswith(".") or not entry.name.endswith(".sql"):
+            continue  # dotfiles are editor droppings; other files (a README) are not migrations
         path = Path(entry.path)
         if entry.is_symlink():
             target = path.resolve()
@@ -255,10 +264,10 @@ def list_migration_files(directory: Path, app_root: Path | None = None) -> list[
                     fix="Replace the link with the file itself.",
                 )
         try:
-            mode = entry.stat().st_mode
+            is_dir = entry.is_dir()  # from the directory listing: no extra system call
         except OSError:
-            mode = 0
-        if stat.S_ISDIR(mode):
+            is_dir = False
+        if is_dir:
             continue
         files.append(path)
     return files
@@ -282,8 +291,6 @@ def load_migrations(directory: Path, app_root: Path | None = None) -> list[Migra
 
     for path in list_migration_files(directory, app_root):
         name = path.name
-        if not name.endswith(".sql"):
-            continue
         golang = _GOLANG_RE.match(name)
         if golang:
             version = _version(path, golang.group(1))
@@ -332,15 +339,15 @@ def load_migrations(directory: Path, app_root: Path | None = None) -> list[Migra
     for version, (path, title, _name) in ups.items():
         up = SqlSection(path, _read_text(path))
         _require_sql(up, "up migration")
-        down = None
-        if version in downs:
-            down_path = downs[version][0]
-            down = SqlSection(down_path, _read_text(down_path))
-            _require_sql(down, "down migration")
-        migrations.append(Migration(version, title, FORMAT_GOLANG, up, down, checksum_of(up.sql)))
+        down_file = downs[version][0] if version in downs else None
+        migrations.append(
+            Migration(version, title, FORMAT_GOLANG, up, checksum_of(up.sql), down_file=down_file)
+        )
     for version, (path, title) in dbmate.items():
         up, down = _parse_dbmate(path, _read_text(path))
-        migrations.append(Migration(version, title, FORMAT_DBMATE, up, down, checksum_of(up.sql)))
+        migrations.append(
+            Migration(version, title, FORMAT_DBMATE, up, checksum_of(up.sql), down_section=down)
+        )
     migrations.sort(key=lambda m: m.version)
     return migrations
 
