@@ -214,6 +214,39 @@ class Result:
         return self.stdout + self.stderr
 
 
+def spawn_cli(
+    args: list[str],
+    *,
+    cwd: Path,
+    database_url: str | None = None,
+    env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+) -> subprocess.Popen[str]:
+    """Start `[PREFIX...] python -m herokumigrate ARGS` in `cwd` without waiting for it."""
+    return subprocess.Popen(
+        [*prefix, sys.executable, "-m", "herokumigrate", *args],
+        cwd=cwd,
+        env=cli_env(database_url, **(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> Result:
+    """Wait for a spawned CLI; check that it printed no secret and no traceback."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    result = Result(proc.returncode, out, err)
+    assert_no_secret(result.output)
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
 def run_cli(
     args: list[str],
     *,
@@ -223,20 +256,7 @@ def run_cli(
     timeout: float = 120,
 ) -> Result:
     """Run `python -m herokumigrate ARGS` in `cwd`, checking that no secret was printed."""
-    full_env = cli_env(database_url, **(env or {}))
-    proc = subprocess.run(
-        [sys.executable, "-m", "herokumigrate", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    result = Result(proc.returncode, proc.stdout, proc.stderr)
-    assert_no_secret(result.output)
-    assert "Traceback" not in result.output, result.output
-    return result
+    return finish(spawn_cli(args, cwd=cwd, database_url=database_url, env=env), timeout)
 
 
 def write_migrations(app: Path, files: dict[str, str], folder: str = "db/migrations") -> Path:

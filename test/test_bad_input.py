@@ -21,7 +21,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +37,10 @@ from support import (
     TEST_ROLE,
     Result,
     Server,
-    assert_no_secret,
-    cli_env,
+    finish,
     run_cli,
     snapshot,
+    spawn_cli,
     write_migrations,
 )
 
@@ -895,18 +894,14 @@ def _run(
     if not case.unprivileged:
         result = run_cli(args, cwd=ctx.app, database_url=database_url, env=ctx.env)
     else:
-        proc = subprocess.run(
-            [*_unprivileged_prefix(), sys.executable, "-m", "herokumigrate", *args],
+        proc = spawn_cli(
+            args,
             cwd=ctx.app,
-            env=cli_env(database_url, **ctx.env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+            database_url=database_url,
+            env=ctx.env,
+            prefix=tuple(_unprivileged_prefix()),
         )
-        result = Result(proc.returncode, proc.stdout, proc.stderr)
-        assert_no_secret(result.output)
-        assert "Traceback" not in result.output, result.output
+        result = finish(proc, timeout)
     for secret in ctx.secrets:
         assert secret not in result.output, "a password leaked into the output"
     return result

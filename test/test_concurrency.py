@@ -4,8 +4,6 @@ and the migration lock held by someone else.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,40 +14,16 @@ from psycopg import sql
 
 from herokumigrate.lock import lock_key
 from support import (
-    Result,
     Server,
-    assert_no_secret,
-    cli_env,
+    finish,
     history,
     run_cli,
     snapshot,
+    spawn_cli,
     write_migrations,
 )
 
 pytestmark = pytest.mark.db
-
-
-def spawn_cli(
-    args: list[str], *, cwd: Path, database_url: str, env: dict[str, str] | None = None
-) -> subprocess.Popen[str]:
-    """Start `python -m herokumigrate ARGS` without waiting for it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "herokumigrate", *args],
-        cwd=cwd,
-        env=cli_env(database_url, **(env or {})),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 120) -> Result:
-    """Wait for a spawned CLI and check its output like `run_cli` does."""
-    out, err = proc.communicate(timeout=timeout)
-    result = Result(proc.returncode, out, err)
-    assert_no_secret(result.output)
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def scalar(server: Server, dbname: str, query: str, params: tuple[object, ...] = ()) -> object:

@@ -13,7 +13,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +23,11 @@ import pytest
 from support import (
     Result,
     Server,
-    assert_no_secret,
-    cli_env,
+    finish,
     history,
     run_cli,
     snapshot,
+    spawn_cli,
     write_migrations,
 )
 
@@ -38,29 +37,6 @@ APP_NAME = "heroku-migrate"  # the runner's application_name in pg_stat_activity
 
 
 # ----- helpers (kept here: only the fault tests need them) ---------------------------------------
-
-
-def spawn_cli(
-    args: list[str], *, cwd: Path, database_url: str, env: dict[str, str] | None = None
-) -> subprocess.Popen[str]:
-    """Start `python -m herokumigrate ARGS` without waiting for it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "herokumigrate", *args],
-        cwd=cwd,
-        env=cli_env(database_url, **(env or {})),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 120) -> Result:
-    """Wait for a spawned CLI and check its output like `run_cli` does."""
-    out, err = proc.communicate(timeout=timeout)
-    result = Result(proc.returncode, out, err)
-    assert_no_secret(result.output)
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def rows(server: Server, dbname: str, query: str, params: tuple[object, ...] = ()) -> list[tuple]:

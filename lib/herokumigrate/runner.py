@@ -723,12 +723,7 @@ class Runner:
     def goto(self, migrations: list[Migration], version: int) -> tuple[int, int]:
         """Revert what is newer than `version`, then apply what is pending up to it."""
         state = self.read_state()
-        by_version = {m.version: m for m in migrations}
-        if version != 0 and version not in by_version:
-            raise BadInput(
-                f"version {version} is not one of the migration files",
-                fix="Pick a version from `heroku-migrate status`, or 0 for none.",
-            )
+        by_version = _by_version_checked(migrations, version)
         newer = sorted((v for v in state.rows if v > version), reverse=True)
         reverted = self._revert([self._revertible(v, by_version, state.rows) for v in newer])
         state = self.read_state()
@@ -813,12 +808,7 @@ class Runner:
     def force(self, migrations: list[Migration], version: int) -> tuple[int, int]:
         """Record that exactly the files up to `version` are applied, running no SQL."""
         state = self.read_state()
-        by_version = {m.version: m for m in migrations}
-        if version != 0 and version not in by_version:
-            raise BadInput(
-                f"version {version} is not one of the migration files",
-                fix="Pick a version from `heroku-migrate status`, or 0 to record none.",
-            )
+        _by_version_checked(migrations, version)
         with self.conn.transaction():
             self.history.create(self.conn)
             drop = [v for v in state.rows if v > version]
@@ -838,6 +828,17 @@ class Runner:
                 f"recorded version {version}: marked {len(mark)}, forgot {len(drop)}",
             )
         return len(mark), len(drop)
+
+
+def _by_version_checked(migrations: list[Migration], version: int) -> dict[int, Migration]:
+    """Migrations by version, after checking that `version` is one of them (or 0: none)."""
+    by_version = {m.version: m for m in migrations}
+    if version != 0 and version not in by_version:
+        raise BadInput(
+            f"version {version} is not one of the migration files",
+            fix="Pick a version from `heroku-migrate status`, or 0 for none.",
+        )
+    return by_version
 
 
 def _migrations_of(unit: Unit) -> list[Migration]:
