@@ -220,6 +220,11 @@ def _up(config: Config, output: Output, migrations: list[Migration], *, dry_run:
 
     runner = _make_runner(config, output)
     try:
+        if runner.up_to_date(migrations):
+            output.step(
+                f"Database is up to date ({len(migrations)} migration(s) applied, none pending)"
+            )
+            return EXIT_OK
         state = runner.read_state()
         plan = make_plan(migrations, state)
         _check_plan(config, output, plan, migrations)

@@ -6,6 +6,7 @@ and kept in sync.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,34 @@ class HistoryTable:
     def qualified(self) -> str:
         """`schema.table`, for messages."""
         return f"{self.schema}.{self.table}"
+
+    def matches(self, conn: Conn, migrations: list[Migration]) -> bool:
+        """True when the history holds exactly these migrations, all applied with these
+        checksums, and no legacy table needs syncing: the common release with nothing to do.
+
+        One round trip and one row, instead of fetching every history row (which costs the
+        pure-Python driver about 17 ms per 1000 rows)."""
+        from psycopg import errors as pg_errors
+
+        try:
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT count(*), md5(string_agg(version::text || ':' || checksum, ','"
+                    " ORDER BY version)), count(*) FILTER (WHERE state <> 'applied'),"
+                    " to_regclass(%s) IS NULL FROM {}"
+                ).format(self.ident),
+                (LEGACY_TABLE,),
+            ).fetchone()
+        except pg_errors.UndefinedTable:
+            return False  # first contact: the full read will say so
+        if row is None or not migrations or row[0] != len(migrations) or row[2] or not row[3]:
+            return False
+        # A fingerprint compared with PostgreSQL's md5(), not a security measure.
+        digest = hashlib.md5(
+            ",".join(f"{m.version}:{m.checksum}" for m in migrations).encode(),
+            usedforsecurity=False,
+        ).hexdigest()
+        return bool(row[1] == digest)
 
     def read(self, conn: Conn) -> DatabaseState:
         """The recorded state; does not create anything."""

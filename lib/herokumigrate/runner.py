@@ -238,6 +238,10 @@ class Runner:
 
     # ----- session set-up ---------------------------------------------------------------
 
+    def up_to_date(self, migrations: list[Migration]) -> bool:
+        """The quick no-op check (see HistoryTable.matches)."""
+        return self.history.matches(self.conn, migrations)
+
     def read_state(self) -> DatabaseState:
         """Read the recorded history (no lock needed: it only reads)."""
         self.state = self.history.read(self.conn)
