@@ -391,6 +391,15 @@ def test_heroku24_release_runs_with_every_system_python_hidden(
     assert second.returncode == 0, second.stdout + second.stderr
     assert "up to date" in second.stdout
 
+    # The build's manifest only spares reading unchanged files: an applied migration edited
+    # on the dyno is still caught.
+    assert (app / ".heroku-migrate/manifest.json").is_file()
+    edited = app / "db/migrations/20260101120000_create_users.up.sql"
+    edited.write_text(edited.read_text() + "-- edited after it was applied\n")
+    third = run_release(app, database_url, hide_python=True)
+    assert third.returncode == 2, third.stdout + third.stderr
+    assert "20260101120000_create_users.up.sql: changed after it was applied" in third.stderr
+
 
 @needs_unshare
 @needs_pythons

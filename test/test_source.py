@@ -17,7 +17,9 @@ from herokumigrate.source import (
     checksum_of,
     list_migration_files,
     load_migrations,
+    read_manifest,
     validate,
+    write_manifest,
 )
 
 
@@ -328,3 +330,21 @@ def test_bad_files_raise_bad_input_naming_the_file(
     assert message in caught.value.message
     assert caught.value.fix
     assert caught.value.exit_code == 2
+
+
+def test_manifest_stands_for_the_files_only_while_they_are_unchanged(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, {"1_a.up.sql": "CREATE TABLE a (id int);\n", "2_b.sql": DBMATE_FILE})
+    migrations = load_migrations(folder)
+    manifest = tmp_path / "out" / "manifest.json"
+    write_manifest(manifest, folder, "db/migrations", migrations)
+    expected = [(m.version, m.checksum) for m in migrations]
+    assert read_manifest(str(manifest), folder, "db/migrations") == expected
+    # Another migrations path setting, an added file, an edited file: the files must be read.
+    assert read_manifest(str(manifest), folder, "other/path") is None
+    (folder / "3_c.up.sql").write_text("SELECT 1;\n")
+    assert read_manifest(str(manifest), folder, "db/migrations") is None
+    (folder / "3_c.up.sql").unlink()
+    assert read_manifest(str(manifest), folder, "db/migrations") == expected
+    (folder / "1_a.up.sql").write_text("CREATE TABLE a (id bigint);\n")
+    assert read_manifest(str(manifest), folder, "db/migrations") is None
+    assert read_manifest(str(tmp_path / "missing.json"), folder, "db/migrations") is None

@@ -5,14 +5,13 @@ The one place that turns errors into ` !     ` lines and exit codes.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
-from herokumigrate import __version__
 from herokumigrate.config import Config, load_config, unknown_env_settings
 from herokumigrate.errors import EXIT_OK, BadInput, MigrateError
 from herokumigrate.output import Output
@@ -23,93 +22,29 @@ if TYPE_CHECKING:
     from herokumigrate.runner import Runner
     from herokumigrate.source import Migration
 
-_SETTING_FLAGS = (
-    ("--path", "path", "migrations folder (default db/migrations)"),
-    ("--database-url-var", "database_url_var", "config var holding the URL (default DATABASE_URL)"),
-    ("--history-schema", "history_schema", "schema of the history table (default public)"),
-    ("--history-table", "history_table", "history table (default heroku_migrate_history)"),
-    ("--transaction", "transaction", "release (default) or migration"),
-    ("--lock-wait", "lock_wait", "seconds to wait for the migration lock (default 300)"),
-    ("--lock-timeout", "lock_timeout", "seconds a statement may wait for a lock (default 5)"),
-    ("--statement-timeout", "statement_timeout", "seconds a statement may run (default 0: none)"),
-    ("--retries", "retries", "retries on lock timeout or deadlock (default 5)"),
-    ("--connect-timeout", "connect_timeout", "seconds per connection attempt (default 10)"),
-    ("--connect-wait", "connect_wait", "seconds to retry connecting (default 180)"),
-)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as bad input (exit 2) in our format."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise BadInput(f"{self.prog}: {message}", fix=f"See `{self.prog} --help`.")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; every subcommand accepts the setting flags."""
-    common = _Parser(add_help=False)
-    for flag, dest, text in _SETTING_FLAGS:
-        common.add_argument(flag, dest=dest, default=None, help=text)
-    common.add_argument(
-        "--allow-changed",
-        dest="allow_changed",
-        action="store_const",
-        const="true",
-        default=None,
-        help="warn instead of failing when an applied file was edited",
-    )
-    parser = _Parser(
-        prog="heroku-migrate",
-        description="Apply pending PostgreSQL migrations atomically (see README).",
-        parents=[common],
-    )
-    parser.add_argument("--version", action="version", version=f"heroku-migrate {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    up = sub.add_parser("up", parents=[common], help="apply all pending migrations")
-    up.add_argument("--dry-run", action="store_true", help="run everything, then roll back")
-    sub.add_parser("plan", parents=[common], help="the same as `up --dry-run`")
-    status = sub.add_parser("status", parents=[common], help="applied and pending migrations")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_parser("validate", parents=[common], help="check the files (no database)")
-    down = sub.add_parser("down", parents=[common], help="revert the N newest migrations")
-    down.add_argument("count", type=_count, help="how many to revert")
-    down.add_argument("--yes", action="store_true", help="confirm: this may drop data")
-    goto = sub.add_parser("goto", parents=[common], help="migrate up or down to VERSION")
-    goto.add_argument("version", type=_version_arg)
-    goto.add_argument("--yes", action="store_true", help="confirm reverting newer migrations")
-    force = sub.add_parser("force", parents=[common], help="record VERSION as current, run no SQL")
-    force.add_argument("version", type=_version_arg)
-    new = sub.add_parser("new", parents=[common], help="create a new migration")
-    new.add_argument("name", help="what it does, e.g. add_users_email_index")
-    new.add_argument("--format", choices=("golang-migrate", "dbmate"), default="golang-migrate")
-    return parser
-
-
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of migrations >= 1, got {text!r}")
-    return int(text)
-
-
-def _version_arg(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a version (digits), got {text!r}")
-    return int(text)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
     output = Output()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(argv)
+        if argv == ["up"]:
+            # The release phase's own command line: skip importing argparse and building the
+            # parser (~5 ms of a release with nothing to do).
+            args: Any = SimpleNamespace(command="up", dry_run=False, allow_changed=None)
+            flags: dict[str, object] = {}
+        else:
+            from herokumigrate.arguments import SETTING_FLAGS, build_parser
+
+            args = build_parser(argv).parse_args(argv)
+            flags = {dest: getattr(args, dest) for _, dest, _ in SETTING_FLAGS}
+            flags["allow_changed"] = args.allow_changed
         if args.command is None:
             raise BadInput(
                 "no command given",
                 fix="Run `heroku-migrate up` to apply pending migrations; "
                 "`heroku-migrate --help` lists every command.",
             )
-        flags = {dest: getattr(args, dest) for _, dest, _ in _SETTING_FLAGS}
-        flags["allow_changed"] = args.allow_changed
         config = load_config(Path.cwd(), os.environ, flags)
         for name in unknown_env_settings(os.environ):
             output.warn(f"{name} is not a heroku-migrate setting and is ignored (a typo?)")
@@ -122,15 +57,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _dispatch(args: argparse.Namespace, config: Config, output: Output) -> int:
+def _dispatch(args: Any, config: Config, output: Output) -> int:
     command = args.command
     if command == "new":
         return _new(config, output, args.name, args.format)
-    from herokumigrate.source import load_migrations, validate
+    from herokumigrate.source import MANIFEST_ENV, load_migrations, read_manifest, validate
 
+    if command == "up" and not args.dry_run and os.environ.get(MANIFEST_ENV):
+        # The release phase: the build's manifest spares reading every file when none changed.
+        fingerprint = read_manifest(os.environ[MANIFEST_ENV], config.migrations_dir, config.path)
+        if fingerprint is not None:
+            return _up(config, output, None, fingerprint=fingerprint, dry_run=False)
     migrations = load_migrations(config.migrations_dir, config.app_dir)
     if command == "validate":
         counts = validate(migrations)
+        if args.manifest is not None:
+            from herokumigrate.source import write_manifest
+
+            write_manifest(args.manifest, config.migrations_dir, config.path, migrations)
         output.step(f"Validated {counts['migrations']} migration(s) in {config.path}")
         output.detail(
             f"{counts['statements']} statement(s); {counts['no_transaction']} must run outside "
@@ -158,9 +102,20 @@ def _dispatch(args: argparse.Namespace, config: Config, output: Output) -> int:
 
 
 def _make_runner(config: Config, output: Output) -> Runner:
-    """Connect (warning about poolers) and wrap the connection in a Runner."""
-    from herokumigrate.database import connect, read_target
+    """Connect and wrap the connection in a Runner."""
     from herokumigrate.runner import Runner
+
+    conn, reopen = _connect(config, output)
+    return Runner(config, output, conn, reopen)
+
+
+def _connect(
+    config: Config, output: Output
+) -> tuple[
+    psycopg.Connection[tuple[object, ...]], Callable[[], psycopg.Connection[tuple[object, ...]]]
+]:
+    """A connection (warning about poolers), and how to open another after losing it."""
+    from herokumigrate.database import connect, read_target
 
     target = read_target(os.environ, config.database_url_var, output)
     if target.looks_like_pooler():
@@ -173,8 +128,9 @@ def _make_runner(config: Config, output: Output) -> Runner:
     def open_connection(wait: float) -> psycopg.Connection[tuple[object, ...]]:
         return connect(target, output, connect_timeout=config.connect_timeout, connect_wait=wait)
 
-    conn = open_connection(config.connect_wait)
-    return Runner(config, output, conn, lambda: open_connection(min(30.0, config.connect_wait)))
+    return open_connection(config.connect_wait), lambda: open_connection(
+        min(30.0, config.connect_wait)
+    )
 
 
 def _with_runner(config: Config, output: Output, action: object) -> int:
@@ -212,19 +168,47 @@ def _unexpected_db_error(exc: Exception, output: Output) -> MigrateError:
     )
 
 
-def _up(config: Config, output: Output, migrations: list[Migration], *, dry_run: bool) -> int:
+def _up(
+    config: Config,
+    output: Output,
+    migrations: list[Migration] | None,
+    *,
+    dry_run: bool,
+    fingerprint: list[tuple[int, str]] | None = None,
+) -> int:
+    """`up`/`plan`. `migrations` may be None when the build's manifest gave the `fingerprint`:
+    the files are then read only if the quick check finds work to do."""
     import psycopg
 
-    from herokumigrate.runner import make_plan
-    from herokumigrate.source import validate
+    from herokumigrate.history import HistoryTable
 
-    runner = _make_runner(config, output)
+    if fingerprint is None:
+        assert migrations is not None
+        fingerprint = [(m.version, m.checksum) for m in migrations]
+    conn, reopen = _connect(config, output)
     try:
-        if runner.up_to_date(migrations):
+        # Most releases have nothing to apply: answer them with one query, before the rest of
+        # the runner is even imported.
+        history = HistoryTable(config.history_schema, config.history_table)
+        if history.matches(conn, fingerprint):
             output.step(
-                f"Database is up to date ({len(migrations)} migration(s) applied, none pending)"
+                f"Database is up to date ({len(fingerprint)} migration(s) applied, none pending)"
             )
+            conn.close()
             return EXIT_OK
+    except psycopg.Error as exc:
+        conn.close()
+        raise _unexpected_db_error(exc, output) from None
+    except BaseException:
+        conn.close()
+        raise
+    from herokumigrate.runner import Runner, make_plan
+    from herokumigrate.source import load_migrations, validate
+
+    runner = Runner(config, output, conn, reopen)
+    try:
+        if migrations is None:
+            migrations = load_migrations(config.migrations_dir, config.app_dir)
         state = runner.read_state()
         plan = make_plan(migrations, state)
         _check_plan(config, output, plan, migrations)

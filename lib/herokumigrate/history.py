@@ -6,7 +6,6 @@ and kept in sync.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,7 +14,7 @@ from psycopg import sql
 from herokumigrate.errors import BadInput
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     import psycopg
 
@@ -76,7 +75,7 @@ class HistoryTable:
         """`schema.table`, for messages."""
         return f"{self.schema}.{self.table}"
 
-    def matches(self, conn: Conn, migrations: list[Migration]) -> bool:
+    def matches(self, conn: Conn, migrations: Sequence[tuple[int, str]]) -> bool:
         """True when the history holds exactly these migrations, all applied with these
         checksums, and no legacy table needs syncing: the common release with nothing to do.
 
@@ -84,25 +83,20 @@ class HistoryTable:
         pure-Python driver about 17 ms per 1000 rows)."""
         from psycopg import errors as pg_errors
 
+        if not migrations:
+            return False
+        expected = ",".join(f"{version}:{checksum}" for version, checksum in migrations)
         try:
             row = conn.execute(
                 sql.SQL(
-                    "SELECT count(*), md5(string_agg(version::text || ':' || checksum, ','"
-                    " ORDER BY version)), count(*) FILTER (WHERE state <> 'applied'),"
-                    " to_regclass(%s) IS NULL FROM {}"
+                    "SELECT string_agg(version::text || ':' || checksum, ',' ORDER BY version)"
+                    " = %s AND bool_and(state = 'applied') AND to_regclass(%s) IS NULL FROM {}"
                 ).format(self.ident),
-                (LEGACY_TABLE,),
+                (expected, LEGACY_TABLE),
             ).fetchone()
         except pg_errors.UndefinedTable:
             return False  # first contact: the full read will say so
-        if row is None or not migrations or row[0] != len(migrations) or row[2] or not row[3]:
-            return False
-        # A fingerprint compared with PostgreSQL's md5(), not a security measure.
-        digest = hashlib.md5(
-            ",".join(f"{m.version}:{m.checksum}" for m in migrations).encode(),
-            usedforsecurity=False,
-        ).hexdigest()
-        return bool(row[1] == digest)
+        return bool(row and row[0])
 
     def read(self, conn: Conn) -> DatabaseState:
         """The recorded state; does not create anything."""

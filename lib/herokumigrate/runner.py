@@ -43,6 +43,8 @@ from herokumigrate.history import (
 from herokumigrate.lock import AdvisoryLock, lock_key
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from herokumigrate.config import Config
     from herokumigrate.output import Output
     from herokumigrate.source import Migration, SqlSection
@@ -238,9 +240,9 @@ class Runner:
 
     # ----- session set-up ---------------------------------------------------------------
 
-    def up_to_date(self, migrations: list[Migration]) -> bool:
-        """The quick no-op check (see HistoryTable.matches)."""
-        return self.history.matches(self.conn, migrations)
+    def up_to_date(self, fingerprint: Sequence[tuple[int, str]]) -> bool:
+        """The quick no-op check on (version, checksum) pairs (see HistoryTable.matches)."""
+        return self.history.matches(self.conn, fingerprint)
 
     def read_state(self) -> DatabaseState:
         """Read the recorded history (no lock needed: it only reads)."""

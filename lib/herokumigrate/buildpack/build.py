@@ -26,6 +26,8 @@ from herokumigrate.output import Output
 RUNNER_SOURCE = Path(herokumigrate.__file__).parent
 BUILDPACK_DIR = RUNNER_SOURCE.parent.parent
 
+MANIFEST = "manifest.json"  # the validated folder, read by the release (source.read_manifest)
+
 
 @contextmanager
 def _step(out: Output, title: str) -> Iterator[None]:
@@ -48,13 +50,15 @@ def compile_app(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) ->
     with _step(out, "Reading settings"):
         config = read_settings(build_dir, settings, wheel_files, out)
 
+    manifest = cache / MANIFEST
     with _step(out, f"Validating migrations in {config.path}"):
-        validate(build_dir, settings, wheel_files)
+        validate(build_dir, settings, wheel_files, manifest)
 
     with _step(out, "Choosing the Python for the release phase"):
         if slug.exists():
             shutil.rmtree(slug)
         slug.mkdir()
+        shutil.copyfile(manifest, slug / MANIFEST)
         python = interpreter.choose(build_dir, cache_dir, os.environ.get("STACK", ""), out)
         interpreter.write_record(python, slug / "interpreter")
 
@@ -139,9 +143,12 @@ def read_settings(
     return load_config(build_dir, settings)
 
 
-def validate(build_dir: Path, settings: dict[str, str], wheel_files: list[Path]) -> None:
+def validate(
+    build_dir: Path, settings: dict[str, str], wheel_files: list[Path], manifest: Path
+) -> None:
     """Run the runner's offline `validate` on the app's migration files, with the settings from
-    the config vars (the dependencies are imported straight from their wheels)."""
+    the config vars (the dependencies are imported straight from their wheels). It writes the
+    manifest that lets a release with nothing pending skip reading the files."""
     env = interpreter.build_env()
     env.update(settings)
     env["PYTHONPATH"] = os.pathsep.join([str(RUNNER_SOURCE.parent), *map(str, wheel_files)])
@@ -153,7 +160,10 @@ def validate(build_dir: Path, settings: dict[str, str], wheel_files: list[Path])
         "runpy.run_module('herokumigrate', run_name='__main__', alter_sys=True)"
     )
     result = subprocess.run(
-        [sys.executable, "-s", "-c", code, "validate"], cwd=build_dir, env=env, check=False
+        [sys.executable, "-s", "-c", code, "validate", "--manifest", str(manifest)],
+        cwd=build_dir,
+        env=env,
+        check=False,
     )
     if result.returncode == EXIT_BAD_INPUT:
         raise BuildFailed(
