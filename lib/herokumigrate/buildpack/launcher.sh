@@ -54,4 +54,5 @@ if [[ -f "${home}/manifest.json" ]]; then
 	export HEROKU_MIGRATE_MANIFEST="${home}/manifest.json"
 fi
 unset PYTHONHOME PYTHONPYCACHEPREFIX PYTHONOPTIMIZE PYTHONSTARTUP PYTHONSAFEPATH
-exec "${python}" -S -c 'import sys; del sys.path[0]; import runpy; runpy.run_module("herokumigrate", run_name="__main__", alter_sys=True)' "$@"
+# The entry point imported directly (not through runpy, whose import costs a no-op release ~3 ms).
+exec "${python}" -S -c 'import sys; del sys.path[0]; from herokumigrate.cli import main; sys.exit(main())' "$@"
