@@ -175,11 +175,14 @@ class Env:
     lib: Path = REPO / "lib"
     ours_args: tuple[str, ...] = ()
 
-    def ours_env(self, url: str) -> dict[str, str]:
+    def ours_env(self, url: str, path: Path | None = None) -> dict[str, str]:
+        """Our runner's environment; `path`, the migrations folder, goes in MIGRATE_PATH."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATE_")}
         env["PYTHONPATH"] = str(self.lib)
         env["DATABASE_URL"] = url
         env["NO_COLOR"] = "1"
+        if path is not None:
+            env["MIGRATE_PATH"] = str(path)
         return env
 
     def ours(self, args: Sequence[str], url: str, path: Path) -> list[str]:
@@ -203,8 +206,7 @@ class Env:
                 str(mset / "floor.sql"),
             ], env
         if tool == "ours":
-            env = self.ours_env(url)
-            env["MIGRATE_PATH"] = str(mset / "golang")
+            env = self.ours_env(url, mset / "golang")
             return self.ours(["up"], url, mset / "golang"), env
         if tool == "dbmate":
             sep = "&" if "?" in url else "?"
@@ -362,19 +364,18 @@ def bench_files(
         # Apply them once (untimed), so that `plan` reads, checksums and compares every file;
         # one transaction per migration: thousands of CREATE TABLEs in one transaction overflow
         # PostgreSQL's lock table (max_locks_per_transaction).
+        fenv = env.ours_env(url, golang)
         setup = [*env.ours(["up"], url, golang), "--transaction", "migration"]
-        secs, why = timed(setup, env=env.ours_env(url), cwd=env.workdir)
+        secs, why = timed(setup, env=fenv, cwd=env.workdir)
         if secs is None:
             raise RuntimeError(f"could not apply the {n} migrations for `plan`: {why}")
         for r in range(runs):
             out["pass"].add(*timed([env.python, "-c", "pass"], cwd=env.workdir))
             out["pyfloor"].add(*timed(py_floor_cmd(env.python, url), cwd=env.workdir))
             out["validate"].add(
-                *timed(env.ours(["validate"], url, golang), env=env.ours_env(url), cwd=env.workdir)
+                *timed(env.ours(["validate"], url, golang), env=fenv, cwd=env.workdir)
             )
-            out["plan"].add(
-                *timed(env.ours(["plan"], url, golang), env=env.ours_env(url), cwd=env.workdir)
-            )
+            out["plan"].add(*timed(env.ours(["plan"], url, golang), env=fenv, cwd=env.workdir))
             log(
                 f"files={files} run {r + 1}/{runs}: validate {out['validate'].times[-1:]}, "
                 f"plan {out['plan'].times[-1:]}"
