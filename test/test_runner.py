@@ -169,6 +169,11 @@ def test_golang_migrate_state_is_adopted_and_kept_in_sync(
     ]
     assert query(pg_server, dbname, "SELECT version, dirty FROM schema_migrations") == [(3, False)]
     assert [r[0] for r in history(pg_server, dbname)] == [1, 2, 3]
+    # Reverting keeps golang-migrate's record in step too.
+    write_migrations(app, {"3_c.down.sql": "DROP TABLE c;"})
+    reverted = run_cli(["down", "1", "--yes"], cwd=app, database_url=database_url)
+    assert reverted.returncode == 0, reverted.output
+    assert query(pg_server, dbname, "SELECT version, dirty FROM schema_migrations") == [(2, False)]
 
 
 def test_dirty_golang_migrate_table_stops_the_run(

@@ -227,7 +227,7 @@ def _up(
             return EXIT_OK
         _check_plan(config, output, plan, migrations, quiet=True)
         validate(plan.pending)
-        runner.up(migrations, plan, dry_run=dry_run)
+        runner.up(plan, dry_run=dry_run)
         return EXIT_OK
     except psycopg.Error as exc:
         raise _unexpected_db_error(exc, output) from None

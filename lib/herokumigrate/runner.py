@@ -43,8 +43,6 @@ from herokumigrate.history import (
 from herokumigrate.lock import AdvisoryLock, lock_key
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from herokumigrate.config import Config
     from herokumigrate.output import Output
     from herokumigrate.source import Migration, SqlSection
@@ -240,10 +238,6 @@ class Runner:
 
     # ----- session set-up ---------------------------------------------------------------
 
-    def up_to_date(self, fingerprint: Sequence[tuple[int, str]]) -> bool:
-        """The quick no-op check on (version, checksum) pairs (see HistoryTable.matches)."""
-        return self.history.matches(self.conn, fingerprint)
-
     def read_state(self) -> DatabaseState:
         """Read the recorded history (no lock needed: it only reads)."""
         self.state = self.history.read(self.conn)
@@ -273,7 +267,7 @@ class Runner:
 
     # ----- up ---------------------------------------------------------------------------
 
-    def up(self, migrations: list[Migration], plan: ReleasePlan, *, dry_run: bool) -> int:
+    def up(self, plan: ReleasePlan, *, dry_run: bool) -> int:
         """Apply the plan. Returns the number of migrations applied."""
         state = self.state
         assert state is not None
@@ -674,7 +668,7 @@ class Runner:
                 lines.append(_remaining_state(committed, done=reverted))
                 return lines
             try:
-                self._run_down_section(m)
+                self._apply_downs([m], per_migration=True, done=[], announce=False)
             except StepFailed as exc:
                 lines.append(f"down of {m.label} failed: {exc.describe()}")
                 lines.append(_remaining_state(committed, done=reverted))
@@ -684,23 +678,40 @@ class Runner:
         lines.append("All of this run's migrations were reverted: the database is as before.")
         return lines
 
-    def _run_down_section(self, m: Migration) -> None:
-        """Run one migration's down and forget it (its transactional part in one transaction)."""
-        assert m.down is not None
-        units = build_units([(m, m.down, 0)], per_migration=True)
-        for unit in units:
+    def _apply_downs(
+        self,
+        targets: list[Migration],
+        *,
+        per_migration: bool,
+        done: list[Migration],
+        announce: bool = True,
+    ) -> None:
+        """Run the downs of `targets` in this order, each migration forgotten (and the legacy
+        table synced) in the transaction of its last statement. Appends every reverted
+        migration to `done`, so that a caller knows how far a failure got."""
+        state = self.state
+        legacy = state.legacy if state else None
+        remaining = {
+            v for v, r in (state.rows if state else {}).items() if r.state == STATE_APPLIED
+        }
+        items = [(m, m.down, 0) for m in targets if m.down is not None]
+        for unit in build_units(items, per_migration):
             if unit.autocommit:
                 self._execute(unit.steps[0])
-            else:
-                with self.conn.transaction():
-                    self.conn.execute(self._timeouts_sql(local=True))
-                    for step in unit.steps:
-                        self._execute(step)
-                    if unit.finishes:
-                        self.history.delete(self.conn, [m.version])
-        if units and units[-1].autocommit:
+                continue
+            gone = {m.version for m in unit.finishes}
             with self.conn.transaction():
-                self.history.delete(self.conn, [m.version])
+                self.conn.execute(self._timeouts_sql(local=True))
+                for step in unit.steps:
+                    self._execute(step)
+                if gone:
+                    self.history.delete(self.conn, gone)
+                    remaining -= gone
+                    self.history.sync_legacy(self.conn, legacy, remaining)
+            for m in unit.finishes:
+                done.append(m)
+                if announce:
+                    self.output.detail(f"reverted {m.label}")
 
     def _log_safely(self, event: str, detail: str) -> None:
         try:
@@ -734,7 +745,7 @@ class Runner:
         reverted = self._revert([self._revertible(v, by_version, state.rows) for v in newer])
         state = self.read_state()
         plan = make_plan(migrations, state, target=version)
-        applied = self.up(migrations, plan, dry_run=False) if not plan.nothing_to_do else 0
+        applied = self.up(plan, dry_run=False) if not plan.nothing_to_do else 0
         return len(reverted), applied
 
     def _revertible(
@@ -764,35 +775,11 @@ class Runner:
         if not targets:
             return []
         self.output.step(f"Reverting {len(targets)} migration(s), newest first")
-        items = [(m, m.down, 0) for m in targets if m.down is not None]
-        per_migration = self.config.transaction == "migration"
-        units = build_units(items, per_migration)
-        state = self.state
-        remaining = {
-            v for v, r in (state.rows if state else {}).items() if r.state == STATE_APPLIED
-        }
         done: list[Migration] = []
         try:
-            for unit in units:
-                if unit.autocommit:
-                    self._execute(unit.steps[0])
-                    if unit.finishes:
-                        with self.conn.transaction():
-                            self.history.delete(self.conn, [m.version for m in unit.finishes])
-                else:
-                    with self.conn.transaction():
-                        self.conn.execute(self._timeouts_sql(local=True))
-                        for step in unit.steps:
-                            self._execute(step)
-                        self.history.delete(self.conn, [m.version for m in unit.finishes])
-                        remaining -= {m.version for m in unit.finishes}
-                        self.history.sync_legacy(
-                            self.conn, state.legacy if state else None, remaining
-                        )
-                for m in unit.finishes:
-                    remaining.discard(m.version)
-                    done.append(m)
-                    self.output.detail(f"reverted {m.label}")
+            self._apply_downs(
+                targets, per_migration=self.config.transaction == "migration", done=done
+            )
         except StepFailed as exc:
             headline = exc.describe()
             self._log_safely("down failed", headline)
