@@ -52,7 +52,7 @@ def compile_app(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) ->
 
     manifest = cache / MANIFEST
     with _step(out, f"Validating migrations in {config.path}"):
-        validate(build_dir, settings, wheel_files, manifest)
+        validate(build_dir, settings, wheel_files, manifest, out)
 
     with _step(out, "Choosing the Python for the release phase"):
         if slug.exists():
@@ -144,7 +144,7 @@ def read_settings(
 
 
 def validate(
-    build_dir: Path, settings: dict[str, str], wheel_files: list[Path], manifest: Path
+    build_dir: Path, settings: dict[str, str], wheel_files: list[Path], manifest: Path, out: Output
 ) -> None:
     """Run the runner's offline `validate` on the app's migration files, with the settings from
     the config vars (the dependencies are imported straight from their wheels). It writes the
@@ -163,8 +163,13 @@ def validate(
         [sys.executable, "-s", "-c", code, "validate", "--manifest", str(manifest)],
         cwd=build_dir,
         env=env,
+        stdout=subprocess.PIPE,
+        text=True,
         check=False,
     )
+    # Its report belongs under this step: its own `-----> ` line becomes a detail.
+    for line in result.stdout.splitlines():
+        out.detail(line.removeprefix("-----> ").strip())
     if result.returncode == EXIT_BAD_INPUT:
         raise BuildFailed(
             "The build stopped because of the problem above, so that it cannot fail your release.",
