@@ -496,10 +496,23 @@ def test_app_without_procfile_gets_one(
     assert "No Procfile: created one with a release line" in build.result.stdout
     assert (build.build_dir / "Procfile").read_text() == f"release: {RELEASE_COMMAND}\n"
     assert_no_build_path(build)
+    assert "no web: line" not in build.result.stderr  # nothing says it is a web app
     app = move_app(build, tmp_path / "app")
     result = run_release(app, database_url, hide_python=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "notes" in tables(database_url)
+
+
+def test_web_process_at_risk_is_named_with_the_fix(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    assert procfile.default_web_at_risk(app) is None
+    (app / "package.json").write_text("{}")
+    assert procfile.default_web_at_risk(app) == "heroku/nodejs"
+    (app / "Procfile").write_bytes(b"worker: node worker.js\r\nrelease: x\r\n")
+    assert procfile.default_web_at_risk(app) == "heroku/nodejs"
+    (app / "Procfile").write_bytes(b"\xef\xbb\xbfweb: npm start\nrelease: x\n")
+    assert procfile.default_web_at_risk(app) is None
 
 
 @needs_unshare

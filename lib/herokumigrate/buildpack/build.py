@@ -18,7 +18,12 @@ from pathlib import Path
 
 import herokumigrate
 from herokumigrate.buildpack import SLUG_DIR, BuildFailed, envdir, interpreter, launcher, wheels
-from herokumigrate.buildpack.procfile import RELEASE_COMMAND, looks_like_golang_migrate_recipe, wire
+from herokumigrate.buildpack.procfile import (
+    RELEASE_COMMAND,
+    default_web_at_risk,
+    looks_like_golang_migrate_recipe,
+    wire,
+)
 from herokumigrate.config import CONFIG_FILE, Config, load_config
 from herokumigrate.errors import EXIT_BAD_INPUT
 from herokumigrate.output import Output
@@ -204,6 +209,14 @@ def wire_release_phase(
         }
         out.detail(messages[wiring.action])
         out.detail(wiring.release_line)
+        language = default_web_at_risk(build_dir)
+        if language is not None:
+            out.warn(
+                f"The Procfile has no web: line, and {language} may be counting on its default",
+                "one. Heroku takes default process types from the LAST buildpack only: if this",
+                "buildpack runs last, the app gets no web process. Add your web: line to the",
+                "Procfile, or run this buildpack first: heroku buildpacks:add --index 1 <url>.",
+            )
         if wiring.previous and looks_like_golang_migrate_recipe(wiring.previous):
             out.warn(
                 f"Your previous release command ({wiring.previous.strip()}) looks like the",

@@ -91,3 +91,34 @@ def wire(procfile: Path) -> Wiring:
     line = f"release: {RELEASE_COMMAND}"
     procfile.write_bytes((text + line + newline).encode("latin-1"))
     return Wiring("added", line)
+
+
+_WEB_LINE = re.compile(r"^(\xef\xbb\xbf)?[ \t]*web[ \t]*:", re.MULTILINE)
+# Files by which a language buildpack that supplies a default `web` process recognises an app.
+DEFAULT_WEB_MARKERS = {
+    "package.json": "heroku/nodejs",
+    "Gemfile": "heroku/ruby",
+    "composer.json": "heroku/php",
+    "pom.xml": "heroku/java",
+    "build.gradle": "heroku/gradle",
+    "build.sbt": "heroku/scala",
+    "project.clj": "heroku/clojure",
+    "go.mod": "heroku/go",
+}
+
+
+def default_web_at_risk(build_dir: Path) -> str | None:
+    """The language buildpack whose default `web` process Heroku would drop, if any.
+
+    Heroku takes default process types from the last buildpack only, and a Procfile we created
+    stops heroku/go from writing its own; an app with a language marker file and no `web:` line
+    in its Procfile may therefore lose its web process when this buildpack runs last.
+    """
+    procfile = build_dir / "Procfile"
+    text = procfile.read_bytes().decode("latin-1") if procfile.is_file() else ""
+    if _WEB_LINE.search(text):
+        return None
+    for marker, buildpack in DEFAULT_WEB_MARKERS.items():
+        if (build_dir / marker).is_file():
+            return buildpack
+    return None
