@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,7 @@ from herokumigrate.output import Output
 if TYPE_CHECKING:
     import psycopg
 
-    from herokumigrate.runner import Runner
+    from herokumigrate.runner import ReleasePlan, Runner
     from herokumigrate.source import Migration
 
 
@@ -133,16 +133,15 @@ def _connect(
     )
 
 
-def _with_runner(config: Config, output: Output, action: object) -> int:
+def _with_runner(config: Config, output: Output, action: Callable[[Runner], int]) -> int:
+    """Run `action` holding the migration lock, then release it and disconnect."""
     import psycopg
 
     runner = _make_runner(config, output)
     try:
         runner.take_lock()
         runner.read_state()
-        assert callable(action)
-        result = action(runner)
-        return int(result)
+        return action(runner)
     except psycopg.Error as exc:
         raise _unexpected_db_error(exc, output) from None
     finally:
@@ -186,34 +185,25 @@ def _up(
         assert migrations is not None
         fingerprint = [(m.version, m.checksum) for m in migrations]
     conn, reopen = _connect(config, output)
+    runner: Runner | None = None
     try:
         # Most releases have nothing to apply: answer them with one query, before the rest of
         # the runner is even imported.
         history = HistoryTable(config.history_schema, config.history_table)
         if history.matches(conn, fingerprint):
-            output.step(
-                f"Database is up to date ({len(fingerprint)} migration(s) applied, none pending)"
-            )
-            conn.close()
+            _say_up_to_date(output, len(fingerprint))
             return EXIT_OK
-    except psycopg.Error as exc:
-        conn.close()
-        raise _unexpected_db_error(exc, output) from None
-    except BaseException:
-        conn.close()
-        raise
-    from herokumigrate.runner import Runner, make_plan
-    from herokumigrate.source import load_migrations, validate
+        from herokumigrate.runner import Runner, make_plan
+        from herokumigrate.source import load_migrations, validate
 
-    runner = Runner(config, output, conn, reopen)
-    try:
+        runner = Runner(config, output, conn, reopen)
         if migrations is None:
             migrations = load_migrations(config.migrations_dir, config.app_dir)
         state = runner.read_state()
         plan = make_plan(migrations, state)
         _check_plan(config, output, plan, migrations)
         if plan.nothing_to_do:
-            _say_up_to_date(output, migrations, state.rows)
+            _say_up_to_date(output, sum(1 for m in migrations if m.version in state.rows))
             return EXIT_OK
         # Every pending file, down sections included (compensation may need them), is sound
         # before anything is locked or written.
@@ -223,7 +213,7 @@ def _up(
         state = runner.read_state()
         plan = make_plan(migrations, state)
         if plan.nothing_to_do:
-            _say_up_to_date(output, migrations, state.rows)
+            _say_up_to_date(output, sum(1 for m in migrations if m.version in state.rows))
             return EXIT_OK
         _check_plan(config, output, plan, migrations, quiet=True)
         validate(plan.pending)
@@ -232,21 +222,21 @@ def _up(
     except psycopg.Error as exc:
         raise _unexpected_db_error(exc, output) from None
     finally:
-        runner.release_lock()
-        runner.conn.close()
+        if runner is not None:
+            runner.release_lock()
+            conn = runner.conn  # compensation may have reconnected
+        conn.close()
 
 
 def _check_plan(
     config: Config,
     output: Output,
-    plan: object,
+    plan: ReleasePlan,
     migrations: list[Migration],
     *,
     quiet: bool = False,
 ) -> None:
-    from herokumigrate.runner import ReleasePlan
-
-    assert isinstance(plan, ReleasePlan)
+    """Stop on edited applied files (unless allowed); warn about the unusual but legal."""
     if plan.changed:
         names = ", ".join(m.filename for m in plan.changed)
         if not config.allow_changed:
@@ -278,11 +268,8 @@ def _check_plan(
             )
 
 
-def _say_up_to_date(
-    output: Output, migrations: list[Migration], rows: Mapping[int, object]
-) -> None:
-    known = sum(1 for m in migrations if m.version in rows)
-    output.step(f"Database is up to date ({known} migration(s) applied, none pending)")
+def _say_up_to_date(output: Output, applied: int) -> None:
+    output.step(f"Database is up to date ({applied} migration(s) applied, none pending)")
 
 
 def _status(config: Config, output: Output, migrations: list[Migration], *, as_json: bool) -> int:

@@ -70,11 +70,6 @@ class HistoryTable:
         self.ident = sql.Identifier(schema, table)
         self.log_ident = sql.Identifier(schema, table + "_log")
 
-    @property
-    def qualified(self) -> str:
-        """`schema.table`, for messages."""
-        return f"{self.schema}.{self.table}"
-
     def matches(self, conn: Conn, migrations: Sequence[tuple[int, str]]) -> bool:
         """True when the history holds exactly these migrations, all applied with these
         checksums, and no legacy table needs syncing: the common release with nothing to do.

@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 _RETRYABLE = (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
 # Replaying these to find the statement would only wait, or be cancelled, all over again.
 _NO_REPLAY = {"55P03", "40P01", "57014"}
+# A concurrent index build, and the name of the index it leaves behind (INVALID) when it fails.
 _CONCURRENT_INDEX_RE = re.compile(
-    r"^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX|REINDEX\s+INDEX)\s+CONCURRENTLY\s+"
+    r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+"
     r"(?:IF\s+NOT\s+EXISTS\s+)?((?:\"(?:[^\"]|\"\")+\"|[\w$]+)(?:\.(?:\"(?:[^\"]|\"\")+\"|[\w$]+))?)",
     re.IGNORECASE,
 )
@@ -68,7 +69,6 @@ class Step:
     section: SqlSection
     index: int  # position among the section's statements
     statement: Statement
-    autocommit: bool
 
 
 @dataclass
@@ -157,7 +157,7 @@ def build_units(items: list[tuple[Migration, SqlSection, int]], per_migration: b
             if index < start or statement.kind == "transaction_control":
                 continue
             autocommit = statement.kind == "no_transaction" or not section.transaction
-            step = Step(migration, section, index, statement, autocommit)
+            step = Step(migration, section, index, statement)
             if autocommit:
                 if current is not None and (current.steps or current.finishes):
                     units.append(current)
@@ -573,7 +573,7 @@ class Runner:
         valid: the statement finished before the kill and must not run again.
         """
         match = _CONCURRENT_INDEX_RE.match(step.statement.text)
-        if not match or not step.statement.text.lstrip()[:6].upper().startswith("CREATE"):
+        if not match:
             return False
         row = self.conn.execute(
             "SELECT c.oid::regclass::text, i.indisvalid FROM pg_index i"
@@ -587,17 +587,18 @@ class Runner:
                 self.output.detail(f"Index {row[0]} was built before the interruption")
             return skip_if_valid
         self.output.detail(f"Dropping INVALID index {row[0]} left by an earlier failed build")
-        self.conn.execute(
-            sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.SQL(str(row[0])))
-        )
+        self._drop_index(str(row[0]))
         return False
 
     def _drop_new_invalid_indexes(self, before: set[str]) -> list[str]:
-        dropped = []
-        for name in sorted(self._invalid_indexes() - before):
-            self.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.SQL(name)))
-            dropped.append(name)
+        dropped = sorted(self._invalid_indexes() - before)
+        for name in dropped:
+            self._drop_index(name)
         return dropped
+
+    def _drop_index(self, regclass: str) -> None:
+        """Drop an index named as PostgreSQL prints a regclass (already quoted where needed)."""
+        self.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.SQL(regclass)))
 
     # ----- failure and compensation ---------------------------------------------------
 
