@@ -1,0 +1,264 @@
+"""Mutation testing: put one deliberate bug at a time into a core module and check that the
+tests guarding it fail.
+
+    .venv/bin/python test/mutation/mutate.py                      # every target, sampled
+    .venv/bin/python test/mutation/mutate.py --module sqlsplit --limit 0   # all of one module
+    .venv/bin/python test/mutation/mutate.py --list               # the mutants, nothing run
+
+Each mutant is made from the module's syntax tree (a comparison flipped, `and` turned into
+`or`, a condition negated, a constant changed, a call statement or a `return` value dropped),
+written into a scratch copy of the repository, and the module's test files run there with
+pytest `-x`; subprocesses that the tests spawn import the scratch copy too. A mutant is
+*killed* when the tests fail (or time out), *survived* when they pass. The report lists every
+survivor with its line, so it can be judged: a real gap in the tests, or an equivalent mutant
+(one no test could tell apart, e.g. a change inside an error message).
+
+It is a tool to run by hand (minutes per module, against TEST_DATABASE_URL or the embedded
+server the suite starts); pytest does not collect it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = "lib/herokumigrate"
+
+# module (relative to lib/herokumigrate, without .py) -> the test files that guard it
+TARGETS: dict[str, list[str]] = {
+    "sqlsplit": ["test/test_sqlsplit.py", "test/test_source.py"],
+    "history": ["test/test_runner.py", "test/test_faults.py"],
+    "lock": ["test/test_concurrency.py", "test/test_runner.py"],
+    "buildpack/procfile": ["test/test_buildpack.py"],
+    "plan": ["test/test_plan.py", "test/test_runner.py"],
+    "apply": ["test/test_runner.py", "test/test_faults.py"],
+    "compensate": ["test/test_faults.py"],
+    "revert": ["test/test_runner.py", "test/test_faults.py"],
+    "migrator": ["test/test_runner.py", "test/test_faults.py", "test/test_concurrency.py"],
+    "session": ["test/test_runner.py", "test/test_faults.py", "test/test_concurrency.py"],
+}
+
+_FLIP_COMPARE: dict[type[ast.cmpop], type[ast.cmpop]] = {
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One deliberate bug: which candidate node of the module to change, and how."""
+
+    module: str
+    index: int  # position among the module's candidate nodes, in tree-walk order
+    line: int
+    description: str
+
+
+def _is_docstring(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    parent = parents.get(node)
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        and isinstance(parent, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+    )
+
+
+def _candidates(tree: ast.Module) -> Iterator[tuple[ast.AST, str]]:
+    """Nodes that can be mutated, with what the mutation does, in a stable order."""
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and type(node.ops[0]) in _FLIP_COMPARE:
+            new = _FLIP_COMPARE[type(node.ops[0])].__name__
+            yield node, f"comparison {type(node.ops[0]).__name__} -> {new}"
+        elif isinstance(node, ast.BoolOp):
+            yield node, "and -> or" if isinstance(node.op, ast.And) else "or -> and"
+        elif isinstance(node, (ast.If, ast.While)) and not _is_type_checking(node):
+            yield node, "condition negated"
+        elif isinstance(node, ast.Constant) and isinstance(node.value, bool):
+            yield node, f"{node.value} -> {not node.value}"
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, int)
+            and not isinstance(node.value, bool)
+        ):
+            yield node, f"{node.value} -> {node.value + 1}"
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            if not _is_docstring(node, parents):
+                yield node, "call statement removed"
+        elif isinstance(node, ast.Return) and not _returns_none(node):
+            yield node, "return value replaced by None"
+
+
+def _returns_none(node: ast.Return) -> bool:
+    value = node.value
+    return value is None or (isinstance(value, ast.Constant) and value.value is None)
+
+
+def _is_type_checking(node: ast.If | ast.While) -> bool:
+    test = node.test
+    return isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
+
+
+class _Apply(ast.NodeTransformer):
+    def __init__(self, target: ast.AST) -> None:
+        self.target = target
+
+    def visit(self, node: ast.AST) -> ast.AST:
+        if node is not self.target:
+            return super().visit(node)
+        if isinstance(node, ast.Compare):
+            node.ops[0] = _FLIP_COMPARE[type(node.ops[0])]()
+        elif isinstance(node, ast.BoolOp):
+            node.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+        elif isinstance(node, (ast.If, ast.While)):
+            node.test = ast.UnaryOp(op=ast.Not(), operand=node.test)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, bool):
+            node.value = not node.value
+        elif isinstance(node, ast.Constant) and isinstance(node.value, int):
+            node.value = node.value + 1
+        elif isinstance(node, ast.Expr):
+            return ast.Pass()
+        elif isinstance(node, ast.Return):
+            node.value = ast.Constant(None)
+        return node
+
+
+def mutants_of(module: str) -> list[Mutant]:
+    """Every mutant of a module (empty when the module does not exist)."""
+    path = REPO / PACKAGE / f"{module}.py"
+    if not path.exists():
+        return []
+    tree = ast.parse(path.read_text())
+    return [
+        Mutant(module, i, getattr(node, "lineno", 0), what)
+        for i, (node, what) in enumerate(_candidates(tree))
+    ]
+
+
+def mutated_source(mutant: Mutant) -> str:
+    """The module's source with the mutant applied."""
+    tree = ast.parse((REPO / PACKAGE / f"{mutant.module}.py").read_text())
+    target = next(node for i, (node, _) in enumerate(_candidates(tree)) if i == mutant.index)
+    return ast.unparse(ast.fix_missing_locations(_Apply(target).visit(tree)))
+
+
+def _scratch_copy() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="hm-mutate-"))
+    for part in ("lib", "test", "bin", "migrations_example", "pyproject.toml"):
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / part)
+    return root
+
+
+def run_tests(root: Path, tests: list[str], timeout: float) -> tuple[bool, float]:
+    """(killed, seconds): the tests run against the scratch copy's lib/."""
+    env = dict(os.environ, PYTHONPATH=str(root / "lib"), PYTHONDONTWRITEBYTECODE="1")
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return True, time.monotonic() - started
+    return done.returncode != 0, time.monotonic() - started
+
+
+def main() -> int:
+    """Run the mutants; print and optionally save the report."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--module", action="append", choices=sorted(TARGETS))
+    parser.add_argument("--limit", type=int, default=25, help="mutants per module (0: all)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--marker", default="not slow", help="pytest -m expression")
+    parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
+    parser.add_argument("--json", type=Path, help="write the report here")
+    args = parser.parse_args()
+    modules = args.module or [m for m in TARGETS if (REPO / PACKAGE / f"{m}.py").exists()]
+    rng = random.Random(args.seed)
+    chosen: list[Mutant] = []
+    for module in modules:
+        found = mutants_of(module)
+        if args.limit and len(found) > args.limit:
+            found = sorted(rng.sample(found, args.limit), key=lambda m: m.index)
+        chosen.extend(found)
+    if args.list:
+        for m in chosen:
+            print(f"{m.module}.py:{m.line}: {m.description}")
+        return 0
+    root = _scratch_copy()
+    results = []
+    try:
+        baseline = {}
+        for module in modules:
+            tests = [*TARGETS[module], "-m", args.marker]
+            killed, _ = run_tests(root, tests, args.timeout)
+            baseline[module] = not killed
+            if killed:
+                print(f"{module}: the tests fail without any mutant; skipped", file=sys.stderr)
+        for m in chosen:
+            if not baseline[m.module]:
+                continue
+            target = root / PACKAGE / f"{m.module}.py"
+            original = target.read_text()
+            target.write_text(mutated_source(m))
+            try:
+                tests = [*TARGETS[m.module], "-m", args.marker]
+                killed, seconds = run_tests(root, tests, args.timeout)
+            finally:
+                target.write_text(original)
+            verdict = "killed" if killed else "SURVIVED"
+            where = f"{m.module}.py:{m.line}"
+            print(f"{verdict:8} {where}: {m.description} ({seconds:.0f}s)", flush=True)
+            results.append({**m.__dict__, "killed": killed, "seconds": round(seconds, 1)})
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print()
+    print("| module | mutants | killed | rate |")
+    print("|---|---:|---:|---:|")
+    for module in modules:
+        mine = [r for r in results if r["module"] == module]
+        if mine:
+            killed = sum(r["killed"] for r in mine)
+            print(f"| {module} | {len(mine)} | {killed} | {killed / len(mine):.0%} |")
+    survivors = [r for r in results if not r["killed"]]
+    if survivors:
+        print("\nSurvivors:")
+        for r in survivors:
+            print(f"- {r['module']}.py:{r['line']}: {r['description']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
