@@ -18,14 +18,13 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from herokumigrate.buildpack import procfile
 from support import assert_no_secret
 
 pytestmark = pytest.mark.buildpack
@@ -33,24 +32,21 @@ pytestmark = pytest.mark.buildpack
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLE = REPO / "migrations_example"
-PYENV = Path("/root/.pyenv/versions")
-PYTHON_312 = PYENV / "3.12.1/bin/python3.12"
-PYTHON_310 = PYENV / "3.10.13/bin/python3.10"
-PYTHON_311 = PYENV / "3.11.7/bin/python3.11"
+PYENV_ROOT = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
 RUN_PATH = "/usr/local/bin:/usr/bin:/bin"
 RELEASE_COMMAND = "./.heroku-migrate/bin/heroku-migrate up"
 
 # Shell run inside `unshare --mount`: hide every Python install on this machine, then run "$@".
 HIDE_EVERY_PYTHON = r"""
 set -e
-mount -t tmpfs tmpfs /root/.pyenv
+if [ -d "$PYENV_ROOT" ]; then mount -t tmpfs tmpfs "$PYENV_ROOT"; fi
 for d in /usr/lib/python3* /usr/local/lib/python3*; do
     if [ -d "$d" ]; then mount -t tmpfs tmpfs "$d"; fi
 done
 for f in /usr/bin/python* /usr/local/bin/python*; do
     if [ -e "$f" ]; then mount --bind /dev/null "$f"; fi
 done
-for candidate in python3 python /usr/bin/python3 "$PYTHON_312"; do
+for candidate in python3 python /usr/bin/python3 "$BUILD_PYTHON"; do
     if "$candidate" -c 'print("python runs")' 2>/dev/null; then
         echo "test setup: $candidate still runs" >&2
         exit 99
@@ -79,6 +75,35 @@ exec "$@"
 """
 
 
+def find_python(version: str) -> Path | None:
+    """An installed CPython of a minor version, looked for the way `.ci/run` does: pyenv's
+    versions folder first, then /usr/bin and /usr/local/bin; None when none runs."""
+    candidates = [
+        *sorted(PYENV_ROOT.glob(f"versions/{version}.*/bin/python{version}")),
+        Path(f"/usr/bin/python{version}"),
+        Path(f"/usr/local/bin/python{version}"),
+    ]
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK):
+            probe = subprocess.run([candidate, "-c", "pass"], capture_output=True, check=False)
+            if probe.returncode == 0:
+                return candidate
+    return None
+
+
+def python_version(python: Path) -> str:
+    """`3.12.1`: the full version of an interpreter."""
+    code = "import sys; print(*sys.version_info[:3], sep='.')"
+    return subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+PYTHON_312 = find_python("3.12")
+PYTHON_311 = find_python("3.11")
+PYTHON_310 = find_python("3.10")
+
+
 def _can_unshare() -> bool:
     if shutil.which("unshare") is None or os.geteuid() != 0:
         return False
@@ -90,8 +115,8 @@ def _can_unshare() -> bool:
 
 needs_unshare = pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare")
 needs_pythons = pytest.mark.skipif(
-    not (PYTHON_312.exists() and PYTHON_310.exists() and PYTHON_311.exists()),
-    reason="needs the pyenv interpreters 3.10, 3.11 and 3.12",
+    None in (PYTHON_312, PYTHON_311, PYTHON_310),
+    reason="needs Python 3.10, 3.11 and 3.12 (pyenv's, or in /usr/bin or /usr/local/bin)",
 )
 
 
@@ -130,6 +155,8 @@ def build_pythons(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """For each build python, a folder to put first on PATH in which it is `python3`."""
     folders = {}
     for label, python in (("3.12", PYTHON_312), ("3.10", PYTHON_310)):
+        if python is None:
+            continue
         folder = tmp_path_factory.mktemp(f"python{label}")
         (folder / "python3").symlink_to(python)
         folders[label] = folder
@@ -194,26 +221,28 @@ def compile_app(
     stack: str,
     config_vars: Mapping[str, str] | None = None,
     offline: bool = False,
+    script: str = "compile",
+    wrap: Sequence[str] = (),
 ) -> Build:
-    """bin/compile BUILD CACHE ENV as Heroku runs it, with `python_dir/python3` as the build's
-    python3 (pip hidden), optionally with no network at all."""
+    """bin/compile BUILD CACHE ENV (or bin/`script`) as Heroku runs it, with `python_dir/python3`
+    as the build's python3 (pip hidden), optionally with no network at all, inside `wrap`."""
     env_dir = build_dir.parent / f"env_{build_dir.name}"
     env_dir.mkdir(exist_ok=True)
     for name, value in (config_vars or {}).items():
         (env_dir / name).write_text(value)
     before = _snapshot(build_dir)
-    wrap = hide_pip(python_dir / "python3")
+    argv_prefix = [*wrap, *hide_pip(python_dir / "python3")]
     if offline:
-        wrap = ["unshare", "--net", *wrap]
+        argv_prefix = ["unshare", "--net", *argv_prefix]
     started = time.monotonic()
     result = run_bin(
         buildpack,
-        "compile",
+        script,
         build_dir,
         cache_dir,
         env_dir,
         env={"PATH": f"{python_dir}:{RUN_PATH}", "STACK": stack},
-        wrap=wrap,
+        wrap=argv_prefix,
     )
     seconds = time.monotonic() - started
     after = _snapshot(build_dir)
@@ -235,9 +264,18 @@ def release_command(app_dir: Path) -> str:
 def run_release(
     app_dir: Path, database_url: str, *, hide_python: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Run the Procfile's release command as a release dyno does: bash in the app folder with
-    HOME set to it, `.profile.d/*.sh` sourced, a minimal environment plus DATABASE_URL."""
-    script = 'for f in .profile.d/*.sh; do [ -f "$f" ] && . "$f"; done; ' + release_command(app_dir)
+    """Run the Procfile's release command as a release dyno does (see `run_command`)."""
+    return run_command(app_dir, release_command(app_dir), database_url, hide_python=hide_python)
+
+
+def run_command(
+    app_dir: Path, command: str, database_url: str, *, hide_python: bool = False, cwd: str = "."
+) -> subprocess.CompletedProcess[str]:
+    """Run `command` as a dyno does: bash in the app folder (or `cwd` in it) with HOME set to
+    the app, `.profile.d/*.sh` sourced, a minimal environment plus DATABASE_URL."""
+    script = (
+        f'for f in "$HOME"/.profile.d/*.sh; do [ -f "$f" ] && . "$f"; done; cd {cwd} && {command}'
+    )
     argv = [
         "env",
         "-i",
@@ -253,7 +291,8 @@ def run_release(
             "unshare",
             "--mount",
             "env",
-            f"PYTHON_312={PYTHON_312}",
+            f"PYENV_ROOT={PYENV_ROOT}",
+            f"BUILD_PYTHON={PYTHON_312}",
             "bash",
             "-c",
             HIDE_EVERY_PYTHON,
@@ -295,6 +334,17 @@ def assert_no_build_path(build: Build) -> None:
     assert offenders == []
 
 
+def assert_readable_by_everyone(folder: Path) -> None:
+    """Folders and executables 0755, other files 0644, whatever the build's umask or mkdtemp."""
+    wrong = {
+        str(path.relative_to(folder)): oct(path.stat().st_mode & 0o777)
+        for path in [folder, *folder.rglob("*")]
+        if not path.is_symlink()
+        and (path.stat().st_mode & 0o777) not in ({0o755} if path.is_dir() else {0o644, 0o755})
+    }
+    assert wrong == {}
+
+
 # --------------------------------------------------------------------------------------------
 # Session builds: the heroku-24 bundle is made once (cold), later builds reuse its cache.
 
@@ -304,8 +354,8 @@ def heroku24_cold_build(
     tmp_path_factory: pytest.TempPathFactory, buildpack: Path, build_pythons: dict[str, Path]
 ) -> Build:
     """migrations_example compiled for heroku-24 with an empty cache (downloads, bundles)."""
-    if not _can_unshare() or not PYTHON_312.exists():
-        pytest.skip("needs root, unshare and the pyenv Python 3.12")
+    if not _can_unshare() or PYTHON_312 is None:
+        pytest.skip("needs root, unshare and Python 3.12")
     root = tmp_path_factory.mktemp("h24")
     build = compile_app(
         buildpack,
@@ -324,6 +374,54 @@ def heroku24_cache(heroku24_cold_build: Build, tmp_path: Path) -> Path:
     cache = tmp_path / "cache"
     shutil.copytree(heroku24_cold_build.cache_dir, cache, symlinks=True)
     return cache
+
+
+@dataclass
+class Heroku24Builds:
+    """Makes heroku-24 builds for one test: apps copied into its folder, the build's python3 the
+    found 3.12 (pip hidden), a copy of the session's warm cache unless told otherwise."""
+
+    buildpack: Path
+    python_dir: Path
+    cache: Path
+    root: Path
+
+    def app(self, source: Path = EXAMPLE) -> Path:
+        """A copy of `source` in a `build_<hex>` folder, to change before compiling it."""
+        return copy_app(source, self.root / "tmp")
+
+    def compile(
+        self,
+        app: Path = EXAMPLE,
+        *,
+        cache: Path | None = None,
+        config_vars: Mapping[str, str] | None = None,
+        offline: bool = False,
+        script: str = "compile",
+        wrap: Sequence[str] = (),
+    ) -> Build:
+        """Compile `app` (copied first unless it already is a copy made by `app`)."""
+        if not app.is_relative_to(self.root):
+            app = self.app(app)
+        return compile_app(
+            self.buildpack,
+            app,
+            self.cache if cache is None else cache,
+            python_dir=self.python_dir,
+            stack="heroku-24",
+            config_vars=config_vars,
+            offline=offline,
+            script=script,
+            wrap=wrap,
+        )
+
+
+@pytest.fixture
+def heroku24(
+    buildpack: Path, heroku24_cache: Path, build_pythons: dict[str, Path], tmp_path: Path
+) -> Heroku24Builds:
+    """The factory for this test's heroku-24 builds."""
+    return Heroku24Builds(buildpack, build_pythons["3.12"], heroku24_cache, tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,8 +444,27 @@ def test_detect_rejects_an_app_without_migrations(buildpack: Path) -> None:
     result = run_bin(buildpack, "detect", FIXTURES / "no_migrations")
     assert result.returncode == 1
     assert result.stdout == ""
-    assert "no .sql file in db/migrations/" in result.stderr
-    assert "migrate.toml" in result.stderr
+    assert "no db/migrations/ folder, no migrate.toml" in result.stderr
+    assert 'create migrate.toml with path = "your/folder"' in result.stderr
+
+
+def test_detect_applies_to_a_new_project_with_an_empty_migrations_folder(
+    buildpack: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "db/migrations").mkdir(parents=True)
+    (tmp_path / "db/migrations/.gitkeep").write_text("")
+    result = run_bin(buildpack, "detect", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "heroku-migrate\n"
+
+
+def test_detect_cannot_see_config_vars(buildpack: Path, tmp_path: Path) -> None:
+    # bin/detect gets no ENV_DIR: MIGRATE_PATH in its environment must not make it pass.
+    (tmp_path / "sql").mkdir()
+    (tmp_path / "sql/1_a.up.sql").write_text("SELECT 1;\n")
+    result = run_bin(buildpack, "detect", tmp_path, env={"MIGRATE_PATH": "sql"})
+    assert result.returncode == 1
+    assert "MIGRATE_PATH config var is not visible" in result.stderr
 
 
 def test_release_keeps_other_buildpacks_default_process_types(buildpack: Path) -> None:
@@ -369,12 +486,17 @@ def test_heroku24_release_runs_with_every_system_python_hidden(
     build = heroku24_cold_build
     assert build.result.returncode == 0, build.output
     assert "-----> Validating migrations in db/migrations" in build.result.stdout
-    assert "bundling Python 3.12.1 into .heroku-migrate/python" in build.result.stdout
+    assert f"bundling Python {python_version(PYTHON_312)} into .heroku-migrate/python" in (
+        build.result.stdout
+    )
+    assert "Done (" not in build.result.stdout
     assert "release: ./.heroku-migrate/bin/heroku-migrate up" in build.result.stdout
     assert (build.build_dir / "Procfile").read_bytes() == (
         b"web: bin/server\nrelease: ./.heroku-migrate/bin/heroku-migrate up\n"
     )
     assert_no_build_path(build)
+    assert_readable_by_everyone(build.build_dir / ".heroku-migrate")
+    assert (build.build_dir / ".heroku-migrate/python/bin/python3").stat().st_mode & 0o777 == 0o755
     assert run_bin(buildpack, "release", build.build_dir).stdout == "---\naddons: []\n"
     profile = (build.build_dir / ".profile.d/heroku-migrate.sh").read_text()
     assert 'export PATH="$HOME/.heroku-migrate/bin:' in profile
@@ -404,20 +526,9 @@ def test_heroku24_release_runs_with_every_system_python_hidden(
 @needs_unshare
 @needs_pythons
 def test_warm_rebuild_downloads_nothing_and_needs_no_network(
-    buildpack: Path,
-    heroku24_cold_build: Build,
-    build_pythons: dict[str, Path],
-    tmp_path: Path,
-    database_url: str,
+    heroku24: Heroku24Builds, heroku24_cold_build: Build, tmp_path: Path, database_url: str
 ) -> None:
-    warm = compile_app(
-        buildpack,
-        copy_app(EXAMPLE, tmp_path / "tmp"),
-        heroku24_cold_build.cache_dir,
-        python_dir=build_pythons["3.12"],
-        stack="heroku-24",
-        offline=True,
-    )
+    warm = heroku24.compile(cache=heroku24_cold_build.cache_dir, offline=True)
     print(
         f"\nbin/compile heroku-24: cold {heroku24_cold_build.seconds:.2f}s, "
         f"warm {warm.seconds:.2f}s (offline)"
@@ -425,7 +536,7 @@ def test_warm_rebuild_downloads_nothing_and_needs_no_network(
     assert warm.result.returncode == 0, warm.output
     assert "downloaded" not in warm.output
     assert warm.result.stdout.count("(cached)") == 3
-    assert "Python 3.12.1 from the build cache" in warm.result.stdout
+    assert f"Python {python_version(PYTHON_312)} from the build cache" in warm.result.stdout
     assert_no_build_path(warm)
     app = move_app(warm, tmp_path / "app")
     result = run_release(app, database_url, hide_python=True)
@@ -435,19 +546,9 @@ def test_warm_rebuild_downloads_nothing_and_needs_no_network(
 @needs_unshare
 @needs_pythons
 def test_existing_release_command_runs_only_after_migrations_succeed(
-    buildpack: Path,
-    heroku24_cache: Path,
-    build_pythons: dict[str, Path],
-    tmp_path: Path,
-    database_url: str,
+    heroku24: Heroku24Builds, tmp_path: Path, database_url: str
 ) -> None:
-    build = compile_app(
-        buildpack,
-        copy_app(FIXTURES / "release_line", tmp_path / "tmp"),
-        heroku24_cache,
-        python_dir=build_pythons["3.12"],
-        stack="heroku-24",
-    )
+    build = heroku24.compile(FIXTURES / "release_line")
     assert build.result.returncode == 0, build.output
     wired = f"release: {RELEASE_COMMAND} && {{ ./scripts/after-migrate.sh || true; }}"
     assert (build.build_dir / "Procfile").read_bytes() == (
@@ -479,19 +580,9 @@ def test_existing_release_command_runs_only_after_migrations_succeed(
 @needs_unshare
 @needs_pythons
 def test_app_without_procfile_gets_one(
-    buildpack: Path,
-    heroku24_cache: Path,
-    build_pythons: dict[str, Path],
-    tmp_path: Path,
-    database_url: str,
+    heroku24: Heroku24Builds, tmp_path: Path, database_url: str
 ) -> None:
-    build = compile_app(
-        buildpack,
-        copy_app(FIXTURES / "no_procfile", tmp_path / "tmp"),
-        heroku24_cache,
-        python_dir=build_pythons["3.12"],
-        stack="heroku-24",
-    )
+    build = heroku24.compile(FIXTURES / "no_procfile")
     assert build.result.returncode == 0, build.output
     assert "No Procfile: created one with a release line" in build.result.stdout
     assert (build.build_dir / "Procfile").read_text() == f"release: {RELEASE_COMMAND}\n"
@@ -503,35 +594,16 @@ def test_app_without_procfile_gets_one(
     assert "notes" in tables(database_url)
 
 
-def test_web_process_at_risk_is_named_with_the_fix(tmp_path: Path) -> None:
-    app = tmp_path / "app"
-    app.mkdir()
-    assert procfile.default_web_at_risk(app) is None
-    (app / "package.json").write_text("{}")
-    assert procfile.default_web_at_risk(app) == "heroku/nodejs"
-    (app / "Procfile").write_bytes(b"worker: node worker.js\r\nrelease: x\r\n")
-    assert procfile.default_web_at_risk(app) == "heroku/nodejs"
-    (app / "Procfile").write_bytes(b"\xef\xbb\xbfweb: npm start\nrelease: x\n")
-    assert procfile.default_web_at_risk(app) is None
-
-
 @needs_unshare
 @needs_pythons
-def test_broken_migration_fails_the_build_naming_the_file(
-    buildpack: Path, heroku24_cache: Path, build_pythons: dict[str, Path], tmp_path: Path
-) -> None:
-    build = compile_app(
-        buildpack,
-        copy_app(FIXTURES / "broken_migration", tmp_path / "tmp"),
-        heroku24_cache,
-        python_dir=build_pythons["3.12"],
-        stack="heroku-24",
-    )
+def test_broken_migration_fails_the_build_naming_the_file(heroku24: Heroku24Builds) -> None:
+    build = heroku24.compile(FIXTURES / "broken_migration")
     assert build.result.returncode == 1, build.output
     assert " !     2_add_price_check.up.sql: line 1: unterminated dollar-quoted string" in (
         build.result.stderr
     )
-    assert "Fix the file it names" in build.result.stderr
+    assert "Fix what it names, commit, and push again" in build.result.stderr
+    assert "/build_" not in build.output
     assert "Internal error" not in build.output
     assert (build.build_dir / "Procfile").read_text() == "web: bin/server\n"
 
@@ -539,15 +611,10 @@ def test_broken_migration_fails_the_build_naming_the_file(
 @needs_unshare
 @needs_pythons
 def test_config_vars_are_read_as_data_and_checked_at_build_time(
-    buildpack: Path, heroku24_cache: Path, build_pythons: dict[str, Path], tmp_path: Path
+    heroku24: Heroku24Builds, tmp_path: Path
 ) -> None:
     marker = tmp_path / "evaluated"
-    build = compile_app(
-        buildpack,
-        copy_app(EXAMPLE, tmp_path / "tmp"),
-        heroku24_cache,
-        python_dir=build_pythons["3.12"],
-        stack="heroku-24",
+    build = heroku24.compile(
         config_vars={
             "MIGRATE_LOCK_WAIT": f"$(touch {marker})",
             "SOMETHING_ELSE": f"`touch {marker}`",
@@ -561,27 +628,14 @@ def test_config_vars_are_read_as_data_and_checked_at_build_time(
 @needs_unshare
 @needs_pythons
 @pytest.mark.parametrize("where", ["config var", "migrate.toml"])
-def test_release_phase_wiring_can_be_turned_off(
-    buildpack: Path,
-    heroku24_cache: Path,
-    build_pythons: dict[str, Path],
-    tmp_path: Path,
-    where: str,
-) -> None:
-    app = copy_app(EXAMPLE, tmp_path / "tmp")
+def test_release_phase_wiring_can_be_turned_off(heroku24: Heroku24Builds, where: str) -> None:
+    app = heroku24.app()
     config_vars = {}
     if where == "config var":
         config_vars["MIGRATE_RELEASE_PHASE"] = "false"
     else:
         (app / "migrate.toml").write_text("release_phase = false\n")
-    build = compile_app(
-        buildpack,
-        app,
-        heroku24_cache,
-        python_dir=build_pythons["3.12"],
-        stack="heroku-24",
-        config_vars=config_vars,
-    )
+    build = heroku24.compile(app, config_vars=config_vars)
     assert build.result.returncode == 0, build.output
     assert "Release phase wiring is off" in build.result.stdout
     assert (app / "Procfile").read_text() == "web: bin/server\n"
@@ -597,7 +651,7 @@ def test_release_phase_wiring_can_be_turned_off(
 def test_heroku22_uses_the_stacks_python(
     buildpack: Path, build_pythons: dict[str, Path], tmp_path: Path, database_url: str
 ) -> None:
-    if not os.access("/usr/bin/python3", os.X_OK):
+    if not os.access("/usr/bin/python3", os.X_OK) or "3.10" not in build_pythons:
         pytest.skip("needs /usr/bin/python3, the stand-in for heroku-22's")
     build = compile_app(
         buildpack,
@@ -621,8 +675,8 @@ def test_heroku22_uses_the_stacks_python(
 @pytest.fixture(scope="session")
 def app_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A relocatable Python 3.11 prefix standing in for heroku/python's `.heroku/python`."""
-    if not PYTHON_311.exists():
-        pytest.skip("needs the pyenv Python 3.11")
+    if PYTHON_311 is None:
+        pytest.skip("needs Python 3.11")
     prefix = tmp_path_factory.mktemp("heroku-python") / "python"
     code = (
         "import sys; from pathlib import Path; "
@@ -647,21 +701,15 @@ def app_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @needs_unshare
 @needs_pythons
 def test_app_with_heroku_python_uses_its_interpreter(
-    buildpack: Path,
-    app_python: Path,
-    heroku24_cache: Path,
-    build_pythons: dict[str, Path],
-    *,
-    tmp_path: Path,
-    database_url: str,
+    heroku24: Heroku24Builds, app_python: Path, tmp_path: Path, database_url: str
 ) -> None:
-    app = copy_app(FIXTURES / "app_python", tmp_path / "tmp")
+    app = heroku24.app(FIXTURES / "app_python")
     shutil.copytree(app_python, app / ".heroku/python", symlinks=True)
-    build = compile_app(
-        buildpack, app, heroku24_cache, python_dir=build_pythons["3.12"], stack="heroku-24"
-    )
+    build = heroku24.compile(app)
     assert build.result.returncode == 0, build.output
-    assert "Using the app's Python 3.11.7 (.heroku/python/bin/python3)" in build.result.stdout
+    version = python_version(app_python / "bin/python3")
+    assert f"Using the app's Python {version} (.heroku/python/bin/python3)" in build.result.stdout
+    assert "Hint:" not in build.result.stdout
     assert not (app / ".heroku-migrate/python").exists()
     record = (app / ".heroku-migrate/interpreter").read_text()
     assert "kind=app\npython=.heroku/python/bin/python3\n" in record
@@ -676,79 +724,7 @@ def test_app_with_heroku_python_uses_its_interpreter(
 
 
 # --------------------------------------------------------------------------------------------
-# Procfile wiring, on its own
-
-
-def _wire(tmp_path: Path, content: bytes | None) -> tuple[procfile.Wiring, bytes]:
-    path = tmp_path / "Procfile"
-    if content is not None:
-        path.write_bytes(content)
-    wiring = procfile.wire(path)
-    return wiring, path.read_bytes()
-
-
-@pytest.mark.parametrize(
-    ("before", "after"),
-    [
-        (b"web: bin/server\n", b"web: bin/server\nrelease: %s\n"),
-        (b"web: bin/server", b"web: bin/server\nrelease: %s\n"),
-        (b"web: a\r\nworker: b\r\n", b"web: a\r\nworker: b\r\nrelease: %s\r\n"),
-        (b"", b"release: %s\n"),
-        (b"release: ./seed\n", b"release: %s && { ./seed; }\n"),
-        (b"release:./seed;\n", b"release:%s && { ./seed; }\n"),
-        (b"release: a || true\r\nweb: x", b"release: %s && { a || true; }\r\nweb: x"),
-        (b"\xef\xbb\xbfrelease: a\n", b"\xef\xbb\xbfrelease: %s && { a; }\n"),
-        (b"web: caf\xe9 \xff\nrelease: b\n", b"web: caf\xe9 \xff\nrelease: %s && { b; }\n"),
-        (b"release: a # note\n", b"release: %s && eval 'a # note'\n"),
-        (b"release: echo 'x' &\n", b"release: %s && eval 'echo '\\''x'\\'' &'\n"),
-    ],
-)
-def test_procfile_wiring_keeps_every_other_byte(
-    tmp_path: Path, before: bytes, after: bytes
-) -> None:
-    _, written = _wire(tmp_path, before)
-    assert written == after.replace(b"%s", RELEASE_COMMAND.encode())
-
-
-def test_procfile_wiring_is_idempotent(tmp_path: Path) -> None:
-    first, once = _wire(tmp_path, b"web: x\nrelease: ./seed\n")
-    second, twice = _wire(tmp_path, None)
-    assert (first.action, second.action) == ("wrapped", "unchanged")
-    assert once == twice
-
-
-def test_procfile_wired_by_hand_is_left_alone(tmp_path: Path) -> None:
-    wiring, written = _wire(tmp_path, b"release: heroku-migrate up && ./seed\n")
-    assert wiring.action == "unchanged"
-    assert written == b"release: heroku-migrate up && ./seed\n"
-
-
-def test_missing_procfile_is_created(tmp_path: Path) -> None:
-    wiring, written = _wire(tmp_path, None)
-    assert wiring.action == "created"
-    assert written == f"release: {RELEASE_COMMAND}\n".encode()
-
-
-@pytest.mark.parametrize(
-    "existing",
-    ["echo ran > out", "false || echo ran > out", "echo a; echo ran > out", "echo ran > out # c"],
-)
-@pytest.mark.parametrize("migrations_succeed", [True, False])
-def test_chained_command_runs_only_when_migrations_succeed(
-    tmp_path: Path, existing: str, migrations_succeed: bool
-) -> None:
-    chained = procfile.chain(existing).replace(
-        RELEASE_COMMAND, "true" if migrations_succeed else "false"
-    )
-    result = subprocess.run(["bash", "-c", chained], cwd=tmp_path, capture_output=True, check=False)
-    assert (tmp_path / "out").exists() is migrations_succeed
-    assert (result.returncode == 0) is migrations_succeed
-
-
-def test_golang_migrate_recipe_is_recognised() -> None:
-    assert procfile.looks_like_golang_migrate_recipe("bash ./migration.sh")
-    assert procfile.looks_like_golang_migrate_recipe("migrate -database $DATABASE_URL -path db up")
-    assert not procfile.looks_like_golang_migrate_recipe("./bin/seed")
+# The launcher, on its own
 
 
 @pytest.mark.parametrize("kind", ["app", "stack", "bundled"])
@@ -774,3 +750,195 @@ def test_launcher_explains_a_missing_interpreter(tmp_path: Path, kind: str) -> N
         " !     heroku-migrate: cannot run: .heroku/python/bin/python3 is missing" in result.stderr
     )
     assert "git push heroku main" in result.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# What the build explains
+
+
+@needs_unshare
+@needs_pythons
+def test_empty_migrations_folder_builds_with_a_note(heroku24: Heroku24Builds) -> None:
+    app = heroku24.app(FIXTURES / "no_migrations")
+    (app / "db/migrations").mkdir(parents=True)
+    (app / "db/migrations/.gitkeep").write_text("")
+    build = heroku24.compile(app)
+    assert build.result.returncode == 0, build.output
+    assert "db/migrations/ holds no migration yet" in build.result.stdout
+
+
+@needs_unshare
+@needs_pythons
+def test_missing_migrations_folder_says_how_to_create_it(heroku24: Heroku24Builds) -> None:
+    app = heroku24.app(FIXTURES / "no_migrations")
+    (app / "migrate.toml").write_text('path = "sql/migrations"\n')
+    build = heroku24.compile(app)
+    assert build.result.returncode == 1, build.output
+    assert " !     The migrations folder sql/migrations/ does not exist" in build.result.stderr
+    assert "(set by `path` in migrate.toml)" in build.result.stderr
+    assert "mkdir -p sql/migrations" in build.result.stderr
+    assert "Fix the file" not in build.output
+    assert "/build_" not in build.output
+    assert "Internal error" not in build.output
+
+
+@needs_unshare
+@needs_pythons
+def test_go_app_without_procfile_is_told_to_run_this_buildpack_after_heroku_go(
+    heroku24: Heroku24Builds,
+) -> None:
+    app = heroku24.app()
+    (app / "Procfile").unlink()
+    build = heroku24.compile(app)
+    assert build.result.returncode == 0, build.output
+    assert " !     Run this buildpack AFTER heroku/go (re-adding it puts it last):" in (
+        build.result.stderr
+    )
+    assert "heroku buildpacks:remove https://" in build.result.stderr
+    assert "--index 1" not in build.result.stderr
+
+
+@needs_unshare
+@needs_pythons
+def test_node_app_without_web_line_is_told_to_run_this_buildpack_first(
+    heroku24: Heroku24Builds,
+) -> None:
+    app = heroku24.app(FIXTURES / "no_procfile")
+    (app / "package.json").write_text("{}")
+    build = heroku24.compile(app)
+    assert build.result.returncode == 0, build.output
+    assert "heroku/nodejs may be counting on its default" in build.result.stderr
+    assert "heroku buildpacks:add --index 1 https://" in build.result.stderr
+
+
+@needs_unshare
+@needs_pythons
+def test_python_app_built_before_heroku_python_gets_the_order_hint(
+    heroku24: Heroku24Builds,
+) -> None:
+    build = heroku24.compile(FIXTURES / "app_python")
+    assert build.result.returncode == 0, build.output
+    hint = re.search(
+        r"Put this buildpack after heroku/python .*: (\d+) MB less", build.result.stdout
+    )
+    assert hint is not None, build.result.stdout
+    bundled = sum(
+        path.stat().st_size
+        for path in (build.build_dir / ".heroku-migrate/python").rglob("*")
+        if path.is_file() and not path.is_symlink()
+    )
+    assert int(hint.group(1)) == round(bundled / 1e6)
+    assert "heroku buildpacks:remove https://" in build.result.stdout
+
+
+@needs_unshare
+@needs_pythons
+def test_build_log_prints_values_of_known_settings_only(heroku24: Heroku24Builds) -> None:
+    secret = "hunter2-" + secrets.token_hex(8)
+    build = heroku24.compile(
+        config_vars={
+            "MIGRATE_PASSWORD": secret,
+            "MIGRATE_DATABSE_URL": f"postgres://u:{secret}@db.example.com/x",
+            "MIGRATE_LOCK_WAIT": "30\n",
+            "MIGRATE_HISTORY_TABLE": "my_history\nsecond line",
+        }
+    )
+    assert secret not in build.output
+    assert (
+        " !     Config var MIGRATE_PASSWORD is not a heroku-migrate setting" in build.result.stderr
+    )
+    assert " !     Config var MIGRATE_DATABSE_URL is not a heroku-migrate setting" in (
+        build.result.stderr
+    )
+    assert "       MIGRATE_LOCK_WAIT=30 (config var)\n" in build.result.stdout
+    assert "       MIGRATE_HISTORY_TABLE='my_history\\nsecond line' (config var)\n" in (
+        build.result.stdout
+    )
+    assert "second line (config var)" not in build.result.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# The build cache
+
+
+def read_only_bind(folder: Path) -> list[str]:
+    """argv prefix running a command with `folder` mounted read-only (root ignores modes)."""
+    script = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
+    return ["unshare", "--mount", "sh", "-c", script, str(folder)]
+
+
+@needs_unshare
+@needs_pythons
+@pytest.mark.parametrize("problem", ["read-only", "cannot be created"])
+def test_unusable_cache_warns_and_the_build_goes_on(
+    heroku24: Heroku24Builds, tmp_path: Path, database_url: str, problem: str
+) -> None:
+    wrap: list[str] = []
+    cache = heroku24.cache
+    if problem == "read-only":
+        wrap = read_only_bind(cache)
+    else:
+        (tmp_path / "a-file").write_text("")
+        cache = tmp_path / "a-file/cache"
+    before = sorted(heroku24.cache.rglob("*"))
+    build = heroku24.compile(cache=cache, wrap=wrap)
+    assert build.result.returncode == 0, build.output
+    assert f" !     The build cache ({cache}) cannot be written" in build.result.stderr
+    assert "Traceback" not in build.output
+    assert "Internal error" not in build.output
+    assert sorted(heroku24.cache.rglob("*")) == before
+    app = move_app(build, tmp_path / "app")
+    result = run_release(app, database_url, hide_python=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_unshare
+@needs_pythons
+@pytest.mark.parametrize("part", ["runtime", "python"])
+def test_damaged_cached_bytecode_is_rebuilt_not_shipped(
+    heroku24: Heroku24Builds, tmp_path: Path, database_url: str, part: str
+) -> None:
+    (cached,) = (heroku24.cache / "heroku-migrate").glob(f"{part}-*")
+    pyc = sorted(cached.rglob("__pycache__/*.pyc"))[0]
+    intact = pyc.read_bytes()
+    pyc.write_bytes(intact[: len(intact) // 2])
+    build = heroku24.compile(offline=True)
+    assert build.result.returncode == 0, build.output
+    what = "runner" if part == "runtime" else "Python"
+    assert f" !     The cached {what} is damaged" in build.result.stderr
+    slug = build.build_dir / ".heroku-migrate"
+    in_slug = (slug if part == "runtime" else slug / "python") / pyc.relative_to(cached)
+    assert in_slug.read_bytes() == intact
+    rebuilt = next((heroku24.cache / "heroku-migrate").glob(f"{part}-*"))
+    assert (rebuilt / pyc.relative_to(cached)).read_bytes() == intact
+    app = move_app(build, tmp_path / "app")
+    result = run_release(app, database_url, hide_python=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Heroku CI
+
+
+@needs_unshare
+@needs_pythons
+def test_test_compile_builds_and_test_setup_migrates_the_ci_database(
+    heroku24: Heroku24Builds, tmp_path: Path, database_url: str
+) -> None:
+    build = heroku24.compile(script="test-compile")
+    assert build.result.returncode == 0, build.output
+    assert "-----> Heroku CI" in build.result.stdout
+    assert '"test-setup": "heroku-migrate up"' in build.result.stdout
+
+    app = heroku24.app()
+    (app / "app.json").write_text(
+        '{"environments": {"test": {"scripts": {"test-setup": "heroku-migrate up"}}}}'
+    )
+    build = heroku24.compile(app, script="test-compile")
+    assert build.result.returncode == 0, build.output
+    assert "app.json's test-setup runs the migrations before the tests" in build.result.stdout
+    # What Heroku CI then does: test-setup from $HOME in a dyno, .profile.d sourced.
+    app = move_app(build, tmp_path / "app")
+    result = run_command(app, "heroku-migrate up", database_url, hide_python=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {"users", "orders"} <= tables(database_url)
