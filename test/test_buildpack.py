@@ -752,6 +752,52 @@ def test_launcher_explains_a_missing_interpreter(tmp_path: Path, kind: str) -> N
     assert "git push heroku main" in result.stderr
 
 
+# A stand-in for the recorded interpreter: prints what the launcher gave it.
+FAKE_PYTHON = """#!/bin/sh
+echo "app_root=$HEROKU_MIGRATE_APP_ROOT"
+echo "pythonpath=$PYTHONPATH"
+echo "args=$*"
+"""
+
+
+@pytest.mark.parametrize("how", ["by its path", "through a symlink", "through a relative symlink"])
+def test_launcher_finds_its_app_from_its_own_location_not_the_working_directory(
+    tmp_path: Path, how: str
+) -> None:
+    app = tmp_path / "app"
+    home = app / ".heroku-migrate"
+    (home / "bin").mkdir(parents=True)
+    launcher = home / "bin/heroku-migrate"
+    shutil.copyfile(REPO / "lib/herokumigrate/buildpack/launcher.sh", launcher)
+    launcher.chmod(0o755)
+    (home / "python/bin").mkdir(parents=True)
+    (home / "python/bin/python3").write_text(FAKE_PYTHON)
+    (home / "python/bin/python3").chmod(0o755)
+    (home / "interpreter").write_text(
+        "kind=bundled\npython=.heroku-migrate/python/bin/python3\nversion=3.12.1\nlibrary_path=\n"
+    )
+    elsewhere = tmp_path / "elsewhere/bin"
+    elsewhere.mkdir(parents=True)
+    command = str(launcher)
+    if how != "by its path":
+        link = elsewhere / "heroku-migrate"
+        link.symlink_to(os.path.relpath(launcher, elsewhere) if "relative" in how else launcher)
+        command = str(link)
+    result = subprocess.run(
+        [command, "status"],
+        cwd="/",
+        env={"PATH": RUN_PATH},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:2] == [
+        f"app_root={app}",
+        f"pythonpath={home}/lib:{home}/site",
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # What the build explains
 
@@ -942,3 +988,39 @@ def test_test_compile_builds_and_test_setup_migrates_the_ci_database(
     result = run_command(app, "heroku-migrate up", database_url, hide_python=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert {"users", "orders"} <= tables(database_url)
+
+
+# --------------------------------------------------------------------------------------------
+# heroku-migrate on a dyno, from wherever it is run
+
+NEEDS_CONFIG_APP_ROOT = pytest.mark.xfail(
+    strict=True,
+    reason="needs the config to resolve relative settings against HEROKU_MIGRATE_APP_ROOT "
+    "(helper 'settings', config.py); the launcher already exports it",
+)
+
+
+@needs_unshare
+@needs_pythons
+@pytest.mark.parametrize(
+    ("how", "cwd"),
+    [
+        pytest.param("launcher", "/", marks=NEEDS_CONFIG_APP_ROOT, id="by-path-from-root"),
+        pytest.param("symlink", "/", marks=NEEDS_CONFIG_APP_ROOT, id="symlink-from-root"),
+        pytest.param("PATH", "db", marks=NEEDS_CONFIG_APP_ROOT, id="on-path-from-db"),
+        pytest.param("PATH", ".", id="on-path-from-app"),
+    ],
+)
+def test_status_runs_from_any_directory(
+    heroku24: Heroku24Builds, tmp_path: Path, database_url: str, how: str, cwd: str
+) -> None:
+    build = heroku24.compile()
+    assert build.result.returncode == 0, build.output
+    app = move_app(build, tmp_path / "app")
+    assert run_release(app, database_url).returncode == 0
+    launcher = app / ".heroku-migrate/bin/heroku-migrate"
+    command = {"launcher": str(launcher), "symlink": str(tmp_path / "hm"), "PATH": "heroku-migrate"}
+    (tmp_path / "hm").symlink_to(launcher)
+    result = run_command(app, f"{command[how]} status", database_url, cwd=cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "20260101120000" in result.stdout

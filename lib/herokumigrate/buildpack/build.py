@@ -64,7 +64,7 @@ def _step(out: Output, title: str) -> Iterator[None]:
     yield
     seconds = time.monotonic() - started
     if seconds >= WORTH_TIMING:
-        out.detail(f"({seconds:.1f}s)")
+        out.detail(f"(took {seconds:.1f}s)")
 
 
 def compile_app(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) -> None:
@@ -288,7 +288,9 @@ def validate(
             "at the folder that holds your migrations.",
         )
     env = interpreter.build_env()
-    env.update(settings)
+    # Only real settings: the others were reported already, and may hold anything.
+    unknown = set(unknown_env_settings(settings))
+    env.update((name, value) for name, value in settings.items() if name not in unknown)
     env["PYTHONPATH"] = os.pathsep.join([str(RUNNER_SOURCE.parent), *map(str, wheel_files)])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["NO_COLOR"] = "1"
