@@ -160,6 +160,8 @@ def install_runtime(
     slug = build_dir / SLUG_DIR
     key = _runtime_key(python, wheel_files)
     cached = cache / f"runtime-{key}"
+    if cached.is_dir() and not checksums.has_record(cached):
+        shutil.rmtree(cached, ignore_errors=True)  # cached by a version that kept no record
     if cached.is_dir():
         bad = checksums.damaged(cached)
         if not bad:
