@@ -379,7 +379,10 @@ echo "args=$*"
 """
 
 
-@pytest.mark.parametrize("how", ["by its path", "through a symlink", "through a relative symlink"])
+@pytest.mark.parametrize(
+    "how",
+    ["by its path", "through a symlink", "through a relative symlink", "as the Procfile runs it"],
+)
 def test_launcher_finds_its_app_from_its_own_location_not_the_working_directory(
     tmp_path: Path, how: str
 ) -> None:
@@ -397,14 +400,16 @@ def test_launcher_finds_its_app_from_its_own_location_not_the_working_directory(
     )
     elsewhere = tmp_path / "elsewhere/bin"
     elsewhere.mkdir(parents=True)
-    command = str(launcher)
-    if how != "by its path":
+    command, cwd = str(launcher), Path("/")
+    if how == "as the Procfile runs it":
+        command, cwd = "./.heroku-migrate/bin/heroku-migrate", app
+    elif how != "by its path":
         link = elsewhere / "heroku-migrate"
         link.symlink_to(os.path.relpath(launcher, elsewhere) if "relative" in how else launcher)
         command = str(link)
     result = subprocess.run(
         [command, "status"],
-        cwd="/",
+        cwd=cwd,
         env={"PATH": RUN_PATH},
         capture_output=True,
         text=True,

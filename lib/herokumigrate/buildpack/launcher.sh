@@ -12,6 +12,8 @@ fi
 if [[ "${self}" != /* ]]; then
 	self=${PWD}/${self}
 fi
+# The Procfile runs ./.heroku-migrate/bin/heroku-migrate: drop the `/./` (no subshell for a cd).
+self=${self//\/.\//\/}
 home=${self%/*}
 home=${home%/*}
 app=${home%/*}
