@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from herokumigrate.buildpack.procfile import is_wired
 from herokumigrate.output import Output
 
 TEST_SETUP = "heroku-migrate up"
@@ -29,7 +30,7 @@ def explain_test_setup(build_dir: Path, out: Output) -> None:
     """Say whether Heroku CI will migrate the test database before the tests, and how to."""
     out.step("Heroku CI")
     script = test_setup_script(build_dir)
-    if script is not None and TEST_SETUP in script:
+    if script is not None and is_wired(script):
         out.detail(f"app.json's test-setup runs the migrations before the tests: {script}")
         return
     out.detail("Heroku CI has no release phase: run the migrations in app.json's test-setup,")
