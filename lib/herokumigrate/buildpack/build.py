@@ -30,6 +30,7 @@ from herokumigrate.buildpack.procfile import (
     RELEASE_COMMAND,
     LanguageBuildpack,
     Wiring,
+    WiringAction,
     default_web_at_risk,
     looks_like_golang_migrate_recipe,
     wire,
@@ -345,7 +346,7 @@ def wire_release_phase(
         return
     with _step(out, "Wiring the release phase"):
         wiring = wire(build_dir / "Procfile")
-        messages = {
+        messages: dict[WiringAction, str] = {
             "created": "No Procfile: created one with a release line",
             "added": "Procfile had no release line: added one",
             "wrapped": "Procfile had a release line: migrations now run first, then the "
