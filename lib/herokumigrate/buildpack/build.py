@@ -17,21 +17,45 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import herokumigrate
-from herokumigrate.buildpack import SLUG_DIR, BuildFailed, envdir, interpreter, launcher, wheels
+from herokumigrate.buildpack import (
+    SLUG_DIR,
+    BuildFailed,
+    checksums,
+    envdir,
+    interpreter,
+    launcher,
+    wheels,
+)
 from herokumigrate.buildpack.procfile import (
     RELEASE_COMMAND,
+    LanguageBuildpack,
+    Wiring,
+    WiringAction,
     default_web_at_risk,
     looks_like_golang_migrate_recipe,
     wire,
 )
-from herokumigrate.config import CONFIG_FILE, Config, load_config
+from herokumigrate.config import CONFIG_FILE, Config, load_config, unknown_env_settings
 from herokumigrate.errors import EXIT_BAD_INPUT
 from herokumigrate.output import Output
 
 RUNNER_SOURCE = Path(herokumigrate.__file__).parent
 BUILDPACK_DIR = RUNNER_SOURCE.parent.parent
+BUILDPACK_URL = "https://github.com/heroku-buildpack-migrate/heroku-buildpack-migrate"
 
 MANIFEST = "manifest.json"  # the validated folder, read by the release (source.read_manifest)
+WORTH_TIMING = 1.0  # seconds: a step that took less says nothing by its duration
+# Files by which heroku/python recognises an app (its bin/detect).
+PYTHON_APP_MARKERS = (
+    "requirements.txt",
+    "pyproject.toml",
+    "Pipfile",
+    "setup.py",
+    "poetry.lock",
+    "uv.lock",
+    ".python-version",
+    "runtime.txt",
+)
 
 
 @contextmanager
@@ -39,11 +63,40 @@ def _step(out: Output, title: str) -> Iterator[None]:
     out.step(title)
     started = time.monotonic()
     yield
-    out.detail(f"Done ({time.monotonic() - started:.2f}s)")
+    seconds = time.monotonic() - started
+    if seconds >= WORTH_TIMING:
+        out.detail(f"(took {seconds:.1f}s)")
 
 
 def compile_app(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) -> None:
     """Run every compile step; raises `MigrateError` (explained) when the build must fail."""
+    with usable_cache(cache_dir, out) as cache_root:
+        _compile(build_dir, cache_root, env_dir, out)
+
+
+@contextmanager
+def usable_cache(cache_dir: Path, out: Output) -> Iterator[Path]:
+    """CACHE_DIR, or a scratch folder for this build when it cannot be written: the cache only
+    saves time, so a missing or read-only one is worth a warning, not a failed build."""
+    try:
+        (cache_dir / "heroku-migrate").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir / "heroku-migrate"):
+            pass
+    except OSError as exc:
+        out.warn(
+            f"The build cache ({cache_dir}) cannot be written ({exc.strerror or exc}); building "
+            "without it, so dependencies are downloaded again on every build."
+        )
+        scratch = Path(tempfile.mkdtemp(prefix="heroku-migrate-cache-"))
+        try:
+            yield scratch
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return
+    yield cache_dir
+
+
+def _compile(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) -> None:
     started = time.monotonic()
     slug = build_dir / SLUG_DIR
     cache = cache_dir / "heroku-migrate"
@@ -57,14 +110,16 @@ def compile_app(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) ->
 
     manifest = cache / MANIFEST
     with _step(out, f"Validating migrations in {config.path}"):
-        validate(build_dir, settings, wheel_files, manifest, out)
+        validate(build_dir, config, settings, wheel_files, manifest=manifest, out=out)
 
     with _step(out, "Choosing the Python for the release phase"):
         if slug.exists():
             shutil.rmtree(slug)
         slug.mkdir()
         shutil.copyfile(manifest, slug / MANIFEST)
+        discard_damaged_bundles(cache, out)
         python = interpreter.choose(build_dir, cache_dir, os.environ.get("STACK", ""), out)
+        record_bundles(cache)
         interpreter.write_record(python, slug / "interpreter")
 
     with _step(out, f"Installing heroku-migrate {herokumigrate.__version__}"):
@@ -72,6 +127,7 @@ def compile_app(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) ->
         launcher.write_launcher(build_dir)
         launcher.write_profile_script(build_dir)
         launcher.write_export(BUILDPACK_DIR, build_dir)
+        normalise_modes(slug)
         out.detail(f"{launcher.LAUNCHER} (on PATH on dynos: heroku run heroku-migrate status)")
 
     wire_release_phase(build_dir, config, settings, out)
@@ -81,6 +137,14 @@ def compile_app(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) ->
         f"heroku-migrate installed in {time.monotonic() - started:.1f}s "
         f"({size / 1e6:.1f} MB in {SLUG_DIR}/)"
     )
+    if python.kind == "bundled" and any((build_dir / m).is_file() for m in PYTHON_APP_MARKERS):
+        bundled = _tree_size(build_dir / interpreter.BUNDLE_DIR)
+        out.detail(
+            f"Hint: this looks like a Python app. Put this buildpack after heroku/python and the "
+            f"release phase reuses the app's Python: {bundled / 1e6:.0f} MB less in the slug."
+        )
+        out.detail(f"heroku buildpacks:remove {BUILDPACK_URL}")
+        out.detail(f"heroku buildpacks:add {BUILDPACK_URL}")
 
 
 def install_runtime(
@@ -91,16 +155,27 @@ def install_runtime(
     out: Output,
 ) -> None:
     """Put the runner (`lib`) and its dependencies (`site`) into the slug, with bytecode for the
-    release Python. The result is cached, keyed by everything it depends on, so a warm rebuild
-    copies it instead of unpacking and compiling again."""
+    release Python. The result is cached, keyed by everything it depends on, and checked against
+    its record before reuse, so a warm rebuild copies it instead of unpacking and compiling
+    again, and a damaged copy is rebuilt rather than shipped."""
     slug = build_dir / SLUG_DIR
     key = _runtime_key(python, wheel_files)
     cached = cache / f"runtime-{key}"
+    if cached.is_dir() and not checksums.has_record(cached):
+        shutil.rmtree(cached, ignore_errors=True)  # cached by a version that kept no record
     if cached.is_dir():
-        for part in ("lib", "site"):
-            interpreter.copy_tree(cached / part, slug / part)
-        out.detail("Runner, dependencies and their bytecode from the build cache")
-        return
+        bad = checksums.damaged(cached)
+        if not bad:
+            for part in ("lib", "site"):
+                interpreter.copy_tree(cached / part, slug / part)
+            out.detail("Runner, dependencies and their bytecode from the build cache")
+            return
+        out.warn(
+            f"The cached runner is damaged ({bad[0]}"
+            + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+            + "); building it again."
+        )
+        shutil.rmtree(cached, ignore_errors=True)
     for wheel_file in wheel_files:
         wheels.unpack(wheel_file, slug / "site")
     shutil.copytree(
@@ -115,9 +190,39 @@ def install_runtime(
     try:
         for part in ("lib", "site"):
             shutil.copytree(slug / part, scratch / part)
+        checksums.write_record(scratch)
         scratch.rename(cached)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def discard_damaged_bundles(cache: Path, out: Output) -> None:
+    """Drop a cached bundled Python whose files no longer match their record, so that
+    `interpreter.choose` builds it again."""
+    for bundle in cache.glob("python-*"):
+        if bundle.is_dir() and checksums.has_record(bundle) and checksums.damaged(bundle):
+            out.warn("The cached Python is damaged; bundling it again.")
+            shutil.rmtree(bundle, ignore_errors=True)
+
+
+def record_bundles(cache: Path) -> None:
+    """Record a bundled Python the moment it enters the cache (see `discard_damaged_bundles`)."""
+    for bundle in cache.glob("python-*"):
+        if (bundle / ".complete").is_file() and not checksums.has_record(bundle):
+            checksums.write_record(bundle)
+
+
+def normalise_modes(folder: Path) -> None:
+    """Folders 0755, executables 0755, other files 0644: the slug is run by another user than the
+    one that built it, and temporary folders (mkdtemp) start as 0700."""
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        if path.is_dir() or path.stat().st_mode & 0o111:
+            path.chmod(0o755)
+        else:
+            path.chmod(0o644)
 
 
 def _runtime_key(python: interpreter.ReleasePython, wheel_files: list[Path]) -> str:
@@ -132,16 +237,27 @@ def _runtime_key(python: interpreter.ReleasePython, wheel_files: list[Path]) -> 
     return digest.hexdigest()[:16]
 
 
+def _one_line(value: str) -> str:
+    """A config var's value as one printable line: quoted and escaped when it needs it."""
+    value = value.strip()
+    return value if value.isprintable() else repr(value)
+
+
 def read_settings(
     build_dir: Path, settings: dict[str, str], wheel_files: list[Path], out: Output
 ) -> Config:
     """The app's settings from its config vars and `migrate.toml`, checked now rather than at
-    release time."""
+    release time. Only the values of known settings are printed: a `MIGRATE_*` variable that is
+    not one may hold anything, a password included."""
     # A pure-Python wheel is a zip archive Python imports from: tomli for Python 3.10.
     sys.path.extend(str(path) for path in wheel_files if str(path) not in sys.path)
+    unknown = unknown_env_settings(settings)
+    for name in unknown:
+        out.add_secret(settings[name])
     for name, value in settings.items():
-        out.detail(f"{name}={value.strip()} (config var)")
-    for name in envdir.unknown_settings(settings):
+        if name not in unknown:
+            out.detail(f"{name}={_one_line(value)} (config var)")
+    for name in unknown:
         out.warn(f"Config var {name} is not a heroku-migrate setting; it is ignored.")
     if (build_dir / CONFIG_FILE).is_file():
         out.detail(f"{CONFIG_FILE} found")
@@ -149,15 +265,38 @@ def read_settings(
 
 
 def validate(
-    build_dir: Path, settings: dict[str, str], wheel_files: list[Path], manifest: Path, out: Output
+    build_dir: Path,
+    config: Config,
+    settings: dict[str, str],
+    wheel_files: list[Path],
+    *,
+    manifest: Path,
+    out: Output,
 ) -> None:
     """Run the runner's offline `validate` on the app's migration files, with the settings from
     the config vars (the dependencies are imported straight from their wheels). It writes the
     manifest that lets a release with nothing pending skip reading the files."""
+    if not config.migrations_dir.is_dir():
+        origin = (
+            f"the {config.env_name('path')} config var"
+            if settings.get(config.env_name("path"), "").strip()
+            else f"`path` in {CONFIG_FILE}"
+            if (build_dir / CONFIG_FILE).is_file()
+            else "the default"
+        )
+        raise BuildFailed(
+            f"The migrations folder {config.path}/ does not exist (set by {origin}).",
+            fix=f"Create it with your first migration (mkdir -p {config.path}, add e.g. "
+            f"{config.path}/1_create_users.up.sql, commit), or point `path` in {CONFIG_FILE} "
+            "at the folder that holds your migrations.",
+        )
     env = interpreter.build_env()
-    env.update(settings)
+    # Only real settings: the others were reported already, and may hold anything.
+    unknown = set(unknown_env_settings(settings))
+    env.update((name, value) for name, value in settings.items() if name not in unknown)
     env["PYTHONPATH"] = os.pathsep.join([str(RUNNER_SOURCE.parent), *map(str, wheel_files)])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["NO_COLOR"] = "1"
     # `-c` rather than `-m`, with sys.path[0] (the app's directory) removed: an app file must
     # not shadow a module of the runner.
     code = (
@@ -168,21 +307,28 @@ def validate(
         [sys.executable, "-s", "-c", code, "validate", "--manifest", str(manifest)],
         cwd=build_dir,
         env=env,
-        stdout=subprocess.PIPE,
+        capture_output=True,
         text=True,
         check=False,
     )
     # Its report belongs under this step: its own `-----> ` line becomes a detail.
     for line in result.stdout.splitlines():
         out.detail(line.removeprefix("-----> ").strip())
+    for line in result.stderr.splitlines():
+        out.error(line.removeprefix(" !     "))
     if result.returncode == EXIT_BAD_INPUT:
         raise BuildFailed(
             "The build stopped because of the problem above, so that it cannot fail your release.",
-            fix="Fix the file it names, commit, and push again. "
+            fix="Fix what it names, commit, and push again. "
             "Check locally with: heroku-migrate validate",
         )
     if result.returncode != 0:
         raise BuildFailed(f"heroku-migrate validate failed with exit status {result.returncode}.")
+    if not any(config.migrations_dir.glob("*.sql")):
+        out.detail(
+            f"{config.path}/ holds no migration yet: the release phase has nothing to apply "
+            f"until you add one (e.g. {config.path}/1_create_users.up.sql)."
+        )
 
 
 def wire_release_phase(
@@ -200,23 +346,23 @@ def wire_release_phase(
         return
     with _step(out, "Wiring the release phase"):
         wiring = wire(build_dir / "Procfile")
-        messages = {
+        messages: dict[WiringAction, str] = {
             "created": "No Procfile: created one with a release line",
             "added": "Procfile had no release line: added one",
             "wrapped": "Procfile had a release line: migrations now run first, then the "
             "previous command if they succeed",
-            "unchanged": "Procfile's release line already runs heroku-migrate: unchanged",
+            "unchanged": "Procfile's release line already runs heroku-migrate up: unchanged",
         }
         out.detail(messages[wiring.action])
-        out.detail(wiring.release_line)
-        language = default_web_at_risk(build_dir)
-        if language is not None:
-            out.warn(
-                f"The Procfile has no web: line, and {language} may be counting on its default",
-                "one. Heroku takes default process types from the LAST buildpack only: if this",
-                "buildpack runs last, the app gets no web process. Add your web: line to the",
-                "Procfile, or run this buildpack first: heroku buildpacks:add --index 1 <url>.",
+        if wiring.replaced_link:
+            out.detail(
+                f"Procfile was a symbolic link to {wiring.replaced_link}: it is now a file with "
+                "the same lines plus the release line (the target is unchanged)"
             )
+        out.detail(wiring.release_line)
+        language = default_web_at_risk(build_dir, wiring)
+        if language is not None:
+            out.warn(*_web_process_advice(language, wiring))
         if wiring.previous and looks_like_golang_migrate_recipe(wiring.previous):
             out.warn(
                 f"Your previous release command ({wiring.previous.strip()}) looks like the",
@@ -224,6 +370,25 @@ def wire_release_phase(
                 "table) when a migration fails. heroku-migrate replaces it: remove it from the",
                 "Procfile's release line.",
             )
+
+
+def _web_process_advice(language: LanguageBuildpack, wiring: Wiring) -> tuple[str, ...]:
+    if language.default_web == "procfile":
+        return (
+            f"The app has no Procfile of its own, so {language.name} would write one with a web:",
+            "line, but only when no Procfile exists: this build just created one, so if",
+            f"{language.name} runs after this buildpack, the app gets no web process.",
+            f"Run this buildpack AFTER {language.name} (re-adding it puts it last):",
+            f"heroku buildpacks:remove {BUILDPACK_URL} && heroku buildpacks:add {BUILDPACK_URL}",
+            "or add your own web: line to the Procfile.",
+        )
+    where = "has no web: line" if wiring.action != "created" else "was created without a web: line"
+    return (
+        f"The Procfile {where}, and {language.name} may be counting on its default",
+        "one. Heroku takes default process types from the LAST buildpack only: if this",
+        "buildpack runs last, the app gets no web process. Add your web: line to the",
+        f"Procfile, or run this buildpack first: heroku buildpacks:add --index 1 {BUILDPACK_URL}",
+    )
 
 
 def _tree_size(path: Path) -> int:

@@ -1,8 +1,10 @@
-"""bin/detect: the buildpack applies when the app has migrations or a `migrate.toml`.
+"""bin/detect: the buildpack applies when the app has a migrations folder or a `migrate.toml`.
 
-No TOML parsing here: a `migrate.toml` that exists means the app wants the buildpack (compile
-reads and checks it). Config vars are not available to bin/detect, so only the default folder is
-looked at otherwise.
+Lenient on purpose, as heroku/python is: detect can only say yes or no, while compile can explain.
+So an empty `db/migrations` (a new project) passes, and compile notes that there is nothing to
+apply yet; a `migrate.toml` passes whatever it says, and compile checks it. Config vars are not
+available to bin/detect (no ENV_DIR), so `MIGRATE_PATH` alone can never make it pass: an app whose
+migrations live elsewhere says so with `path = "..."` in `migrate.toml`.
 """
 
 from __future__ import annotations
@@ -15,23 +17,21 @@ from herokumigrate.output import Output
 NAME = "heroku-migrate"
 
 
-def has_migrations(folder: Path) -> bool:
-    """Whether `folder` holds at least one `.sql` file."""
-    try:
-        return any(entry.suffix == ".sql" and entry.is_file() for entry in folder.iterdir())
-    except OSError:
-        return False
+def applies(build_dir: Path) -> bool:
+    """Whether the app has a `migrate.toml` or a default migrations folder (even an empty one)."""
+    return (build_dir / CONFIG_FILE).is_file() or (build_dir / Config().path).is_dir()
 
 
 def detect(build_dir: Path, out: Output) -> int:
     """Print the buildpack's name and return 0 when it applies; explain and return 1 otherwise."""
-    default_path = Config().path
-    if (build_dir / CONFIG_FILE).is_file() or has_migrations(build_dir / default_path):
+    if applies(build_dir):
         out.plain(NAME)
         return 0
+    default_path = Config().path
     out.error(
-        f"heroku-migrate: nothing to migrate: no .sql file in {default_path}/, no {CONFIG_FILE}.",
+        f"heroku-migrate: nothing to migrate: no {default_path}/ folder, no {CONFIG_FILE}.",
         f"Add your migrations to {default_path}/ (e.g. {default_path}/1_create_users.up.sql), or",
-        f'create {CONFIG_FILE} with path = "your/folder" if they live elsewhere.',
+        f'create {CONFIG_FILE} with path = "your/folder" if they live elsewhere (the',
+        "MIGRATE_PATH config var is not visible to detection).",
     )
     return 1

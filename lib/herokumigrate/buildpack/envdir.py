@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from herokumigrate.config import ENV_PREFIX, SETTINGS
+from herokumigrate.config import ENV_PREFIX
 
 _NAME_RE = re.compile(r"[A-Z][A-Z0-9_]*\Z")
 
@@ -27,9 +27,3 @@ def read_settings(env_dir: Path) -> dict[str, str]:
             continue
         values[name] = entry.read_bytes().decode("utf-8", errors="replace")
     return values
-
-
-def unknown_settings(values: dict[str, str]) -> list[str]:
-    """The names in `values` that are not a setting (probably a typo)."""
-    known = {ENV_PREFIX + key.upper() for key in SETTINGS}
-    return sorted(name for name in values if name not in known)

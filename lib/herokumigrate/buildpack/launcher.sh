@@ -12,6 +12,8 @@ fi
 if [[ "${self}" != /* ]]; then
 	self=${PWD}/${self}
 fi
+# The Procfile runs ./.heroku-migrate/bin/heroku-migrate: drop the `/./` (no subshell for a cd).
+self=${self//\/.\//\/}
 home=${self%/*}
 home=${home%/*}
 app=${home%/*}
@@ -49,6 +51,9 @@ fi
 # Only the runner and its pinned dependencies: not the app's PYTHONPATH, not site-packages (-S),
 # not the current directory (dropped from sys.path, so an app file cannot shadow a module).
 export PYTHONPATH="${home}/lib:${home}/site"
+# Relative settings (the migrations folder, migrate.toml) are resolved against the app, wherever
+# the command is run from (`cd db && heroku-migrate status`).
+export HEROKU_MIGRATE_APP_ROOT="${app}"
 if [[ -f "${home}/manifest.json" ]]; then
 	# What the build validated: lets a release with nothing pending skip reading every file.
 	export HEROKU_MIGRATE_MANIFEST="${home}/manifest.json"

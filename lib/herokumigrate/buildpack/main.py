@@ -6,6 +6,7 @@ buildpack and is reported as an internal error with its traceback.
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,22 +17,55 @@ from herokumigrate.output import Output
 ISSUES_URL = "https://github.com/heroku-buildpack-migrate/heroku-buildpack-migrate/issues"
 
 
-def _detect(args: Sequence[str], out: Output) -> int:
+class BuildOutput(Output):
+    """Output that names files as the user knows them: relative to the app, not to the
+    `/tmp/build_*` folder the platform builds in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._build_dirs: list[str] = []
+
+    def show_relative_to(self, build_dir: Path) -> None:
+        """From now on, write paths under `build_dir` relative to it."""
+        # As given, and as the OS reports it (a subprocess's getcwd resolves links).
+        self._build_dirs = sorted({str(build_dir), os.path.realpath(build_dir)}, key=len)[::-1]
+
+    def redact(self, text: str) -> str:
+        """Redacted text (see `Output.redact`) with the build folder's paths made relative."""
+        for build_dir in self._build_dirs:
+            text = text.replace(build_dir + "/", "").replace(build_dir, ".")
+        return super().redact(text)
+
+
+def _detect(args: Sequence[str], out: BuildOutput) -> int:
     from herokumigrate.buildpack.detect import detect
 
     (build_dir,) = _paths(args, "bin/detect BUILD_DIR")
     return detect(build_dir, out)
 
 
-def _compile(args: Sequence[str], out: Output) -> int:
+def _compile(args: Sequence[str], out: BuildOutput) -> int:
     from herokumigrate.buildpack.build import compile_app
 
     build_dir, cache_dir, env_dir = _paths(args, "bin/compile BUILD_DIR CACHE_DIR ENV_DIR")
+    out.show_relative_to(build_dir)
     compile_app(build_dir, cache_dir, env_dir, out)
     return 0
 
 
-def _release(args: Sequence[str], out: Output) -> int:
+def _test_compile(args: Sequence[str], out: BuildOutput) -> int:
+    from herokumigrate.buildpack.build import compile_app
+    from herokumigrate.buildpack.heroku_ci import explain_test_setup
+
+    usage = "bin/test-compile BUILD_DIR CACHE_DIR ENV_DIR"
+    build_dir, cache_dir, env_dir = _paths(args, usage)
+    out.show_relative_to(build_dir)
+    compile_app(build_dir, cache_dir, env_dir, out)
+    explain_test_setup(build_dir, out)
+    return 0
+
+
+def _release(args: Sequence[str], out: BuildOutput) -> int:
     from herokumigrate.buildpack.release import release_yaml
 
     _paths(args, "bin/release BUILD_DIR")
@@ -39,9 +73,10 @@ def _release(args: Sequence[str], out: Output) -> int:
     return 0
 
 
-STEPS: dict[str, Callable[[Sequence[str], Output], int]] = {
+STEPS: dict[str, Callable[[Sequence[str], BuildOutput], int]] = {
     "detect": _detect,
     "compile": _compile,
+    "test-compile": _test_compile,
     "release": _release,
 }
 
@@ -59,7 +94,7 @@ def _paths(args: Sequence[str], usage: str) -> list[Path]:
 
 def main(argv: Sequence[str]) -> int:
     """Run one buildpack step; the exit status for bin/*."""
-    out = Output()
+    out = BuildOutput()
     if not argv or argv[0] not in STEPS:
         out.error(f"Usage: python -m herokumigrate.buildpack {{{'|'.join(STEPS)}}} ARGS...")
         return 2

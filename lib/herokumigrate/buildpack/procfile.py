@@ -4,32 +4,45 @@ Only the last buildpack's `bin/release` counts, so a `release` default process t
 on buildpack order; the Procfile, read from the compiled slug, does not. Every line other than
 `release:` is kept byte for byte (the file is handled as Latin-1, which maps every byte to one
 character and back), and so are the line endings.
+
+The Procfile is written by replacing it (a new file renamed over it), never through a symbolic
+link: a link into the app is replaced by a regular file with the target's lines (the target is
+left as it was); any other link is refused, since writing through it would change a file outside
+the app or one Heroku never reads.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from herokumigrate.buildpack import SLUG_DIR
+from herokumigrate.buildpack import SLUG_DIR, BuildFailed
 
 RELEASE_COMMAND = f"./{SLUG_DIR}/bin/heroku-migrate up"
 # A UTF-8 byte order mark decodes to these three characters in Latin-1.
 _RELEASE_LINE = re.compile(r"^(\xef\xbb\xbf)?([ \t]*release[ \t]*:[ \t]*)(.*?)([ \t]*)(\r?)$")
-_OURS = re.compile(r"(^|[\s/;&|(]|\{)heroku-migrate(\s|$)")
 _GOLANG_MIGRATE_RECIPE = re.compile(r"migration\.sh|\bmigrate\b.*-database|\bdown\s+--?all\b")
+
+WiringAction = Literal["created", "added", "wrapped", "unchanged"]
+"""`created` (no Procfile), `added` (no release line), `wrapped` (migrations now run before the
+existing release command), `unchanged` (the release line already runs `heroku-migrate up`)."""
 
 
 @dataclass(frozen=True)
 class Wiring:
     """What `wire` did: the release line now in the Procfile, and how it got there."""
 
-    action: str
-    """`created` (no Procfile), `added` (no release line), `wrapped`, or `unchanged`."""
+    action: WiringAction
     release_line: str
     previous: str = ""
     """The release command that was there before, if any."""
+    replaced_link: str = ""
+    """The target of the symbolic link the Procfile was, when it was replaced by a file."""
 
 
 def chain(existing: str) -> str:
@@ -50,9 +63,41 @@ def chain(existing: str) -> str:
     return f"{RELEASE_COMMAND} && {{ {command}; }}"
 
 
+# Words after which the next word is a command to run, and words that run the command after them.
+_COMMAND_STARTS = frozenset(
+    {"&&", "||", ";", ";;", "|", "&", "(", ")", "{", "!", "then", "do", "else"}
+)
+_COMMAND_PREFIXES = frozenset({"exec", "command", "time", "env", "nice"})
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
 def is_wired(command: str) -> bool:
-    """Whether a release command already runs heroku-migrate (added by a build or by hand)."""
-    return _OURS.search(command) is not None
+    """Whether a release command runs `heroku-migrate up` (added by a build or by hand).
+
+    Only a `heroku-migrate` (or a path ending in it) in a command position counts, followed by
+    `up` before the next command: not a comment, not `echo heroku-migrate`, not
+    `heroku-migrate status`.
+    """
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        words = list(lexer)
+    except ValueError:  # an unbalanced quote: bash would not run it either
+        return False
+    at_command = True
+    running_us = False
+    for word in words:
+        if word in _COMMAND_STARTS:
+            at_command, running_us = True, False
+        elif running_us:
+            if word == "up":
+                return True
+        elif at_command:
+            if _ASSIGNMENT.match(word) or word in _COMMAND_PREFIXES:
+                continue
+            running_us = word.rsplit("/", 1)[-1] == "heroku-migrate"
+            at_command = False
+    return False
 
 
 def looks_like_golang_migrate_recipe(command: str) -> bool:
@@ -60,13 +105,51 @@ def looks_like_golang_migrate_recipe(command: str) -> bool:
     return _GOLANG_MIGRATE_RECIPE.search(command) is not None
 
 
+def _read(procfile: Path) -> tuple[str | None, str]:
+    """The Procfile's text (None when there is none) and the link target it came through."""
+    try:
+        info = procfile.lstat()
+    except FileNotFoundError:
+        return None, ""
+    if stat.S_ISDIR(info.st_mode):
+        raise BuildFailed(
+            "Procfile is a folder; Heroku reads process types from a file of that name.",
+            fix="Rename the folder, or set MIGRATE_RELEASE_PHASE=false and wire the release "
+            "phase yourself.",
+        )
+    if not stat.S_ISLNK(info.st_mode):
+        return procfile.read_bytes().decode("latin-1"), ""
+    link = os.readlink(procfile)
+    app = procfile.parent.resolve()
+    target = procfile.resolve()
+    if not target.is_relative_to(app) or not target.is_file():
+        raise BuildFailed(
+            f"Procfile is a symbolic link to {link}, which is not a file inside the app; the "
+            "build writes the release line into the Procfile and will not write through it.",
+            fix="Commit the Procfile as a regular file (git rm Procfile, then add the file), or "
+            "set MIGRATE_RELEASE_PHASE=false and wire the release phase yourself.",
+        )
+    return target.read_bytes().decode("latin-1"), link
+
+
+def _write(procfile: Path, text: str) -> None:
+    """Replace the Procfile (never writing through a link) with `text`, mode 0644."""
+    scratch = procfile.with_name(".Procfile.heroku-migrate")
+    scratch.unlink(missing_ok=True)
+    descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(descriptor, "wb") as stream:
+        stream.write(text.encode("latin-1"))
+    os.chmod(scratch, 0o644)
+    os.replace(scratch, procfile)
+
+
 def wire(procfile: Path) -> Wiring:
-    """Make the Procfile's `release:` run the migrations first; see `Wiring.action`."""
-    if not procfile.exists():
+    """Make the Procfile's `release:` run the migrations first; see `WiringAction`."""
+    text, link = _read(procfile)
+    if text is None:
         line = f"release: {RELEASE_COMMAND}"
-        procfile.write_bytes((line + "\n").encode("latin-1"))
+        _write(procfile, line + "\n")
         return Wiring("created", line)
-    text = procfile.read_bytes().decode("latin-1")
     lines = text.splitlines(keepends=True)
     found: Wiring | None = None
     for index, raw in enumerate(lines):
@@ -78,47 +161,69 @@ def wire(procfile: Path) -> Wiring:
         if is_wired(command):
             found = found or Wiring("unchanged", (prefix + command).strip(), command)
             continue
+        if not command.strip() and prefix.endswith(":"):
+            prefix += " "  # `release:` alone: `release: ./…`, not `release:./…`
         new_body = f"{bom or ''}{prefix}{chain(command)}{cr}"
         lines[index] = new_body + raw[len(body) :]
-        found = Wiring("wrapped", (prefix + chain(command)).strip(), command)
+        found = Wiring("wrapped", (prefix + chain(command)).strip(), command, link)
     if found is not None:
         if found.action == "wrapped":
-            procfile.write_bytes("".join(lines).encode("latin-1"))
+            _write(procfile, "".join(lines))
         return found
     newline = "\r\n" if "\r\n" in text else "\n"
     if text and not text.endswith("\n"):
         text += newline
     line = f"release: {RELEASE_COMMAND}"
-    procfile.write_bytes((text + line + newline).encode("latin-1"))
-    return Wiring("added", line)
+    _write(procfile, text + line + newline)
+    return Wiring("added", line, replaced_link=link)
 
 
 _WEB_LINE = re.compile(r"^(\xef\xbb\xbf)?[ \t]*web[ \t]*:", re.MULTILINE)
-# Files by which a language buildpack that supplies a default `web` process recognises an app.
-DEFAULT_WEB_MARKERS = {
-    "package.json": "heroku/nodejs",
-    "Gemfile": "heroku/ruby",
-    "composer.json": "heroku/php",
-    "pom.xml": "heroku/java",
-    "build.gradle": "heroku/gradle",
-    "build.sbt": "heroku/scala",
-    "project.clj": "heroku/clojure",
-    "go.mod": "heroku/go",
-}
+
+DefaultWebSource = Literal["procfile", "release"]
+"""How a language buildpack supplies a default `web` process: by writing a Procfile during its
+compile when the app has none (heroku/go), or as a default process type in its `bin/release`,
+which Heroku reads from the last buildpack only (heroku/nodejs, heroku/ruby, ...)."""
 
 
-def default_web_at_risk(build_dir: Path) -> str | None:
-    """The language buildpack whose default `web` process Heroku would drop, if any.
+@dataclass(frozen=True)
+class LanguageBuildpack:
+    """A language buildpack that may give the app a default `web` process."""
 
-    Heroku takes default process types from the last buildpack only, and a Procfile we created
-    stops heroku/go from writing its own; an app with a language marker file and no `web:` line
-    in its Procfile may therefore lose its web process when this buildpack runs last.
+    name: str
+    marker: str
+    """The file by which it recognises an app."""
+    default_web: DefaultWebSource
+
+
+# heroku/python supplies no default process type, so it is not here.
+LANGUAGE_BUILDPACKS = (
+    LanguageBuildpack("heroku/go", "go.mod", "procfile"),
+    LanguageBuildpack("heroku/nodejs", "package.json", "release"),
+    LanguageBuildpack("heroku/ruby", "Gemfile", "release"),
+    LanguageBuildpack("heroku/php", "composer.json", "release"),
+    LanguageBuildpack("heroku/java", "pom.xml", "release"),
+    LanguageBuildpack("heroku/gradle", "build.gradle", "release"),
+    LanguageBuildpack("heroku/scala", "build.sbt", "release"),
+    LanguageBuildpack("heroku/clojure", "project.clj", "release"),
+)
+
+
+def default_web_at_risk(build_dir: Path, wiring: Wiring) -> LanguageBuildpack | None:
+    """The language buildpack whose default `web` process the app may lose, if any.
+
+    With no `web:` line in the Procfile: heroku/go writes a Procfile with one only when the app
+    has none, so a Procfile this build created stops it (it must run before us); the others'
+    defaults come from their `bin/release`, which counts only for the last buildpack.
     """
     procfile = build_dir / "Procfile"
     text = procfile.read_bytes().decode("latin-1") if procfile.is_file() else ""
     if _WEB_LINE.search(text):
         return None
-    for marker, buildpack in DEFAULT_WEB_MARKERS.items():
-        if (build_dir / marker).is_file():
-            return buildpack
+    for language in LANGUAGE_BUILDPACKS:
+        if not (build_dir / language.marker).is_file():
+            continue
+        if language.default_web == "procfile" and wiring.action != "created":
+            return None  # the app had a Procfile: heroku/go adds no web: line in any order
+        return language
     return None

@@ -1,0 +1,257 @@
+"""The buildpack's hardening, built as Heroku builds (see `buildpack_harness`): what the build
+explains (detection, folders, buildpack order, config vars), the build cache, Heroku CI, and
+heroku-migrate on a dyno from wherever it is run.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+
+import pytest
+
+# Before the import: the harness's asserts get pytest's messages, and it is also our plugin.
+pytest.register_assert_rewrite("buildpack_harness")
+
+from buildpack_harness import (  # noqa: E402
+    FIXTURES,
+    Heroku24Builds,
+    move_app,
+    needs_pythons,
+    needs_unshare,
+    run_command,
+    run_release,
+    tables,
+)
+
+pytest_plugins = ["buildpack_harness"]
+pytestmark = pytest.mark.buildpack
+
+
+# --------------------------------------------------------------------------------------------
+# What the build explains
+
+
+@needs_unshare
+@needs_pythons
+def test_empty_migrations_folder_builds_with_a_note(heroku24: Heroku24Builds) -> None:
+    app = heroku24.app(FIXTURES / "no_migrations")
+    (app / "db/migrations").mkdir(parents=True)
+    (app / "db/migrations/.gitkeep").write_text("")
+    build = heroku24.compile(app)
+    assert build.result.returncode == 0, build.output
+    assert "db/migrations/ holds no migration yet" in build.result.stdout
+
+
+@needs_unshare
+@needs_pythons
+def test_missing_migrations_folder_says_how_to_create_it(heroku24: Heroku24Builds) -> None:
+    app = heroku24.app(FIXTURES / "no_migrations")
+    (app / "migrate.toml").write_text('path = "sql/migrations"\n')
+    build = heroku24.compile(app)
+    assert build.result.returncode == 1, build.output
+    assert " !     The migrations folder sql/migrations/ does not exist" in build.result.stderr
+    assert "(set by `path` in migrate.toml)" in build.result.stderr
+    assert "mkdir -p sql/migrations" in build.result.stderr
+    assert "Fix the file" not in build.output
+    assert "/build_" not in build.output
+    assert "Internal error" not in build.output
+
+
+@needs_unshare
+@needs_pythons
+def test_go_app_without_procfile_is_told_to_run_this_buildpack_after_heroku_go(
+    heroku24: Heroku24Builds,
+) -> None:
+    app = heroku24.app()
+    (app / "Procfile").unlink()
+    build = heroku24.compile(app)
+    assert build.result.returncode == 0, build.output
+    assert " !     Run this buildpack AFTER heroku/go (re-adding it puts it last):" in (
+        build.result.stderr
+    )
+    assert "heroku buildpacks:remove https://" in build.result.stderr
+    assert "--index 1" not in build.result.stderr
+
+
+@needs_unshare
+@needs_pythons
+def test_node_app_without_web_line_is_told_to_run_this_buildpack_first(
+    heroku24: Heroku24Builds,
+) -> None:
+    app = heroku24.app(FIXTURES / "no_procfile")
+    (app / "package.json").write_text("{}")
+    build = heroku24.compile(app)
+    assert build.result.returncode == 0, build.output
+    assert "heroku/nodejs may be counting on its default" in build.result.stderr
+    assert "heroku buildpacks:add --index 1 https://" in build.result.stderr
+
+
+@needs_unshare
+@needs_pythons
+def test_python_app_built_before_heroku_python_gets_the_order_hint(
+    heroku24: Heroku24Builds,
+) -> None:
+    build = heroku24.compile(FIXTURES / "app_python")
+    assert build.result.returncode == 0, build.output
+    hint = re.search(
+        r"Put this buildpack after heroku/python .*: (\d+) MB less", build.result.stdout
+    )
+    assert hint is not None, build.result.stdout
+    bundled = sum(
+        path.stat().st_size
+        for path in (build.build_dir / ".heroku-migrate/python").rglob("*")
+        if path.is_file() and not path.is_symlink()
+    )
+    assert int(hint.group(1)) == round(bundled / 1e6)
+    assert "heroku buildpacks:remove https://" in build.result.stdout
+
+
+@needs_unshare
+@needs_pythons
+def test_build_log_prints_values_of_known_settings_only(heroku24: Heroku24Builds) -> None:
+    secret = "hunter2-" + secrets.token_hex(8)
+    build = heroku24.compile(
+        config_vars={
+            "MIGRATE_PASSWORD": secret,
+            "MIGRATE_DATABSE_URL": f"postgres://u:{secret}@db.example.com/x",
+            "MIGRATE_LOCK_WAIT": "30\n",
+            "MIGRATE_HISTORY_TABLE": "my_history\nsecond line",
+        }
+    )
+    assert secret not in build.output
+    assert (
+        " !     Config var MIGRATE_PASSWORD is not a heroku-migrate setting" in build.result.stderr
+    )
+    assert " !     Config var MIGRATE_DATABSE_URL is not a heroku-migrate setting" in (
+        build.result.stderr
+    )
+    assert "       MIGRATE_LOCK_WAIT=30 (config var)\n" in build.result.stdout
+    assert "       MIGRATE_HISTORY_TABLE='my_history\\nsecond line' (config var)\n" in (
+        build.result.stdout
+    )
+    assert "second line (config var)" not in build.result.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# The build cache
+
+
+def read_only_bind(folder: Path) -> list[str]:
+    """argv prefix running a command with `folder` mounted read-only (root ignores modes)."""
+    script = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
+    return ["unshare", "--mount", "sh", "-c", script, str(folder)]
+
+
+@needs_unshare
+@needs_pythons
+@pytest.mark.parametrize("problem", ["read-only", "cannot be created"])
+def test_unusable_cache_warns_and_the_build_goes_on(
+    heroku24: Heroku24Builds, tmp_path: Path, database_url: str, problem: str
+) -> None:
+    wrap: list[str] = []
+    cache = heroku24.cache
+    if problem == "read-only":
+        wrap = read_only_bind(cache)
+    else:
+        (tmp_path / "a-file").write_text("")
+        cache = tmp_path / "a-file/cache"
+    before = sorted(heroku24.cache.rglob("*"))
+    build = heroku24.compile(cache=cache, wrap=wrap)
+    assert build.result.returncode == 0, build.output
+    assert f" !     The build cache ({cache}) cannot be written" in build.result.stderr
+    assert "Traceback" not in build.output
+    assert "Internal error" not in build.output
+    assert sorted(heroku24.cache.rglob("*")) == before
+    app = move_app(build, tmp_path / "app")
+    result = run_release(app, database_url, hide_python=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_unshare
+@needs_pythons
+@pytest.mark.parametrize("part", ["runtime", "python"])
+def test_damaged_cached_bytecode_is_rebuilt_not_shipped(
+    heroku24: Heroku24Builds, tmp_path: Path, database_url: str, part: str
+) -> None:
+    (cached,) = (heroku24.cache / "heroku-migrate").glob(f"{part}-*")
+    pyc = sorted(cached.rglob("__pycache__/*.pyc"))[0]
+    intact = pyc.read_bytes()
+    pyc.write_bytes(intact[: len(intact) // 2])
+    build = heroku24.compile(offline=True)
+    assert build.result.returncode == 0, build.output
+    what = "runner" if part == "runtime" else "Python"
+    assert f" !     The cached {what} is damaged" in build.result.stderr
+    slug = build.build_dir / ".heroku-migrate"
+    in_slug = (slug if part == "runtime" else slug / "python") / pyc.relative_to(cached)
+    assert in_slug.read_bytes() == intact
+    rebuilt = next((heroku24.cache / "heroku-migrate").glob(f"{part}-*"))
+    assert (rebuilt / pyc.relative_to(cached)).read_bytes() == intact
+    app = move_app(build, tmp_path / "app")
+    result = run_release(app, database_url, hide_python=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Heroku CI
+
+
+@needs_unshare
+@needs_pythons
+def test_test_compile_builds_and_test_setup_migrates_the_ci_database(
+    heroku24: Heroku24Builds, tmp_path: Path, database_url: str
+) -> None:
+    build = heroku24.compile(script="test-compile")
+    assert build.result.returncode == 0, build.output
+    assert "-----> Heroku CI" in build.result.stdout
+    assert '"test-setup": "heroku-migrate up"' in build.result.stdout
+
+    app = heroku24.app()
+    (app / "app.json").write_text(
+        '{"environments": {"test": {"scripts": {"test-setup": "heroku-migrate up"}}}}'
+    )
+    build = heroku24.compile(app, script="test-compile")
+    assert build.result.returncode == 0, build.output
+    assert "app.json's test-setup runs the migrations before the tests" in build.result.stdout
+    # What Heroku CI then does: test-setup from $HOME in a dyno, .profile.d sourced.
+    app = move_app(build, tmp_path / "app")
+    result = run_command(app, "heroku-migrate up", database_url, hide_python=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {"users", "orders"} <= tables(database_url)
+
+
+# --------------------------------------------------------------------------------------------
+# heroku-migrate on a dyno, from wherever it is run
+
+NEEDS_CONFIG_APP_ROOT = pytest.mark.xfail(
+    strict=True,
+    reason="needs the config to resolve relative settings against HEROKU_MIGRATE_APP_ROOT "
+    "(helper 'settings', config.py); the launcher already exports it",
+)
+
+
+@needs_unshare
+@needs_pythons
+@pytest.mark.parametrize(
+    ("how", "cwd"),
+    [
+        pytest.param("launcher", "/", marks=NEEDS_CONFIG_APP_ROOT, id="by-path-from-root"),
+        pytest.param("symlink", "/", marks=NEEDS_CONFIG_APP_ROOT, id="symlink-from-root"),
+        pytest.param("PATH", "db", marks=NEEDS_CONFIG_APP_ROOT, id="on-path-from-db"),
+        pytest.param("PATH", ".", id="on-path-from-app"),
+    ],
+)
+def test_status_runs_from_any_directory(
+    heroku24: Heroku24Builds, tmp_path: Path, database_url: str, how: str, cwd: str
+) -> None:
+    build = heroku24.compile()
+    assert build.result.returncode == 0, build.output
+    app = move_app(build, tmp_path / "app")
+    assert run_release(app, database_url).returncode == 0
+    launcher = app / ".heroku-migrate/bin/heroku-migrate"
+    command = {"launcher": str(launcher), "symlink": str(tmp_path / "hm"), "PATH": "heroku-migrate"}
+    (tmp_path / "hm").symlink_to(launcher)
+    result = run_command(app, f"{command[how]} status", database_url, cwd=cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "20260101120000" in result.stdout
