@@ -41,7 +41,7 @@ TARGETS: dict[str, list[str]] = {
     "sqlsplit": ["test/test_sqlsplit.py", "test/test_source.py"],
     "history": ["test/test_runner.py", "test/test_faults.py"],
     "lock": ["test/test_concurrency.py", "test/test_runner.py"],
-    "buildpack/procfile": ["test/test_buildpack.py"],
+    "buildpack/procfile": ["test/test_procfile.py"],
     "plan": ["test/test_plan.py", "test/test_runner.py"],
     "apply": ["test/test_runner.py", "test/test_faults.py"],
     "compensate": ["test/test_faults.py"],
