@@ -118,6 +118,8 @@ def _checksum(text: str, start: int, stop: int) -> str:
     """sha256 of text[start:stop] as UTF-8, encoded a chunk at a time (no copy of a big file)."""
     import hashlib  # here: a release answered from the build's manifest needs no checksums
 
+    if stop - start <= _HASH_CHUNK:  # the common small file: one call
+        return hashlib.sha256(text[start:stop].encode("utf-8")).hexdigest()
     digest = hashlib.sha256()
     for at in range(start, stop, _HASH_CHUNK):
         digest.update(text[at : min(stop, at + _HASH_CHUNK)].encode("utf-8"))
@@ -340,12 +342,13 @@ class _Folder:
         if match is None or (single and name.endswith((".up.sql", ".down.sql"))):
             self.problems.add(name, _bad_name(name))
             return
+        digits, title = match.group(1, 2)
         try:
-            version = _version(path, match.group(1))
+            version = _version(path, digits)
         except BadInput as exc:
             self.problems.add(name, exc)
             return
-        title = match.group(2) or ""
+        title = title or ""
         if golang and golang.group(3) == "down":
             if version in self.downs:
                 self.problems.add(
@@ -359,7 +362,7 @@ class _Folder:
             else:
                 self.downs[version] = (path, title)
         elif self.claim(version, path):
-            (self.ups if golang else self.singles)[version] = (path, title, match.group(1))
+            (self.ups if golang else self.singles)[version] = (path, title, digits)
 
     def check_downs(self) -> None:
         """Every down file pairs with an up file of the same version and title."""
