@@ -121,7 +121,7 @@ def test_empty_sections_are_no_ops(tmp_path: Path) -> None:
     [m] = load_migrations(folder)
     assert m.applies_nothing
     assert m.reverts_nothing
-    assert check_folder(folder).applies_nothing == ["4_empty"]
+    assert check_folder(folder)[1].applies_nothing == ["4_empty"]
 
 
 def test_annotations_are_case_insensitive_and_tolerate_crlf_and_comments_first(

@@ -438,7 +438,7 @@ def test_comment_only_and_empty_ups_are_no_op_migrations(tmp_path: Path) -> None
     comment = migrations[1]
     assert comment.up.statements == []
     assert comment.checksum == checksum_of(LOREM)
-    report = check_folder(folder)
+    report = check_folder(folder)[1]
     assert report.migrations == 7
     assert report.applies_nothing == [m.label for m in migrations[1:]]
     assert report.details()[1].startswith("6 migration(s) have no SQL")
@@ -469,7 +469,7 @@ def test_empty_down_file_reverts_nothing_and_a_missing_one_is_irreversible(
         assert no_op.reverts_nothing
     assert final.down is None
     assert not final.reverts_nothing
-    report = check_folder(folder)
+    report = check_folder(folder)[1]
     assert (report.downs, report.reverts_nothing) == (3, ["2_backfill", "3_more"])
     assert "2 down migration(s) are empty" in report.details()[1]
 
@@ -479,7 +479,7 @@ def test_many_empty_downs_in_a_large_set_validate(tmp_path: Path) -> None:
     for v in range(1, 270):
         files[f"{v:04d}_step.up.sql"] = f"CREATE TABLE t{v} (id int);\n"
         files[f"{v:04d}_step.down.sql"] = "" if v % 11 == 0 else f"DROP TABLE t{v};\n"
-    report = check_folder(_folder(tmp_path, files))
+    report = check_folder(_folder(tmp_path, files))[1]
     assert (report.migrations, report.downs, len(report.reverts_nothing)) == (269, 269, 24)
     assert report.details()[1].endswith("and 14 more")
 
@@ -562,7 +562,7 @@ def test_validate_warns_about_statements_changing_protected_settings(tmp_path: P
             "VALUES ('SET lock_timeout = 0');\n",
         },
     )
-    report = check_folder(folder)
+    report = check_folder(folder)[1]
     assert [w.split(", which")[0].split(": resets")[0] for w in report.warnings] == [
         "1_dump.up.sql: line 1: changes statement_timeout",
         "1_dump.up.sql: line 2: changes lock_timeout",

@@ -286,16 +286,18 @@ def load_migrations(directory: Path, app_root: Path | None = None) -> list[Migra
     return migrations
 
 
-def check_folder(directory: Path, app_root: Path | None = None) -> ValidationReport:
+def check_folder(
+    directory: Path, app_root: Path | None = None
+) -> tuple[list[Migration], ValidationReport]:
     """`validate`: load every file and split every section, reporting every problem of the
-    folder (bad names, files and SQL) in one BadInput; else what the report shows."""
+    folder (bad names, files and SQL) in one BadInput; else the migrations and the report."""
     from herokumigrate.validation import check_migrations
 
     problems = FileProblems()
     migrations = _load(directory, app_root, problems)
     report = check_migrations(migrations, problems)
     problems.raise_if_any()
-    return report
+    return migrations, report
 
 
 def validate(migrations: list[Migration]) -> dict[str, int]:
