@@ -613,3 +613,11 @@ def test_split_error_in_a_large_section_names_its_file_line(
     [m] = load_migrations(folder)
     with pytest.raises(BadInput, match=r"^1_a\.sql: line 52: unterminated"):
         list(m.up.iter_statements())
+
+
+def test_protected_setting_warnings_are_capped_with_a_count(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, {"1_dump.up.sql": "SET lock_timeout = 0;\n" * 60})
+    report = check_folder(folder)[1]
+    assert len(report.warnings) == 51
+    assert report.warnings[49].startswith("1_dump.up.sql: line 50: changes lock_timeout")
+    assert report.warnings[-1] == "... and 10 more statement(s) changing protected settings"

@@ -11,7 +11,6 @@ import re
 
 from herokumigrate.formats import NewFile
 
-NAME = "golang-migrate"
 # ASCII digits only: `\d` and int() would also take other scripts' digits (U+0661 is 1).
 NAME_RE = re.compile(r"^([0-9]+)_(.*)\.(up|down)\.sql$", re.ASCII | re.DOTALL)
 
