@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-MB = 1024 * 1024
+MB = 1024 * 1024  # sizes and figures are in MiB, as ru_maxrss (KiB) / 1024
 GOAL_FACTOR = 3
 GOAL_SLACK_MB = 60
 
@@ -56,7 +56,7 @@ def write_migration(folder: Path, size_mb: int, fmt: str) -> Path:
 
 
 def peak_rss_mb(command: list[str], env: dict[str, str], cwd: Path) -> tuple[int, float]:
-    """Exit status and peak RSS (MB) of `command`, run as a child of this process."""
+    """Exit status and peak RSS (MiB) of `command`, run as a child of this process."""
     proc = subprocess.Popen(
         command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -95,8 +95,8 @@ def main() -> int:
             verdict = "PASS" if status == 0 and floor_status == 0 and peak <= goal else "FAIL"
             ok = ok and verdict == "PASS"
             print(
-                f"validate, {fmt}, one {size_mb:.1f} MB file: peak RSS {peak:.0f} MB "
-                f"(interpreter alone {floor:.0f} MB; goal <= {goal:.0f} MB: {verdict}; "
+                f"validate, {fmt}, one {size_mb:.1f} MiB file: peak RSS {peak:.0f} MiB "
+                f"(interpreter alone {floor:.0f} MiB; goal <= {goal:.0f} MiB: {verdict}; "
                 f"exit {status})"
             )
     return 0 if ok else 1
