@@ -304,6 +304,34 @@ CASES = [
         files={"9223372036854775808_x.up.sql": GOOD_UP},
         offline=True,
     ),
+    Case(
+        "name-version-in-arabic-indic-digits",
+        "\u0661_add_widgets.up.sql",
+        "0-9",
+        files={"\u0661_add_widgets.up.sql": GOOD_UP},  # Python's int() reads it as 1
+        offline=True,
+    ),
+    Case(
+        "name-holds-a-line-break",
+        "'4_add\\nwidgets.up.sql'",
+        "Rename",
+        files={"4_add\nwidgets.up.sql": GOOD_UP},
+        offline=True,
+    ),
+    Case(
+        "name-holds-a-terminal-escape",
+        "'4_add\\x1b[2Jwidgets.up.sql'",
+        "Rename",
+        files={"4_add\x1b[2Jwidgets.up.sql": GOOD_UP},
+        offline=True,
+    ),
+    Case(
+        "name-ends-in-a-line-break",
+        "'4_add_widgets.up.sql\\n'",
+        "Rename",
+        files={"4_add_widgets.up.sql\n": GOOD_UP},
+        offline=True,
+    ),
     # --- duplicate and unpaired versions
     Case(
         "dup-two-up-files",
@@ -373,9 +401,9 @@ CASES = [
     ),
     # --- dbmate markers
     Case(
-        "dbmate-no-up-marker",
+        "single-file-without-dbmate-or-goose-annotation",
         "4_add_widgets.sql",
-        "-- migrate:up",
+        "-- +goose Up",
         files={"4_add_widgets.sql": GOOD_UP},
         offline=True,
     ),
@@ -427,54 +455,26 @@ CASES = [
         files={"4_add_widgets.sql": "SELECT 1;\n-- migrate:up\n" + GOOD_UP},
         offline=True,
     ),
+    # --- goose annotations
     Case(
-        "dbmate-empty-up-section",
+        "goose-envsub-on",
+        "4_add_widgets.sql: line 2",
+        "Write the values into the SQL",
+        files={"4_add_widgets.sql": "-- +goose Up\n-- +goose ENVSUB ON\n" + GOOD_UP},
+        offline=True,
+    ),
+    Case(
+        "goose-statement-begin-never-closed",
+        "4_add_widgets.sql: line 2",
+        "StatementEnd",
+        files={"4_add_widgets.sql": "-- +goose Up\n-- +goose StatementBegin\n" + GOOD_UP},
+        offline=True,
+    ),
+    Case(
+        "goose-and-dbmate-annotations-in-one-file",
         "4_add_widgets.sql",
-        "SQL",
-        files={"4_add_widgets.sql": "-- migrate:up\n\n-- migrate:down\nDROP TABLE widgets;\n"},
-        offline=True,
-    ),
-    Case(
-        "dbmate-comment-only-up-section",
-        "4_add_widgets.sql",
-        "SQL",
-        files={"4_add_widgets.sql": "-- migrate:up\n-- TODO\n/* later */\n"},
-        offline=True,
-    ),
-    # --- empty, blank, comment-only
-    Case(
-        "empty-up-file",
-        "4_add_widgets.up.sql",
-        "SQL",
-        files={"4_add_widgets.up.sql": ""},
-        offline=True,
-    ),
-    Case(
-        "whitespace-only-up-file",
-        "4_add_widgets.up.sql",
-        "SQL",
-        files={"4_add_widgets.up.sql": "  \n\t\n\n"},
-        offline=True,
-    ),
-    Case(
-        "comment-only-up-file",
-        "4_add_widgets.up.sql",
-        "SQL",
-        files={"4_add_widgets.up.sql": "-- create the widgets table\n/* some day */\n"},
-        offline=True,
-    ),
-    Case(
-        "transaction-control-only-up-file",
-        "4_add_widgets.up.sql",
-        "SQL",
-        files={"4_add_widgets.up.sql": "BEGIN;\nCOMMIT;\n"},
-        offline=True,
-    ),
-    Case(
-        "empty-down-file",
-        "4_add_widgets.down.sql",
-        "SQL",
-        files={"4_add_widgets.up.sql": GOOD_UP, "4_add_widgets.down.sql": ""},
+        "one format per file",
+        files={"4_add_widgets.sql": "-- +goose Up\n" + GOOD_UP + "-- migrate:down\n"},
         offline=True,
     ),
     # --- encodings and sizes
@@ -984,6 +984,38 @@ def test_bad_input(case: Case, baseline_ctx: Ctx, pg_server: Server) -> None:
     assert _db_state(pg_server, ctx.dbname, with_log=with_log) == db_before, (
         "a failed run must leave the database exactly as it was"
     )
+
+
+def test_every_bad_file_is_reported_in_one_run(baseline_ctx: Ctx, pg_server: Server) -> None:
+    ctx = baseline_ctx
+    bad = {
+        "4_no_annotation.sql": GOOD_UP,
+        "5_add\nwidgets.up.sql": GOOD_UP,
+        "\u0661_arabic.up.sql": GOOD_UP,
+        "06_six.up.sql": GOOD_UP,
+        "6_six_again.up.sql": GOOD_UP,
+    }
+    for name, content in bad.items():
+        _write(name, content)(ctx)
+    db_before = _db_state(pg_server, ctx.dbname, with_log=True)
+    expected = [
+        "4_no_annotation.sql: has neither",
+        "'5_add\\nwidgets.up.sql': the file name holds",
+        "6_six_again.up.sql: version 6 is also used by 06_six.up.sql",
+        "\u0661_arabic.up.sql: the version",
+    ]
+    for args in (["validate"], ["up"]):
+        result = _run(Case("all", "", ""), args, ctx, database_url=ctx.url)
+        shown = f"exit {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+        assert result.returncode == 2, shown
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert all(line.startswith(BANG) for line in lines), shown
+        texts = [line[len(BANG) :] for line in lines]
+        assert texts[0] == "4 problems in the migration files:", shown
+        assert [t[: len(e)] for t, e in zip(texts[1:5], expected, strict=True)] == expected, shown
+        assert "heroku-migrate validate" in texts[5], shown
+        assert len(texts) == 6, shown
+    assert _db_state(pg_server, ctx.dbname, with_log=True) == db_before
 
 
 # ----- warnings, not failures ---------------------------------------------------------------

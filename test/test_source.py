@@ -1,5 +1,6 @@
-"""Finding and reading migration files, without a database: both formats, where each section and
-statement sits in its file, what the checksum covers, and which files are skipped on purpose.
+"""Finding and reading migration files, without a database: the three formats, where each section
+and statement sits in its file, what the checksum covers, which files are skipped on purpose, and
+how every problem of a folder is reported at once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from herokumigrate.source import (
     FORMAT_DBMATE,
     FORMAT_GOLANG,
     MAX_VERSION,
+    check_folder,
     checksum_of,
     list_migration_files,
     load_migrations,
@@ -98,6 +100,51 @@ def test_leading_zeros_are_the_same_version_as_without(tmp_path: Path) -> None:
     assert m.version == 7
 
 
+def test_version_is_shown_as_written(tmp_path: Path) -> None:
+    folder = _folder(
+        tmp_path,
+        {
+            "0180_2.15.0_schema.up.sql": "SELECT 1;\n",
+            "0180_2.15.0_schema.down.sql": "SELECT 2;\n",
+            "0181_x.sql": "-- migrate:up\nSELECT 1;\n",
+        },
+    )
+    first, second = load_migrations(folder)
+    assert (first.version, first.version_text, first.label) == (180, "0180", "0180_2.15.0_schema")
+    assert first.filename == "0180_2.15.0_schema.up.sql"
+    assert (second.version, second.label) == (181, "0181_x")
+
+
+def test_versions_equal_as_integers_are_a_duplicate(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, {"01_a.up.sql": "SELECT 1;\n", "1_b.up.sql": "SELECT 2;\n"})
+    with pytest.raises(BadInput, match=r"^1_b\.up\.sql: version 1 is also used by 01_a\.up\.sql"):
+        load_migrations(folder)
+
+
+def test_version_digits_must_be_ascii(tmp_path: Path) -> None:
+    # U+0661 ARABIC-INDIC DIGIT ONE: Python's \d and int() take it as 1.
+    folder = _folder(tmp_path, {"\u0661_x.up.sql": "SELECT 1;\n", "2_y.up.sql": "SELECT 2;\n"})
+    with pytest.raises(BadInput) as caught:
+        load_migrations(folder)
+    assert caught.value.message.startswith("\u0661_x.up.sql: the version")
+    assert "U+0661" in caught.value.message
+    assert "0-9" in caught.value.fix
+
+
+@pytest.mark.parametrize(
+    "name", ["1_a\n.up.sql", "1_a\x1b[31m.up.sql", "1_a.up.sql\n", "1_a\r.sql", "1_\x7f.sql"]
+)
+def test_control_characters_in_a_name_are_an_error_printed_escaped(
+    tmp_path: Path, name: str
+) -> None:
+    folder = _folder(tmp_path, {name: "SELECT 1;\n"})
+    with pytest.raises(BadInput) as caught:
+        load_migrations(folder)
+    message = caught.value.message
+    assert message.startswith(repr(name) + ": the file name holds")
+    assert message.isprintable(), "the raw control character must not reach the terminal"
+
+
 # ----- dbmate -------------------------------------------------------------------------------
 
 
@@ -159,10 +206,19 @@ def test_dbmate_without_title_or_down(tmp_path: Path) -> None:
     assert (m.version, m.name, m.label, m.down) == (5, "", "5", None)
 
 
-def test_dbmate_empty_down_section_means_irreversible(tmp_path: Path) -> None:
+def test_dbmate_empty_down_section_reverts_nothing(tmp_path: Path) -> None:
     folder = _folder(tmp_path, {"5_x.sql": "-- migrate:up\nSELECT 1;\n\n-- migrate:down\n\n"})
     [m] = load_migrations(folder)
+    assert m.down is not None
+    assert m.down.statements == []
+    assert m.reverts_nothing
+
+
+def test_dbmate_without_down_marker_is_irreversible(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, {"5_x.sql": "-- migrate:up\nSELECT 1;\n"})
+    [m] = load_migrations(folder)
     assert m.down is None
+    assert not m.reverts_nothing
 
 
 def test_dbmate_comments_before_the_up_marker_are_allowed(tmp_path: Path) -> None:
@@ -307,7 +363,12 @@ ERRORS = [
     ("dup-version", {"1_a.up.sql": "SELECT 1;\n", "1_b.sql": "-- migrate:up\nSELECT 1;\n"},
      "1_b.sql: version 1 is also used by 1_a.up.sql"),
     ("down-only", {"1_a.down.sql": "SELECT 1;\n"}, "1_a.down.sql: down file without an up"),
-    ("no-up-marker", {"1_a.sql": "SELECT 1;\n"}, "1_a.sql: has no '-- migrate:up' marker"),
+    ("no-annotation", {"1_a.sql": "SELECT 1;\n"},
+     "1_a.sql: has neither a '-- migrate:up' (dbmate) nor a '-- +goose Up' (goose) annotation"),
+    ("no-up-marker", {"1_a.sql": "-- migrate:down\nSELECT 1;\n"},
+     "1_a.sql: has no '-- migrate:up' marker"),
+    ("two-formats", {"1_a.sql": "-- migrate:up\nSELECT 1;\n-- +goose Down\nSELECT 2;\n"},
+     "1_a.sql: holds the annotations of two formats: dbmate (line 1) and goose (line 3)"),
     ("down-before-up", {"1_a.sql": "-- migrate:down\nSELECT 2;\n-- migrate:up\nSELECT 1;\n"},
      "1_a.sql: '-- migrate:down' comes before '-- migrate:up'"),
     ("statement-before-up", {"1_a.sql": "SELECT 0;\n-- migrate:up\nSELECT 1;\n"},
@@ -315,7 +376,6 @@ ERRORS = [
     ("latin1", {"1_a.up.sql": b"SELECT 1;\n\nSELECT 'caf\xe9';\n"},
      "1_a.up.sql: line 3: is not valid UTF-8"),
     ("nul-bytes", {"1_a.up.sql": b"SELECT 1;\x00\n"}, "1_a.up.sql: is binary"),
-    ("empty", {"1_a.up.sql": ""}, "1_a.up.sql: up migration is empty"),
     ("too-large-version", {f"{MAX_VERSION + 1}_a.up.sql": "SELECT 1;\n"}, "is too large"),
 ]  # fmt: skip
 
@@ -348,3 +408,216 @@ def test_manifest_stands_for_the_files_only_while_they_are_unchanged(tmp_path: P
     (folder / "1_a.up.sql").write_text("CREATE TABLE a (id bigint);\n")
     assert read_manifest(str(manifest), folder, "db/migrations") is None
     assert read_manifest(str(tmp_path / "missing.json"), folder, "db/migrations") is None
+
+
+# ----- migrations that change nothing, downs that revert nothing ---------------------------
+
+LOREM = (
+    "-- Lorem ipsum dolor sit amet, consectetur adipiscing elit. Aenean sed interdum velit, "
+    "tristique iaculis justo.\n"
+)
+
+
+def test_comment_only_and_empty_ups_are_no_op_migrations(tmp_path: Path) -> None:
+    # Shaped like golang-migrate's own postgres example: comment-only ups without downs.
+    folder = _folder(
+        tmp_path,
+        {
+            "1085649617_create_users_table.up.sql": "CREATE TABLE users (user_id integer);\n",
+            "1085649617_create_users_table.down.sql": "DROP TABLE IF EXISTS users;\n",
+            "1585849751_just_a_comment.up.sql": LOREM,
+            "1685849751_another_comment.up.sql": LOREM,
+            "1785849751_empty.up.sql": "",
+            "1885849751_blank.up.sql": "  \n\t\n",
+            "1985849751_only_a_transaction.up.sql": "BEGIN;\nCOMMIT;\n",
+            "2085849751_block_comment.sql": "-- migrate:up\n/* later */\n-- migrate:down\n",
+        },
+    )
+    migrations = load_migrations(folder)
+    assert [m.applies_nothing for m in migrations] == [False, True, True, True, True, True, True]
+    comment = migrations[1]
+    assert comment.up.statements == []
+    assert comment.checksum == checksum_of(LOREM)
+    report = check_folder(folder)[1]
+    assert report.migrations == 7
+    assert report.applies_nothing == [m.label for m in migrations[1:]]
+    assert report.details()[1].startswith("6 migration(s) have no SQL")
+    assert "1585849751_just_a_comment" in report.details()[1]
+
+
+def test_empty_down_file_reverts_nothing_and_a_missing_one_is_irreversible(
+    tmp_path: Path,
+) -> None:
+    folder = _folder(
+        tmp_path,
+        {
+            "1_schema.up.sql": "CREATE TABLE t (id int);\n",
+            "1_schema.down.sql": "DROP TABLE t;\n",
+            "2_backfill.up.sql": "UPDATE t SET id = id + 1;\n",
+            "2_backfill.down.sql": "",
+            "3_more.up.sql": "UPDATE t SET id = id + 1;\n",
+            "3_more.down.sql": "-- cannot be undone, and nothing to undo\n",
+            "4_final.up.sql": "UPDATE t SET id = id + 1;\n",
+        },
+    )
+    schema, backfill, more, final = load_migrations(folder)
+    assert schema.down is not None
+    assert not schema.reverts_nothing
+    for no_op in (backfill, more):
+        assert no_op.down is not None
+        assert no_op.down.statements == []
+        assert no_op.reverts_nothing
+    assert final.down is None
+    assert not final.reverts_nothing
+    report = check_folder(folder)[1]
+    assert (report.downs, report.reverts_nothing) == (3, ["2_backfill", "3_more"])
+    assert "2 down migration(s) are empty" in report.details()[1]
+
+
+def test_many_empty_downs_in_a_large_set_validate(tmp_path: Path) -> None:
+    files: dict[str, str | bytes] = {}
+    for v in range(1, 270):
+        files[f"{v:04d}_step.up.sql"] = f"CREATE TABLE t{v} (id int);\n"
+        files[f"{v:04d}_step.down.sql"] = "" if v % 11 == 0 else f"DROP TABLE t{v};\n"
+    report = check_folder(_folder(tmp_path, files))[1]
+    assert (report.migrations, report.downs, len(report.reverts_nothing)) == (269, 269, 24)
+    assert report.details()[1].endswith("and 14 more")
+
+
+# ----- every problem in one run ---------------------------------------------------------------
+
+
+def test_every_bad_file_is_reported_at_once_sorted_by_name(tmp_path: Path) -> None:
+    folder = _folder(
+        tmp_path,
+        {
+            "1_ok.up.sql": "SELECT 1;\n",
+            "9_zz.sql": "SELECT 'no annotation';\n",
+            "2_bad_sql.up.sql": "SELECT 'unterminated;\n",
+            "3_latin1.up.sql": b"SELECT 'caf\xe9';\n",
+            "abc.sql": "SELECT 1;\n",
+            "4_a.up.sql": "SELECT 1;\n",
+            "04_b.up.sql": "SELECT 1;\n",
+            "5_x.down.sql": "SELECT 1;\n",
+        },
+    )
+    with pytest.raises(BadInput) as caught:
+        check_folder(folder)
+    error = caught.value
+    assert error.exit_code == 2
+    assert error.message == "6 problems in the migration files:"
+    assert [d.split(":")[0] for d in error.details] == [
+        "2_bad_sql.up.sql",
+        "3_latin1.up.sql",
+        "4_a.up.sql",
+        "5_x.down.sql",
+        "9_zz.sql",
+        "abc.sql",
+    ]
+    assert "line 1: unterminated" in error.details[0]
+    assert "Fix the SQL in 2_bad_sql.up.sql" in error.details[0]
+    assert "version 4 is also used by 04_b.up.sql" in error.details[2]
+    assert "validate" in error.fix
+
+
+def test_load_reports_every_bad_file_but_not_the_sql(tmp_path: Path) -> None:
+    # The release reads files without splitting them: bad SQL is validate's (the build's) job.
+    folder = _folder(
+        tmp_path,
+        {"1_bad_sql.up.sql": "SELECT 'x;\n", "2_a.sql": "SELECT 1;\n", "3_b.sql": "SELECT 1;\n"},
+    )
+    with pytest.raises(BadInput) as caught:
+        load_migrations(folder)
+    assert caught.value.message == "2 problems in the migration files:"
+    assert [d.split(":")[0] for d in caught.value.details] == ["2_a.sql", "3_b.sql"]
+
+
+def test_a_long_list_of_problems_is_capped_with_a_count(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, {f"{v}_x.sql": "SELECT 1;\n" for v in range(1, 121)})
+    with pytest.raises(BadInput) as caught:
+        load_migrations(folder)
+    assert caught.value.message == "120 problems in the migration files:"
+    assert len(caught.value.details) == 51
+    assert caught.value.details[-1] == "... and 70 more"
+    assert caught.value.details[0].startswith("100_x.sql: ")  # sorted by name
+
+
+# ----- protected settings -------------------------------------------------------------------
+
+
+def test_validate_warns_about_statements_changing_protected_settings(tmp_path: Path) -> None:
+    folder = _folder(
+        tmp_path,
+        {
+            # pg_dump output starts like this
+            "1_dump.up.sql": (
+                "SET statement_timeout = 0;\n"
+                "SET lock_timeout = 0;\n"
+                "SELECT pg_catalog.set_config('search_path', '', false);\n"
+                "CREATE TABLE t (id int);\n"
+                "SET LOCAL lock_timeout = '10s';\n"
+            ),
+            "2_reset.sql": "-- migrate:up\nCREATE TABLE u (id int);\nRESET ALL;\n",
+            "3_plain.up.sql": "CREATE TABLE settings (name text);\nINSERT INTO settings "
+            "VALUES ('SET lock_timeout = 0');\n",
+        },
+    )
+    report = check_folder(folder)[1]
+    assert [w.split(", which")[0].split(": resets")[0] for w in report.warnings] == [
+        "1_dump.up.sql: line 1: changes statement_timeout",
+        "1_dump.up.sql: line 2: changes lock_timeout",
+        "1_dump.up.sql: line 3: changes search_path",
+        "2_reset.sql: line 3",
+    ]
+    assert report.statements == 9  # warnings do not fail the check
+
+
+# ----- large files --------------------------------------------------------------------------
+
+
+def test_large_section_is_split_in_pieces_exactly_as_a_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herokumigrate import sections
+    from herokumigrate.sqlsplit import split_statements
+
+    # Statements whose `;` ends a line inside strings, dollar bodies, comments and BEGIN ATOMIC
+    # bodies: a piece may not end there.
+    parts = [
+        "INSERT INTO t VALUES (1, 'a;\nb;\n');\n",
+        "CREATE FUNCTION f() RETURNS int AS $$\nBEGIN\n  RETURN 1;\nEND;\n$$ LANGUAGE plpgsql;\n",
+        "/* a comment;\nstill; */ SELECT 2;\n",
+        "SELECT 3 -- trailing;\n;\n",
+        "CREATE FUNCTION g() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\n"
+        "  SELECT 2;\nEND;\n",
+        "SELECT E'x\\';\n';\n",
+    ]
+    text = "".join(parts[i % len(parts)] for i in range(600))
+    folder = _folder(tmp_path, {"1_a.up.sql": text, "2_b.sql": "-- migrate:up\n" + text})
+    whole = split_statements(text)
+    monkeypatch.setattr(sections, "SPLIT_CHUNK", 7)
+    golang, dbmate = load_migrations(folder)
+    assert list(golang.up.iter_statements()) == whole
+    shifted = [(s.text, s.line + 1, s.kind) for s in whole]
+    assert [(s.text, s.line, s.kind) for s in dbmate.up.iter_statements()] == shifted
+
+
+def test_split_error_in_a_large_section_names_its_file_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herokumigrate import sections
+
+    text = "SELECT 1;\n" * 50 + "SELECT 'never closed;\n" + "SELECT 2;\n" * 50
+    folder = _folder(tmp_path, {"1_a.sql": "-- migrate:up\n" + text})
+    monkeypatch.setattr(sections, "SPLIT_CHUNK", 20)
+    [m] = load_migrations(folder)
+    with pytest.raises(BadInput, match=r"^1_a\.sql: line 52: unterminated"):
+        list(m.up.iter_statements())
+
+
+def test_protected_setting_warnings_are_capped_with_a_count(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, {"1_dump.up.sql": "SET lock_timeout = 0;\n" * 60})
+    report = check_folder(folder)[1]
+    assert len(report.warnings) == 51
+    assert report.warnings[49].startswith("1_dump.up.sql: line 50: changes lock_timeout")
+    assert report.warnings[-1] == "... and 10 more statement(s) changing protected settings"

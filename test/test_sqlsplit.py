@@ -8,7 +8,13 @@ import time
 
 import pytest
 
-from herokumigrate.sqlsplit import SplitError, Statement, classify, split_statements
+from herokumigrate.sqlsplit import (
+    SplitError,
+    Statement,
+    classify,
+    session_setting,
+    split_statements,
+)
 
 SQL = "sql"
 NO_TX = "no_transaction"
@@ -645,3 +651,55 @@ def test_large_file_splits_in_linear_time() -> None:
     assert len(statements) == 20_000
     assert statements[-1].line == 40_000
     assert elapsed < 2.0
+
+
+# --- session settings --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("statement", "setting"),
+    [
+        ("SET lock_timeout = 0;", "lock_timeout"),
+        ("set lock_timeout to '5s'", "lock_timeout"),
+        ("SET SESSION statement_timeout = 0;", "statement_timeout"),
+        ("SET LOCAL statement_timeout TO DEFAULT;", "statement_timeout"),
+        ("SET search_path = a, public;", "search_path"),
+        ("SET search_path TO '';", "search_path"),
+        ("SET SCHEMA 'a';", "search_path"),
+        ("SET idle_in_transaction_session_timeout = 0;", "idle_in_transaction_session_timeout"),
+        ('SET "Lock_Timeout" = 0;', "lock_timeout"),
+        ("/* pg_dump */ SET\n  lock_timeout -- why\n  = 0;", "lock_timeout"),
+        ("RESET lock_timeout;", "lock_timeout"),
+        ("reset search_path", "search_path"),
+        ("RESET ALL;", "all"),
+        ("DISCARD ALL;", "all"),
+        ("SELECT set_config('search_path', '', false);", "search_path"),
+        ("SELECT pg_catalog.set_config('lock_timeout', '0', true);", "lock_timeout"),
+        ("SELECT 1, SET_CONFIG ( 'Statement_Timeout', '0', false );", "statement_timeout"),
+        ("SELECT set_config($$search_path$$, '', false);", "search_path"),
+        ("SELECT set_config(E'lock_timeout', '0', false);", "lock_timeout"),
+        ("SET work_mem = '64MB';", None),
+        ("SET SESSION AUTHORIZATION app;", None),
+        ("SET ROLE app;", None),
+        ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;", None),
+        ("SET TIME ZONE 'UTC';", None),
+        ("SET lock_timeout.x = 1;", None),
+        ("RESET work_mem;", None),
+        ("RESET ROLE;", None),
+        ("DISCARD PLANS;", None),
+        ("SELECT set_config('work_mem', '1MB', false);", None),
+        ("SELECT set_config(name, '0', false) FROM s;", None),
+        ("SELECT 'SET lock_timeout = 0';", None),
+        ("-- SET lock_timeout = 0\nSELECT 1;", None),
+        ("ALTER ROLE app SET statement_timeout = 0;", None),
+        ("ALTER DATABASE app SET search_path = a;", None),
+        ("CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = '' RETURN 1;", None),
+        ("SELECT set_config", None),
+        ("SET", None),
+        ("", None),
+    ],
+)
+def test_session_setting_names_the_protected_setting_a_statement_changes(
+    statement: str, setting: str | None
+) -> None:
+    assert session_setting(statement) == setting

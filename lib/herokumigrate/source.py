@@ -1,11 +1,13 @@
 """The migration source: finds the files in the migrations folder and reads them.
 
-Two formats may share one folder:
+Three formats may share one folder (lib/herokumigrate/formats/ describes each):
 - golang-migrate: `{version}_{title}.up.sql` with an optional `{version}_{title}.down.sql`;
-- dbmate: any other `{version}_{title}.sql`, holding `-- migrate:up` and optionally
-  `-- migrate:down` sections; `transaction:false` after a marker is accepted and noted.
+- dbmate and goose: any other `{version}_{title}.sql`, told apart by their annotations
+  (`-- migrate:up` / `-- +goose Up`); a `.sql` file with neither is an error.
 
-A file that looks like a migration but is malformed is an error naming the file, never a skip.
+A file that looks like a migration but is malformed is an error naming the file, never a skip;
+`load_migrations` reports every bad file of the folder at once. A version is ASCII digits, kept
+as written (`0180`) for what is shown and compared as an integer (so `01_a` and `1_b` collide).
 """
 
 from __future__ import annotations
@@ -15,112 +17,116 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from herokumigrate.errors import BadInput
+from herokumigrate.formats.golang import NAME_RE as _GOLANG_RE
+from herokumigrate.problems import FileProblems
+from herokumigrate.sections import SourceFile, SqlSection, shown_name
 
 if TYPE_CHECKING:
-    from herokumigrate.sqlsplit import Statement
+    from herokumigrate.formats import FormatName
+    from herokumigrate.validation import ValidationReport
 
-_GOLANG_RE = re.compile(r"^(\d+)_([^/]*)\.(up|down)\.sql$")
-_DBMATE_RE = re.compile(r"^(\d+)(?:_([^/]*))?\.sql$")
-_DBMATE_MARKER_RE = re.compile(r"^--\s*migrate:(\w+)(.*)$", re.MULTILINE)
-_DBMATE_OPTION_RE = re.compile(r"^(\w+):(\S+)$")
+__all__ = [
+    "FORMAT_DBMATE",
+    "FORMAT_GOLANG",
+    "FORMAT_GOOSE",
+    "MAX_FILE_BYTES",
+    "MAX_VERSION",
+    "Migration",
+    "SourceFile",
+    "SqlSection",
+    "check_folder",
+    "checksum_of",
+    "list_migration_files",
+    "load_migrations",
+    "validate",
+]
+
+# ASCII digits only, as in golang.NAME_RE: `\d` and int() also take other scripts' digits.
+_SINGLE_RE = re.compile(r"^([0-9]+)(?:_(.*))?\.sql$", re.ASCII | re.DOTALL)
 # Bigger files are almost certainly data dumps in the wrong place; reading them would cost memory.
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_VERSION = 2**63 - 1  # the version is stored as bigint, as golang-migrate stores it
+_HASH_CHUNK = 1 << 22  # the checksum encodes this many characters at a time, not the whole file
 
-FORMAT_GOLANG = "golang-migrate"
-FORMAT_DBMATE = "dbmate"
-
-
-class SourceFile(NamedTuple):
-    """A migration file: its path and name. Lighter than pathlib.Path, whose construction cost
-    ~6 us per file, a visible share of a no-op release with thousands of files."""
-
-    full: str
-    name: str
-
-    def __fspath__(self) -> str:
-        return self.full
-
-
-@dataclass(frozen=True)
-class SqlSection:
-    """One direction (up or down) of a migration: its SQL and where it sits in its file."""
-
-    path: SourceFile
-    sql: str
-    first_line: int = 1  # line of the file where `sql` starts
-    transaction: bool = True  # False when dbmate's `transaction:false` asks for autocommit
-
-    @cached_property
-    def statements(self) -> list[Statement]:
-        """The section split into statements, with line numbers relative to the file."""
-        from herokumigrate.sqlsplit import SplitError, Statement, split_statements
-
-        try:
-            found = split_statements(self.sql)
-        except SplitError as exc:
-            line = exc.line + self.first_line - 1
-            raise BadInput(
-                f"{self.path.name}: line {line}: {exc.message}",
-                fix=f"Fix the SQL in {self.path.name} and push again.",
-            ) from None
-        if self.first_line == 1:
-            return found
-        shift = self.first_line - 1
-        return [Statement(s.text, s.line + shift, s.kind) for s in found]
-
-    def file_line(self, statement: Statement, position: int | None = None) -> int:
-        """The line of the file for a statement, or for a 1-based character position in it."""
-        if position is None or position < 1:
-            return statement.line
-        return statement.line + statement.text.count("\n", 0, position - 1)
+FORMAT_GOLANG: FormatName = "golang-migrate"
+FORMAT_DBMATE: FormatName = "dbmate"
+FORMAT_GOOSE: FormatName = "goose"
+_NAME_FIX = (
+    "Name it {version}_{title}.up.sql / .down.sql (golang-migrate) or {version}_{title}.sql "
+    "with '-- migrate:up' (dbmate) or '-- +goose Up' (goose); version = digits 0-9, "
+    "e.g. `heroku-migrate new add_users`."
+)
 
 
 @dataclass(frozen=True, eq=False)  # one object per file: identity is equality, and cheap
 class Migration:
-    """One versioned migration: its up section and, when present, its down section."""
+    """One versioned migration: its up section and, when present, its down section.
+
+    `down` is None when the migration has no down (irreversible: down/goto refuse it); a down
+    without statements (an empty .down.sql or section) reverts by being forgotten only.
+    """
 
     version: int
     name: str
-    format: str
+    format: FormatName
     up: SqlSection
     checksum: str
-    down_section: SqlSection | None = None  # dbmate: parsed along with the up section
-    down_file: SourceFile | None = (
-        None  # golang-migrate: read on first use (a no-op run never does)
-    )
+    down_section: SqlSection | None = None  # dbmate, goose: parsed along with the up section
+    down_file: SourceFile | None = None  # golang-migrate: read on first use (no-op runs never)
+    version_text: str = ""  # the digits as written in the file name ("0180")
 
     @cached_property
     def down(self) -> SqlSection | None:
-        """The down section, if the migration has one (BadInput if its file is empty)."""
+        """The down section, if the migration has one (BadInput if its file cannot be read)."""
         if self.down_file is None:
             return self.down_section
-        section = SqlSection(self.down_file, _read_text(self.down_file))
-        _require_sql(section, "down migration")
-        return section
+        return SqlSection(self.down_file, read_text(self.down_file))
+
+    @property
+    def applies_nothing(self) -> bool:
+        """True when the up holds no statement (empty, comments, BEGIN/COMMIT): a no-op that
+        is recorded as applied and runs nothing."""
+        return self.up.is_empty
+
+    @property
+    def reverts_nothing(self) -> bool:
+        """True when the down exists but holds no statement: reverting only forgets it."""
+        down = self.down
+        return down is not None and down.is_empty
 
     @property
     def filename(self) -> str:
         """The file holding the up SQL, as users see it."""
-        return self.up.path.name
+        return self.up.path.shown
 
     @property
     def label(self) -> str:
-        """`version_name`, as printed in progress lines."""
-        return f"{self.version}_{self.name}" if self.name else str(self.version)
+        """`version_name` with the version as written, as printed in progress lines."""
+        version = self.version_text or str(self.version)
+        return shown_name(f"{version}_{self.name}" if self.name else version)
 
 
 def checksum_of(sql: str) -> str:
     """The content checksum stored in the history table (sha256 of the up SQL)."""
+    return _checksum(sql, 0, len(sql))
+
+
+def _checksum(text: str, start: int, stop: int) -> str:
+    """sha256 of text[start:stop] as UTF-8, encoded a chunk at a time (no copy of a big file)."""
     import hashlib  # here: a release answered from the build's manifest needs no checksums
 
-    return hashlib.sha256(sql.encode("utf-8")).hexdigest()
+    if stop - start <= _HASH_CHUNK:  # the common small file: one call
+        return hashlib.sha256(text[start:stop].encode("utf-8")).hexdigest()
+    digest = hashlib.sha256()
+    for at in range(start, stop, _HASH_CHUNK):
+        digest.update(text[at : min(stop, at + _HASH_CHUNK)].encode("utf-8"))
+    return digest.hexdigest()
 
 
-def _read_text(path: SourceFile) -> str:
+def read_text(path: SourceFile) -> str:
     """A migration file's text, or a clear error for unreadable, huge, binary or non-UTF-8 files."""
     try:
         # Raw os calls sized by fstat: this runs for every file of every release, and a
@@ -137,29 +143,29 @@ def _read_text(path: SourceFile) -> str:
             size = max(size, len(data))
             if size > MAX_FILE_BYTES:
                 raise BadInput(
-                    f"{path.name}: is {size} bytes, over the limit of {MAX_FILE_BYTES} (64 MiB)",
+                    f"{path.shown}: is {size} bytes, over the limit of {MAX_FILE_BYTES} (64 MiB)",
                     fix="Split it into smaller migrations, or load bulk data outside migrations.",
                 )
         finally:
             os.close(fd)
     except IsADirectoryError:
         raise BadInput(
-            f"{path.name}: is a folder, not a file",
+            f"{path.shown}: is a folder, not a file",
             fix="Move it out of the migrations folder.",
         ) from None
     except PermissionError:
         raise BadInput(
-            f"{path.name}: cannot be read (permission denied)",
-            fix=f"Make it readable: chmod a+r {path.name}",
+            f"{path.shown}: cannot be read (permission denied)",
+            fix=f"Make it readable: chmod a+r {path.shown}",
         ) from None
     except OSError as exc:
         raise BadInput(
-            f"{path.name}: cannot be read ({exc.strerror})",
+            f"{path.shown}: cannot be read ({exc.strerror})",
             fix="Check that the file exists and is a regular file.",
         ) from None
     if b"\x00" in data:
         raise BadInput(
-            f"{path.name}: is binary (holds NUL bytes), not SQL text",
+            f"{path.shown}: is binary (holds NUL bytes), not SQL text",
             fix="Replace it with a UTF-8 SQL file or move it out of the migrations folder.",
         )
     try:
@@ -167,96 +173,42 @@ def _read_text(path: SourceFile) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise BadInput(
-            f"{path.name}: line {line}: is not valid UTF-8",
-            fix=f"Re-save {path.name} as UTF-8 (e.g. iconv -f latin1 -t utf-8).",
+            f"{path.shown}: line {line}: is not valid UTF-8",
+            fix=f"Re-save {path.shown} as UTF-8 (e.g. iconv -f latin1 -t utf-8).",
         ) from None
-    return text.removeprefix("\ufeff")
-
-
-def _require_sql(section: SqlSection, what: str) -> None:
-    if not section.sql.strip():
-        raise BadInput(
-            f"{section.path.name}: {what} is empty",
-            fix=f"Write the SQL of the {what}, or delete the file.",
-        )
-
-
-def _parse_dbmate(path: SourceFile, text: str) -> tuple[SqlSection, SqlSection | None]:
-    """Split a dbmate file into its up and down sections."""
-    markers: dict[str, tuple[int, int, bool]] = {}
-    for match in _DBMATE_MARKER_RE.finditer(text):
-        direction = match.group(1).lower()
-        line = text.count("\n", 0, match.start()) + 1
-        if direction not in ("up", "down"):
-            raise BadInput(
-                f"{path.name}: line {line}: unknown marker '-- migrate:{match.group(1)}'",
-                fix="Use '-- migrate:up' and '-- migrate:down' only.",
-            )
-        if direction in markers:
-            raise BadInput(
-                f"{path.name}: line {line}: second '-- migrate:{direction}' marker",
-                fix=f"Keep one '-- migrate:{direction}' section per file.",
-            )
-        transaction = True
-        for option in match.group(2).split():
-            opt = _DBMATE_OPTION_RE.match(option)
-            if not opt or opt.group(1) != "transaction" or opt.group(2) not in ("true", "false"):
-                raise BadInput(
-                    f"{path.name}: line {line}: unknown option {option!r} after the marker",
-                    fix="The only option is transaction:false.",
-                )
-            transaction = opt.group(2) == "true"
-        markers[direction] = (match.start(), match.end(), transaction)
-    if "up" not in markers:
-        raise BadInput(
-            f"{path.name}: has no '-- migrate:up' marker",
-            fix="Start the file with a '-- migrate:up' line (dbmate format), or rename it "
-            "to {version}_{title}.up.sql (golang-migrate format).",
-        )
-    up_start, up_end, up_tx = markers["up"]
-    if "down" in markers and markers["down"][0] < up_start:
-        raise BadInput(
-            f"{path.name}: '-- migrate:down' comes before '-- migrate:up'",
-            fix="Put the up section first.",
-        )
-    # dbmate allows blank lines and `--` comments above the up marker; so do we.
-    if any(
-        line.strip() and not line.lstrip().startswith("--") for line in text[:up_start].splitlines()
-    ):
-        raise BadInput(
-            f"{path.name}: has SQL before the '-- migrate:up' marker",
-            fix="Move it below '-- migrate:up'.",
-        )
-    down: SqlSection | None = None
-    if "down" in markers:
-        down_start, down_end, down_tx = markers["down"]
-        up_sql = text[up_end:down_start]
-        down_sql = text[down_end:]
-        down_line = text.count("\n", 0, down_end) + 1
-        down = SqlSection(path, down_sql, down_line, down_tx)
-    else:
-        up_sql = text[up_end:]
-    up = SqlSection(path, up_sql, text.count("\n", 0, up_end) + 1, up_tx)
-    _require_sql(up, "'-- migrate:up' section")
-    if down is not None and not down.sql.strip():
-        down = None  # dbmate writes an empty down section for irreversible migrations
-    return up, down
+    del data  # the bytes go before the text is used: one copy of a big file at a time
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _version(path: SourceFile, digits: str) -> int:
     version = int(digits)
     if version > MAX_VERSION:
         raise BadInput(
-            f"{path.name}: version {digits} is too large",
+            f"{path.shown}: version {digits} is too large",
             fix="Use a version below 2^63, e.g. a timestamp like 20260101120000.",
         )
     return version
 
 
-def list_migration_files(directory: Path, app_root: Path | None = None) -> list[SourceFile]:
-    """The regular files of the migrations folder, symlinks checked, dotfiles skipped.
+def _bad_name(name: str) -> BadInput:
+    """The error for a `.sql` file whose name is no migration's."""
+    lead = name.split("_", 1)[0].removesuffix(".sql")
+    if any(c.isdigit() and not c.isascii() for c in lead):
+        return BadInput(
+            f"{shown_name(name)}: the version {lead!r} holds digits other than 0-9 "
+            f"({', '.join(f'U+{ord(c):04X}' for c in lead if not c.isascii())})",
+            fix="Write the version with the ASCII digits 0-9 and rename the file.",
+        )
+    return BadInput(f"{shown_name(name)}: is not a migration file name", fix=_NAME_FIX)
 
-    A symlink must stay inside `app_root` (default: the folder itself): the slug holds only the app.
+
+def list_migration_files(
+    directory: Path, app_root: Path | None = None, problems: FileProblems | None = None
+) -> list[SourceFile]:
+    """The regular `.sql` files of the migrations folder, symlinks checked, dotfiles skipped.
+
+    A symlink must stay inside `app_root` (default: the folder itself): the slug holds only the
+    app. Bad entries go to `problems` (default: raised, all of them, at the end).
     """
     try:
         entries = sorted(os.scandir(directory), key=lambda e: e.name)
@@ -275,131 +227,237 @@ def list_migration_files(directory: Path, app_root: Path | None = None) -> list[
             f"{directory}: cannot be listed (permission denied)",
             fix=f"Make it readable: chmod a+rx {directory}",
         ) from None
+    found = FileProblems() if problems is None else problems
     root = (app_root or directory).resolve()
     files = []
     for entry in entries:
-        if entry.name.startswith(".") or not entry.name.endswith(".sql"):
-            continue  # dotfiles are editor droppings; other files (a README) are not migrations
+        name = entry.name
+        if name.startswith("."):
+            continue  # editor droppings
+        if not name.isprintable() and ".sql" in name:
+            found.add(
+                name,
+                BadInput(
+                    f"{shown_name(name)}: the file name holds a line break, a control or an "
+                    "unprintable character",
+                    fix="Rename it to {version}_{title}.sql with printable characters only.",
+                ),
+            )
+            continue
+        if not name.endswith(".sql"):
+            continue  # other files (a README) are not migrations
         if entry.is_symlink():
             target = Path(entry.path).resolve()
             if not target.is_relative_to(root):
-                raise BadInput(
-                    f"{entry.name}: is a symlink leading outside the app ({target})",
-                    fix="Replace the link with the file itself; the slug holds only the app.",
+                found.add(
+                    name,
+                    BadInput(
+                        f"{name}: is a symlink leading outside the app ({target})",
+                        fix="Replace the link with the file itself; the slug holds only the app.",
+                    ),
                 )
+                continue
             if not target.exists():
-                raise BadInput(
-                    f"{entry.name}: is a broken symlink",
-                    fix="Replace the link with the file itself.",
+                found.add(
+                    name,
+                    BadInput(
+                        f"{name}: is a broken symlink",
+                        fix="Replace the link with the file itself.",
+                    ),
                 )
+                continue
         try:
             is_dir = entry.is_dir()  # from the directory listing: no extra system call
         except OSError:
             is_dir = False
         if is_dir:
             continue
-        files.append(SourceFile(entry.path, entry.name))
+        files.append(SourceFile(entry.path, name))
+    if problems is None:
+        found.raise_if_any()
     return files
 
 
 def load_migrations(directory: Path, app_root: Path | None = None) -> list[Migration]:
-    """Every migration in `directory`, sorted by version; raises BadInput on any bad file."""
-    ups: dict[int, tuple[SourceFile, str, str]] = {}
-    downs: dict[int, tuple[SourceFile, str]] = {}
-    dbmate: dict[int, tuple[SourceFile, str]] = {}
-    owner: dict[int, SourceFile] = {}
+    """Every migration in `directory`, sorted by version; one BadInput listing every bad file."""
+    problems = FileProblems()
+    migrations = _load(directory, app_root, problems)
+    problems.raise_if_any()
+    return migrations
 
-    def claim(version: int, path: SourceFile) -> None:
-        other = owner.get(version)
+
+def check_folder(
+    directory: Path, app_root: Path | None = None
+) -> tuple[list[Migration], ValidationReport]:
+    """`validate`: load every file and split every section, reporting every problem of the
+    folder (bad names, files and SQL) in one BadInput; else the migrations and the report."""
+    from herokumigrate.validation import check_migrations
+
+    problems = FileProblems()
+    migrations = _load(directory, app_root, problems)
+    report = check_migrations(migrations, problems)
+    problems.raise_if_any()
+    return migrations, report
+
+
+def validate(migrations: list[Migration]) -> dict[str, int]:
+    """Split every section (one BadInput listing every bad SQL); counts for the report.
+    `validation.check_migrations` also returns the notes and warnings to print."""
+    from herokumigrate.validation import check_migrations
+
+    problems = FileProblems()
+    report = check_migrations(migrations, problems)
+    problems.raise_if_any()
+    return report.counts()
+
+
+class _Folder:
+    """What the file names of a folder claim, while they are read."""
+
+    def __init__(self, problems: FileProblems) -> None:
+        self.problems = problems
+        self.owner: dict[int, SourceFile] = {}
+        self.ups: dict[int, tuple[SourceFile, str, str]] = {}  # version -> file, title, digits
+        self.downs: dict[int, tuple[SourceFile, str]] = {}
+        self.singles: dict[int, tuple[SourceFile, str, str]] = {}
+
+    def claim(self, version: int, path: SourceFile) -> bool:
+        other = self.owner.get(version)
         if other is not None:
-            raise BadInput(
-                f"{path.name}: version {version} is also used by {other.name}",
-                fix="Give each migration its own version: rename one of the two files.",
+            self.problems.add(
+                path.name,
+                BadInput(
+                    f"{path.shown}: version {version} is also used by {other.shown}",
+                    fix="Give each migration its own version: rename one of the two files.",
+                ),
             )
-        owner[version] = path
+            return False
+        self.owner[version] = path
+        return True
 
-    for path in list_migration_files(directory, app_root):
+    def sort(self, path: SourceFile) -> None:
+        """File `path` under the migration its name says it belongs to."""
         name = path.name
         golang = _GOLANG_RE.match(name)
-        if golang:
-            version = _version(path, golang.group(1))
-            if golang.group(3) == "up":
-                claim(version, path)
-                ups[version] = (path, golang.group(2), name)
-            else:
-                if version in downs:
-                    raise BadInput(
-                        f"{name}: version {version} has two down files "
-                        f"({downs[version][0].name} and {name})",
+        single = None if golang else _SINGLE_RE.match(name)
+        match = golang or single
+        if match is None or (single and name.endswith((".up.sql", ".down.sql"))):
+            self.problems.add(name, _bad_name(name))
+            return
+        digits, title = match.group(1, 2)
+        try:
+            version = _version(path, digits)
+        except BadInput as exc:
+            self.problems.add(name, exc)
+            return
+        title = title or ""
+        if golang and golang.group(3) == "down":
+            if version in self.downs:
+                self.problems.add(
+                    name,
+                    BadInput(
+                        f"{path.shown}: version {version} has two down files "
+                        f"({self.downs[version][0].shown} and {path.shown})",
                         fix="Keep one .down.sql per version.",
-                    )
-                downs[version] = (path, golang.group(2))
-            continue
-        dbm = _DBMATE_RE.match(name)
-        if dbm and not name.endswith((".up.sql", ".down.sql")):
-            version = _version(path, dbm.group(1))
-            claim(version, path)
-            dbmate[version] = (path, dbm.group(2) or "")
-            continue
-        raise BadInput(
-            f"{name}: is not a migration file name",
-            fix="Name it {version}_{title}.up.sql / .down.sql (golang-migrate) or "
-            "{version}_{title}.sql with '-- migrate:up' (dbmate); version = digits, "
-            "e.g. `heroku-migrate new add_users`.",
-        )
+                    ),
+                )
+            else:
+                self.downs[version] = (path, title)
+        elif self.claim(version, path):
+            (self.ups if golang else self.singles)[version] = (path, title, digits)
 
-    for version, (path, title) in downs.items():
-        if version not in ups:
-            other = owner.get(version)
-            fix = (
-                f"It pairs with no .up.sql; {other.name} holds version {version} in dbmate "
-                "format: put the down SQL in its '-- migrate:down' section."
-                if other
-                else f"Add {version}_{title}.up.sql, or delete {path.name}."
-            )
-            raise BadInput(f"{path.name}: down file without an up file", fix=fix)
-        if ups[version][1] != title:
-            raise BadInput(
-                f"{path.name}: title differs from its up file {ups[version][0].name}",
-                fix="Give the up and down files the same {version}_{title} prefix.",
-            )
+    def check_downs(self) -> None:
+        """Every down file pairs with an up file of the same version and title."""
+        for version, (path, title) in self.downs.items():
+            up = self.ups.get(version)
+            if up is None:
+                other = self.owner.get(version)
+                fix = (
+                    f"It pairs with no .up.sql; {other.shown} holds version {version} in one "
+                    "file: put the down SQL in its '-- migrate:down' (dbmate) or "
+                    "'-- +goose Down' (goose) section."
+                    if other
+                    else f"Add {shown_name(f'{version}_{title}.up.sql')}, or delete {path.shown}."
+                )
+                self.problems.add(
+                    path.name, BadInput(f"{path.shown}: down file without an up file", fix=fix)
+                )
+            elif up[1] != title:
+                self.problems.add(
+                    path.name,
+                    BadInput(
+                        f"{path.shown}: title differs from its up file {up[0].shown}",
+                        fix="Give the up and down files the same {version}_{title} prefix.",
+                    ),
+                )
 
+
+def _load(directory: Path, app_root: Path | None, problems: FileProblems) -> list[Migration]:
+    """The migrations of every good file; every bad one is added to `problems`."""
+    folder = _Folder(problems)
+    for path in list_migration_files(directory, app_root, problems):
+        folder.sort(path)
+    folder.check_downs()
     migrations: list[Migration] = []
-    for version, (path, title, _name) in ups.items():
-        up = SqlSection(path, _read_text(path))
-        _require_sql(up, "up migration")
-        down_file = downs[version][0] if version in downs else None
+    for version, (path, title, digits) in folder.ups.items():
+        try:
+            text = read_text(path)
+        except BadInput as exc:
+            problems.add(path.name, exc)
+            continue
+        down = folder.downs.get(version)
         migrations.append(
-            Migration(version, title, FORMAT_GOLANG, up, checksum_of(up.sql), down_file=down_file)
+            Migration(
+                version,
+                title,
+                FORMAT_GOLANG,
+                SqlSection(path, text),
+                _checksum(text, 0, len(text)),
+                down_file=down[0] if down and down[1] == title else None,
+                version_text=digits,
+            )
         )
-    for version, (path, title) in dbmate.items():
-        up, down = _parse_dbmate(path, _read_text(path))
+    for version, (path, title, digits) in folder.singles.items():
+        try:
+            fmt, up, down_section = _parse_annotated(path, read_text(path))
+        except BadInput as exc:
+            problems.add(path.name, exc)
+            continue
+        checksum = _checksum(up.text, up.start, up.stop)
         migrations.append(
-            Migration(version, title, FORMAT_DBMATE, up, checksum_of(up.sql), down_section=down)
+            Migration(version, title, fmt, up, checksum, down_section, version_text=digits)
         )
     migrations.sort(key=lambda m: m.version)
     return migrations
 
 
-def validate(migrations: list[Migration]) -> dict[str, int]:
-    """Split every section (raising BadInput on bad SQL); counts for the report."""
-    counts = {"migrations": len(migrations), "statements": 0, "no_transaction": 0, "downs": 0}
-    for migration in migrations:
-        for section in (migration.up, migration.down):
-            if section is None:
-                continue
-            statements = section.statements
-            if not any(s.kind != "transaction_control" for s in statements):
-                raise BadInput(
-                    f"{section.path.name}: holds no SQL statement (only comments or BEGIN/COMMIT)",
-                    fix="Write the migration's SQL, or delete the file.",
-                )
-            if section is migration.up:
-                counts["statements"] += len(statements)
-                counts["no_transaction"] += sum(s.kind == "no_transaction" for s in statements)
-            else:
-                counts["downs"] += 1
-    return counts
+def _parse_annotated(
+    path: SourceFile, text: str
+) -> tuple[FormatName, SqlSection, SqlSection | None]:
+    """A one-file migration, in the format whose annotations it holds."""
+    from herokumigrate.formats import annotated_formats
+
+    found = []
+    for fmt in annotated_formats():
+        line = fmt.first_annotation(text)
+        if line is not None:
+            found.append((fmt, line))
+    if not found:
+        raise BadInput(
+            f"{path.shown}: has neither a '-- migrate:up' (dbmate) nor a '-- +goose Up' "
+            "(goose) annotation",
+            fix="Start the file with '-- migrate:up' or '-- +goose Up', or rename it to "
+            "{version}_{title}.up.sql (golang-migrate format).",
+        )
+    if len(found) > 1:
+        where = " and ".join(f"{fmt.name} (line {line})" for fmt, line in found)
+        raise BadInput(
+            f"{path.shown}: holds the annotations of two formats: {where}",
+            fix="Keep one format per file: remove the other format's annotation lines.",
+        )
+    fmt = found[0][0]
+    up, down = fmt.parse(path, text)
+    return fmt.name, up, down
 
 
 # ----- build-time manifest -----------------------------------------------------------------

@@ -40,11 +40,13 @@ from dataclasses import dataclass
 
 __all__ = [
     "NO_TRANSACTION",
+    "PROTECTED_SETTINGS",
     "SQL",
     "TRANSACTION_CONTROL",
     "SplitError",
     "Statement",
     "classify",
+    "session_setting",
     "split_statements",
 ]
 
@@ -433,8 +435,9 @@ def split_statements(sql: str) -> list[Statement]:
 
 
 def _tokens(text: str) -> Iterator[str]:
-    """The significant tokens of `text`, lowercased: comments and whitespace are skipped, a
-    string or dollar body becomes `'`, a quoted identifier `"`. Stops at anything unterminated."""
+    """The significant tokens of `text`, words lowercased: comments and whitespace are skipped,
+    a string or dollar body becomes `'` and its raw body, a quoted identifier `"` and its name.
+    Stops at anything unterminated."""
     pos = 0
     n = len(text)
     while pos < n:
@@ -454,7 +457,7 @@ def _tokens(text: str) -> Iterator[str]:
             pos = _end_of_escape_string(text, m.end())
             if pos < 0:
                 return
-            yield "'"
+            yield "'" + text[m.end() : pos - 1]
             continue
         j = m.start(4)
         if char in "'\"$" or text.startswith(("--", "/*"), j):
@@ -468,8 +471,13 @@ def _tokens(text: str) -> Iterator[str]:
                 continue
             if c == "$" and end == j + 1:
                 yield "$"
+            elif c == '"':
+                yield '"' + text[j + 1 : end - 1].replace('""', '"')
+            elif c == "$":
+                tag = text.index("$", j + 1) + 1 - j
+                yield "'" + text[j + tag : end - tag]
             else:
-                yield '"' if c == '"' else "'"
+                yield "'" + text[j + 1 : end - 1]
             continue
         pos = m.end()
         yield char
@@ -602,3 +610,54 @@ def _classify_cluster(words: Iterator[str]) -> str:
     elif second == "verbose":
         second = _next_word(words)
     return NO_TRANSACTION if second in ("", ";") else SQL
+
+
+PROTECTED_SETTINGS = frozenset(
+    {"lock_timeout", "statement_timeout", "search_path", "idle_in_transaction_session_timeout"}
+)
+"""The settings the runner sets for itself, which a migration must not change under it."""
+
+
+def _setting_name(token: str) -> str:
+    """A setting's name as PostgreSQL looks it up: quoted or not, case does not matter."""
+    return token[1:].lower() if token.startswith('"') else token
+
+
+def session_setting(statement_text: str) -> str | None:
+    """The protected setting (see PROTECTED_SETTINGS) that a statement changes, `all` for
+    RESET ALL and DISCARD ALL, else None.
+
+    Recognised: `SET [SESSION | LOCAL] name {TO | =} ...`, `SET SCHEMA ...` (search_path),
+    `RESET name`, `RESET ALL`, `DISCARD ALL`, and, best effort, a call `set_config('name', ...)`
+    anywhere among the statement's own tokens (not inside a function body or a string that is
+    run later). ALTER ROLE/DATABASE ... SET and a function's SET clause change other sessions or
+    the function only: None.
+    """
+    words = _tokens(statement_text)
+    first = _next_word(words)
+    if first == "set":
+        word = _next_word(words)
+        if word in ("session", "local"):
+            word = _next_word(words)
+        if word == "schema":
+            return "search_path"
+        name = _setting_name(word)
+        if name in PROTECTED_SETTINGS and _next_word(words) in ("to", "="):
+            return name
+        return None
+    if first == "reset":
+        word = _next_word(words)
+        if word == "all":
+            return "all"
+        name = _setting_name(word)
+        return name if name in PROTECTED_SETTINGS and _next_word(words) in ("", ";") else None
+    if first == "discard":
+        return "all" if _next_word(words) == "all" else None
+    previous = ""
+    for word in words:
+        if previous == "set_config" and word == "(":
+            argument = _next_word(words)
+            if argument.startswith("'") and argument[1:].lower() in PROTECTED_SETTINGS:
+                return argument[1:].lower()
+        previous = word
+    return None

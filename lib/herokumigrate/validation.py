@@ -1,0 +1,135 @@
+"""`validate`'s check of the SQL: every section split, what it holds counted, what deserves a
+note or a warning collected. Statements are looked at one at a time and dropped, so that a large
+file is never held as a list of statements (see sections.SqlSection.iter_statements).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from herokumigrate.errors import BadInput
+
+if TYPE_CHECKING:
+    from herokumigrate.problems import FileProblems
+    from herokumigrate.sections import SqlSection
+    from herokumigrate.source import Migration
+
+NAMES_SHOWN = 10  # a note lists at most this many migrations by name
+WARNINGS_SHOWN = 50
+# Only statements that could change a setting are handed to sqlsplit.session_setting.
+_MAYBE_SETTING = re.compile(r"(?:set|reset|discard)\b|.*?set_config", re.IGNORECASE | re.DOTALL)
+# SET LOCAL ends with the migration's transaction: a migration may scope a value of its own.
+_SET_LOCAL = re.compile(r"set\s+local\b", re.IGNORECASE)
+
+
+@dataclass
+class ValidationReport:
+    """What `validate` found in migrations whose files are all good."""
+
+    migrations: int = 0
+    statements: int = 0
+    no_transaction: int = 0  # statements that must run outside a transaction
+    downs: int = 0
+    applies_nothing: list[str] = field(default_factory=list)  # labels of no-op ups
+    reverts_nothing: list[str] = field(default_factory=list)  # labels of no-op downs
+    warnings: list[str] = field(default_factory=list)  # each one ` !     ` line
+
+    def counts(self) -> dict[str, int]:
+        """The four counts, as `source.validate` has always returned them."""
+        return {
+            "migrations": self.migrations,
+            "statements": self.statements,
+            "no_transaction": self.no_transaction,
+            "downs": self.downs,
+        }
+
+    def details(self) -> list[str]:
+        """The report's detail lines: the counts, then the notes."""
+        lines = [
+            f"{self.statements} statement(s); {self.no_transaction} must run outside a "
+            f"transaction; {self.downs} down migration(s)"
+        ]
+        if self.applies_nothing:
+            lines.append(
+                f"{len(self.applies_nothing)} migration(s) have no SQL and are recorded as "
+                f"applied without running anything: {_names(self.applies_nothing)}"
+            )
+        if self.reverts_nothing:
+            lines.append(
+                f"{len(self.reverts_nothing)} down migration(s) are empty: reverting them only "
+                f"forgets them: {_names(self.reverts_nothing)}"
+            )
+        return lines
+
+
+def check_migrations(migrations: list[Migration], problems: FileProblems) -> ValidationReport:
+    """Split every up and down section; bad SQL and unreadable down files go to `problems`."""
+    report = ValidationReport(migrations=len(migrations))
+    for migration in migrations:
+        try:
+            count, outside, has_sql = _check_section(migration.up, report)
+        except BadInput as exc:
+            problems.add(migration.up.path.name, exc)
+            continue
+        report.statements += count
+        report.no_transaction += outside
+        if not has_sql:
+            report.applies_nothing.append(migration.label)
+        try:
+            down = migration.down
+            if down is None:
+                continue
+            _, _, has_sql = _check_section(down, report)
+        except BadInput as exc:
+            problems.add((migration.down_file or migration.up.path).name, exc)
+            continue
+        report.downs += 1
+        if not has_sql:
+            report.reverts_nothing.append(migration.label)
+    if len(report.warnings) > WARNINGS_SHOWN:
+        more = len(report.warnings) - WARNINGS_SHOWN
+        del report.warnings[WARNINGS_SHOWN:]
+        report.warnings.append(f"... and {more} more statement(s) changing protected settings")
+    return report
+
+
+def _check_section(section: SqlSection, report: ValidationReport) -> tuple[int, int, bool]:
+    """(statements, statements that must run outside a transaction, whether any is more than
+    BEGIN/COMMIT) of one section; warnings about protected settings go to `report`."""
+    from herokumigrate.sqlsplit import session_setting
+
+    count = outside = 0
+    has_sql = False
+    for statement in section.iter_statements():
+        count += 1
+        if statement.kind == "no_transaction":
+            outside += 1
+        if statement.kind != "transaction_control":
+            has_sql = True
+        if _MAYBE_SETTING.match(statement.text) is None or _SET_LOCAL.match(statement.text):
+            continue
+        setting = session_setting(statement.text)
+        if setting is not None:
+            report.warnings.append(_setting_warning(section, statement.line, setting))
+    return count, outside, has_sql
+
+
+def _setting_warning(section: SqlSection, line: int, setting: str) -> str:
+    where = f"{section.path.shown}: line {line}"
+    if setting == "all":
+        return (
+            f"{where}: resets every session setting, including the lock_timeout, "
+            "statement_timeout and search_path the runner sets; remove it (the runner sets "
+            "its own settings for every migration)"
+        )
+    return (
+        f"{where}: changes {setting}, which the runner sets itself for every migration; "
+        f"remove the statement, or use SET LOCAL {setting} for a value this migration needs"
+    )
+
+
+def _names(labels: list[str]) -> str:
+    shown = ", ".join(labels[:NAMES_SHOWN])
+    return shown if len(labels) <= NAMES_SHOWN else f"{shown} and {len(labels) - NAMES_SHOWN} more"

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Peak memory (RSS) of `heroku-migrate validate` on one large migration file.
+
+Not a test (pytest does not collect it). Issue 8 sets the goal: a Standard-1X dyno has 512 MB, so
+the peak must stay at most 3 x the largest file + 60 MB. It writes a folder holding one
+golang-migrate file of SIZE MB made of many short INSERT statements (the shape of a data
+migration), then runs the real CLI in a subprocess and reads that child's own peak RSS from
+`os.wait4` (the kernel's ru_maxrss, the same figure `/usr/bin/time -v` prints).
+
+    .venv/bin/python test/bench/memory.py              # 50 MB, validate
+    .venv/bin/python test/bench/memory.py --size 20 --format dbmate
+
+It prints one line per run and exits 0 when the goal holds, 1 when it does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MB = 1024 * 1024  # sizes and figures are in MiB, as ru_maxrss (KiB) / 1024
+GOAL_FACTOR = 3
+GOAL_SLACK_MB = 60
+
+
+def write_migration(folder: Path, size_mb: int, fmt: str) -> Path:
+    """One migration file of about `size_mb` MB of INSERT statements, in format `fmt`."""
+    if fmt == "dbmate":
+        path, head, tail = folder / "2_data.sql", "-- migrate:up\n", "-- migrate:down\n"
+    elif fmt == "goose":
+        path, head, tail = folder / "2_data.sql", "-- +goose Up\n", "-- +goose Down\n"
+    else:
+        path, head, tail = folder / "2_data.up.sql", "", ""
+        (folder / "2_data.down.sql").write_text("DELETE FROM items;\n")
+    (folder / "1_items.up.sql").write_text("CREATE TABLE items (id bigint, name text);\n")
+    target = size_mb * MB
+    with path.open("w") as out:
+        out.write(head)
+        written = len(head)
+        row = 0
+        while written < target:
+            chunk = "".join(
+                f"INSERT INTO items (id, name) VALUES ({row + i}, 'item number {row + i}');\n"
+                for i in range(10_000)
+            )
+            row += 10_000
+            out.write(chunk)
+            written += len(chunk)
+        out.write(tail)
+    return path
+
+
+def peak_rss_mb(command: list[str], env: dict[str, str], cwd: Path) -> tuple[int, float]:
+    """Exit status and peak RSS (MiB) of `command`, run as a child of this process."""
+    proc = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.stderr is not None:
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        if proc.returncode != 0:
+            sys.stderr.write(err)
+    return proc.returncode, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def main() -> int:
+    """Measure and print; exit 1 if the goal is missed or the command failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=50, help="file size in MB (default 50)")
+    parser.add_argument("--format", choices=("golang-migrate", "dbmate", "goose"), default=None)
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the runner")
+    args = parser.parse_args()
+    formats = [args.format] if args.format else ["golang-migrate", "dbmate", "goose"]
+    ok = True
+    for fmt in formats:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "db" / "migrations"
+            folder.mkdir(parents=True)
+            path = write_migration(folder, args.size, fmt)
+            size_mb = path.stat().st_size / MB
+            env = dict(os.environ, PYTHONPATH=str(REPO / "lib"), MIGRATE_PATH=str(folder))
+            env.pop("DATABASE_URL", None)
+            floor_status, floor = peak_rss_mb([args.python, "-c", "pass"], env, Path(tmp))
+            status, peak = peak_rss_mb(
+                [args.python, "-m", "herokumigrate", "validate"], env, Path(tmp)
+            )
+            goal = GOAL_FACTOR * size_mb + GOAL_SLACK_MB
+            verdict = "PASS" if status == 0 and floor_status == 0 and peak <= goal else "FAIL"
+            ok = ok and verdict == "PASS"
+            print(
+                f"validate, {fmt}, one {size_mb:.1f} MiB file: peak RSS {peak:.0f} MiB "
+                f"(interpreter alone {floor:.0f} MiB; goal <= {goal:.0f} MiB: {verdict}; "
+                f"exit {status})"
+            )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
