@@ -455,7 +455,7 @@ def lint_sections(
 
     `table_exists` tells whether a table is there before the batch; by default every table that
     no earlier statement of the batch created counts as existing (the build's view). Returns one
-    report per file that has a finding or a note, findings silenced by a comment left out.
+    report per file with a finding, a note or a silenced finding (silenced ones only counted).
     """
     batch = _Batch(table_exists)
     reports = []
@@ -474,7 +474,7 @@ def lint_sections(
                     found.append(Finding(RULES[rule_id], report.file, statement.line, subject))
         found.extend(_shape(parsed, allowed, report))
         report.findings = sorted(found, key=lambda f: f.line)
-        if report.findings or report.notes:
+        if report.findings or report.notes or report.suppressed:
             reports.append(report)
     return reports
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import herokumigrate
 from herokumigrate.buildpack import SLUG_DIR, BuildFailed, envdir, interpreter, launcher, wheels
+from herokumigrate.buildpack.lintstep import check_release_safety
 from herokumigrate.buildpack.procfile import (
     RELEASE_COMMAND,
     default_web_at_risk,
@@ -58,6 +59,7 @@ def compile_app(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) ->
     manifest = cache / MANIFEST
     with _step(out, f"Validating migrations in {config.path}"):
         validate(build_dir, settings, wheel_files, manifest, out)
+        check_release_safety(build_dir, config, settings, cache, out)
 
     with _step(out, "Choosing the Python for the release phase"):
         if slug.exists():
