@@ -7,6 +7,7 @@ line and column, and the cross-check of our splitter against the parser's statem
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -329,9 +330,12 @@ def test_no_parse_directive_is_a_line_of_its_own() -> None:
         "CREATE INDEX CONCURRENTLY i ON t (a);\n/* nested /* comment */ ; */ SELECT 1;",
     ],
 )
-def test_splitter_agrees_with_the_parser(sql: str) -> None:
+@pytest.mark.parametrize("trees", [True, False])
+def test_splitter_agrees_with_the_parser(sql: str, trees: bool) -> None:
     sec = section(sql, first_line=3)
-    pgparse.check_boundaries(pgparse.parse_section(PARSER, sec), "golang-migrate")
+    parsed = pgparse.parse_section(PARSER, sec, trees=trees)
+    assert [s.line for s in parsed.statements] == [s.line for s in sec.statements]
+    pgparse.check_boundaries(parsed, "golang-migrate")
 
 
 def test_splitter_agrees_on_the_example_app() -> None:
@@ -347,6 +351,14 @@ def test_disagreement_with_the_splitter_names_file_and_line() -> None:
     missing = pgparse.ParsedSection(sec, parsed.statements[:2])
     with pytest.raises(BadInput, match=r"^4_d.up.sql: line 3: PostgreSQL's parser and"):
         pgparse.check_boundaries(missing, "golang-migrate")
+    extra = pgparse.ParsedSection(sec, [*parsed.statements, parsed.statements[-1]])
+    with pytest.raises(BadInput, match=r"^4_d.up.sql: line 3: PostgreSQL's parser and"):
+        pgparse.check_boundaries(extra, "golang-migrate")
+    cut = pgparse.ParsedSection(
+        sec, [parsed.statements[0], replace(parsed.statements[1], end=parsed.statements[1].end - 1)]
+    )
+    with pytest.raises(BadInput, match=r"^4_d.up.sql: line 2: PostgreSQL's parser and"):
+        pgparse.check_boundaries(cut, "golang-migrate")
     # Our splitter taking two of the parser's statements as one: wrong, except in a goose block.
     merged = section("SELECT 1; SELECT 2;\nSELECT 3;", "5_goose.sql", first_line=2)
     merged.__dict__["statements"] = [

@@ -229,16 +229,19 @@ class _Batch:
     """What the statements checked so far created, and how to tell an existing table."""
 
     def __init__(self, table_exists: Callable[[TableName], bool] | None) -> None:
-        self.created: set[TableName] = set()
+        self.created: dict[str, set[str]] = {}  # name -> schemas ("" when unqualified)
         self.table_exists = table_exists
 
+    def create(self, table: TableName) -> None:
+        """Remember a table (or index) that the batch creates."""
+        self.created.setdefault(table.name, set()).add(table.schema)
+
     def existing(self, table: TableName) -> bool:
-        """Whether `table` was there before the batch (then the rules about tables apply)."""
-        for made in self.created:
-            if made.name == table.name and (
-                not table.schema or not made.schema or made.schema == table.schema
-            ):
-                return False
+        """Whether `table` was there before the batch (then the rules about tables apply).
+        Unqualified and qualified names of the same table are taken to match."""
+        schemas = self.created.get(table.name)
+        if schemas and (not table.schema or "" in schemas or table.schema in schemas):
+            return False
         return self.table_exists is None or self.table_exists(table)
 
 
@@ -337,7 +340,7 @@ def _rename(node: Mapping[str, Any], batch: _Batch) -> Iterator[Hit]:
         if batch.existing(table):
             yield "rename-table", str(table)
         else:  # a table of the batch keeps being exempt under its new name
-            batch.created.add(TableName(table.schema, node.get("newname", "")))
+            batch.create(TableName(table.schema, node.get("newname", "")))
     elif (
         kind == "OBJECT_COLUMN"
         and node.get("relationType") == "OBJECT_TABLE"
@@ -366,7 +369,7 @@ def _create_index(node: Mapping[str, Any], batch: _Batch) -> Iterator[Hit]:
     if not node.get("concurrent") and batch.existing(table):
         yield "index-without-concurrently", str(table)
     if node.get("idxname"):
-        batch.created.add(TableName(table.schema, node["idxname"]))
+        batch.create(TableName(table.schema, node["idxname"]))
 
 
 def _reindex(node: Mapping[str, Any], batch: _Batch) -> Iterator[Hit]:
@@ -412,19 +415,19 @@ def _variable_set(node: Mapping[str, Any], batch: _Batch) -> Iterator[Hit]:
 
 
 def _create_table(node: Mapping[str, Any], batch: _Batch) -> Iterator[Hit]:
-    batch.created.add(_range_var(node.get("relation")))
+    batch.create(_range_var(node.get("relation")))
     return iter(())
 
 
 def _create_table_as(node: Mapping[str, Any], batch: _Batch) -> Iterator[Hit]:
-    batch.created.add(_range_var(node.get("into", {}).get("rel")))
+    batch.create(_range_var(node.get("into", {}).get("rel")))
     return iter(())
 
 
 def _select(node: Mapping[str, Any], batch: _Batch) -> Iterator[Hit]:
     into = node.get("intoClause")
     if into is not None:  # SELECT ... INTO creates a table
-        batch.created.add(_range_var(into.get("rel")))
+        batch.create(_range_var(into.get("rel")))
     return iter(())
 
 

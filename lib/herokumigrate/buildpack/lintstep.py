@@ -36,7 +36,11 @@ def check_release_safety(
     if pg_parser is None:
         return
     migrations = load_migrations(config.migrations_dir, build_dir)
-    ups: dict[int, ParsedSection] = {}
+    state = cache / STATE_FILE
+    previous = _recall(state, config.path)
+    new = [m for m in migrations if previous is None or previous.get(str(m.version)) != m.checksum]
+    to_lint = {m.version for m in new} if mode != "off" else set()
+    checked: list[ParsedSection] = []
     unparsed = []
     for migration in migrations:
         sections = [s for s in (migration.up, migration.down) if s is not None]
@@ -44,27 +48,25 @@ def check_release_safety(
             unparsed.append(migration.filename)
             continue
         for section in sections:
-            parsed = parse_section(pg_parser, section)
+            # Only the up sections to lint need their trees decoded; the rest, boundaries.
+            trees = section is migration.up and migration.version in to_lint
+            parsed = parse_section(pg_parser, section, trees=trees)
             check_boundaries(parsed, migration.format)
-            if section is migration.up:
-                ups[migration.version] = parsed
+            if trees:
+                checked.append(parsed)
+    parsed_count = len(migrations) - len(unparsed)
     out.detail(
-        f"{len(ups)} migration(s) parsed; statement boundaries agree with the release's splitter"
+        f"{parsed_count} migration(s) parsed; statement boundaries agree with the release's "
+        "splitter"
     )
     if unparsed:
         out.detail(f"Not parsed (-- heroku-migrate:no-parse): {', '.join(unparsed)}")
-    state = cache / STATE_FILE
     if mode == "off":
         out.detail("Release-safety lint is off (lint = off)")
         _remember(state, config.path, migrations)
         return
-    previous = _recall(state, config.path)
     if previous is None:
-        new = migrations
         out.detail("No record of a previous build in the cache: every migration counts as new")
-    else:
-        new = [m for m in migrations if previous.get(str(m.version)) != m.checksum]
-    checked = [ups[m.version] for m in new if m.version in ups]
     reports = lint.lint_sections(checked, parser=pg_parser)
     problems = _report(reports, len(new), mode, out)
     if problems and mode == "error":
