@@ -369,3 +369,11 @@ def test_disagreement_with_the_splitter_names_file_and_line() -> None:
     with pytest.raises(BadInput, match=r"^5_goose.sql: line 2: "):
         pgparse.check_boundaries(parsed, "golang-migrate")
     pgparse.check_boundaries(parsed, pgparse.GOOSE_FORMAT)
+
+
+def test_readme_lists_every_rule_with_its_why() -> None:
+    readme = (EXAMPLE.parent / "README.md").read_text()
+    section = readme[readme.index("### Release-safety lint") :]
+    section = section[: section.index("\n### ", 1)]
+    for rule in lint.RULES.values():
+        assert f"| `{rule.id}` | {rule.category} | {rule.why} | {rule.instead} |" in section
