@@ -26,10 +26,12 @@ def section(sql: str, name: str = "2_change.up.sql", first_line: int = 1) -> Sql
     return SqlSection(SourceFile(f"/nowhere/{name}", name), sql, first_line)
 
 
-def run(*sqls: str, table_exists: Any = None) -> list[lint.FileReport]:
+def run(
+    *sqls: str, table_exists: Any = None, wanted: Any = lint.NODES_READ
+) -> list[lint.FileReport]:
     """Lint files 1.up.sql, 2.up.sql, ... as one batch."""
     parsed = [
-        pgparse.parse_section(PARSER, section(sql, f"{n}_m.up.sql"))
+        pgparse.parse_section(PARSER, section(sql, f"{n}_m.up.sql"), wanted=wanted)
         for n, sql in enumerate(sqls, 1)
     ]
     return lint.lint_sections(parsed, parser=PARSER, table_exists=table_exists)
@@ -184,6 +186,14 @@ def test_rule_finds_what_it_is_about(rule_id: str, sql: str) -> None:
 )
 def test_rule_leaves_safe_sql_alone(rule_id: str, sql: str) -> None:
     assert found(sql) == []
+
+
+def test_partial_trees_find_what_whole_trees_find() -> None:
+    every = [sql for bad, good in RULE_CASES.values() for sql in [*bad, *good]]
+    whole = [(f.rule.id, f.line, f.subject) for r in run(*every, wanted=None) for f in r.findings]
+    partial = [(f.rule.id, f.line, f.subject) for r in run(*every) for f in r.findings]
+    assert partial == whole
+    assert len(whole) > len(RULE_CASES)
 
 
 def test_lines_of_findings_are_file_lines() -> None:

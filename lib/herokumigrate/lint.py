@@ -446,6 +446,12 @@ _CHECKS: dict[str, Callable[[Mapping[str, Any], _Batch], Iterator[Hit]]] = {
     "CreateTableAsStmt": _create_table_as,
     "SelectStmt": _select,
 }
+NODES_READ: dict[str, str | None] = {
+    **dict.fromkeys(_CHECKS),
+    "CreateStmt": "relation",
+    "SelectStmt": "intoClause",
+}
+"""What the rules read of each node type: pass it as `pgparse.parse_section(wanted=...)`."""
 
 
 def lint_sections(
@@ -583,5 +589,9 @@ def lint_migrations(
     from herokumigrate.pgparse import load_parser, parse_section, skips_parsing
 
     parser = load_parser()
-    parsed = [parse_section(parser, m.up) for m in migrations if not skips_parsing(m.up)]
+    parsed = [
+        parse_section(parser, m.up, wanted=NODES_READ)
+        for m in migrations
+        if not skips_parsing(m.up)
+    ]
     return lint_sections(parsed, parser=parser, table_exists=table_exists)

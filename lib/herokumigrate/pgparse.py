@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ from herokumigrate.source import SqlSection
 NO_PARSE_DIRECTIVE = "heroku-migrate:no-parse"
 """A `-- heroku-migrate:no-parse` line in a file: PostgreSQL's parser skips it (syntax newer than
 the parser's PostgreSQL version); no syntax check, no split cross-check and no lint for it."""
+_HEAD = re.compile(r'\{"version":\d+,"stmts":\[\{"stmt":\{"(\w+)":')
+_DECODER = json.JSONDecoder()
 _NO_PARSE_RE = re.compile(r"^[ \t]*--[ \t]*heroku-migrate:no-parse[ \t]*$", re.MULTILINE)
 GOOSE_FORMAT = "goose"
 
@@ -43,7 +46,7 @@ class ParsedStatement:
     start: int
     """Character offset in the section where the statement's first token starts."""
     end: int
-    """Character offset just past its last character (before its `;`), or the section's end."""
+    """Character offset just past its last significant character (before its `;`)."""
     line: int
     """Line of the file where it starts."""
 
@@ -77,48 +80,55 @@ def skips_parsing(section: SqlSection) -> bool:
     return NO_PARSE_DIRECTIVE in section.sql and _NO_PARSE_RE.search(section.sql) is not None
 
 
-def parse_section(parser: Any, section: SqlSection, *, trees: bool = True) -> ParsedSection:
+def parse_section(
+    parser: Any,
+    section: SqlSection,
+    *,
+    trees: bool = True,
+    wanted: Mapping[str, str | None] | None = None,
+) -> ParsedSection:
     """The section's statements, or BadInput naming file, line, column and PostgreSQL's message.
 
-    Without `trees`, only where each statement starts and ends (node_type "", node {}): the
-    same parse, without decoding the tree (4 times cheaper; enough for `check_boundaries`).
+    Without `trees`, only where each statement starts and ends (node_type "", node {}), which is
+    all `check_boundaries` needs. With `wanted` (node type -> the one field the caller reads, or
+    None for the whole node), other nodes come back empty: decoding the JSON trees costs several
+    times the parse, and most statements of a migration (CREATE TABLE, INSERT) concern no rule.
+    A field named there must be its node's first one in libpg_query's output (struct order).
     """
     sql = section.sql
     try:
-        if not trees:
-            slices = parser.split(sql, with_parser=True, only_slices=True)
-            return ParsedSection(
-                section,
-                [
-                    ParsedStatement(
-                        "", {}, s.start, s.stop, section.first_line + sql.count("\n", 0, s.start)
-                    )
-                    for s in slices
-                ],
-            )
-        tree = json.loads(parser.parse_sql_json(sql))
+        slices = parser.split(sql, with_parser=True, only_slices=True)
     except parser.ParseError as exc:
         location = exc.args[1] if len(exc.args) > 1 else None
         raise _syntax_error(section, str(exc.args[0]), location) from None
-    to_char = _char_offsets(sql)
     statements = []
-    for raw in tree.get("stmts", ()):
-        ((node_type, node),) = raw["stmt"].items()
-        start = to_char(raw.get("stmt_location", 0))
-        length = raw.get("stmt_len", 0)
-        # stmt_len 0: the statement runs to the end of the input (no `;`).
-        end = to_char(raw.get("stmt_location", 0) + length) if length else len(sql)
-        line = section.first_line + sql.count("\n", 0, start)
-        statements.append(ParsedStatement(node_type, node, start, end, line))
+    for piece in slices:  # character offsets, the statement without its `;` and outer blanks
+        line = section.first_line + sql.count("\n", 0, piece.start)
+        node_type, node = _tree(parser, sql[piece], wanted) if trees else ("", {})
+        statements.append(ParsedStatement(node_type, node, piece.start, piece.stop, line))
     return ParsedSection(section, statements)
 
 
-def _char_offsets(sql: str) -> Any:
-    """libpg_query counts bytes of UTF-8; a function from its byte offsets to ours."""
-    if sql.isascii():
-        return lambda offset: offset
-    data = sql.encode("utf-8")
-    return lambda offset: len(data[:offset].decode("utf-8", errors="ignore"))
+def _tree(
+    parser: Any, text: str, wanted: Mapping[str, str | None] | None
+) -> tuple[str, dict[str, Any]]:
+    """One statement's node type and (as much as `wanted` asks of) its node."""
+    doc = parser.parse_sql_json(text)
+    head = _HEAD.match(doc)
+    if head is None or wanted is None:
+        ((node_type, node),) = json.loads(doc)["stmts"][0]["stmt"].items()
+        return node_type, node if wanted is None or node_type in wanted else {}
+    node_type = head.group(1)
+    if node_type not in wanted:
+        return node_type, {}
+    field = wanted[node_type]
+    if field is None:
+        return node_type, json.loads(doc)["stmts"][0]["stmt"][node_type]
+    prefix = f'{{"{field}":'
+    if not doc.startswith(prefix, head.end()):
+        return node_type, {}  # the field is absent (it would come first)
+    value, _ = _DECODER.raw_decode(doc, head.end() + len(prefix))
+    return node_type, {field: value}
 
 
 def _syntax_error(section: SqlSection, message: str, position: int | None) -> BadInput:

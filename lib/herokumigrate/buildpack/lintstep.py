@@ -50,7 +50,7 @@ def check_release_safety(
         for section in sections:
             # Only the up sections to lint need their trees decoded; the rest, boundaries.
             trees = section is migration.up and migration.version in to_lint
-            parsed = parse_section(pg_parser, section, trees=trees)
+            parsed = parse_section(pg_parser, section, trees=trees, wanted=lint.NODES_READ)
             check_boundaries(parsed, migration.format)
             if trees:
                 checked.append(parsed)
