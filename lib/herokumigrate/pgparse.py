@@ -25,7 +25,7 @@ from herokumigrate.source import SqlSection
 NO_PARSE_DIRECTIVE = "heroku-migrate:no-parse"
 """A `-- heroku-migrate:no-parse` line in a file: PostgreSQL's parser skips it (syntax newer than
 the parser's PostgreSQL version); no syntax check, no split cross-check and no lint for it."""
-_HEAD = re.compile(r'\{"version":\d+,"stmts":\[\{"stmt":\{"(\w+)":')
+_STATEMENT = re.compile(r'\{"stmt":\{"(\w+)":')
 _DECODER = json.JSONDecoder()
 _NO_PARSE_RE = re.compile(r"^[ \t]*--[ \t]*heroku-migrate:no-parse[ \t]*$", re.MULTILINE)
 GOOSE_FORMAT = "goose"
@@ -101,34 +101,38 @@ def parse_section(
     except parser.ParseError as exc:
         location = exc.args[1] if len(exc.args) > 1 else None
         raise _syntax_error(section, str(exc.args[0]), location) from None
+    nodes = _trees(parser, sql, wanted) if trees else [("", {})] * len(slices)
     statements = []
-    for piece in slices:  # character offsets, the statement without its `;` and outer blanks
+    for piece, (node_type, node) in zip(slices, nodes, strict=True):
+        # `piece`: character offsets of the statement without its `;` and outer blanks.
         line = section.first_line + sql.count("\n", 0, piece.start)
-        node_type, node = _tree(parser, sql[piece], wanted) if trees else ("", {})
         statements.append(ParsedStatement(node_type, node, piece.start, piece.stop, line))
     return ParsedSection(section, statements)
 
 
-def _tree(
-    parser: Any, text: str, wanted: Mapping[str, str | None] | None
-) -> tuple[str, dict[str, Any]]:
-    """One statement's node type and (as much as `wanted` asks of) its node."""
-    doc = parser.parse_sql_json(text)
-    head = _HEAD.match(doc)
-    if head is None or wanted is None:
-        ((node_type, node),) = json.loads(doc)["stmts"][0]["stmt"].items()
-        return node_type, node if wanted is None or node_type in wanted else {}
-    node_type = head.group(1)
-    if node_type not in wanted:
-        return node_type, {}
-    field = wanted[node_type]
-    if field is None:
-        return node_type, json.loads(doc)["stmts"][0]["stmt"][node_type]
-    prefix = f'{{"{field}":'
-    if not doc.startswith(prefix, head.end()):
-        return node_type, {}  # the field is absent (it would come first)
-    value, _ = _DECODER.raw_decode(doc, head.end() + len(prefix))
-    return node_type, {field: value}
+def _trees(
+    parser: Any, sql: str, wanted: Mapping[str, str | None] | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Each statement's node type and (as much as `wanted` asks of) its node, decoded from the
+    JSON one node at a time: `"stmt"` is a field of RawStmt only, the top-level statement."""
+    doc = parser.parse_sql_json(sql)
+    nodes: list[tuple[str, dict[str, Any]]] = []
+    for head in _STATEMENT.finditer(doc):
+        node_type = head.group(1)
+        if wanted is not None and node_type not in wanted:
+            nodes.append((node_type, {}))
+            continue
+        field = None if wanted is None else wanted[node_type]
+        if field is None:
+            nodes.append((node_type, _DECODER.raw_decode(doc, head.end())[0]))
+            continue
+        prefix = f'{{"{field}":'
+        if doc.startswith(prefix, head.end()):
+            value = _DECODER.raw_decode(doc, head.end() + len(prefix))[0]
+            nodes.append((node_type, {field: value}))
+        else:
+            nodes.append((node_type, {}))  # the field is absent (it would come first)
+    return nodes
 
 
 def _syntax_error(section: SqlSection, message: str, position: int | None) -> BadInput:
