@@ -9,10 +9,12 @@ image has its own python3: no interpreter is bundled, which keeps each build sho
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
+from herokumigrate.buildpack import parser, wheels
 from test_buildpack import (
     PYTHON_310,
     REPO,
@@ -249,3 +251,14 @@ def test_no_parser_offline_with_an_empty_cache_warns_and_builds(
     assert "without PostgreSQL's parser and without the release-safety lint" in (
         result.result.stderr
     )
+
+
+def test_a_wheel_is_pinned_for_every_build_python() -> None:
+    pins = wheels.pinned_wheels(parser.PINS_FILE)
+    assert {pin.name for pin in pins} == {"pglast"}
+    for minor in (10, 11, 12, 13, 14):
+        (pin,) = [p for p in pins if f"-cp3{minor}-cp3{minor}-manylinux" in p.filename]
+        assert "x86_64" in pin.filename
+    chosen = parser.pinned_for_this_python(pins)
+    assert chosen is not None
+    assert f"-cp3{sys.version_info.minor}-" in chosen.filename
