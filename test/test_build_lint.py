@@ -8,22 +8,17 @@ image has its own python3: no interpreter is bundled, which keeps each build sho
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from herokumigrate.buildpack import parser, wheels
-from test_buildpack import (
-    PYTHON_310,
-    REPO,
-    Build,
-    compile_app,
-    copy_app,
-    needs_pythons,
-    needs_unshare,
-)
 
 pytestmark = pytest.mark.buildpack
 
@@ -53,6 +48,62 @@ INDEX_WARNING = (
 )
 
 
+REPO = Path(__file__).resolve().parent.parent
+PYTHON_310 = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions/3.10.13/bin/python3.10"
+RUN_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _can_unshare() -> bool:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+needs_python310 = pytest.mark.skipif(not PYTHON_310.exists(), reason="needs Python 3.10")
+needs_unshare = pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare --net")
+
+
+@dataclass
+class Build:
+    """One bin/compile run."""
+
+    build_dir: Path
+    cache_dir: Path
+    result: subprocess.CompletedProcess[str]
+
+    @property
+    def output(self) -> str:
+        return self.result.stdout + self.result.stderr
+
+
+def compile_app(
+    buildpack: Path,
+    build_dir: Path,
+    cache_dir: Path,
+    *,
+    python_dir: Path,
+    config_vars: dict[str, str] | None = None,
+    offline: bool = False,
+) -> Build:
+    """bin/compile BUILD CACHE ENV for heroku-22 as Heroku runs it (HOME=/app), with
+    `python_dir/python3` first on PATH; `offline`: without any network."""
+    env_dir = build_dir.parent / f"env_{build_dir.name}"
+    env_dir.mkdir(exist_ok=True)
+    for name, value in (config_vars or {}).items():
+        (env_dir / name).write_text(value)
+    argv = [str(buildpack / "bin/compile"), str(build_dir), str(cache_dir), str(env_dir)]
+    result = subprocess.run(
+        ["unshare", "--net", *argv] if offline else argv,
+        capture_output=True,
+        text=True,
+        env={"HOME": "/app", "PATH": f"{python_dir}:{RUN_PATH}", "STACK": "heroku-22"},
+        timeout=300,
+        check=False,
+    )
+    return Build(build_dir, cache_dir, result)
+
+
 @pytest.fixture(scope="module")
 def buildpack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the buildpack as Heroku fetches it."""
@@ -77,8 +128,9 @@ def write_app(root: Path, files: dict[str, str]) -> Path:
     (source / "Procfile").write_text("web: bin/server\n")
     for name, text in files.items():
         (source / "db/migrations" / name).write_text(text)
-    build_dir = copy_app(source, root / "tmp")
-    shutil.rmtree(source)
+    (root / "tmp").mkdir(parents=True, exist_ok=True)
+    build_dir = root / "tmp" / f"build_{secrets.token_hex(8)}"  # as Heroku names them
+    shutil.move(source, build_dir)
     return build_dir
 
 
@@ -95,7 +147,6 @@ def build(
         write_app(root, files),
         cache,
         python_dir=python_dir,
-        stack="heroku-22",
         config_vars=config_vars,
     )
 
@@ -124,8 +175,7 @@ def cache_after_first(first: Build, tmp_path: Path) -> Path:
     return cache
 
 
-@needs_unshare
-@needs_pythons
+@needs_python310
 def test_first_build_parses_everything_and_counts_every_file_as_new(first_build: Build) -> None:
     assert first_build.result.returncode == 0, first_build.output
     out = first_build.result.stdout
@@ -137,8 +187,7 @@ def test_first_build_parses_everything_and_counts_every_file_as_new(first_build:
     assert_no_pglast_in_slug(first_build)
 
 
-@needs_unshare
-@needs_pythons
+@needs_python310
 def test_syntax_error_fails_the_build_with_file_line_and_column(
     buildpack: Path, python_dir: Path, first_build: Build, tmp_path: Path
 ) -> None:
@@ -154,8 +203,7 @@ def test_syntax_error_fails_the_build_with_file_line_and_column(
     assert (result.build_dir / "Procfile").read_text() == "web: bin/server\n"
 
 
-@needs_unshare
-@needs_pythons
+@needs_python310
 def test_second_build_warns_about_a_rename_and_a_plain_index_and_passes(
     buildpack: Path, python_dir: Path, first_build: Build, tmp_path: Path
 ) -> None:
@@ -176,8 +224,7 @@ def test_second_build_warns_about_a_rename_and_a_plain_index_and_passes(
     assert "Release-safety lint of 0 new migration(s): no warnings" in third.result.stdout
 
 
-@needs_unshare
-@needs_pythons
+@needs_python310
 def test_lint_error_fails_the_build_and_an_allow_comment_silences_exactly_one(
     buildpack: Path, python_dir: Path, first_build: Build, tmp_path: Path
 ) -> None:
@@ -212,8 +259,7 @@ def test_lint_error_fails_the_build_and_an_allow_comment_silences_exactly_one(
     assert "Release-safety lint is off (lint = off)" in off.result.stdout
 
 
-@needs_unshare
-@needs_pythons
+@needs_python310
 def test_escape_hatches_for_syntax_newer_than_the_parser(
     buildpack: Path, python_dir: Path, first_build: Build, tmp_path: Path
 ) -> None:
@@ -230,7 +276,7 @@ def test_escape_hatches_for_syntax_newer_than_the_parser(
 
 
 @needs_unshare
-@needs_pythons
+@needs_python310
 def test_no_parser_offline_with_an_empty_cache_warns_and_builds(
     buildpack: Path, python_dir: Path, first_build: Build, tmp_path: Path
 ) -> None:
@@ -243,7 +289,6 @@ def test_no_parser_offline_with_an_empty_cache_warns_and_builds(
         write_app(tmp_path, FIRST),
         cache,
         python_dir=python_dir,
-        stack="heroku-22",
         offline=True,
     )
     assert result.result.returncode == 0, result.output
