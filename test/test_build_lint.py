@@ -256,7 +256,7 @@ def test_lint_error_fails_the_build_and_an_allow_comment_silences_exactly_one(
 
     off = build(buildpack, python_dir, tmp_path, cache, {**FIRST, **allowed}, MIGRATE_LINT="off")
     assert off.result.returncode == 0, off.output
-    assert "Release-safety lint is off (lint = off)" in off.result.stdout
+    assert "Release-safety lint is off (MIGRATE_LINT or lint in migrate.toml)" in off.result.stdout
 
 
 @needs_python310
@@ -272,7 +272,9 @@ def test_escape_hatches_for_syntax_newer_than_the_parser(
     unmarked = {**FIRST, "3_newer.up.sql": "CREATE FUTURE THING x;\n"}
     off = build(buildpack, python_dir, tmp_path, cache, unmarked, MIGRATE_PARSE="false")
     assert off.result.returncode == 0, off.output
-    assert "PostgreSQL's parser is off (parse = false)" in off.result.stdout
+    assert (
+        "PostgreSQL's parser is off (MIGRATE_PARSE or parse in migrate.toml)" in off.result.stdout
+    )
 
 
 @needs_unshare

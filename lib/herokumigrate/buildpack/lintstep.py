@@ -30,7 +30,10 @@ def check_release_safety(
     disagrees with PostgreSQL's) or BuildFailed (lint findings with `lint = "error"`)."""
     mode, parse = lint.read_lint_mode(build_dir, config_vars)
     if not parse:
-        out.detail("PostgreSQL's parser is off (parse = false): no syntax check, no lint")
+        out.detail(
+            "PostgreSQL's parser is off (MIGRATE_PARSE or parse in migrate.toml): "
+            "no syntax check, no lint"
+        )
         return
     pg_parser = parser.obtain(cache, out)
     if pg_parser is None:
@@ -62,7 +65,7 @@ def check_release_safety(
     if unparsed:
         out.detail(f"Not parsed (-- heroku-migrate:no-parse): {', '.join(unparsed)}")
     if mode == "off":
-        out.detail("Release-safety lint is off (lint = off)")
+        out.detail("Release-safety lint is off (MIGRATE_LINT or lint in migrate.toml)")
         _remember(state, config.path, migrations)
         return
     if previous is None:
