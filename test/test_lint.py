@@ -128,15 +128,25 @@ RULE_CASES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "vacuum-full": (
-        ["VACUUM FULL users;", "VACUUM (FULL, ANALYZE) users;", "VACUUM FULL;"],
-        ["VACUUM ANALYZE users;", "VACUUM (FULL false) users;"],
+        [
+            "VACUUM FULL users;",
+            "VACUUM (FULL, ANALYZE) users;",
+            "VACUUM FULL;",
+            "VACUUM (FULL 1) t;",
+        ],
+        ["VACUUM ANALYZE users;", "VACUUM (FULL false) users;", "VACUUM (FULL 0, ANALYZE) users;"],
     ),
     "cluster": (
         ["CLUSTER users USING users_pkey;", "CLUSTER;"],
         ["ANALYZE users;"],
     ),
     "reindex-without-concurrently": (
-        ["REINDEX TABLE users;", "REINDEX INDEX users_pkey;", "REINDEX SCHEMA app;"],
+        [
+            "REINDEX TABLE users;",
+            "REINDEX INDEX users_pkey;",
+            "REINDEX SCHEMA app;",
+            "REINDEX (CONCURRENTLY false) TABLE users;",
+        ],
         ["REINDEX TABLE CONCURRENTLY users;", "REINDEX (CONCURRENTLY) INDEX users_pkey;"],
     ),
     "lock-table": (

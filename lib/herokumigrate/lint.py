@@ -261,11 +261,14 @@ def _option_on(options: Iterable[dict[str, Any]], name: str) -> bool:
     for option in options:
         definition = option.get("DefElem", {})
         if definition.get("defname") == name:
-            arg = definition.get("arg", {})
-            value = arg.get("String", {}).get("sval") or arg.get("Boolean", {}).get("boolval")
-            if arg.get("Integer") is not None:
-                value = str(arg["Integer"].get("ival", 0))
-            return str(value).lower() not in _FALSE_WORDS if arg else True
+            arg = definition.get("arg")
+            if not arg:
+                return True  # `(FULL)`: on
+            if "Boolean" in arg:  # libpg_query leaves a false boolval out
+                return bool(arg["Boolean"].get("boolval", False))
+            if "Integer" in arg:
+                return bool(arg["Integer"].get("ival", 0))
+            return str(arg.get("String", {}).get("sval", "")).lower() not in _FALSE_WORDS
     return False
 
 
