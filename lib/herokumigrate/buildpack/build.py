@@ -26,6 +26,7 @@ from herokumigrate.buildpack import (
     launcher,
     wheels,
 )
+from herokumigrate.buildpack.lintstep import check_release_safety
 from herokumigrate.buildpack.procfile import (
     RELEASE_COMMAND,
     LanguageBuildpack,
@@ -111,6 +112,7 @@ def _compile(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) -> No
     manifest = cache / MANIFEST
     with _step(out, f"Validating migrations in {config.path}"):
         validate(build_dir, config, settings, wheel_files, manifest=manifest, out=out)
+        check_release_safety(build_dir, config, settings, cache, out)
 
     with _step(out, "Choosing the Python for the release phase"):
         if slug.exists():

@@ -1,0 +1,138 @@
+"""The build's release-safety check, part of the validate step: every migration file through
+PostgreSQL's parser (syntax, and our splitter's statement boundaries), then the lint of the files
+that are new since the app's previous build.
+
+Which files are new: the cache keeps the versions and checksums this check passed last time. A
+cold cache makes every file new, and the report says so. A file whose checksum changed counts as
+new too. Tables that older files create count as existing; the new files' own tables are exempt.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from herokumigrate import lint
+from herokumigrate.buildpack import BuildFailed, parser
+from herokumigrate.config import Config
+from herokumigrate.output import Output
+from herokumigrate.pgparse import ParsedSection, check_boundaries, parse_section, skips_parsing
+from herokumigrate.source import Migration, load_migrations
+
+STATE_FILE = "lint-state.json"
+_STATE_FORMAT = 1
+
+
+def check_release_safety(
+    build_dir: Path, config: Config, config_vars: dict[str, str], cache: Path, out: Output
+) -> None:
+    """Parse and lint the app's migrations; raises BadInput (a broken file, a split that
+    disagrees with PostgreSQL's) or BuildFailed (lint findings with `lint = "error"`)."""
+    mode, parse = lint.read_lint_mode(build_dir, config_vars)
+    if not parse:
+        out.detail(
+            "PostgreSQL's parser is off (MIGRATE_PARSE or parse in migrate.toml): "
+            "no syntax check, no lint"
+        )
+        return
+    pg_parser = parser.obtain(cache, out)
+    if pg_parser is None:
+        return
+    migrations = load_migrations(config.migrations_dir, build_dir)
+    state = cache / STATE_FILE
+    previous = _recall(state, config.path)
+    new = [m for m in migrations if previous is None or previous.get(str(m.version)) != m.checksum]
+    to_lint = {m.version for m in new} if mode != "off" else set()
+    checked: list[ParsedSection] = []
+    unparsed = []
+    for migration in migrations:
+        sections = [s for s in (migration.up, migration.down) if s is not None]
+        if any(skips_parsing(s) for s in sections):
+            unparsed.append(migration.filename)
+            continue
+        for section in sections:
+            # Only the up sections to lint need their trees decoded; the rest, boundaries.
+            trees = section is migration.up and migration.version in to_lint
+            parsed = parse_section(pg_parser, section, trees=trees, wanted=lint.NODES_READ)
+            check_boundaries(parsed, migration.format)
+            if trees:
+                checked.append(parsed)
+    parsed_count = len(migrations) - len(unparsed)
+    out.detail(
+        f"{parsed_count} migration(s) parsed; statement boundaries agree with the release's "
+        "splitter"
+    )
+    if unparsed:
+        out.detail(f"Not parsed (-- heroku-migrate:no-parse): {', '.join(unparsed)}")
+    if mode == "off":
+        out.detail("Release-safety lint is off (MIGRATE_LINT or lint in migrate.toml)")
+        _remember(state, config.path, migrations)
+        return
+    if previous is None:
+        out.detail("No record of a previous build in the cache: every migration counts as new")
+    reports = lint.lint_sections(checked, parser=pg_parser)
+    problems = _report(reports, len(new), mode, out)
+    if problems and mode == "error":
+        files = sum(1 for r in reports if r.findings)
+        raise BuildFailed(
+            f"Release-safety lint: {problems} problem(s) in {files} file(s), listed above; "
+            'lint = "error" fails the build.',
+            fix="Make each change the safe way the report says, or allow one on purpose with a "
+            "comment naming its rule (-- heroku-migrate:allow RULE) above the statement, or set "
+            "MIGRATE_LINT=warn.",
+        )
+    _remember(state, config.path, migrations)
+
+
+def _report(reports: list[lint.FileReport], new: int, mode: lint.LintMode, out: Output) -> int:
+    """Detail lines grouped by file, with counts; a warning line when something was found."""
+    problems = sum(len(r.findings) for r in reports)
+    silenced = sum(r.suppressed for r in reports)
+    files = sum(1 for r in reports if r.findings)
+    kind = "problem" if mode == "error" else "warning"
+    summary = f"{problems} {kind}(s) in {files} file(s)" if problems else f"no {kind}s"
+    allowed = f", {silenced} allowed by comments" if silenced else ""
+    out.detail(f"Release-safety lint of {new} new migration(s): {summary}{allowed}")
+    for report in reports:
+        silenced_here = f", {report.suppressed} allowed" if report.suppressed else ""
+        out.detail(f"{report.file}: {len(report.findings)} {kind}(s){silenced_here}")
+        for finding in report.findings:
+            rule = finding.rule
+            out.detail(f"  line {finding.line}: {rule.id} ({rule.category}): {finding.subject}")
+            out.detail(f"    why: {rule.why}")
+            out.detail(f"    instead: {rule.instead}")
+        for note in report.notes:
+            out.detail(f"  {note}")
+    if problems:
+        first = next(r.findings[0] for r in reports if r.findings)
+        out.detail(
+            "To allow one on purpose, put a comment naming its rule above the statement: "
+            f"-- {lint.ALLOW_DIRECTIVE} {first.rule.id}"
+        )
+        if mode == "warn":
+            out.warn(
+                f"Release-safety lint: {summary} (listed under the validate step). "
+                "The build goes on; set MIGRATE_LINT=error to make them fail it."
+            )
+    return problems
+
+
+def _recall(state: Path, path_setting: str) -> dict[str, str] | None:
+    """version -> checksum of the migrations the previous build checked, or None."""
+    try:
+        doc = json.loads(state.read_text(encoding="utf-8"))
+        if doc.get("format") != _STATE_FORMAT or doc.get("path") != path_setting:
+            return None
+        return {str(k): str(v) for k, v in doc["migrations"].items()}
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def _remember(state: Path, path_setting: str, migrations: list[Migration]) -> None:
+    doc = {
+        "format": _STATE_FORMAT,
+        "path": path_setting,
+        "migrations": {str(m.version): m.checksum for m in migrations},
+    }
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
