@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from herokumigrate.config import SETTINGS, Config, load_config, read_config_file
+from herokumigrate.config import SETTINGS, Config, TransactionMode, load_config, read_config_file
 from herokumigrate.errors import BadInput
 
 
@@ -25,7 +25,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert config == Config(app_dir=tmp_path)
     assert config.path == "db/migrations"
     assert config.database_url_var == "DATABASE_URL"
-    assert config.transaction == "release"
+    assert config.transaction is TransactionMode.RELEASE
     assert config.allow_changed is False
     assert config.migrations_dir == tmp_path / "db" / "migrations"
 
@@ -99,7 +99,7 @@ def test_toml_types(tmp_path: Path) -> None:
     assert config.retries == 3
     assert isinstance(config.retries, int)
     assert config.allow_changed is True
-    assert config.transaction == "migration"
+    assert config.transaction is TransactionMode.MIGRATION
 
 
 def test_no_config_file_is_fine(tmp_path: Path) -> None:
