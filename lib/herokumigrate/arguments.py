@@ -42,8 +42,8 @@ class Arguments:
 def parse_command_line(argv: Sequence[str]) -> tuple[Arguments, dict[str, object]]:
     """The command and its options, and the settings given as flags (only those given)."""
     if tuple(argv) == RELEASE_ARGV:
-        # Answered without argparse, whose import and parser cost 6-11 ms of the ~130 ms a
-        # release with nothing to do takes (README, Benchmarks); a test keeps both answers equal.
+        # Answered without argparse: importing it and building the parser cost 6-11 ms of the
+        # ~130 ms a release with nothing to do takes. A test keeps both answers equal.
         return Arguments(command="up"), {}
     parsed = vars(build_parser().parse_args(argv))
     flags = {key: parsed.pop(key) for key in SETTINGS if key in parsed}
