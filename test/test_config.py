@@ -481,3 +481,27 @@ def test_readme_has_a_row_for_every_setting() -> None:
         assert flag == (f"`{setting.flag_name}`" if setting.flag else ""), key
         assert default.strip("`").startswith(setting.default_text), key
         assert meaning, key
+
+
+def test_every_command_option_has_a_field_in_arguments() -> None:
+    # parse_command_line builds Arguments from argparse's result: an option added to the
+    # grammar without a field would fail at run time, so check every command's options here.
+    import argparse
+    from dataclasses import fields as dataclass_fields
+
+    known = {f.name for f in dataclass_fields(Arguments)} | set(SETTINGS)
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == {
+        "up",
+        "plan",
+        "status",
+        "validate",
+        "down",
+        "goto",
+        "force",
+        "new",
+    }
+    for name, command in commands.choices.items():
+        dests = {a.dest for a in command._actions if a.dest != "help"}
+        assert dests <= known, (name, dests - known)
