@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from herokumigrate.errors import BadInput
 
@@ -105,16 +105,19 @@ def _setting(
     qualified_identifier: bool = False,
     flag: bool = True,
 ) -> _T:
-    """A `Config` field that is a setting: its default plus how it is parsed and documented."""
-    spec: dict[str, Any] = {
-        "kind": type(default) if kind is None else kind,
-        "help": help,
-        "maximum": maximum,
-        "max_bytes": max_bytes,
-        "max_bytes_reason": max_bytes_reason,
-        "qualified_identifier": qualified_identifier,
-        "flag": flag,
-    }
+    """A `Config` field that is a setting: its default plus how it is parsed and documented
+    (`SETTINGS` fills in the name from the field's)."""
+    spec = Setting(
+        name="",
+        default=default,
+        kind=type(default) if kind is None else kind,
+        help=help,
+        maximum=maximum,
+        max_bytes=max_bytes,
+        max_bytes_reason=max_bytes_reason,
+        qualified_identifier=qualified_identifier,
+        flag=flag,
+    )
     return field(default=default, metadata={"setting": spec})
 
 
@@ -179,7 +182,7 @@ class Config:
 
 
 SETTINGS: dict[str, Setting] = {
-    f.name: Setting(f.name, f.default, **f.metadata["setting"])
+    f.name: replace(f.metadata["setting"], name=f.name)
     for f in fields(Config)
     if "setting" in f.metadata
 }
@@ -212,13 +215,13 @@ def _convert(key: str, raw: object, origin: str) -> object:
         raise BadInput(
             f"{origin}: invalid value {_show(raw)} for {key}", fix=_expected(setting)
         ) from None
-    if setting.maximum is not None:
-        number = float(value)  # type: ignore[arg-type]
-        if not (0 <= number <= setting.maximum):  # also false for nan
-            raise BadInput(
-                f"{origin}: invalid value {_show(raw)} for {key}",
-                fix=f"Set {key} to a number from 0 to {setting.maximum:g}.",
-            )
+    maximum = setting.maximum
+    # `not (0 <= value <= maximum)` is also true for nan.
+    if maximum is not None and isinstance(value, (int, float)) and not (0 <= value <= maximum):
+        raise BadInput(
+            f"{origin}: invalid value {_show(raw)} for {key}",
+            fix=f"Set {key} to a number from 0 to {maximum:g}.",
+        )
     if isinstance(value, str) and setting.kind is str and setting.max_bytes is not None:
         _check_identifier(setting, value, origin)
     return value
