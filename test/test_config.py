@@ -441,6 +441,16 @@ def test_bad_identifiers_are_refused_naming_the_setting(
     assert caught.value.exit_code == 2
 
 
+def test_migrations_table_splits_into_schema_and_table(tmp_path: Path) -> None:
+    def parts(value: str | None) -> tuple[str | None, str] | None:
+        env = {} if value is None else {"MIGRATE_MIGRATIONS_TABLE": value}
+        return load_config(tmp_path, env=env, flags={}).migrations_table_parts
+
+    assert parts(None) is None
+    assert parts("schema_om") == (None, "schema_om")
+    assert parts("meta.schema_om") == ("meta", "schema_om")
+
+
 def test_history_table_length_error_explains_the_log_table(tmp_path: Path) -> None:
     app = _app(tmp_path, f"history_table = '{'h' * 63}'")
     with pytest.raises(BadInput) as caught:

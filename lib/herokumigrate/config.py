@@ -176,6 +176,15 @@ class Config:
         """The migrations folder, resolved against the app directory."""
         return self.app_dir / self.path
 
+    @property
+    def migrations_table_parts(self) -> tuple[str | None, str] | None:
+        """`migrations_table` as (schema, or None for the search path's; table), or None when
+        unset (the native tool's own table)."""
+        if self.migrations_table is None:
+            return None
+        schema, _, table = self.migrations_table.rpartition(".")
+        return (schema or None, table)
+
     def env_name(self, key: str) -> str:
         """The environment variable that sets `key`."""
         return env_var_name(key)
