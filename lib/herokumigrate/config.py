@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from herokumigrate.errors import BadInput
 
@@ -47,9 +47,10 @@ class TransactionMode(str, Enum):
         return str(self.value)
 
 
-@dataclass(frozen=True)
-class Setting:
-    """How one setting is read, checked and documented (declared by `_setting` on `Config`)."""
+class Setting(NamedTuple):
+    """How one setting is read, checked and documented (declared by `_setting` on `Config`).
+
+    A NamedTuple, not a dataclass: defining a frozen dataclass costs every run ~1 ms more."""
 
     name: str
     default: object
@@ -191,7 +192,7 @@ class Config:
 
 
 SETTINGS: dict[str, Setting] = {
-    f.name: replace(f.metadata["setting"], name=f.name)
+    f.name: f.metadata["setting"]._replace(name=f.name)
     for f in fields(Config)
     if "setting" in f.metadata
 }
