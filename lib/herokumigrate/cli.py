@@ -8,11 +8,17 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from herokumigrate.config import Config, load_config, unknown_env_settings
+from herokumigrate.arguments import parse_command_line
+from herokumigrate.config import (
+    Config,
+    app_root,
+    load_config,
+    release_skipped_message,
+    skip_requested_by,
+    unknown_env_settings,
+)
 from herokumigrate.errors import EXIT_OK, BadInput, MigrateError
 from herokumigrate.output import Output
 
@@ -28,24 +34,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = Output()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv == ["up"]:
-            # The release phase's own command line: skip importing argparse and building the
-            # parser (~5 ms of a release with nothing to do).
-            args: Any = SimpleNamespace(command="up", dry_run=False, allow_changed=None)
-            flags: dict[str, object] = {}
-        else:
-            from herokumigrate.arguments import SETTING_FLAGS, build_parser
-
-            args = build_parser(argv).parse_args(argv)
-            flags = {dest: getattr(args, dest) for _, dest, _ in SETTING_FLAGS}
-            flags["allow_changed"] = args.allow_changed
+        args, flags = parse_command_line(argv)
         if args.command is None:
             raise BadInput(
                 "no command given",
                 fix="Run `heroku-migrate up` to apply pending migrations; "
                 "`heroku-migrate --help` lists every command.",
             )
-        config = load_config(Path.cwd(), os.environ, flags)
+        app_dir = app_root(os.environ)
+        if args.command == "up" and not args.dry_run:
+            skipped_by = skip_requested_by(app_dir, os.environ, flags)
+            if skipped_by is not None:
+                output.warn(*release_skipped_message(skipped_by))
+                return EXIT_OK
+        config = load_config(app_dir, os.environ, flags)
         for name in unknown_env_settings(os.environ):
             output.warn(f"{name} is not a heroku-migrate setting and is ignored (a typo?)")
         return _dispatch(args, config, output)

@@ -1,39 +1,175 @@
 """Settings: command-line flag, then `MIGRATE_*` environment variable, then `migrate.toml`, then
-the default. Every setting is declared once in `SETTINGS`; the README's table mirrors it.
+the default.
+
+Every setting is declared once, as a field of `Config`: its name, type, default, bounds and help.
+`SETTINGS` is derived from those fields; the command-line flags (`arguments.py`), the
+environment variable names and the README's table all follow from it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from enum import Enum
 from pathlib import Path
+from typing import NamedTuple, TypeVar
 
 from herokumigrate.errors import BadInput
 
 CONFIG_FILE = "migrate.toml"
 ENV_PREFIX = "MIGRATE_"
+# Exported by the buildpack's launcher: where migrate.toml and relative paths are found, so that
+# `cd db && heroku-migrate status` on a dyno still means the app's db/migrations.
+APP_ROOT_ENV = "HEROKU_MIGRATE_APP_ROOT"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+# PostgreSQL keeps lock_timeout and statement_timeout in milliseconds as a 32-bit integer.
+PG_MAX_SECONDS = 2147483
+DAY = 86400
+# NAMEDATALEN - 1: PostgreSQL silently cuts longer identifiers to this many bytes.
+PG_MAX_IDENTIFIER_BYTES = 63
+# The history table's event log is `<history_table>_log` (history.py).
+HISTORY_LOG_SUFFIX = "_log"
+_PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class TransactionMode(str, Enum):
+    """How pending migrations are grouped into transactions."""
+
+    RELEASE = "release"  # all of a release's migrations in one transaction
+    MIGRATION = "migration"  # one transaction per migration file
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Setting(NamedTuple):
+    """How one setting is read, checked and documented (declared by `_setting` on `Config`).
+
+    A NamedTuple, not a dataclass: defining a frozen dataclass costs every run ~1 ms more."""
+
+    name: str
+    default: object
+    kind: type  # bool, int, float, str, or an Enum whose values are the choices
+    help: str
+    maximum: float | None = None  # numbers must lie in [0, maximum]
+    max_bytes: int | None = None  # identifiers: at most this many UTF-8 bytes (per part)
+    max_bytes_reason: str = ""
+    qualified_identifier: bool = False  # `[schema.]name` of letters, digits, `_` and `$`
+    flag: bool = True  # also a command-line flag; False: read by the buildpack only
+
+    @property
+    def env_var(self) -> str:
+        """The environment variable (Heroku config var) that sets it."""
+        return env_var_name(self.name)
+
+    @property
+    def flag_name(self) -> str:
+        """The command-line flag that sets it, e.g. `--lock-wait`."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The allowed values of a choice setting (empty for the others)."""
+        if issubclass(self.kind, Enum):
+            return tuple(str(member.value) for member in self.kind)
+        return ()
+
+    @property
+    def default_text(self) -> str:
+        """The default as a user would write it (`300`, `true`, `db/migrations`)."""
+        value = self.default
+        if value is None:
+            return "unset"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+
+_T = TypeVar("_T")
+
+
+def _setting(
+    default: _T,
+    help: str,
+    *,
+    kind: type | None = None,
+    maximum: float | None = None,
+    max_bytes: int | None = None,
+    max_bytes_reason: str = "",
+    qualified_identifier: bool = False,
+    flag: bool = True,
+) -> _T:
+    """A `Config` field that is a setting: its default plus how it is parsed and documented
+    (`SETTINGS` fills in the name from the field's)."""
+    spec = Setting(
+        name="",
+        default=default,
+        kind=type(default) if kind is None else kind,
+        help=help,
+        maximum=maximum,
+        max_bytes=max_bytes,
+        max_bytes_reason=max_bytes_reason,
+        qualified_identifier=qualified_identifier,
+        flag=flag,
+    )
+    return field(default=default, metadata={"setting": spec})
 
 
 @dataclass(frozen=True)
 class Config:
-    """Resolved settings for one run."""
+    """Resolved settings for one run. Each field made by `_setting` is a setting."""
 
-    path: str = "db/migrations"
-    database_url_var: str = "DATABASE_URL"
-    history_schema: str = "public"
-    history_table: str = "heroku_migrate_history"
-    transaction: str = "release"
-    lock_wait: float = 300.0
-    lock_timeout: float = 5.0
-    statement_timeout: float = 0.0
-    retries: int = 5
-    connect_timeout: float = 10.0
-    connect_wait: float = 180.0
-    allow_changed: bool = False
-    release_phase: bool = True
+    path: str = _setting("db/migrations", "folder holding the migrations, relative to the app root")
+    database_url_var: str = _setting(
+        "DATABASE_URL", "config var holding the database URL (e.g. HEROKU_POSTGRESQL_RED_URL)"
+    )
+    history_schema: str = _setting(
+        "public", "schema of the history table", max_bytes=PG_MAX_IDENTIFIER_BYTES
+    )
+    history_table: str = _setting(
+        "heroku_migrate_history",
+        f"name of the history table (its event log is <table>{HISTORY_LOG_SUFFIX})",
+        max_bytes=PG_MAX_IDENTIFIER_BYTES - len(HISTORY_LOG_SUFFIX),
+        max_bytes_reason=f"its event log table adds {HISTORY_LOG_SUFFIX!r}",
+    )
+    migrations_table: str | None = _setting(
+        None,
+        "the native tool's table (schema_migrations, goose_db_version), [schema.]name; "
+        "unset: the tool's own default",
+        kind=str,
+        max_bytes=PG_MAX_IDENTIFIER_BYTES,
+        qualified_identifier=True,
+    )
+    transaction: TransactionMode = _setting(  # noqa: RUF009 -- a field spec, not a shared default
+        TransactionMode.RELEASE,
+        "`release`: one transaction for all pending migrations; `migration`: one per file",
+    )
+    lock_wait: float = _setting(300.0, "seconds to wait for another runner's lock", maximum=DAY)
+    lock_timeout: float = _setting(
+        5.0, "seconds a statement may wait for a table lock", maximum=PG_MAX_SECONDS
+    )
+    statement_timeout: float = _setting(
+        0.0, "seconds a statement may run; 0 = no limit", maximum=PG_MAX_SECONDS
+    )
+    retries: int = _setting(
+        5, "retries of the whole transaction on lock timeout or deadlock", maximum=100
+    )
+    connect_timeout: float = _setting(10.0, "seconds per connection attempt", maximum=3600)
+    connect_wait: float = _setting(
+        180.0, "seconds to keep retrying while the database starts", maximum=DAY
+    )
+    allow_changed: bool = _setting(False, "warn instead of failing when an applied file changed")
+    skip: bool = _setting(
+        False, "`up` exits 0 at once, migrating nothing (an emergency switch for releases)"
+    )
+    release_phase: bool = _setting(True, "buildpack: wire `release:` in the Procfile", flag=False)
     app_dir: Path = Path()
 
     @property
@@ -41,94 +177,121 @@ class Config:
         """The migrations folder, resolved against the app directory."""
         return self.app_dir / self.path
 
+    @property
+    def migrations_table_parts(self) -> tuple[str | None, str] | None:
+        """`migrations_table` as (schema, or None for the search path's; table), or None when
+        unset (the native tool's own table)."""
+        if self.migrations_table is None:
+            return None
+        schema, _, table = self.migrations_table.rpartition(".")
+        return (schema or None, table)
+
     def env_name(self, key: str) -> str:
         """The environment variable that sets `key`."""
-        return ENV_PREFIX + key.upper()
-
-
-# PostgreSQL keeps lock_timeout and statement_timeout in milliseconds as a 32-bit integer.
-PG_MAX_SECONDS = 2147483
-DAY = 86400
-
-
-@dataclass(frozen=True)
-class Setting:
-    """How one setting is parsed and documented; numbers must lie in [0, maximum]."""
-
-    kind: type
-    help: str
-    maximum: float | None = None
-    choices: tuple[str, ...] = ()
+        return env_var_name(key)
 
 
 SETTINGS: dict[str, Setting] = {
-    "path": Setting(str, "folder holding the migrations, relative to the app root"),
-    "database_url_var": Setting(
-        str, "config var holding the database URL (e.g. HEROKU_POSTGRESQL_RED_URL)"
-    ),
-    "history_schema": Setting(str, "schema of the history table"),
-    "history_table": Setting(str, "name of the history table"),
-    "transaction": Setting(
-        str,
-        "`release`: one transaction for all pending migrations; `migration`: one per file",
-        choices=("release", "migration"),
-    ),
-    "lock_wait": Setting(float, "seconds to wait for another runner's lock", DAY),
-    "lock_timeout": Setting(float, "seconds a statement may wait for a table lock", PG_MAX_SECONDS),
-    "statement_timeout": Setting(
-        float, "seconds a statement may run; 0 = no limit", PG_MAX_SECONDS
-    ),
-    "retries": Setting(int, "retries of the whole transaction on lock timeout or deadlock", 100),
-    "connect_timeout": Setting(float, "seconds per connection attempt", 3600),
-    "connect_wait": Setting(float, "seconds to keep retrying while the database starts", DAY),
-    "allow_changed": Setting(bool, "warn instead of failing when an applied file changed"),
-    "release_phase": Setting(bool, "buildpack: wire `release:` in the Procfile"),
+    f.name: f.metadata["setting"]._replace(name=f.name)
+    for f in fields(Config)
+    if "setting" in f.metadata
 }
 
 
+def env_var_name(key: str) -> str:
+    """The environment variable (Heroku config var) that sets the setting `key`."""
+    return ENV_PREFIX + key.upper()
+
+
+def unknown_env_settings(env: Iterable[str]) -> list[str]:
+    """The `MIGRATE_*` names in `env` (a mapping or names) that set nothing: a typo, most likely."""
+    valid = {setting.env_var for setting in SETTINGS.values()}
+    return sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in valid)
+
+
+def app_root(env: Mapping[str, str]) -> Path:
+    """The app's root: `HEROKU_MIGRATE_APP_ROOT` when the launcher set it, else the cwd."""
+    root = env.get(APP_ROOT_ENV, "")
+    return Path(root) if root else Path.cwd()
+
+
 def _convert(key: str, raw: object, origin: str) -> object:
-    """Turn a raw value from TOML or the environment into the setting's type, or fail clearly."""
+    """Turn a raw value from TOML, the environment or a flag into the setting's type, or fail
+    naming where it came from and the fix."""
     setting = SETTINGS[key]
-    kind = setting.kind
-    value: object
     try:
-        if kind is bool:
-            if isinstance(raw, bool):
-                value = raw
-            elif isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
-                value = raw.strip().lower() in _TRUE
-            else:
-                raise ValueError
-        elif kind in (int, float):
-            if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-                raise ValueError
-            value = kind(raw.strip() if isinstance(raw, str) else raw)
-            if kind is int and isinstance(raw, float) and raw != int(raw):
-                raise ValueError
-        else:
-            if not isinstance(raw, str) or not raw.strip():
-                raise ValueError
-            value = raw.strip()
+        value = _parse(setting.kind, raw)
     except ValueError:
-        expected = {bool: "true or false", int: "a whole number", float: "a number of seconds"}
-        want = expected.get(kind, "a non-empty string")
         raise BadInput(
-            f"{origin}: invalid value {_show(raw)} for {key}",
-            fix=f"Set {key} to {want}.",
+            f"{origin}: invalid value {_show(raw)} for {key}", fix=_expected(setting)
         ) from None
-    if setting.choices and value not in setting.choices:
+    maximum = setting.maximum
+    # `not (0 <= value <= maximum)` is also true for nan.
+    if maximum is not None and isinstance(value, (int, float)) and not (0 <= value <= maximum):
         raise BadInput(
             f"{origin}: invalid value {_show(raw)} for {key}",
-            fix=f"Set {key} to one of: {', '.join(setting.choices)}.",
+            fix=f"Set {key} to a number from 0 to {maximum:g}.",
         )
-    if setting.maximum is not None:
-        number = float(value)
-        if not (0 <= number <= setting.maximum):  # also false for nan
-            raise BadInput(
-                f"{origin}: invalid value {_show(raw)} for {key}",
-                fix=f"Set {key} to a number from 0 to {setting.maximum:g}.",
-            )
+    if isinstance(value, str) and setting.kind is str and setting.max_bytes is not None:
+        _check_identifier(setting, value, origin)
     return value
+
+
+def _parse(kind: type, raw: object) -> object:
+    """`raw` as a `kind`; ValueError when it is not one."""
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise ValueError
+    if kind in (int, float):
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            raise ValueError
+        if kind is int and isinstance(raw, float) and raw != int(raw):
+            raise ValueError
+        return kind(raw.strip() if isinstance(raw, str) else raw)
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError
+    return kind(raw.strip())  # str, or an Enum by its value
+
+
+def _expected(setting: Setting) -> str:
+    if setting.choices:
+        return f"Set {setting.name} to one of: {', '.join(setting.choices)}."
+    wanted = {bool: "true or false", int: "a whole number", float: "a number of seconds"}
+    return f"Set {setting.name} to {wanted.get(setting.kind, 'a non-empty string')}."
+
+
+def _check_identifier(setting: Setting, value: str, origin: str) -> None:
+    """A name PostgreSQL keeps as written: no control characters, within the byte limit, and
+    `[schema.]name` where the setting is schema-qualified."""
+    key = setting.name
+    parts = value.split(".") if setting.qualified_identifier else [value]
+    if _CONTROL_CHARACTER.search(value) or (
+        setting.qualified_identifier
+        and (len(parts) > 2 or not all(_PLAIN_IDENTIFIER.match(p) for p in parts))
+    ):
+        shape = (
+            "letters, digits, _ and $, starting with a letter or _, optionally schema-qualified "
+            "(schema.table)"
+            if setting.qualified_identifier
+            else "printable characters"
+        )
+        raise BadInput(
+            f"{origin}: invalid value {_show(value)} for {key}",
+            fix=f"Set {key} to a name of {shape}.",
+        )
+    limit = setting.max_bytes or PG_MAX_IDENTIFIER_BYTES
+    for part in parts:
+        size = len(part.encode("utf-8"))
+        if size > limit:
+            why = f"; {setting.max_bytes_reason}" if setting.max_bytes_reason else ""
+            raise BadInput(
+                f"{origin}: {key} {_show(part)} is {size} bytes long; the maximum is {limit}",
+                fix=f"Set {key} to a name of at most {limit} bytes (PostgreSQL cuts identifiers "
+                f"at {PG_MAX_IDENTIFIER_BYTES} bytes{why}).",
+            )
 
 
 def _show(raw: object) -> str:
@@ -181,10 +344,25 @@ def read_config_file(app_dir: Path) -> dict[str, object]:
     return result
 
 
-def unknown_env_settings(env: Mapping[str, str]) -> list[str]:
-    """`MIGRATE_*` variables that set nothing (a typo, most likely)."""
-    valid = {ENV_PREFIX + key.upper() for key in SETTINGS}
-    return sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in valid)
+def _resolve(
+    key: str,
+    env: Mapping[str, str],
+    flags: Mapping[str, object | None],
+    file_values: Callable[[], Mapping[str, object]],
+) -> tuple[object, str]:
+    """One setting's value and where it came from: the flag, else the environment variable
+    (empty counts as unset), else `migrate.toml` (read only if needed), else the default."""
+    setting = SETTINGS[key]
+    flag = flags.get(key)
+    if flag is not None:
+        return _convert(key, flag, setting.flag_name), setting.flag_name
+    raw = env.get(setting.env_var)
+    if raw is not None and raw != "":
+        return _convert(key, raw, setting.env_var), setting.env_var
+    from_file = file_values()
+    if key in from_file:
+        return from_file[key], CONFIG_FILE
+    return setting.default, "default"
 
 
 def load_config(
@@ -195,18 +373,44 @@ def load_config(
     """Resolve every setting: flag, then `MIGRATE_*` environment variable, then file, then default.
 
     `env` defaults to `os.environ`; the buildpack passes the config vars read from ENV_DIR.
+    `app_dir` defaults to `app_root(env)`. `migrate.toml` is checked as a whole even where the
+    environment overrides it, so a broken file cannot hide behind a config var.
     """
-    app_dir = Path.cwd() if app_dir is None else app_dir
     env = os.environ if env is None else env
-    values: dict[str, object] = dict(read_config_file(app_dir))
-    for key in SETTINGS:
-        name = ENV_PREFIX + key.upper()
-        raw = env.get(name)
-        if raw is not None and raw != "":
-            values[key] = _convert(key, raw, name)
-    for key, flag in (flags or {}).items():
-        if flag is not None:
-            values[key] = _convert(key, flag, "--" + key.replace("_", "-"))
-    known = {f.name for f in fields(Config)}
+    app_dir = app_root(env) if app_dir is None else app_dir
+    file_values = read_config_file(app_dir)
+    values = {key: _resolve(key, env, flags or {}, lambda: file_values)[0] for key in SETTINGS}
+    return Config(app_dir=app_dir, **values)  # type: ignore[arg-type]
 
-    return Config(app_dir=app_dir, **{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]
+
+def skip_requested_by(
+    app_dir: Path, env: Mapping[str, str], flags: Mapping[str, object | None]
+) -> str | None:
+    """Where `skip` was switched on (`MIGRATE_SKIP`, `--skip` or `migrate.toml`), or None.
+
+    Resolved on its own, before anything else is read or checked: the emergency switch must
+    work even when another setting or the migration files are broken. `migrate.toml` is read
+    only when neither the flag nor the config var decides.
+    """
+    value, origin = _resolve("skip", env, flags, lambda: read_config_file(app_dir))
+    return origin if value is True else None
+
+
+def release_skipped_message(origin: str) -> tuple[str, str]:
+    """The warning for an `up` that `skip` stopped: why, and how to migrate again."""
+    name = env_var_name("skip")
+    if origin == name:
+        return (
+            f"Migrations skipped: {name} is set, so this release applied none.",
+            f"To migrate again, run `heroku config:unset {name}`: that creates a new release, "
+            "which applies the pending migrations.",
+        )
+    if origin == CONFIG_FILE:
+        return (
+            f"Migrations skipped: {CONFIG_FILE} sets skip = true, so this release applied none.",
+            f"To migrate again, remove `skip` from {CONFIG_FILE} and push.",
+        )
+    return (
+        f"Migrations skipped: {origin} was given, so nothing was applied.",
+        f"To migrate, run the command without {origin}.",
+    )
