@@ -224,21 +224,15 @@ def test_test_compile_builds_and_test_setup_migrates_the_ci_database(
 # --------------------------------------------------------------------------------------------
 # heroku-migrate on a dyno, from wherever it is run
 
-NEEDS_CONFIG_APP_ROOT = pytest.mark.xfail(
-    strict=True,
-    reason="needs the config to resolve relative settings against HEROKU_MIGRATE_APP_ROOT "
-    "(helper 'settings', config.py); the launcher already exports it",
-)
-
 
 @needs_unshare
 @needs_pythons
 @pytest.mark.parametrize(
     ("how", "cwd"),
     [
-        pytest.param("launcher", "/", marks=NEEDS_CONFIG_APP_ROOT, id="by-path-from-root"),
-        pytest.param("symlink", "/", marks=NEEDS_CONFIG_APP_ROOT, id="symlink-from-root"),
-        pytest.param("PATH", "db", marks=NEEDS_CONFIG_APP_ROOT, id="on-path-from-db"),
+        pytest.param("launcher", "/", id="by-path-from-root"),
+        pytest.param("symlink", "/", id="symlink-from-root"),
+        pytest.param("PATH", "db", id="on-path-from-db"),
         pytest.param("PATH", ".", id="on-path-from-app"),
     ],
 )

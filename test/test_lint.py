@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from herokumigrate import lint, pgparse
+from herokumigrate.config import load_config
 from herokumigrate.errors import BadInput
 from herokumigrate.source import SourceFile, SqlSection, load_migrations
 from herokumigrate.sqlsplit import Statement
@@ -23,7 +24,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "migrations_example"
 
 
 def section(sql: str, name: str = "2_change.up.sql", first_line: int = 1) -> SqlSection:
-    return SqlSection(SourceFile(f"/nowhere/{name}", name), sql, first_line)
+    return SqlSection(SourceFile(f"/nowhere/{name}", name), sql, first_line=first_line)
 
 
 def run(
@@ -289,20 +290,21 @@ def test_lint_migrations_parses_and_checks_up_sections_only(tmp_path: Path) -> N
 # ----- settings -------------------------------------------------------------------------------
 
 
-def test_lint_mode_from_config_var_then_migrate_toml(tmp_path: Path) -> None:
-    assert lint.read_lint_mode(tmp_path, {}) == ("warn", True)
+def test_lint_and_parse_are_settings_from_config_var_then_migrate_toml(tmp_path: Path) -> None:
+    def modes(env: dict[str, str]) -> tuple[str, bool]:
+        config = load_config(tmp_path, env)
+        return str(config.lint), config.parse
+
+    assert modes({}) == ("warn", True)
     (tmp_path / "migrate.toml").write_text('lint = "error"\nparse = false\n')
-    assert lint.read_lint_mode(tmp_path, {}) == ("error", False)
-    assert lint.read_lint_mode(tmp_path, {"MIGRATE_LINT": "off\n", "MIGRATE_PARSE": "true"}) == (
-        "off",
-        True,
-    )
+    assert modes({}) == ("error", False)
+    assert modes({"MIGRATE_LINT": "off\n", "MIGRATE_PARSE": "true"}) == ("off", True)
     (tmp_path / "migrate.toml").write_text('[migrate]\nlint = "off"\n')
-    assert lint.read_lint_mode(tmp_path, {}) == ("off", True)
+    assert modes({}) == ("off", True)
     with pytest.raises(BadInput, match="invalid value 'loud' for lint"):
-        lint.read_lint_mode(tmp_path, {"MIGRATE_LINT": "loud"})
+        load_config(tmp_path, {"MIGRATE_LINT": "loud"})
     with pytest.raises(BadInput, match="invalid value 'maybe' for parse"):
-        lint.read_lint_mode(tmp_path, {"MIGRATE_PARSE": "maybe"})
+        load_config(tmp_path, {"MIGRATE_PARSE": "maybe"})
 
 
 # ----- parsing and the splitter cross-check -----------------------------------------------------

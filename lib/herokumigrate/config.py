@@ -47,6 +47,17 @@ class TransactionMode(str, Enum):
         return str(self.value)
 
 
+class LintMode(str, Enum):
+    """What the build does with release-safety lint findings (lint.py)."""
+
+    WARN = "warn"  # report them; the build goes on
+    ERROR = "error"  # report them and fail the build
+    OFF = "off"  # no lint (files are still parsed)
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
 class Setting(NamedTuple):
     """How one setting is read, checked and documented (declared by `_setting` on `Config`).
 
@@ -170,6 +181,15 @@ class Config:
         False, "`up` exits 0 at once, migrating nothing (an emergency switch for releases)"
     )
     release_phase: bool = _setting(True, "buildpack: wire `release:` in the Procfile", flag=False)
+    lint: LintMode = _setting(  # noqa: RUF009 -- a field spec, not a shared default
+        LintMode.WARN,
+        "buildpack: release-safety lint of new migrations: `warn`, `error` (fails the build) "
+        "or `off`",
+        flag=False,
+    )
+    parse: bool = _setting(
+        True, "buildpack: check every migration with PostgreSQL's parser (pglast)", flag=False
+    )
     app_dir: Path = Path()
 
     @property

@@ -19,10 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from herokumigrate.errors import BadInput
 from herokumigrate.pgparse import ParsedSection, ParsedStatement
 from herokumigrate.sqlsplit import NO_TRANSACTION, TRANSACTION_CONTROL
 
@@ -551,34 +549,6 @@ def _target(statements: list[ParsedStatement], sql: str, at: int) -> int | None:
     if statements and "\n" not in sql[statements[-1].end : at]:
         return len(statements) - 1
     return None
-
-
-def read_lint_mode(app_dir: Path, config_vars: Mapping[str, str]) -> tuple[LintMode, bool]:
-    """`lint` (MIGRATE_LINT) and `parse` (MIGRATE_PARSE): config var, then migrate.toml.
-
-    Kept tiny on purpose: it moves into config.py's SETTINGS once those settings are declared.
-    """
-    from herokumigrate.compat import tomllib
-
-    try:
-        table = tomllib.loads((app_dir / "migrate.toml").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        table = {}  # missing or broken: the settings step has already reported a broken file
-    table = table.get("migrate", table) if isinstance(table.get("migrate"), dict) else table
-    mode = str(config_vars.get("MIGRATE_LINT", "").strip() or table.get("lint", "warn")).lower()
-    if mode not in LINT_MODES:
-        raise BadInput(
-            f"invalid value {mode!r} for lint (MIGRATE_LINT or migrate.toml)",
-            fix="Set lint to one of: warn, error, off.",
-        )
-    parse = str(config_vars.get("MIGRATE_PARSE", "").strip() or table.get("parse", "true"))
-    if parse.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-        raise BadInput(
-            f"invalid value {parse!r} for parse (MIGRATE_PARSE or migrate.toml)",
-            fix="Set parse to true or false.",
-        )
-    on = parse.lower() in ("true", "1", "yes", "on")
-    return next(choice for choice in LINT_MODES if choice == mode), on
 
 
 def lint_migrations(

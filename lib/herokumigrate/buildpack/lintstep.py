@@ -28,8 +28,8 @@ def check_release_safety(
 ) -> None:
     """Parse and lint the app's migrations; raises BadInput (a broken file, a split that
     disagrees with PostgreSQL's) or BuildFailed (lint findings with `lint = "error"`)."""
-    mode, parse = lint.read_lint_mode(build_dir, config_vars)
-    if not parse:
+    mode: lint.LintMode = config.lint.value
+    if not config.parse:
         out.detail(
             "PostgreSQL's parser is off (MIGRATE_PARSE or parse in migrate.toml): "
             "no syntax check, no lint"
