@@ -4,9 +4,11 @@ In order of preference:
 
 1. the app's own interpreter, `$HOME/.heroku/python/bin/python3`, when a buildpack before this one
    (heroku/python) installed one that is 3.10 or newer;
-2. the stack's `/usr/bin/python3` on heroku-22, whose run image has Python 3.10;
-3. otherwise (heroku-24, whose run image has no python3 at all, and unknown stacks) a copy of the
-   build's own python3 bundled into `.heroku-migrate/python`: the executable, its libpython if it
+2. the run image's python3 where the stack has one (heroku-22's /usr/bin/python3, 3.10; see
+   `stacks`);
+3. otherwise (heroku-24 and heroku-26, whose run images have no python3 at all, and a build with
+   STACK unset) a copy of the build's own python3 bundled into `.heroku-migrate/python`: the
+   executable, its libpython if it
    links one, the standard library pruned of what the runner never needs, and the shared
    libraries its extension modules need that the run image lacks. The pruned, precompiled copy is
    kept in CACHE_DIR, so a warm rebuild only copies it.
@@ -29,12 +31,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from herokumigrate.buildpack import SLUG_DIR, BuildFailed
+from herokumigrate.buildpack import SLUG_DIR, BuildFailed, stacks
 from herokumigrate.output import Output
 
 MINIMUM_VERSION = (3, 10)
 APP_PYTHON = ".heroku/python/bin/python3"
-STACK_PYTHONS = {"heroku-22": "/usr/bin/python3"}
 BUNDLE_DIR = f"{SLUG_DIR}/python"
 BUNDLE_FORMAT = "3"  # bump to invalidate every cached bundle after changing how one is made
 
@@ -144,11 +145,14 @@ def choose(build_dir: Path, cache_dir: Path, stack: str, out: Output) -> Release
             f"The app's {APP_PYTHON} is {found}; heroku-migrate needs "
             f"{_dotted(MINIMUM_VERSION)} or newer and will use its own."
         )
-    stack_python = STACK_PYTHONS.get(stack)
-    if stack_python is not None:
+    known = stacks.SUPPORTED.get(stack)
+    stack_python = known.run_python if known is not None else None
+    if known is not None and stack_python is not None:
         build_path = Path(stack_python)
         version = probe_version(build_path)
-        out.detail(f"Using {stack}'s {stack_python} (Python 3.10 on its run image)")
+        out.detail(
+            f"Using {stack}'s {stack_python} (its run image has Python {known.build_python})"
+        )
         if version is None:
             out.detail(f"{stack_python} is not runnable here; skipping bytecode precompilation")
         return ReleasePython(
@@ -157,7 +161,12 @@ def choose(build_dir: Path, cache_dir: Path, stack: str, out: Output) -> Release
             _dotted(version) if version else "",
             build_path if version else None,
         )
-    why = f"{stack}'s run image has no python3" if stack else "STACK is not set"
+    # Only a stack we know has no python3 is said to have none (`stacks.check` stops the others).
+    why = (
+        f"{stack}'s run image has no python3"
+        if known is not None
+        else "STACK is not set (not a Heroku build?), so the run image is unknown"
+    )
     out.detail(f"{why}: bundling Python {_dotted(sys.version_info[:3])} into {BUNDLE_DIR}")
     return bundle(build_dir / BUNDLE_DIR, cache_dir, out)
 
