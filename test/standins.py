@@ -234,6 +234,7 @@ exec chroot "$merged" "$@"
 """
 
 RUN_PATH = "/usr/local/bin:/usr/bin:/bin"
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # chroot, mount
 
 
 def run_in_root(
@@ -267,7 +268,7 @@ def run_in_root(
         *command,
     ]
     return subprocess.run(
-        argv, capture_output=True, text=True, timeout=timeout, check=False, env={"PATH": RUN_PATH}
+        argv, capture_output=True, text=True, timeout=timeout, check=False, env={"PATH": HOST_PATH}
     )
 
 
