@@ -328,6 +328,21 @@ def test_standin_release_applies_migrations_once(
     assert "up to date" in second.stdout
     assert "Applied" not in second.stdout
 
+    # The no-op answered from the build's manifest, on the unpacked slug: it read no migration
+    # file. Proof: garbling one (same size, same mtime) goes unnoticed, where reading it would
+    # fail the release ("changed after it was applied").
+    garbled = build.app / "db/migrations/20260101120000_create_users.up.sql"
+    original, info = garbled.read_bytes(), garbled.stat()
+    try:
+        garbled.write_bytes(b"-" * len(original))
+        os.utime(garbled, ns=(info.st_atime_ns, info.st_mtime_ns))
+        third = on_dyno(build, command, database_url, binds)
+        assert third.returncode == 0, third.stdout + third.stderr
+        assert "up to date" in third.stdout
+    finally:
+        garbled.write_bytes(original)
+        os.utime(garbled, ns=(info.st_atime_ns, info.st_mtime_ns))
+
 
 @pytest.mark.buildpack
 @pytest.mark.standin

@@ -8,10 +8,10 @@ In order of preference:
    `stacks`);
 3. otherwise (heroku-24 and heroku-26, whose run images have no python3 at all, and a build with
    STACK unset) a copy of the build's own python3 bundled into `.heroku-migrate/python`: the
-   executable, its libpython if it
-   links one, the standard library pruned of what the runner never needs, and the shared
-   libraries its extension modules need that the run image lacks. The pruned, precompiled copy is
-   kept in CACHE_DIR, so a warm rebuild only copies it.
+   executable, its libpython if it links one, the part of the standard library the runner can
+   import (see `stdlib`) as bytecode only, and the shared libraries its extension modules need
+   that the run image lacks. The pruned, precompiled copy is kept in CACHE_DIR, so a warm
+   rebuild only copies it.
 
 The choice is recorded in `.heroku-migrate/interpreter` (see `write_record`), with paths relative
 to the app root so the slug can move from /tmp/build_* to /app.
@@ -225,7 +225,7 @@ def bundle(destination: Path, cache_dir: Path, out: Output) -> ReleasePython:
             shutil.rmtree(stale, ignore_errors=True)
         scratch = Path(tempfile.mkdtemp(prefix=".python-", dir=cache_root))
         try:
-            make_bundle(executable, scratch, code, out)
+            make_bundle(executable, scratch, out, code)
             (scratch / ".complete").write_text(identity.replace("\0", "\n") + "\n")
             scratch.rename(cached)
         finally:
@@ -253,9 +253,12 @@ def copy_tree(source: Path, destination: Path) -> None:
     shutil.copytree(source, destination, symlinks=True)
 
 
-def make_bundle(executable: Path, prefix: Path, code: list[Path], out: Output) -> None:
+def make_bundle(
+    executable: Path, prefix: Path, out: Output, code: list[Path] | None = None
+) -> None:
     """Lay out a relocatable copy of the running interpreter under `prefix`, with the part of the
-    standard library that `code` can import, as bytecode only.
+    standard library that `code` can import (all of it but `NEVER_KEPT` when `code` is None), as
+    bytecode only.
 
     `prefix/bin/python3` finds its standard library by looking for `lib/python3.X/os.py[c]` next
     to itself, so the copy runs from wherever the prefix is moved, with every system Python hidden.
@@ -263,7 +266,7 @@ def make_bundle(executable: Path, prefix: Path, code: list[Path], out: Output) -
     series = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     source_stdlib = Path(sysconfig.get_paths()["stdlib"])
     dynload = next((Path(p) for p in sys.path if p.endswith("lib-dynload")), None)
-    kept = stdlib.needed_top_level(source_stdlib, code, NEVER_KEPT)
+    kept = None if code is None else stdlib.needed_top_level(source_stdlib, code, NEVER_KEPT)
     lib_dir = prefix / sys.platlibdir
     target_stdlib = lib_dir / series
     (prefix / "bin").mkdir(parents=True)
@@ -277,7 +280,8 @@ def make_bundle(executable: Path, prefix: Path, code: list[Path], out: Output) -
             dynload, target_dynload, ignore=_pruner(kept), ignore_dangling_symlinks=True
         )
     for module in list(target_dynload.glob("*.so")):
-        if PRUNED_EXTENSIONS.match(module.name) or module.name.split(".")[0] not in kept:
+        unused = kept is not None and module.name.split(".")[0] not in kept
+        if unused or PRUNED_EXTENSIONS.match(module.name):
             module.unlink()
     _bring_libraries(prefix, lib_dir, target_dynload, out)
     _strip(prefix)
@@ -285,9 +289,9 @@ def make_bundle(executable: Path, prefix: Path, code: list[Path], out: Output) -
     _smoke_test(prefix, lib_dir)
 
 
-def _pruner(kept: set[str]) -> Callable[[str, list[str]], set[str]]:
+def _pruner(kept: set[str] | None) -> Callable[[str, list[str]], set[str]]:
     """A copytree `ignore` keeping, at the stdlib's top level, only `kept` modules and packages
-    (and the build-configuration data `sysconfig` reads)."""
+    (None: all but `NEVER_KEPT`), and the build-configuration data `sysconfig` reads."""
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         ignored = {n for n in names if n in PRUNED_ANYWHERE or n.endswith((".pyc", ".exe"))}
@@ -295,7 +299,11 @@ def _pruner(kept: set[str]) -> Callable[[str, list[str]], set[str]]:
             ignored.update(
                 name
                 for name in names
-                if name.removesuffix(".py") not in kept
+                if (
+                    name.removesuffix(".py") in NEVER_KEPT
+                    or name.startswith("config-")  # static library and Makefile
+                    or (kept is not None and name.removesuffix(".py") not in kept)
+                )
                 and not name.startswith(("_sysconfigdata", "_sysconfig_vars"))
             )
         return ignored
