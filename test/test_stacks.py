@@ -29,7 +29,7 @@ import psycopg
 import pytest
 
 import standins
-from herokumigrate.buildpack import BuildFailed, stacks
+from herokumigrate.buildpack import BuildFailed, stacks, stdlib
 from herokumigrate.source import load_migrations, read_manifest, write_manifest
 from support import EXAMPLE, REPO, Server, assert_no_secret
 
@@ -438,3 +438,35 @@ def test_standin_sslmode_require_fails_cleanly_without_tls(
     assert result.returncode == 2, output
     assert "SSL" in output
     assert "secret-pw" not in output
+
+
+# --------------------------------------------------------------------------------------------
+# Which standard library the bundled Python keeps
+
+
+def test_stdlib_closure_follows_every_import_but_script_blocks_and_never_kept(
+    tmp_path: Path,
+) -> None:
+    lib = tmp_path / "stdlib"
+    (lib / "pkg").mkdir(parents=True)
+    (lib / "pkg/__init__.py").write_text("from .helper import x\n")
+    (lib / "pkg/helper.py").write_text("import lazy_target_parent.child\nx = 1\n")
+    (lib / "pkg/unused.py").write_text("import never_reached\n")
+    (lib / "lazy_target_parent").mkdir()
+    (lib / "lazy_target_parent/__init__.py").write_text("")
+    (lib / "lazy_target_parent/child.py").write_text("")
+    (lib / "lazily.py").write_text("def f():\n    import in_function\n")
+    (lib / "in_function.py").write_text("")
+    (lib / "scripty.py").write_text("if __name__ == '__main__':\n    import script_only\n")
+    for name in ("script_only", "never_reached", "denied", "from_denied"):
+        (lib / f"{name}.py").write_text("")
+    (lib / "denied.py").write_text("import from_denied\n")
+    runner = tmp_path / "runner.py"
+    runner.write_text("import pkg, lazily, scripty, denied, not_stdlib\n")
+
+    kept = stdlib.needed_top_level(lib, [runner], frozenset({"denied"}))
+
+    reached = {"pkg", "lazy_target_parent", "lazily", "in_function", "scripty"}
+    assert reached <= kept
+    assert not {"script_only", "never_reached", "denied", "from_denied", "not_stdlib"} & kept
+    assert "encodings" in kept  # the interpreter's own needs are always kept
