@@ -67,6 +67,8 @@ def run(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> subprocess.Co
 
 @dataclass
 class HostDetect:
+    """One bin/detect run and the plan it wrote."""
+
     result: subprocess.CompletedProcess[str]
     plan: lifecycle.Plan
 
@@ -363,6 +365,24 @@ def test_cnb_build_fails_on_a_broken_migration(buildpack: Path, tmp_path: Path) 
     assert not (tmp_path / "layers/bp/runner.toml").exists()
 
 
+def test_cache_layer_made_for_another_target_is_emptied(tmp_path: Path) -> None:
+    from herokumigrate.buildpack import cnb
+    from herokumigrate.output import Output
+
+    layers = tmp_path / "layers"
+    (layers / "cache/heroku-migrate").mkdir(parents=True)
+    (layers / "cache/target.txt").write_text("linux/arm64 ubuntu 24.04\n")
+    (layers / "cache/heroku-migrate/python-x").write_text("stale")
+    target = cnb.Target("linux", "amd64", "ubuntu", "24.04")
+    cnb.prepare_cache_layer(layers, target, Output(quiet=True))
+    assert not (layers / "cache/heroku-migrate").exists()
+    assert (layers / "cache/target.txt").read_text() == "linux/amd64 ubuntu 24.04\n"
+    (layers / "cache/kept").write_text("same target")
+    cnb.prepare_cache_layer(layers, target, Output(quiet=True))
+    assert (layers / "cache/kept").is_file()
+    assert lifecycle.layer_types(layers, "cache") == {"cache"}
+
+
 @pytest.mark.buildpack
 def test_cnb_build_refuses_a_non_linux_target(buildpack: Path, tmp_path: Path) -> None:
     app, layers, platform = example_with_layers(tmp_path)
@@ -513,6 +533,16 @@ def test_fir_lifecycle_on_heroku_26_standin_applies_migrations_once(
     assert "bundling Python 3.14" in built.stdout
     assert "declared to heroku/release-phase" in built.stdout
     host_layers = upper / str(own_layers).lstrip("/")
+    sizes = subprocess.run(
+        ["du", "-sb", str(host_layers / "runner"), str(host_layers / "cache")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    print(
+        f"\n{STACK} stand-in: runner layer {int(sizes[0]) / 1e6:.1f} MB, cache layer "
+        f"{int(sizes[2]) / 1e6:.1f} MB (du -sb)"
+    )
 
     # export: the app and the launch layers, at the same paths, into the run root
     run_root = standins.Overlay.create(run_lower, tmp_path / "run")
