@@ -26,8 +26,8 @@ import itertools
 import json
 import shutil
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -220,7 +220,6 @@ class LaunchEnvironment:
     """The environment a launched process gets, built as the lifecycle's launcher builds it."""
 
     env: dict[str, str]
-    applied: list[str] = field(default_factory=list)
 
     def _modify(self, name: str, how: str, value: str, delimiter: str) -> None:
         current = self.env.get(name, "")
@@ -248,7 +247,6 @@ class LaunchEnvironment:
             if how == "delim":
                 continue
             self._modify(name, how, path.read_text(), delimiters.get(name, ""))
-            self.applied.append(str(path))
 
     def add_layer(self, layer: Path, *, in_image: Path | None = None) -> None:
         """A launch layer: bin/ and lib/ first on PATH and LD_LIBRARY_PATH, then its env/ and
@@ -308,8 +306,3 @@ def cnb_detect_env(*, plan_path: Path, platform_dir: Path, buildpack_dir: Path) 
 def read_plan(path: Path) -> Plan:
     """A plan detect wrote (empty when it wrote none)."""
     return tomllib.loads(path.read_text()) if path.is_file() else {}
-
-
-def walk_files(folder: Path) -> Iterator[Path]:
-    """Every file under `folder`."""
-    return (path for path in folder.rglob("*") if path.is_file())
