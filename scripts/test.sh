@@ -6,6 +6,7 @@
 #   TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/test.sh
 #   PYTHON=python3.10 VENV=.venv-3.10 scripts/test.sh -m "not buildpack"
 #   LINT=0 scripts/test.sh test/test_runner.py
+#   LINT=0 scripts/test.sh -m standin   # each stack's stand-in images (as root, needs debootstrap)
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

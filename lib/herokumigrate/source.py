@@ -464,8 +464,13 @@ def _parse_annotated(
 # The build validates every file and records, per file, its size and mtime, and per migration,
 # its version and checksum. A slug never changes after the build, so a release whose folder
 # still matches the manifest can skip reading every file just to learn that nothing is pending.
+# Heroku packs the slug with tar, which keeps whole seconds of an mtime only: the manifest holds
+# and compares whole seconds (plus the size), what a tar round trip keeps. Only a buildpack that
+# runs after ours can still edit a file; size and second together catch that short of a
+# same-size edit within the same second.
 MANIFEST_ENV = "HEROKU_MIGRATE_MANIFEST"
-_MANIFEST_FORMAT = 1
+_MANIFEST_FORMAT = 2
+_NS_PER_SECOND = 1_000_000_000
 
 
 def write_manifest(
@@ -479,7 +484,7 @@ def write_manifest(
         for entry in entries:
             if not entry.name.startswith(".") and entry.name.endswith(".sql"):
                 info = entry.stat()
-                files[entry.name] = [info.st_size, info.st_mtime_ns]
+                files[entry.name] = [info.st_size, info.st_mtime_ns // _NS_PER_SECOND]
     doc = {
         "format": _MANIFEST_FORMAT,
         "path": path_setting,
@@ -515,7 +520,7 @@ def read_manifest(
                 if entry.name.endswith(".down.sql"):
                     continue  # a release with nothing pending never reads a down file
                 info = entry.stat()
-                if recorded != [info.st_size, info.st_mtime_ns]:
+                if recorded != [info.st_size, info.st_mtime_ns // _NS_PER_SECOND]:
                     return None
         if seen != len(files):
             return None

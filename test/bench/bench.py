@@ -58,6 +58,7 @@ GOAL_FLOOR_FROM_N = 500
 GOAL_DBMATE_FROM_N = 100  # apply, N >= 100: ours faster than dbmate
 GOAL_NOOP_RATIO = 1.15  # no-op with 1000 applied: ours <= 1.15 x python+psycopg floor
 GOAL_NOOP_N = 1000
+GOAL_SLUG_NOOP_RATIO = 1.10  # issue 10: installed no-op after a tar round trip (a real slug)
 GOAL_FILES_SECONDS = 0.5  # validate / plan of 10,000 files beyond start-up
 
 
@@ -253,6 +254,20 @@ def build_slug(env: Env, mset: Path) -> Path | None:
     return app
 
 
+def tar_round_trip(app: Path) -> Path:
+    """`app` packed as Heroku packs a slug (tar: whole-second mtimes) and unpacked as a dyno
+    does, once per set."""
+    dyno = app.parent / "slug_dyno"
+    if (dyno / ".heroku-migrate/bin/heroku-migrate").exists():
+        return dyno
+    archive = app.parent / "slug.tgz"
+    run_ok(["tar", "--format=gnu", "-czf", str(archive), "-C", str(app), "."])
+    shutil.rmtree(dyno, ignore_errors=True)
+    dyno.mkdir()
+    run_ok(["tar", "-xzf", str(archive), "-C", str(dyno)])
+    return dyno
+
+
 def slug_cmds(app: Path, url: str) -> tuple[list[str], list[str], dict[str, str]]:
     """The release command of a built slug, and the python+psycopg floor on its interpreter."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(app), "DATABASE_URL": url}
@@ -303,6 +318,7 @@ def bench_apply(
         per["pass"] = {"noop": Sample()}
         per["slug"] = {"noop": Sample()}
         per["slugfloor"] = {"noop": Sample()}
+        per["slugtar"] = {"noop": Sample()}
         results[n] = per
         for r in range(runs):
             order = list(tools[r % len(tools) :]) + list(tools[: r % len(tools)])
@@ -338,6 +354,10 @@ def bench_apply(
                             per["slug"]["noop"].add(s, w)
                             s, w = timed(floor, env=senv, cwd=app, timeout=env.timeout)
                             per["slugfloor"]["noop"].add(s, w)
+                            dyno = tar_round_trip(app)
+                            launcher, _, senv = slug_cmds(dyno, url)
+                            s, w = timed(launcher, env=senv, cwd=dyno, timeout=env.timeout)
+                            per["slugtar"]["noop"].add(s, w)
                 env.server.drop(db)
                 log(
                     f"N={n} run {r + 1}/{runs} {tool}: apply {_shown(secs, why_apply)}, "
@@ -588,6 +608,8 @@ def report(
                 "installed (heroku-22 slug)",
                 "its py floor",
                 "installed / its floor",
+                "installed, after a tar round trip",
+                "tar round trip / its floor",
             ]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join("---:" for _ in head) + "|")
@@ -606,12 +628,15 @@ def report(
                 ours = per["ours"]["noop"].median
                 slug = per["slug"]["noop"].median
                 slugf = per["slugfloor"]["noop"].median
+                slugtar = per["slugtar"]["noop"].median
                 row += [
                     ratio(ours, pyf),
                     ratio(per["ours"]["noop"].best, per["pyfloor"]["noop"].best),
                     fmt(slug),
                     fmt(slugf),
                     ratio(slug, slugf),
+                    fmt(slugtar),
+                    ratio(slugtar, slugf),
                 ]
                 if n == GOAL_NOOP_N:
                     goals.append(
@@ -628,6 +653,15 @@ def report(
                             f"<= {GOAL_NOOP_RATIO:.2f}x python+psycopg floor on its interpreter",
                             _le(slug, slugf, GOAL_NOOP_RATIO),
                             ratio(slug, slugf),
+                        )
+                    )
+                    goals.append(
+                        (
+                            f"no-op with {n} applied, installed, after a tar round trip (as a "
+                            f"slug): <= {GOAL_SLUG_NOOP_RATIO:.2f}x python+psycopg floor on its "
+                            "interpreter",
+                            _le(slugtar, slugf, GOAL_SLUG_NOOP_RATIO),
+                            ratio(slugtar, slugf),
                         )
                     )
             out.append("| " + " | ".join(row) + " |")

@@ -36,6 +36,7 @@ from herokumigrate.buildpack.procfile import (
     looks_like_golang_migrate_recipe,
     wire,
 )
+from herokumigrate.buildpack.stacks import check as check_stack
 from herokumigrate.config import CONFIG_FILE, Config, load_config, unknown_env_settings
 from herokumigrate.errors import EXIT_BAD_INPUT
 from herokumigrate.output import Output
@@ -71,6 +72,7 @@ def _step(out: Output, title: str) -> Iterator[None]:
 
 def compile_app(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) -> None:
     """Run every compile step; raises `MigrateError` (explained) when the build must fail."""
+    check_stack(os.environ.get("STACK", ""))  # an unsupported stack stops the build at once
     with usable_cache(cache_dir, out) as cache_root:
         _compile(build_dir, cache_root, env_dir, out)
 

@@ -4,12 +4,14 @@ In order of preference:
 
 1. the app's own interpreter, `$HOME/.heroku/python/bin/python3`, when a buildpack before this one
    (heroku/python) installed one that is 3.10 or newer;
-2. the stack's `/usr/bin/python3` on heroku-22, whose run image has Python 3.10;
-3. otherwise (heroku-24, whose run image has no python3 at all, and unknown stacks) a copy of the
-   build's own python3 bundled into `.heroku-migrate/python`: the executable, its libpython if it
-   links one, the standard library pruned of what the runner never needs, and the shared
-   libraries its extension modules need that the run image lacks. The pruned, precompiled copy is
-   kept in CACHE_DIR, so a warm rebuild only copies it.
+2. the run image's python3 where the stack has one (heroku-22's /usr/bin/python3, 3.10; see
+   `stacks`);
+3. otherwise (heroku-24 and heroku-26, whose run images have no python3 at all, and a build with
+   STACK unset) a copy of the build's own python3 bundled into `.heroku-migrate/python`: the
+   executable, its libpython if it links one, the part of the standard library the runner can
+   import (see `stdlib`) as bytecode only, and the shared libraries its extension modules need
+   that the run image lacks. The pruned, precompiled copy is kept in CACHE_DIR, so a warm
+   rebuild only copies it.
 
 The choice is recorded in `.heroku-migrate/interpreter` (see `write_record`), with paths relative
 to the app root so the slug can move from /tmp/build_* to /app.
@@ -25,22 +27,25 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from herokumigrate.buildpack import SLUG_DIR, BuildFailed
+from herokumigrate.buildpack import SLUG_DIR, BuildFailed, stacks, stdlib, wheels
 from herokumigrate.output import Output
 
 MINIMUM_VERSION = (3, 10)
 APP_PYTHON = ".heroku/python/bin/python3"
-STACK_PYTHONS = {"heroku-22": "/usr/bin/python3"}
 BUNDLE_DIR = f"{SLUG_DIR}/python"
-BUNDLE_FORMAT = "3"  # bump to invalidate every cached bundle after changing how one is made
+BUNDLE_FORMAT = "4"  # bump to invalidate every cached bundle after changing how one is made
 
-# Standard library parts the runner never imports: test suites, GUIs, installers, docs data.
-PRUNED_TOP_LEVEL = frozenset(
-    {
+# Standard library parts the runner never uses, left out even where some module could import
+# them: test suites, debuggers, GUIs and the REPL, installers, process pools, mail, HTTP, FTP and
+# XML clients, tar archives, databases (not `email` or `zipfile`: psycopg's importlib.metadata
+# imports them). `stdlib.needed_top_level` keeps what the runner can import;
+# the stand-in tests run every runner command on the bundle to prove nothing needed is missing.
+NEVER_KEPT = frozenset(
+    [
         "test",
         "tkinter",
         "idlelib",
@@ -48,13 +53,13 @@ PRUNED_TOP_LEVEL = frozenset(
         "lib2to3",
         "turtledemo",
         "pydoc_data",
-        "site-packages",
-        "dist-packages",
-        "turtle.py",
+        "pydoc",
+        "turtle",
         "venv",
-        # Neither the runner nor psycopg imports these; fewer files make warm rebuilds faster.
         "unittest",
-        "doctest.py",
+        "doctest",
+        "pdb",
+        "bdb",
         "xmlrpc",
         "wsgiref",
         "distutils",
@@ -62,8 +67,24 @@ PRUNED_TOP_LEVEL = frozenset(
         "curses",
         "dbm",
         "sqlite3",
-        "pydoc.py",
-    }
+        "multiprocessing",
+        "http",
+        "ftplib",
+        "mailbox",
+        "smtplib",
+        "imaplib",
+        "poplib",
+        "nntplib",
+        "xml",
+        "_pyrepl",
+        "profile",
+        "cProfile",
+        "pstats",
+        "webbrowser",
+        "tarfile",
+        "site-packages",
+        "dist-packages",
+    ]
 )
 PRUNED_ANYWHERE = frozenset({"__pycache__", "tests", "idle_test"})
 # Extension modules left out of the bundle: GUI/terminal/NIS bindings whose libraries the run
@@ -144,11 +165,14 @@ def choose(build_dir: Path, cache_dir: Path, stack: str, out: Output) -> Release
             f"The app's {APP_PYTHON} is {found}; heroku-migrate needs "
             f"{_dotted(MINIMUM_VERSION)} or newer and will use its own."
         )
-    stack_python = STACK_PYTHONS.get(stack)
-    if stack_python is not None:
+    known = stacks.SUPPORTED.get(stack)
+    stack_python = known.run_python if known is not None else None
+    if known is not None and stack_python is not None:
         build_path = Path(stack_python)
         version = probe_version(build_path)
-        out.detail(f"Using {stack}'s {stack_python} (Python 3.10 on its run image)")
+        out.detail(
+            f"Using {stack}'s {stack_python} (its run image has Python {known.build_python})"
+        )
         if version is None:
             out.detail(f"{stack_python} is not runnable here; skipping bytecode precompilation")
         return ReleasePython(
@@ -157,16 +181,38 @@ def choose(build_dir: Path, cache_dir: Path, stack: str, out: Output) -> Release
             _dotted(version) if version else "",
             build_path if version else None,
         )
-    why = f"{stack}'s run image has no python3" if stack else "STACK is not set"
+    # Only a stack we know has no python3 is said to have none (`stacks.check` stops the others).
+    why = (
+        f"{stack}'s run image has no python3"
+        if known is not None
+        else "STACK is not set (not a Heroku build?), so the run image is unknown"
+    )
     out.detail(f"{why}: bundling Python {_dotted(sys.version_info[:3])} into {BUNDLE_DIR}")
     return bundle(build_dir / BUNDLE_DIR, cache_dir, out)
 
 
+def runner_code(cache_dir: Path) -> list[Path]:
+    """What runs on the bundled interpreter: the runner's modules and its pinned wheels (fetched
+    into the cache by the step before)."""
+    runner = Path(__file__).resolve().parent.parent
+    modules = sorted(path for path in runner.glob("*.py"))
+    wheel_dir = cache_dir / "heroku-migrate" / "wheels"
+    return [*modules, *(wheel_dir / pinned.filename for pinned in wheels.PINNED)]
+
+
 def bundle(destination: Path, cache_dir: Path, out: Output) -> ReleasePython:
-    """Copy the running interpreter, pruned and precompiled, to `destination` (via the cache)."""
+    """Copy the running interpreter, pruned to what the runner can import and precompiled, to
+    `destination` (via the cache, keyed by the interpreter and the runner's code)."""
     executable = Path(os.path.realpath(sys.executable))
     stat = executable.stat()
-    identity = f"{BUNDLE_FORMAT}\0{executable}\0{sys.version}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    code = runner_code(cache_dir)
+    digest = hashlib.sha256()
+    for path in code:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    identity = (
+        f"{BUNDLE_FORMAT}\0{executable}\0{sys.version}\0{stat.st_size}\0{stat.st_mtime_ns}"
+        f"\0{digest.hexdigest()}"
+    )
     key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     version = _dotted(sys.version_info[:3])
     cache_root = cache_dir / "heroku-migrate"
@@ -179,7 +225,7 @@ def bundle(destination: Path, cache_dir: Path, out: Output) -> ReleasePython:
             shutil.rmtree(stale, ignore_errors=True)
         scratch = Path(tempfile.mkdtemp(prefix=".python-", dir=cache_root))
         try:
-            make_bundle(executable, scratch, out)
+            make_bundle(executable, scratch, out, code)
             (scratch / ".complete").write_text(identity.replace("\0", "\n") + "\n")
             scratch.rename(cached)
         finally:
@@ -189,9 +235,8 @@ def bundle(destination: Path, cache_dir: Path, out: Output) -> ReleasePython:
     copy_tree(cached, destination)
     (destination / ".complete").unlink()
     library_path = f"{BUNDLE_DIR}/lib" if any(destination.glob("lib/*.so*")) else ""
-    return ReleasePython(
-        "bundled", f"{BUNDLE_DIR}/bin/python3", version, destination / "bin/python3", library_path
-    )
+    # The build's own interpreter is the same one: it precompiles the runner for the bundle.
+    return ReleasePython("bundled", f"{BUNDLE_DIR}/bin/python3", version, executable, library_path)
 
 
 def copy_tree(source: Path, destination: Path) -> None:
@@ -208,36 +253,62 @@ def copy_tree(source: Path, destination: Path) -> None:
     shutil.copytree(source, destination, symlinks=True)
 
 
-def make_bundle(executable: Path, prefix: Path, out: Output) -> None:
-    """Lay out a relocatable copy of the running interpreter under `prefix`.
+def make_bundle(
+    executable: Path, prefix: Path, out: Output, code: list[Path] | None = None
+) -> None:
+    """Lay out a relocatable copy of the running interpreter under `prefix`, with the part of the
+    standard library that `code` can import (all of it but `NEVER_KEPT` when `code` is None), as
+    bytecode only.
 
-    `prefix/bin/python3` finds its standard library by looking for `lib/python3.X/os.py` next to
-    itself, so the copy runs from wherever the prefix is moved, with every system Python hidden.
+    `prefix/bin/python3` finds its standard library by looking for `lib/python3.X/os.py[c]` next
+    to itself, so the copy runs from wherever the prefix is moved, with every system Python hidden.
     """
     series = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    source_stdlib = Path(sysconfig.get_paths()["stdlib"])
     dynload = next((Path(p) for p in sys.path if p.endswith("lib-dynload")), None)
+    kept = None if code is None else stdlib.needed_top_level(source_stdlib, code, NEVER_KEPT)
     lib_dir = prefix / sys.platlibdir
     target_stdlib = lib_dir / series
     (prefix / "bin").mkdir(parents=True)
     shutil.copy2(executable, prefix / "bin/python3")
-    shutil.copytree(stdlib, target_stdlib, ignore=_prune, ignore_dangling_symlinks=True)
+    shutil.copytree(
+        source_stdlib, target_stdlib, ignore=_pruner(kept), ignore_dangling_symlinks=True
+    )
     target_dynload = target_stdlib / "lib-dynload"
     if dynload is not None and dynload.is_dir() and not target_dynload.is_dir():
-        shutil.copytree(dynload, target_dynload, ignore=_prune, ignore_dangling_symlinks=True)
+        shutil.copytree(
+            dynload, target_dynload, ignore=_pruner(kept), ignore_dangling_symlinks=True
+        )
     for module in list(target_dynload.glob("*.so")):
-        if PRUNED_EXTENSIONS.match(module.name):
+        unused = kept is not None and module.name.split(".")[0] not in kept
+        if unused or PRUNED_EXTENSIONS.match(module.name):
             module.unlink()
     _bring_libraries(prefix, lib_dir, target_dynload, out)
     _strip(prefix)
-    _smoke_test_and_precompile(prefix, target_stdlib, lib_dir)
+    _precompile_stdlib(executable, prefix, target_stdlib)
+    _smoke_test(prefix, lib_dir)
 
 
-def _prune(directory: str, names: list[str]) -> set[str]:
-    ignored = {name for name in names if name in PRUNED_ANYWHERE or name.endswith((".pyc", ".exe"))}
-    if os.path.exists(os.path.join(directory, "os.py")):  # the stdlib's top level
-        ignored.update(n for n in names if n in PRUNED_TOP_LEVEL or n.startswith("config-"))
-    return ignored
+def _pruner(kept: set[str] | None) -> Callable[[str, list[str]], set[str]]:
+    """A copytree `ignore` keeping, at the stdlib's top level, only `kept` modules and packages
+    (None: all but `NEVER_KEPT`), and the build-configuration data `sysconfig` reads."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        ignored = {n for n in names if n in PRUNED_ANYWHERE or n.endswith((".pyc", ".exe"))}
+        if os.path.exists(os.path.join(directory, "os.py")):  # the stdlib's top level
+            ignored.update(
+                name
+                for name in names
+                if (
+                    name.removesuffix(".py") in NEVER_KEPT
+                    or name.startswith("config-")  # static library and Makefile
+                    or (kept is not None and name.removesuffix(".py") not in kept)
+                )
+                and not name.startswith(("_sysconfigdata", "_sysconfig_vars"))
+            )
+        return ignored
+
+    return ignore
 
 
 def _ldd(files: list[Path]) -> dict[Path, dict[str, str]]:
@@ -318,10 +389,32 @@ def _run_bundled(prefix: Path, lib_dir: Path, args: list[str]) -> subprocess.Com
     )
 
 
-def _smoke_test_and_precompile(prefix: Path, stdlib: Path, lib_dir: Path) -> None:
-    """Check that the copy runs on its own and imports what psycopg needs, then write its
-    standard library's bytecode (hash-based, so moving the files does not invalidate it)."""
-    imports = "ctypes, ctypes.util, decimal, json, hashlib, socket, select, zoneinfo, asyncio"
+def _precompile_stdlib(executable: Path, prefix: Path, stdlib_dir: Path) -> None:
+    """Replace the bundled standard library's sources by their bytecode (`module.pyc` beside
+    where `module.py` was, which Python imports without the source): half the size. Compiled by
+    the build's interpreter, the very one bundled."""
+    args = precompile_args(prefix, [stdlib_dir], jobs=0)
+    args.insert(args.index("-q"), "-b")  # legacy locations: importable without the source
+    compiled = subprocess.run(
+        [str(executable), "-E", "-s", *args],
+        capture_output=True,
+        text=True,
+        env=build_env(),
+        check=False,
+    )
+    if compiled.returncode != 0:
+        raise BuildFailed(
+            "Precompiling the bundled standard library failed.",
+            details=tuple(compiled.stdout.splitlines()[-5:]),
+        )
+    for source in stdlib_dir.rglob("*.py"):
+        if source.with_suffix(".pyc").is_file():
+            source.unlink()
+
+
+def _smoke_test(prefix: Path, lib_dir: Path) -> None:
+    """Check that the copy runs on its own and imports what psycopg and the runner need."""
+    imports = "ctypes, ctypes.util, decimal, json, hashlib, socket, select, ssl, zoneinfo, asyncio"
     code = f"import {imports}; import sys; print(sys.prefix)"
     check = _run_bundled(prefix, lib_dir, ["-S", "-B", "-c", code])
     if check.returncode != 0 or os.path.realpath(check.stdout.strip()) != os.path.realpath(prefix):
@@ -329,12 +422,6 @@ def _smoke_test_and_precompile(prefix: Path, stdlib: Path, lib_dir: Path) -> Non
             "The copy of the build's python3 does not run on its own.",
             details=(*check.stderr.splitlines()[-5:], f"prefix: {check.stdout.strip()!r}"),
             fix="Please report this with the build output.",
-        )
-    compiled = _run_bundled(prefix, lib_dir, precompile_args(prefix, [stdlib], jobs=0))
-    if compiled.returncode != 0:
-        raise BuildFailed(
-            "Precompiling the bundled standard library failed.",
-            details=tuple(compiled.stdout.splitlines()[-5:]),
         )
 
 

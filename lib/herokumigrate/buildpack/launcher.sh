@@ -18,12 +18,13 @@ home=${self%/*}
 home=${home%/*}
 app=${home%/*}
 
-kind="" python="" library_path=""
+kind="" python="" library_path="" app_root=""
 while IFS='=' read -r key value; do
 	case "${key}" in
 	kind) kind=${value} ;;
 	python) python=${value} ;;
 	library_path) library_path=${value} ;;
+	app_root) app_root=${value} ;; # the CNB: the runner is in a layer, the app elsewhere
 	*) ;;
 	esac
 done <"${home}/interpreter"
@@ -53,7 +54,7 @@ fi
 export PYTHONPATH="${home}/lib:${home}/site"
 # Relative settings (the migrations folder, migrate.toml) are resolved against the app, wherever
 # the command is run from (`cd db && heroku-migrate status`).
-export HEROKU_MIGRATE_APP_ROOT="${app}"
+export HEROKU_MIGRATE_APP_ROOT="${app_root:-${app}}"
 if [[ -f "${home}/manifest.json" ]]; then
 	# What the build validated: lets a release with nothing pending skip reading every file.
 	export HEROKU_MIGRATE_MANIFEST="${home}/manifest.json"

@@ -73,16 +73,56 @@ def _release(args: Sequence[str], out: BuildOutput) -> int:
     return 0
 
 
+def _cnb_detect(args: Sequence[str], out: BuildOutput) -> int:
+    from herokumigrate.buildpack.cnb_plan import detect
+
+    _no_arguments(args, "bin/detect")
+    environ = _cnb_variables("CNB_BUILD_PLAN_PATH", "CNB_PLATFORM_DIR")
+    return detect(Path.cwd(), environ["CNB_BUILD_PLAN_PATH"], environ["CNB_PLATFORM_DIR"], out)
+
+
+def _cnb_build(args: Sequence[str], out: BuildOutput) -> int:
+    from herokumigrate.buildpack.cnb import build
+
+    _no_arguments(args, "bin/build")
+    environ = _cnb_variables("CNB_LAYERS_DIR", "CNB_BP_PLAN_PATH", "CNB_PLATFORM_DIR")
+    out.show_relative_to(Path.cwd())
+    build(
+        Path.cwd(),
+        environ["CNB_LAYERS_DIR"],
+        environ["CNB_BP_PLAN_PATH"],
+        environ["CNB_PLATFORM_DIR"],
+        out,
+    )
+    return 0
+
+
 STEPS: dict[str, Callable[[Sequence[str], BuildOutput], int]] = {
     "detect": _detect,
     "compile": _compile,
     "test-compile": _test_compile,
     "release": _release,
+    "cnb-detect": _cnb_detect,
+    "cnb-build": _cnb_build,
 }
 
 
 class _Usage(Exception):
     """The platform called a step with the wrong arguments."""
+
+
+def _no_arguments(args: Sequence[str], usage: str) -> None:
+    """Buildpack API 0.10 passes everything in CNB_* variables, nothing as arguments."""
+    if args:
+        raise _Usage(f"{usage} (a Cloud Native Buildpack step: no arguments, CNB_* variables)")
+
+
+def _cnb_variables(*names: str) -> dict[str, Path]:
+    """The lifecycle's path variables (Buildpack API 0.10), each required."""
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        raise _Usage(f"the lifecycle did not set {', '.join(missing)}")
+    return {name: Path(os.environ[name]).absolute() for name in names}
 
 
 def _paths(args: Sequence[str], usage: str) -> list[Path]:
