@@ -176,7 +176,7 @@ def test_damaged_cached_bytecode_is_rebuilt_not_shipped(
     heroku24: Heroku24Builds, tmp_path: Path, database_url: str, part: str
 ) -> None:
     (cached,) = (heroku24.cache / "heroku-migrate").glob(f"{part}-*")
-    pyc = sorted(cached.rglob("__pycache__/*.pyc"))[0]
+    pyc = sorted(cached.rglob("*.pyc"))[0]
     intact = pyc.read_bytes()
     pyc.write_bytes(intact[: len(intact) // 2])
     build = heroku24.compile(offline=True)

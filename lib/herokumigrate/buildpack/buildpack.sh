@@ -44,7 +44,7 @@ buildpack::run_step() {
 	python=$(buildpack::find_python)
 	if [[ -z "${python}" ]]; then
 		echo " !     heroku-buildpack-migrate needs python3 (3.10 or newer) at build time." >&2
-		echo " !     The build image of every supported stack (heroku-22, heroku-24) has one;" >&2
+		echo " !     The build image of every supported stack (heroku-22, heroku-24, heroku-26) has one;" >&2
 		echo " !     use one of those stacks: heroku stack:set heroku-24" >&2
 		exit 1
 	fi
