@@ -426,8 +426,12 @@ def test_create_statements_other_than_routines_end_at_their_first_semicolon() ->
         ("DROP INDEX i;", SQL),
         ("CREATE TABLE t (id int);", SQL),
         ("ANALYZE t;", SQL),
-        ("DISCARD ALL;", SQL),
-        ("COMMIT PREPARED 'x';", SQL),
+        ("DISCARD ALL;", NO_TX),
+        ("discard /* everything */ all", NO_TX),
+        ("DISCARD PLANS;", SQL),
+        ("COMMIT PREPARED 'x';", NO_TX),
+        ("ROLLBACK PREPARED 'x';", NO_TX),
+        ("PREPARE p AS SELECT 1;", SQL),
     ],
 )
 def test_no_transaction_exactly_for_statements_postgres_refuses_in_a_transaction(
@@ -476,7 +480,6 @@ def test_concurrently_inside_string_comment_or_identifier_is_plain_sql(statement
         ("ROLLBACK TRANSACTION TO SAVEPOINT a;", SQL),
         ("SAVEPOINT a;", SQL),
         ("RELEASE SAVEPOINT a;", SQL),
-        ("ROLLBACK PREPARED 'x';", SQL),
         ("BEGIN ATOMIC SELECT 1; END;", SQL),
         ("START_TIME;", SQL),
     ],
