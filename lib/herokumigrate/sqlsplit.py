@@ -123,7 +123,11 @@ _NEXT_TOKEN = re.compile(
 # by `'` is left to `_runs`, as it may prefix a string (E'...').
 _FIRST_WORD = re.compile(rf"[{_WS}]*([A-Za-z_]+)(?!{_IDENT_CONT}|')")
 _PLAIN_WORD = re.compile(rf"[{_WS}]+([A-Za-z_]+)(?!{_IDENT_CONT}|')")
-_CREATE_AND_WORD = re.compile(rf"create[{_WS}]+([A-Za-z_]+)(?!{_IDENT_CONT}|')", re.IGNORECASE)
+# CREATE [OR REPLACE] and the next word, when they are plain.
+_CREATE_HEAD = re.compile(
+    rf"create[{_WS}]+(?:or[{_WS}]+replace[{_WS}]+)?([A-Za-z_]+)(?!{_IDENT_CONT}|')",
+    re.IGNORECASE,
+)
 # What may stand between two statements: whitespace, line comments and empty statements.
 _GAP = re.compile(rf"(?:[{_WS};]+|--[^\n\r]*)*")
 _LINE_COMMENT = re.compile(r"--[^\n\r]*")
@@ -369,9 +373,9 @@ def _code_end(sql: str, start: int) -> int:
 def _starts_routine(sql: str, start: int) -> bool:
     """Whether the statement at `start` begins CREATE [OR REPLACE] FUNCTION|PROCEDURE: the only
     statements where a SQL-standard body (BEGIN ATOMIC ... END) may hold `;`."""
-    plain = _CREATE_AND_WORD.match(sql, start)
-    if plain is not None and plain.group(1).lower() not in ("or", "function", "procedure"):
-        return False  # CREATE TABLE ...: settled without reading on
+    plain = _CREATE_HEAD.match(sql, start)
+    if plain is not None and plain.group(1).lower() != "or":
+        return plain.group(1).lower() in ("function", "procedure")  # settled without reading on
     words = _tokens(sql, start)
     if next(words, "") != "create":
         return False
