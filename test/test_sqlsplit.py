@@ -8,9 +8,11 @@ import time
 
 import pytest
 
+from herokumigrate import sqlsplit
 from herokumigrate.sqlsplit import (
     SplitError,
     Statement,
+    StatementKind,
     classify,
     session_setting,
     split_statements,
@@ -706,3 +708,91 @@ def test_session_setting_names_the_protected_setting_a_statement_changes(
     statement: str, setting: str | None
 ) -> None:
     assert session_setting(statement) == setting
+
+
+# --- statement kinds as a type, and statements that would end the runner's transaction ---------
+
+
+def test_statement_kind_is_an_enum_equal_to_its_old_strings() -> None:
+    assert [kind.value for kind in StatementKind] == [SQL, NO_TX, TX]
+    assert StatementKind.TRANSACTION_CONTROL == "transaction_control"
+    assert str(StatementKind.NO_TRANSACTION) == "no_transaction"
+    assert f"{StatementKind.SQL}" == "sql"
+    assert sqlsplit.SQL is StatementKind.SQL
+    assert sqlsplit.NO_TRANSACTION is StatementKind.NO_TRANSACTION
+    assert sqlsplit.TRANSACTION_CONTROL is StatementKind.TRANSACTION_CONTROL
+    kinds = [s.kind for s in split_statements("BEGIN; VACUUM; SELECT 1;")]
+    assert kinds == [StatementKind.TRANSACTION_CONTROL, "no_transaction", StatementKind.SQL]
+    assert all(type(kind) is StatementKind for kind in kinds)
+
+
+@pytest.mark.parametrize(
+    ("sql", "line", "word"),
+    [
+        ("BEGIN;\nCREATE TABLE t (id int);\nROLLBACK;\n", 3, "ROLLBACK"),
+        ("SELECT 1;\n\n  rollback", 3, "ROLLBACK"),
+        ("ROLLBACK WORK;", 1, "ROLLBACK"),
+        ("ROLLBACK TRANSACTION AND NO CHAIN;", 1, "ROLLBACK"),
+        ("SELECT 1;\r\nROLLBACK AND CHAIN;", 2, "ROLLBACK"),
+        ("SELECT 1;\n/* undo */ ABORT;", 2, "ABORT"),
+        ("ABORT WORK;", 1, "ABORT"),
+        ("abort transaction", 1, "ABORT"),
+        ("SELECT 1;\nPREPARE TRANSACTION 'x';", 2, "PREPARE TRANSACTION"),
+    ],
+)
+def test_rollback_or_abort_in_a_migration_is_an_error_naming_its_line(
+    sql: str, line: int, word: str
+) -> None:
+    with pytest.raises(SplitError) as caught:
+        split_statements(sql)
+    assert caught.value.line == line
+    assert caught.value.message.startswith(f"{word} is not allowed in a migration")
+    assert "the runner owns the transaction" in caught.value.message
+    assert "remove it" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind"),
+    [
+        ("SAVEPOINT a;", SQL),
+        ("ROLLBACK TO SAVEPOINT a;", SQL),
+        ("ROLLBACK WORK TO a;", SQL),
+        ("RELEASE SAVEPOINT a;", SQL),
+        ("COMMIT PREPARED 'x';", NO_TX),
+        ("ROLLBACK PREPARED 'x';", NO_TX),
+        ("PREPARE p(int) AS SELECT $1;", SQL),
+        ("BEGIN;", TX),
+        ("COMMIT;", TX),
+        ("END;", TX),
+        ("START TRANSACTION;", TX),
+    ],
+)
+def test_savepoints_and_prepared_transactions_split_as_ordinary_statements(
+    statement: str, kind: str
+) -> None:
+    assert triples(f"SELECT 1;\n{statement}") == [("SELECT 1;", 1, SQL), (statement, 2, kind)]
+
+
+def test_dollar_quote_tags_are_case_sensitive() -> None:
+    # `$a$` does not close `$A$`: the body runs to the second `$A$`.
+    assert texts("SELECT $A$ x $a$; y $A$; SELECT 2;") == [
+        "SELECT $A$ x $a$; y $A$;",
+        "SELECT 2;",
+    ]
+    with pytest.raises(SplitError) as caught:
+        split_statements("SELECT 1;\nDO $Body$ BEGIN NULL; END $body$;")
+    assert caught.value.line == 2
+    assert "no closing $Body$" in caught.value.message
+
+
+def test_bare_carriage_return_line_endings_count_lines() -> None:
+    sql = "-- header\rCREATE TABLE t (\r  id int\r);\r\rSELECT 'a;\rb';\rSELECT 3;\n\r\nSELECT 4;"
+    assert triples(sql) == [
+        ("CREATE TABLE t (\r  id int\r);", 2, SQL),
+        ("SELECT 'a;\rb';", 6, SQL),
+        ("SELECT 3;", 8, SQL),
+        ("SELECT 4;", 10, SQL),
+    ]
+    with pytest.raises(SplitError) as caught:
+        split_statements("SELECT 1;\r\rSELECT 'open;\r")
+    assert caught.value.line == 3
