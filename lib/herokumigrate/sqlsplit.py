@@ -112,9 +112,8 @@ _WS = " \t\n\r\f\v"
 # What `_runs` stops at. Plain statements: only the characters that change the scanner's state;
 # everything else is skipped at C speed.
 _NEXT = re.compile(r"--|/\*|[;'\"$\\]")
-# CREATE FUNCTION/PROCEDURE statements: whole words too, to follow BEGIN ATOMIC ... END.
-_NEXT_OR_WORD = re.compile(rf"--|/\*|[;'\"$\\]|{_IDENT_START}{_IDENT_CONT}*")
-# `classify` and `session_setting`: every token (words, numbers, any other character).
+# CREATE FUNCTION/PROCEDURE statements, to follow BEGIN ATOMIC ... END, and `classify` and
+# `session_setting`: every token (words, numbers, any other character).
 _NEXT_TOKEN = re.compile(
     rf"--|/\*|[;'\"$\\]|{_IDENT_START}{_IDENT_CONT}*|[0-9][0-9A-Za-z_.]*|[^{_WS}]"
 )
@@ -323,14 +322,16 @@ def _routine_end(sql: str, start: int) -> tuple[int, int]:
     case_depth = 0
     begin_at = -1  # where the last word was BEGIN, or -1
     previous = ""
-    for found, at, end in _runs(sql, start, _NEXT_OR_WORD, _PASSED_OVER):
+    for found, at, end in _runs(sql, start, _NEXT_TOKEN):
         if found == ";":
             if atomic_at < 0:
                 return end, end
             begin_at = -1
             previous = ";"
             continue
-        word = found.lower()
+        if found in _COMMENTS:
+            continue
+        word = found.lower()  # or a number, a quoted run, any other character
         # `t.end` and `AS end` use a keyword as a column name: not the keyword.
         if previous == "as" or (at > 0 and sql[at - 1] == "."):
             pass
