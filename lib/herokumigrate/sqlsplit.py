@@ -122,6 +122,7 @@ _NEXT_TOKEN = re.compile(
 # by `'` is left to `_runs`, as it may prefix a string (E'...').
 _FIRST_WORD = re.compile(rf"[{_WS}]*([A-Za-z_]+)(?!{_IDENT_CONT}|')")
 _PLAIN_WORD = re.compile(rf"[{_WS}]+([A-Za-z_]+)(?!{_IDENT_CONT}|')")
+_ATOMIC = re.compile("atomic", re.IGNORECASE)
 # CREATE [OR REPLACE] and the next word, when they are plain.
 _CREATE_HEAD = re.compile(
     rf"create[{_WS}]+(?:or[{_WS}]+replace[{_WS}]+)?([A-Za-z_]+)(?!{_IDENT_CONT}|')",
@@ -431,15 +432,20 @@ def split_statements(sql: str) -> list[Statement]:
         if pos >= n:
             return out
         start = pos
-        if sql[start] in "cC" and _starts_routine(sql, start):
+        for _, _, end in _runs(sql, start, _NEXT, _PASSED_OVER):  # only `;` come
+            pos = end
+            break
+        else:  # no `;`: the statement runs to the end
+            end = _code_end(sql, start)
+            pos = n
+        # A BEGIN ATOMIC body holds its first `;` after the word ATOMIC: without the word
+        # before the first `;`, no need to look at the statement's words.
+        if (
+            sql[start] in "cC"
+            and _ATOMIC.search(sql, start, end) is not None
+            and _starts_routine(sql, start)
+        ):
             end, pos = _routine_end(sql, start)
-        else:
-            for _, _, end in _runs(sql, start, _NEXT, _PASSED_OVER):  # only `;` come
-                pos = end
-                break
-            else:  # no `;`: the statement runs to the end
-                end = _code_end(sql, start)
-                pos = n
         line += sql.count("\n", line_pos, start) if breaks is None else breaks(sql, line_pos, start)
         line_pos = start
         text = sql[start:end]
