@@ -23,13 +23,7 @@ costs a handful of regex calls, not a Python loop per character. Words (`BEGIN A
 `END`) are only looked at in statements that start `CREATE [OR REPLACE] FUNCTION|PROCEDURE`,
 the only place a SQL-standard body can appear.
 
-Lexical rules follow PostgreSQL's scanner with `standard_conforming_strings` on: in '...' a
-backslash is literal and '' is a quote; E'...' also takes backslash escapes, including in a
-continuation ('...' after a line break); "..." identifiers take ""; U&'...' and U&"..." need
-nothing more; $tag$...$tag$ ends at the same tag, and neither `$1` nor the `$` inside an
-identifier (`a$b`) opens one; `/* */` comments nest; `--` comments end at a line break. A
-backslash outside quotes and comments is never SQL: it is reported as a psql meta-command
-(`\\connect`, `\\set`, ...), which a migration runner cannot execute.
+Lexical rules, and the one scan over them: see `herokumigrate.sqllex`.
 """
 
 from __future__ import annotations
@@ -39,6 +33,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeAlias
+
+from herokumigrate.sqllex import (
+    COMMENTS,
+    IDENT_CONT,
+    NEXT,
+    NEXT_TOKEN,
+    PASSED_OVER,
+    QUOTES,
+    WS,
+    SplitError,
+    line_at,
+    line_breaks,
+    runs,
+    skip_quoted,
+    tokens,
+)
 
 __all__ = [
     "NO_TRANSACTION",
@@ -74,20 +84,6 @@ NO_TRANSACTION = StatementKind.NO_TRANSACTION
 TRANSACTION_CONTROL = StatementKind.TRANSACTION_CONTROL
 
 
-class SplitError(Exception):
-    """The file cannot be split: an unterminated quote, comment, dollar body or BEGIN ATOMIC
-    body, a psql meta-command, or a statement that would end the runner's transaction.
-    `line` is the 1-based line where the offending part starts."""
-
-    def __init__(self, message: str, line: int) -> None:
-        super().__init__(message, line)
-        self.message = message
-        self.line = line
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
-
-
 @dataclass(frozen=True, slots=True)
 class Statement:
     """One statement of a migration file."""
@@ -101,219 +97,19 @@ class Statement:
     """See `classify`."""
 
 
-# PostgreSQL takes every non-ASCII character as an identifier character. The classes are written
-# as "anything but these ASCII characters": spelled with a range up to U+10FFFF, they would take
-# tens of milliseconds to compile at every start-up.
-_IDENT_START = r"[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f]"  # letters, `_`, non-ASCII
-_IDENT_CONT = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also digits, `$`
-_TAG_CONT = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # a dollar tag: no `$`
-_WS = " \t\n\r\f\v"
-
-# What `_runs` stops at. Plain statements: only the characters that change the scanner's state;
-# everything else is skipped at C speed.
-_NEXT = re.compile(r"--|/\*|[;'\"$\\]")
-# CREATE FUNCTION/PROCEDURE statements, to follow BEGIN ATOMIC ... END, and `classify` and
-# `session_setting`: every token (words, numbers, any other character).
-_NEXT_TOKEN = re.compile(
-    rf"--|/\*|[;'\"$\\]|{_IDENT_START}{_IDENT_CONT}*|[0-9][0-9A-Za-z_.]*|[^{_WS}]"
-)
 # A statement's first word, and a next one after whitespace only, when they are plain: read
-# without `_runs`, they settle most statements (INSERT ..., CREATE TABLE ...). A word followed
-# by `'` is left to `_runs`, as it may prefix a string (E'...').
-_FIRST_WORD = re.compile(rf"[{_WS}]*([A-Za-z_]+)(?!{_IDENT_CONT}|')")
-_PLAIN_WORD = re.compile(rf"[{_WS}]+([A-Za-z_]+)(?!{_IDENT_CONT}|')")
+# without `runs`, they settle most statements (INSERT ..., CREATE TABLE ...). A word followed
+# by `'` is left to `runs`, as it may prefix a string (E'...').
+_FIRST_WORD = re.compile(rf"[{WS}]*([A-Za-z_]+)(?!{IDENT_CONT}|')")
+_PLAIN_WORD = re.compile(rf"[{WS}]+([A-Za-z_]+)(?!{IDENT_CONT}|')")
 _ATOMIC = re.compile("atomic", re.IGNORECASE)
 # CREATE [OR REPLACE] and the next word, when they are plain.
 _CREATE_HEAD = re.compile(
-    rf"create[{_WS}]+(?:or[{_WS}]+replace[{_WS}]+)?([A-Za-z_]+)(?!{_IDENT_CONT}|')",
+    rf"create[{WS}]+(?:or[{WS}]+replace[{WS}]+)?([A-Za-z_]+)(?!{IDENT_CONT}|')",
     re.IGNORECASE,
 )
 # What may stand between two statements: whitespace, line comments and empty statements.
-_GAP = re.compile(rf"(?:[{_WS};]+|--[^\n\r]*)*")
-_LINE_COMMENT = re.compile(r"--[^\n\r]*")
-_COMMENT_DELIM = re.compile(r"/\*|\*/")
-# The rest of a quoted run, after its opening quote. A doubled quote never closes one.
-_STRING_REST = re.compile(r"[^']*(?:''[^']*)*'(?!')")
-_ESCAPE_STRING_REST = re.compile(r"[^'\\]*(?:(?:''|\\.)[^'\\]*)*'(?!')", re.DOTALL)
-# Whitespace holding a line break, then a quote: the string goes on, in the same mode, so an
-# E'...' string continued on the next line keeps its backslash escapes.
-_CONTINUATION = re.compile(r"(?:[ \t\f\v]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f\v]+|--[^\n\r]*[\n\r])*'")
-_IDENT_REST = re.compile(r'[^"]*(?:""[^"]*)*"(?!")')
-_DOLLAR_TAG = re.compile(rf"\$(?:{_IDENT_START}{_TAG_CONT}*)?\$")
-_META_COMMAND = re.compile(r"\\[^\s\\]*")
-_STANDARD_STRINGS = (
-    "in '...' strings a backslash is an ordinary character: write '' for a quote inside one, "
-    "or use E'...'"
-)
-
-
-def _is_ident_char(c: str) -> bool:
-    return c.isalnum() or c in "_$" or c >= "\x80"
-
-
-def _skip_block_comment(sql: str, start: int) -> int:
-    """Index just past the `*/` closing the comment opened at `start` (comments nest), or -1."""
-    close = sql.find("*/", start + 2)
-    if close < 0:
-        return -1
-    # `close + 1`: in `/*/` an opening shares its `*` with a closing, and the opening wins.
-    if sql.find("/*", start + 2, close + 1) < 0:
-        return close + 2
-    depth = 1
-    pos = start + 2
-    while True:
-        m = _COMMENT_DELIM.search(sql, pos)
-        if m is None:
-            return -1
-        pos = m.end()
-        if m.group() == "/*":
-            depth += 1
-        else:
-            depth -= 1
-            if depth == 0:
-                return pos
-
-
-def _end_of_escape_string(sql: str, pos: int) -> int:
-    """Index just past the E'...' string whose body starts at `pos`, or -1 if unterminated."""
-    m = _ESCAPE_STRING_REST.match(sql, pos)
-    while m is not None:
-        more = _CONTINUATION.match(sql, m.end())
-        if more is None:
-            return m.end()
-        m = _ESCAPE_STRING_REST.match(sql, more.end())
-    return -1
-
-
-def _opens_escape_string(sql: str, quote: int, boundary: int) -> bool:
-    """Whether the `'` at `quote` opens an E'...' string: an `E` that is a word of its own."""
-    return (
-        quote > boundary
-        and sql[quote - 1] in "eE"
-        and (quote - 1 == boundary or not _is_ident_char(sql[quote - 2]))
-    )
-
-
-def _opens_dollar_quote(sql: str, pos: int, boundary: int) -> bool:
-    """Whether a `$` at `pos` may open a dollar quote: not when it continues an identifier."""
-    if pos == boundary:
-        return True
-    prev = sql[pos - 1]
-    if not _is_ident_char(prev):
-        return True
-    if not "0" <= prev <= "9":
-        return False
-    # Digits: a number (`1$$`) or a parameter (`$1$$`) ends before the `$`; `a1$$` does not.
-    k = pos - 1
-    while k > boundary and "0" <= sql[k - 1] <= "9":
-        k -= 1
-    if k == boundary or not _is_ident_char(sql[k - 1]):
-        return True
-    return sql[k - 1] == "$" and (k - 1 == boundary or not _is_ident_char(sql[k - 2]))
-
-
-def _skip_quoted(sql: str, pos: int, c: str, boundary: int) -> int:
-    """Index just past the quoted run, comment or dollar body opening at `pos` with `c`.
-
-    `c` is `'`, `"`, `$`, `--` or `/*`. `boundary` is where the current token run began: the
-    statement's start, or the end of the quoted run just before, so that the character before
-    `pos` is only looked at when it belongs to the same word. A `$` that opens nothing (`$1`,
-    or inside an identifier such as `a$b`) is stepped over: the result is then `pos + 1`.
-    """
-    if c == "'":
-        if _opens_escape_string(sql, pos, boundary):
-            end = _end_of_escape_string(sql, pos + 1)
-        else:
-            m = _STRING_REST.match(sql, pos + 1)
-            end = -1 if m is None else m.end()
-        if end < 0:
-            message = "unterminated quoted string"
-            line_start = max(sql.rfind("\n", 0, pos), sql.rfind("\r", 0, pos)) + 1
-            if "\\'" in sql[line_start:pos]:
-                message += f" ({_STANDARD_STRINGS})"
-            raise SplitError(message, _line_at(sql, pos))
-        return end
-    if c == '"':
-        m = _IDENT_REST.match(sql, pos + 1)
-        if m is None:
-            raise SplitError("unterminated quoted identifier", _line_at(sql, pos))
-        return m.end()
-    if c == "$":
-        if not _opens_dollar_quote(sql, pos, boundary):
-            return pos + 1
-        m = _DOLLAR_TAG.match(sql, pos)
-        if m is None:
-            return pos + 1
-        tag = m.group()
-        close = sql.find(tag, m.end())
-        if close < 0:
-            raise SplitError(
-                f"unterminated dollar-quoted string (no closing {tag})", _line_at(sql, pos)
-            )
-        return close + len(tag)
-    if c == "--":
-        m = _LINE_COMMENT.match(sql, pos)
-        return len(sql) if m is None else m.end()
-    if c == "/*":
-        end = _skip_block_comment(sql, pos)
-        if end < 0:
-            raise SplitError("unterminated /* comment */", _line_at(sql, pos))
-        return end
-    raise _meta_command_error(sql, pos)  # c == "\\"
-
-
-def _meta_command_error(sql: str, pos: int) -> SplitError:
-    m = _META_COMMAND.match(sql, pos)
-    command = m.group()[:24] if m is not None else "\\"
-    line = _line_at(sql, pos)
-    if command[1:2].isalpha() or command[1:2] in ("!", "?", "."):
-        return SplitError(
-            f"psql meta-command {command} is not supported in migrations: a migration is plain "
-            "SQL sent to the server, and psql backslash commands are not SQL",
-            line,
-        )
-    return SplitError(
-        f"a backslash outside quotes ({command}) is not SQL ({_STANDARD_STRINGS})", line
-    )
-
-
-# ----- the scanner ----------------------------------------------------------------------------
-# One loop, `_runs`, walks the input for every caller: the splitter asks it for statement ends
-# (and, in routines, words), `_tokens` for every token `classify` and `session_setting` read.
-
-_OPENERS = frozenset({"'", '"', "$", "--", "/*", "\\"})
-_COMMENTS = frozenset({"--", "/*"})
-_QUOTES = frozenset({"'", '"', "$"})
-# What the splitter steps over without a look: quoted runs and comments.
-_PASSED_OVER = frozenset({"'", '"', "$", "--", "/*"})
-_NOTHING: frozenset[str] = frozenset()
-
-
-def _runs(
-    sql: str, pos: int, pattern: re.Pattern[str], silent: frozenset[str] = _NOTHING
-) -> Iterator[tuple[str, int, int]]:
-    """Every match of `pattern` in `sql` from `pos` on, as (token, start, end), but for tokens
-    in `silent`, which are stepped over without a word.
-
-    A quote, comment or dollar-quote opener (see `_skip_quoted`) comes as one run: its token is
-    the opener and `end` is past the whole quoted run, so nothing inside it is ever matched.
-    Raises SplitError for an unterminated run or a backslash outside quotes.
-    """
-    boundary = pos
-    search = pattern.search
-    while (m := search(sql, pos)) is not None:
-        token = m.group()
-        start = m.start()
-        if token in _OPENERS:
-            pos = _skip_quoted(sql, start, token, boundary)
-            # A `$` stepped over inside an identifier (`a$b`) leaves the word going on.
-            if pos != start + 1 or _opens_dollar_quote(sql, start, boundary):
-                boundary = pos
-            if token in silent:
-                continue
-        else:
-            pos = m.end()
-        yield token, start, pos
+_GAP = re.compile(rf"(?:[{WS};]+|--[^\n\r]*)*")
 
 
 def _routine_end(sql: str, start: int) -> tuple[int, int]:
@@ -323,14 +119,14 @@ def _routine_end(sql: str, start: int) -> tuple[int, int]:
     case_depth = 0
     begin_at = -1  # where the last word was BEGIN, or -1
     previous = ""
-    for found, at, end in _runs(sql, start, _NEXT_TOKEN):
+    for found, at, end in runs(sql, start, NEXT_TOKEN):
         if found == ";":
             if atomic_at < 0:
                 return end, end
             begin_at = -1
             previous = ";"
             continue
-        if found in _COMMENTS:
+        if found in COMMENTS:
             continue
         word = found.lower()  # or a number, a quoted run, any other character
         # `t.end` and `AS end` use a keyword as a column name: not the keyword.
@@ -352,7 +148,7 @@ def _routine_end(sql: str, start: int) -> tuple[int, int]:
     if atomic_at >= 0:
         raise SplitError(
             "unterminated BEGIN ATOMIC body (no END before the end of the file)",
-            _line_at(sql, atomic_at),
+            line_at(sql, atomic_at),
         )
     return _code_end(sql, start), len(sql)
 
@@ -360,15 +156,15 @@ def _routine_end(sql: str, start: int) -> tuple[int, int]:
 def _code_end(sql: str, start: int) -> int:
     """Where the code of sql[start:] ends, trailing whitespace and comments left out."""
     code_end = last = start  # the end of the code so far; the end of the last run
-    for found, at, end in _runs(sql, start, _NEXT, _QUOTES):
-        if found in _COMMENTS:
-            kept = len(sql[last:at].rstrip(_WS))  # before the comment, after the last run
+    for found, at, end in runs(sql, start, NEXT, QUOTES):
+        if found in COMMENTS:
+            kept = len(sql[last:at].rstrip(WS))  # before the comment, after the last run
             if kept:
                 code_end = last + kept
         else:
             code_end = end
         last = end
-    kept = len(sql[last:].rstrip(_WS))
+    kept = len(sql[last:].rstrip(WS))
     return last + kept if kept else code_end
 
 
@@ -378,7 +174,7 @@ def _starts_routine(sql: str, start: int) -> bool:
     plain = _CREATE_HEAD.match(sql, start)
     if plain is not None and plain.group(1).lower() != "or":
         return plain.group(1).lower() in ("function", "procedure")  # settled without reading on
-    words = _tokens(sql, start)
+    words = tokens(sql, start)
     if next(words, "") != "create":
         return False
     word = next(words, "")
@@ -387,19 +183,6 @@ def _starts_routine(sql: str, start: int) -> bool:
             return False
         word = next(words, "")
     return word in ("function", "procedure")
-
-
-def _line_breaks(sql: str, start: int, end: int) -> int:
-    """Line breaks in sql[start:end]: `\\n`, `\\r\\n` and a bare `\\r` each end a line."""
-    newlines = sql.count("\n", start, end)
-    returns = sql.count("\r", start, end)
-    if returns:
-        return newlines + returns - sql.count("\r\n", start, end)
-    return newlines
-
-
-def _line_at(sql: str, index: int) -> int:
-    return _line_breaks(sql, 0, index) + 1
 
 
 def split_statements(sql: str) -> list[Statement]:
@@ -418,7 +201,7 @@ def split_statements(sql: str) -> list[Statement]:
     pos = 0
     gap = _GAP.match
     # Counting `\r` only where there is one keeps the common case at one count per statement.
-    breaks = _line_breaks if "\r" in sql else None
+    breaks = line_breaks if "\r" in sql else None
     while True:
         # Skip what lies between statements.
         while True:
@@ -426,13 +209,13 @@ def split_statements(sql: str) -> list[Statement]:
             if skipped is not None:  # always: the gap may be empty
                 pos = skipped.end()
             if sql.startswith("/*", pos):
-                pos = _skip_quoted(sql, pos, "/*", pos)
+                pos = skip_quoted(sql, pos, "/*", pos)
             else:
                 break
         if pos >= n:
             return out
         start = pos
-        for _, _, end in _runs(sql, start, _NEXT, _PASSED_OVER):  # only `;` come
+        for _, _, end in runs(sql, start, NEXT, PASSED_OVER):  # only `;` come
             pos = end
             break
         else:  # no `;`: the statement runs to the end
@@ -458,7 +241,7 @@ def split_statements(sql: str) -> list[Statement]:
 def _refuse_ending_the_transaction(text: str, line: int) -> None:
     """ROLLBACK, ABORT and PREPARE TRANSACTION would be skipped as transaction control, and the
     file's work committed anyway: an error, not a silent skip."""
-    first = next(_tokens(text, 0), "")
+    first = next(tokens(text, 0), "")
     if first in ("rollback", "abort"):
         raise SplitError(
             f"{first.upper()} is not allowed in a migration: the runner owns the transaction and "
@@ -474,37 +257,10 @@ def _refuse_ending_the_transaction(text: str, line: int) -> None:
         )
 
 
-def _tokens(text: str, pos: int) -> Iterator[str]:
-    """The significant tokens of `text` from `pos`, words lowercased. Comments and whitespace
-    are skipped; a string or dollar body becomes `'` and its raw body, a quoted identifier `"`
-    and its name. Stops quietly at anything unterminated: the splitter reports those."""
-    try:
-        for token, start, end in _runs(text, pos, _NEXT_TOKEN):
-            first = token[0]
-            if first == "'":
-                yield "'" + text[start + 1 : end - 1]
-            elif first == '"':
-                yield '"' + text[start + 1 : end - 1].replace('""', '"')
-            elif first == "$":
-                if end == start + 1:
-                    yield "$"
-                else:
-                    tag = text.index("$", start + 1) + 1 - start
-                    yield "'" + text[start + tag : end - tag]
-            elif token in _COMMENTS:
-                continue
-            elif token in ("e", "E") and text.startswith("'", end):
-                continue  # the prefix of an E'...' string
-            else:
-                yield token.lower()
-    except SplitError:
-        return
-
-
 # ----- kinds ----------------------------------------------------------------------------------
 # One table says which statements are not plain `sql`: by first word, then by second word, each
 # entry a kind or a function reading on. `classify` reads the first two words with a cheap
-# match when they are plain, and with `_tokens` otherwise; both feed the same table, so no
+# match when they are plain, and with `tokens` otherwise; both feed the same table, so no
 # statement can be known to one path and not the other.
 
 _FALSE_WORDS = frozenset({"false", "off", "0", "no"})
@@ -660,7 +416,7 @@ def classify(statement_text: str) -> StatementKind:
     words: Iterator[str] | None = None
     head = _FIRST_WORD.match(text)
     if head is None:
-        words = _tokens(text, 0)
+        words = tokens(text, 0)
         first = next(words, "")
         if first not in _RULES:
             return SQL
@@ -671,7 +427,7 @@ def classify(statement_text: str) -> StatementKind:
             return SQL
         plain = _PLAIN_WORD.match(text, head.end())
         if plain is None:
-            words = _tokens(text, head.end())
+            words = tokens(text, head.end())
             second = next(words, "")
         else:
             second = plain.group(1).lower()
@@ -679,7 +435,7 @@ def classify(statement_text: str) -> StatementKind:
             found = by_second.get(second, otherwise)
             if isinstance(found, StatementKind):
                 return found
-            return found(text, _tokens(text, plain.end()))
+            return found(text, tokens(text, plain.end()))
     return _kind_after(first, second, text, words)
 
 
@@ -704,7 +460,7 @@ def session_setting(statement_text: str) -> str | None:
     run later). ALTER ROLE/DATABASE ... SET and a function's SET clause change other sessions or
     the function only: None.
     """
-    words = _tokens(statement_text, 0)
+    words = tokens(statement_text, 0)
     first = next(words, "")
     if first == "set":
         word = next(words, "")
