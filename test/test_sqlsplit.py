@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 import time
+from types import ModuleType
 
 import pytest
 
+from herokumigrate import sqlsplit
 from herokumigrate.sqlsplit import (
     SplitError,
     Statement,
+    StatementKind,
     classify,
     session_setting,
     split_statements,
@@ -352,6 +356,16 @@ def test_begin_without_atomic_in_function_head_is_not_a_body() -> None:
     ]
 
 
+def test_begin_and_atomic_apart_are_not_a_body() -> None:
+    # Found by the comparison with PostgreSQL's parser: `begin + atomic` is no BEGIN ATOMIC.
+    sql = (
+        "CREATE FUNCTION h(begin int, atomic int) RETURNS int LANGUAGE sql RETURN begin + atomic;\n"
+        "CREATE FUNCTION i(begin int) RETURNS int LANGUAGE sql RETURN begin /* x */ - 1;\n"
+        "SELECT 2;"
+    )
+    assert [s.line for s in split_statements(sql)] == [1, 2, 3]
+
+
 def test_plpgsql_begin_end_inside_dollar_body_is_one_statement() -> None:
     sql = (
         "CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
@@ -395,6 +409,9 @@ def test_create_statements_other_than_routines_end_at_their_first_semicolon() ->
         ("REINDEX (CONCURRENTLY) TABLE t;", NO_TX),
         ("REINDEX (VERBOSE, CONCURRENTLY true) INDEX i;", NO_TX),
         ("REINDEX (CONCURRENTLY false) TABLE t;", SQL),
+        ("REINDEX (CONCURRENTLY 'off') TABLE t;", SQL),
+        ("REINDEX (VERBOSE) TABLE CONCURRENTLY t;", NO_TX),
+        ("REINDEX (VERBOSE) SCHEMA s;", NO_TX),
         ("REINDEX (VERBOSE) TABLE t;", SQL),
         ("REINDEX TABLE t;", SQL),
         ("REINDEX DATABASE app;", NO_TX),
@@ -413,6 +430,7 @@ def test_create_statements_other_than_routines_end_at_their_first_semicolon() ->
         ("CLUSTER VERBOSE;", NO_TX),
         ("CLUSTER (VERBOSE)", NO_TX),
         ("CLUSTER t USING t_pkey;", SQL),
+        ("CLUSTER (VERBOSE) t;", SQL),
         ("CLUSTER VERBOSE t;", SQL),
         ("CREATE SUBSCRIPTION s CONNECTION 'dbname=x' PUBLICATION p;", NO_TX),
         ("ALTER SUBSCRIPTION s DISABLE;", NO_TX),
@@ -426,8 +444,12 @@ def test_create_statements_other_than_routines_end_at_their_first_semicolon() ->
         ("DROP INDEX i;", SQL),
         ("CREATE TABLE t (id int);", SQL),
         ("ANALYZE t;", SQL),
-        ("DISCARD ALL;", SQL),
-        ("COMMIT PREPARED 'x';", SQL),
+        ("DISCARD ALL;", NO_TX),
+        ("discard /* everything */ all", NO_TX),
+        ("DISCARD PLANS;", SQL),
+        ("COMMIT PREPARED 'x';", NO_TX),
+        ("ROLLBACK PREPARED 'x';", NO_TX),
+        ("PREPARE p AS SELECT 1;", SQL),
     ],
 )
 def test_no_transaction_exactly_for_statements_postgres_refuses_in_a_transaction(
@@ -476,7 +498,6 @@ def test_concurrently_inside_string_comment_or_identifier_is_plain_sql(statement
         ("ROLLBACK TRANSACTION TO SAVEPOINT a;", SQL),
         ("SAVEPOINT a;", SQL),
         ("RELEASE SAVEPOINT a;", SQL),
-        ("ROLLBACK PREPARED 'x';", SQL),
         ("BEGIN ATOMIC SELECT 1; END;", SQL),
         ("START_TIME;", SQL),
     ],
@@ -703,3 +724,320 @@ def test_session_setting_names_the_protected_setting_a_statement_changes(
     statement: str, setting: str | None
 ) -> None:
     assert session_setting(statement) == setting
+
+
+# --- statement kinds as a type, and statements that would end the runner's transaction ---------
+
+
+def test_statement_kind_is_an_enum_equal_to_its_old_strings() -> None:
+    assert [kind.value for kind in StatementKind] == [SQL, NO_TX, TX]
+    assert StatementKind.TRANSACTION_CONTROL == "transaction_control"
+    assert str(StatementKind.NO_TRANSACTION) == "no_transaction"
+    assert f"{StatementKind.SQL}" == "sql"
+    assert sqlsplit.SQL is StatementKind.SQL
+    assert sqlsplit.NO_TRANSACTION is StatementKind.NO_TRANSACTION
+    assert sqlsplit.TRANSACTION_CONTROL is StatementKind.TRANSACTION_CONTROL
+    kinds = [s.kind for s in split_statements("BEGIN; VACUUM; SELECT 1;")]
+    assert kinds == [StatementKind.TRANSACTION_CONTROL, "no_transaction", StatementKind.SQL]
+    assert all(type(kind) is StatementKind for kind in kinds)
+
+
+@pytest.mark.parametrize(
+    ("sql", "line", "word"),
+    [
+        ("BEGIN;\nCREATE TABLE t (id int);\nROLLBACK;\n", 3, "ROLLBACK"),
+        ("SELECT 1;\n\n  rollback", 3, "ROLLBACK"),
+        ("ROLLBACK WORK;", 1, "ROLLBACK"),
+        ("ROLLBACK TRANSACTION AND NO CHAIN;", 1, "ROLLBACK"),
+        ("SELECT 1;\r\nROLLBACK AND CHAIN;", 2, "ROLLBACK"),
+        ("SELECT 1;\n/* undo */ ABORT;", 2, "ABORT"),
+        ("ABORT WORK;", 1, "ABORT"),
+        ("abort transaction", 1, "ABORT"),
+        ("SELECT 1;\nPREPARE TRANSACTION 'x';", 2, "PREPARE TRANSACTION"),
+    ],
+)
+def test_rollback_or_abort_in_a_migration_is_an_error_naming_its_line(
+    sql: str, line: int, word: str
+) -> None:
+    with pytest.raises(SplitError) as caught:
+        split_statements(sql)
+    assert caught.value.line == line
+    assert caught.value.message.startswith(f"{word} is not allowed in a migration")
+    assert "the runner owns the transaction" in caught.value.message
+    assert "remove it" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind"),
+    [
+        ("SAVEPOINT a;", SQL),
+        ("ROLLBACK TO SAVEPOINT a;", SQL),
+        ("ROLLBACK WORK TO a;", SQL),
+        ("RELEASE SAVEPOINT a;", SQL),
+        ("COMMIT PREPARED 'x';", NO_TX),
+        ("ROLLBACK PREPARED 'x';", NO_TX),
+        ("PREPARE p(int) AS SELECT $1;", SQL),
+        ("BEGIN;", TX),
+        ("COMMIT;", TX),
+        ("END;", TX),
+        ("START TRANSACTION;", TX),
+    ],
+)
+def test_savepoints_and_prepared_transactions_split_as_ordinary_statements(
+    statement: str, kind: str
+) -> None:
+    assert triples(f"SELECT 1;\n{statement}") == [("SELECT 1;", 1, SQL), (statement, 2, kind)]
+
+
+def test_dollar_quote_tags_are_case_sensitive() -> None:
+    # `$a$` does not close `$A$`: the body runs to the second `$A$`.
+    assert texts("SELECT $A$ x $a$; y $A$; SELECT 2;") == [
+        "SELECT $A$ x $a$; y $A$;",
+        "SELECT 2;",
+    ]
+    with pytest.raises(SplitError) as caught:
+        split_statements("SELECT 1;\nDO $Body$ BEGIN NULL; END $body$;")
+    assert caught.value.line == 2
+    assert "no closing $Body$" in caught.value.message
+
+
+def test_bare_carriage_return_line_endings_count_lines() -> None:
+    sql = "-- header\rCREATE TABLE t (\r  id int\r);\r\rSELECT 'a;\rb';\rSELECT 3;\n\r\nSELECT 4;"
+    assert triples(sql) == [
+        ("CREATE TABLE t (\r  id int\r);", 2, SQL),
+        ("SELECT 'a;\rb';", 6, SQL),
+        ("SELECT 3;", 8, SQL),
+        ("SELECT 4;", 10, SQL),
+    ]
+    with pytest.raises(SplitError) as caught:
+        split_statements("SELECT 1;\r\rSELECT 'open;\r")
+    assert caught.value.line == 3
+
+
+# --- against PostgreSQL's own lexer and parser (libpg_query, through pglast) -------------------
+# pglast is a test-only dependency (the `test` extra): a compiled extension cannot ship in the
+# slug, but it holds PostgreSQL's real scanner. Where it is not installed, these tests skip.
+
+# Inputs lexically tricky for a splitter; those holding BEGIN ATOMIC are compared with the parser.
+TRICKY_SQL = [
+    "SELECT 'a;b';\nSELECT 2;",
+    "INSERT INTO t VALUES ('it''s; fine', '''');\nSELECT ''';''';\n",
+    "SELECT E'it\\'s; here';\nSELECT e'\\\\';\nSELECT 'C:\\';\n"
+    "SELECT E'a''b;c\\\\';\nSELECT 'x' AS e;",
+    "SELECT typname'\\'; SELECT 2;",
+    "DO $$ BEGIN PERFORM 1; PERFORM 2; END $$;\nSELECT 1;",
+    "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $fn$\n"
+    "  SELECT $$a;b$$ || $x$;$x$ || $fn_2$;$fn_2$;\n$fn$;\nSELECT $_$;$_$;",
+    "CREATE FUNCTION add(int, int) RETURNS int LANGUAGE sql AS $body$\n  SELECT $1 + $2;\n"
+    "$body$;\nPREPARE p(int) AS SELECT $1;\nEXECUTE p(1);\n",
+    "SELECT a$b$ FROM t$$;\nSELECT x$1, é$$ FROM y;\nSELECT 3;",
+    'SELECT $a$x$a$$b$;$b$, "q"$$;$$;\nSELECT 2;',
+    "SELECT 1$$;$$, $1$x$;$x$, a1$$;\nSELECT 2;",
+    "SELECT $A$ x $a$; y $A$; SELECT 2;",
+    "SELECT $Tag$;$tag$;$TAG$;$Tag$; SELECT $tag$ $Tag$ $tag$;",
+    "SELECT E'a' -- note\n  '\\';';\nSELECT 'b'\n'\\';\nSELECT 3;",
+    'CREATE TABLE "we;ird$$" ("a""b;" int, "$x$" int);\nSELECT "$$";',
+    "SELECT U&'d\\0061t;a' UESCAPE '\\', U&\"d;\\0061\" FROM t;\nSELECT 2;",
+    "SELECT 1 /* outer /* inner; */ still; comment */ + 1;\nSELECT 2 /**/;",
+    "SELECT 1 /* a /*/ ; */ still; */;\nSELECT 2 /*/ x */;",
+    "SELECT 1 -- it's; not the end $$\n  + 1;\nSELECT 2;--done;",
+    "SELECT '--', '/*', \"/*\";\nSELECT 2;",
+    "-- migrate:up\n/* a header\n   over lines; */\n\n  CREATE TABLE t (id int); -- note\n"
+    "/* between */ -- and more\nINSERT INTO t VALUES (1);\n",
+    ";;\n ; -- nothing ; here\n;",
+    "SELECT 1;\nSELECT 2 -- two\n  + 'x' /* done; */ -- really;\n/* bye */\n",
+    "-- header\r\nCREATE TABLE t (\r\n  id int -- x;\r\n);\r\n\r\nSELECT 'a;\r\nb';\r\n",
+    "-- header\rSELECT 'a;\rb' -- c;\r;\rSELECT 2",
+    "CREATE TABLE café (naïve int, \"日本;\" text);\nINSERT INTO café VALUES (1, '😀;');",
+    "SELECT 1;\nSELECT 'abc;\n\nSELECT 2;",
+    "SELECT E'abc\\';\nSELECT 2;",
+    "SELECT 1;\nDO $body$ BEGIN\nEND $$;\n",
+    "SELECT 1;\n\n/* outer /* inner */ still open;\n",
+    "\\connect other\nSELECT 1;",
+    "SELECT 1;\nSELECT 'it\\'s';",
+    "SELECT 'C:\\' \\ 'x';",
+    "CREATE FUNCTION sign_of(x int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n"
+    "  SELECT CASE WHEN x > 0 THEN 1 WHEN x < 0 THEN -1 ELSE 0 END;\n"
+    "  SELECT (CASE x WHEN 0 THEN 0 ELSE CASE WHEN x > 9 THEN 2 END END);\nEND;\n"
+    "SELECT sign_of(3);\n",
+    "create /* c */ or replace -- x\nprocedure p() language sql begin /* ; */ atomic\n"
+    "  insert into t values (1);\n  insert into t values ('end;');\nend;\ncall p();",
+    "CREATE FUNCTION spans() RETURNS SETOF int LANGUAGE sql BEGIN ATOMIC\n"
+    '  SELECT s.end AS end FROM spans_table s WHERE s."end" > 0;\nEND;\nSELECT 2;',
+    "SELECT 1;\nCREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END -- x\n",
+    "CREATE FUNCTION f(begin int) RETURNS int LANGUAGE sql RETURN begin;\n"
+    "CREATE FUNCTION g() RETURNS int LANGUAGE sql RETURN CASE WHEN true THEN 1 END;\nSELECT 3;",
+    "CREATE TABLE functions (id int);\nCREATE VIEW v AS SELECT 1 AS begin;\nSELECT 2;",
+]
+
+# Pieces of SQL, lexically tricky, joined at random for the generated cases.
+PIECES = [
+    *("x", "1", "$1", "a$b", "x$$y", "é$$", "1.5e3", "x.y", "::text", "+", "-", "/", "*", "&"),
+    *("'a;b'", "'it''s'", "''", "'\\'", "'\n;\n'", "N'x;'", "B'01'", "X'1f'", "U&'\\0041;'"),
+    *("E'\\';'", "e'\\\\'", "e'\\''", "E''", "E'''\\''", '"c;d"', '"e""f;"', '"$$"', 'U&"a;"'),
+    *("$$ ; $$", "$t$ $$ ; $$ $t$", "$a$;$a$", "$$$$", "$a$$a$", "$$a$$", "$_$;$_$"),
+    *("$A$ ; $a$ ; $A$", "$Tag$;$tag$;$Tag$", "$a$ $A$ ;", "$A$"),
+    *("/* ; /* ; */ ; */", "/**/", "/*/ ; */", "*/", "/* $$ ' \" */", "-- ; ' \" $$\n"),
+    *("--\n", "-- x\r", "\n", "\r\n", "\r", "\t", "\f", "\v", "; SELECT", "; ; SELECT"),
+    "\u00a0",  # not whitespace to PostgreSQL: every non-ASCII character is an identifier's
+]
+
+
+def spans_of_ours(sql: str) -> list[tuple[int, int]] | int:
+    """Our statements as (start, end) offsets, or the line of the SplitError."""
+    try:
+        statements = split_statements(sql)
+    except SplitError as exc:
+        return exc.line
+    spans = []
+    pos = 0
+    for statement in statements:
+        start = sql.index(statement.text, pos)
+        pos = start + len(statement.text)
+        spans.append((start, pos))
+    return spans
+
+
+def spans_of_lexer(parser: ModuleType, sql: str) -> list[tuple[int, int]] | int | None:
+    """The statements libpg_query's lexer sees, as (start, end): from the first token that is
+    not a comment to the `;` after it, or to the last token; empty statements left out. Where
+    it fails on an unterminated run or finds a backslash, the line of that; None for its other
+    errors (`1x`, `""`), which are no splitter's business."""
+    try:
+        tokens = parser.scan(sql)
+    except parser.ParseError as exc:
+        if "unterminated" not in str(exc):
+            return None
+        tokens = []
+        failed_at = int(re.findall(r"at index (\d+)", str(exc))[-1])
+    else:
+        failed_at = -1
+    backslashes = [t.start for t in tokens if sql[t.start : t.end + 1] == "\\"]
+    if backslashes or failed_at >= 0:
+        index = min(backslashes) if backslashes else failed_at
+        return len(re.findall(r"\r\n|\r|\n", sql[:index])) + 1
+    spans = []
+    start = last_end = -1
+    for token in tokens:
+        if token.name in ("SQL_COMMENT", "C_COMMENT"):
+            continue
+        if token.name == "ASCII_59":
+            if start >= 0:
+                spans.append((start, token.end + 1))
+            start = -1
+        else:
+            if start < 0:
+                start = token.start
+            last_end = token.end + 1
+    if start >= 0:
+        spans.append((start, last_end))
+    return spans
+
+
+def spans_of_parser(parser: ModuleType, sql: str) -> list[tuple[int, int]]:
+    """The statements libpg_query's parser sees (it knows BEGIN ATOMIC bodies), each from its
+    first token that is not a comment to its `;`, or to its last such token."""
+    significant = [t for t in parser.scan(sql) if t.name not in ("SQL_COMMENT", "C_COMMENT")]
+    spans = []
+    for part in parser.split(sql, with_parser=True, only_slices=True):
+        inside = [t for t in significant if part.start <= t.start < part.stop]
+        end = inside[-1].end + 1
+        if sql.startswith(";", part.stop):
+            end = part.stop + 1
+        spans.append((inside[0].start, end))
+    return spans
+
+
+@pytest.fixture(scope="module")
+def pg_query() -> ModuleType:
+    try:
+        from pglast import parser
+    except ImportError as exc:  # not installed, or no wheel that loads on this Python
+        pytest.skip(f"pglast (libpg_query) cannot be imported on this Python: {exc}")
+    return parser
+
+
+@pytest.mark.parametrize("sql", TRICKY_SQL, ids=range(len(TRICKY_SQL)))
+def test_tricky_sql_splits_where_postgres_own_scanner_does(pg_query: ModuleType, sql: str) -> None:
+    if "atomic" in sql.lower():
+        assert spans_of_ours(sql) == spans_of_parser(pg_query, sql)
+    else:
+        expected = spans_of_lexer(pg_query, sql)
+        assert expected is not None, "a corpus case PostgreSQL's lexer rejects for other reasons"
+        assert spans_of_ours(sql) == expected
+
+
+def test_generated_runs_of_tricky_tokens_split_where_postgres_lexer_does(
+    pg_query: ModuleType,
+) -> None:
+    rng = random.Random(20261126)
+    compared = failing = 0
+    differences = []
+    for _ in range(6000):
+        sql = "SELECT " + " ".join(rng.choice(PIECES) for _ in range(rng.randint(1, 15)))
+        expected = spans_of_lexer(pg_query, sql)
+        if expected is None:
+            continue
+        compared += 1
+        failing += isinstance(expected, int)
+        got = spans_of_ours(sql)
+        if got != expected:
+            differences.append((sql, got, expected))
+    assert differences[:3] == []
+    # The comparison must not become vacuous: most cases count, and both outcomes occur.
+    assert compared > 5000
+    assert 600 < failing < compared - 600
+
+
+def generated_atomic_file(rng: random.Random) -> str:
+    """Plain statements and BEGIN ATOMIC routines, with CASE ... END, `t.end`, `AS end`, and
+    `end` or `;` inside strings, quoted identifiers and comments."""
+    exprs = [
+        *("1", "x", "'end;'", "t.end", "$$;end$$", '"end"', "/* end; */ 3", "-- end;\n 4"),
+        *("$E$;$e$;$E$", "E'end\\';'", "/* /* ; */ end */ 5"),
+        "(CASE WHEN x > 0 THEN 1 ELSE 0 END)",
+        "CASE x WHEN 1 THEN 'a;' END",
+        "CASE WHEN true THEN CASE WHEN false THEN 2 END END",
+    ]
+
+    def plain() -> str:
+        return rng.choice(
+            [
+                "SELECT " + ", ".join(rng.choice(exprs) for _ in range(rng.randint(1, 3))),
+                "INSERT INTO t VALUES (" + rng.choice(exprs) + ")",
+                "UPDATE t SET a = " + rng.choice(exprs) + " WHERE x = 1",
+                "SELECT x AS end FROM t",
+            ]
+        )
+
+    parts = []
+    for _ in range(rng.randint(1, 4)):
+        if rng.random() < 0.1:  # the words, not as a body
+            parts.append(
+                "CREATE FUNCTION h(begin int, atomic int) RETURNS int LANGUAGE sql"
+                " RETURN begin + atomic"
+            )
+        elif rng.random() < 0.5:
+            body = ";\n  ".join(plain() for _ in range(rng.randint(1, 4)))
+            head = rng.choice(
+                ["FUNCTION f(x int) RETURNS int", "OR REPLACE PROCEDURE p(x int)", "function g()"]
+            )
+            end = rng.choice(["END", "end", "END /* ; */"])
+            parts.append(f"CREATE {head} LANGUAGE sql\nBEGIN ATOMIC\n  {body};\n{end}")
+        else:
+            parts.append(plain())
+    return ";\n".join(parts) + rng.choice([";\n", "", ";\n-- done\n"])
+
+
+def test_generated_begin_atomic_files_split_where_postgres_parser_does(
+    pg_query: ModuleType,
+) -> None:
+    rng = random.Random(7)
+    differences = []
+    for _ in range(600):
+        sql = generated_atomic_file(rng)
+        got = spans_of_ours(sql)
+        expected = spans_of_parser(pg_query, sql)
+        if got != expected:
+            differences.append((sql, got, expected))
+    assert differences[:3] == []
