@@ -6,6 +6,7 @@ import dataclasses
 import random
 import re
 import time
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -19,6 +20,7 @@ from herokumigrate.sqlsplit import (
     session_setting,
     split_statements,
 )
+from support import run_cli
 
 SQL = "sql"
 NO_TX = "no_transaction"
@@ -764,7 +766,17 @@ def test_rollback_or_abort_in_a_migration_is_an_error_naming_its_line(
     assert caught.value.line == line
     assert caught.value.message.startswith(f"{word} is not allowed in a migration")
     assert "the runner owns the transaction" in caught.value.message
-    assert "remove it" in caught.value.message
+    assert caught.value.fix.startswith(f"Remove the {word} line")
+
+
+def test_rollback_in_a_file_fails_validate_with_its_line_and_the_fix(tmp_path: Path) -> None:
+    folder = tmp_path / "db" / "migrations"
+    folder.mkdir(parents=True)
+    (folder / "1_t.up.sql").write_text("BEGIN;\nCREATE TABLE t (id int);\nROLLBACK;\n")
+    result = run_cli(["validate"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "1_t.up.sql: line 3: ROLLBACK is not allowed in a migration" in result.stderr
+    assert "Remove the ROLLBACK line" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,7 @@ class SqlSection:
         line = exc.line + first_line - 1
         return BadInput(
             f"{self.path.shown}: line {line}: {exc.message}",
-            fix=f"Fix the SQL in {self.path.shown} and push again.",
+            fix=exc.fix or f"Fix the SQL in {self.path.shown} and push again.",
         )
 
     def _split_region(self, start: int, stop: int, line: int) -> Iterator[Statement]:

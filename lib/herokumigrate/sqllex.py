@@ -34,12 +34,14 @@ __all__ = [
 class SplitError(Exception):
     """The file cannot be split: an unterminated quote, comment, dollar body or BEGIN ATOMIC
     body, a psql meta-command, or a statement that would end the runner's transaction.
-    `line` is the 1-based line where the offending part starts."""
+    `line` is the 1-based line where the offending part starts; `fix`, when given, says what
+    to do instead of the generic "fix the SQL"."""
 
-    def __init__(self, message: str, line: int) -> None:
+    def __init__(self, message: str, line: int, fix: str = "") -> None:
         super().__init__(message, line)
         self.message = message
         self.line = line
+        self.fix = fix
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.message}"

@@ -247,15 +247,16 @@ def _refuse_ending_the_transaction(text: str, line: int) -> None:
     if first in ("rollback", "abort"):
         raise SplitError(
             f"{first.upper()} is not allowed in a migration: the runner owns the transaction and "
-            "would commit the file's changes anyway; remove it (to undo a change, don't ship the "
-            "migration)",
+            "would commit the file's changes anyway",
             line,
+            fix=f"Remove the {first.upper()} line: every pending migration runs in the runner's "
+            "transaction. To leave a change out, don't ship its migration.",
         )
     if first == "prepare":
         raise SplitError(
-            "PREPARE TRANSACTION is not allowed in a migration: the runner owns the transaction;"
-            " remove it",
+            "PREPARE TRANSACTION is not allowed in a migration: the runner owns the transaction",
             line,
+            fix="Remove the PREPARE TRANSACTION line.",
         )
 
 
