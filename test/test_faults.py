@@ -31,6 +31,7 @@ from support import (
     scalar,
     snapshot,
     spawn_cli,
+    tables,
     up,
     write_migrations,
 )
@@ -761,3 +762,100 @@ def test_an_unexpected_exception_is_one_redacted_line_without_traceback(
         " !     internal error in heroku-migrate: RuntimeError: cannot read "
         "[REDACTED] with [REDACTED] (a bug: please report it with this line)"
     ], result.stderr
+
+
+# ----- a lost connection and another runner in the gap (issue 8, item 3) ---------------------
+
+
+def connection_limit(server: Server, dbname: str, limit: int) -> None:
+    """ALTER DATABASE ... CONNECTION LIMIT (-1: none); superusers are exempt."""
+    with server.admin_conn() as conn:
+        conn.execute(
+            psycopg.sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(
+                psycopg.sql.Identifier(dbname), psycopg.sql.Literal(limit)
+            )
+        )
+
+
+def test_recovery_after_a_lost_connection_never_undoes_another_runners_work(
+    pg_server: Server, dbname: str, app: Path, database_url: str
+) -> None:
+    """Runner A loses its connection during CREATE INDEX CONCURRENTLY; runner B takes the lock
+    in the gap and finishes the release. When A gets back, it must compensate nothing.
+
+    Made deterministic: a table lock holds A's concurrent build, B is already waiting for the
+    migration lock, and a connection limit of 1 on the database keeps A from reconnecting until
+    B has finished and disconnected.
+    """
+    assert up(app, {"0_big.up.sql": "CREATE TABLE big (id int);"}, database_url).returncode == 0
+    write_migrations(
+        app,
+        {
+            "1_t.up.sql": "CREATE TABLE t1 (id int);\n"
+            "CREATE INDEX CONCURRENTLY big_id_idx ON big (id);",
+            "1_t.down.sql": "DROP INDEX IF EXISTS big_id_idx;\nDROP TABLE t1;",
+            "2_u.up.sql": "CREATE TABLE u (id int);",
+        },
+    )
+    admin = pg_server.admin_url("postgres")
+    blocker = pg_server.admin_conn(dbname)
+    blocker.execute("BEGIN")
+    blocker.execute("LOCK TABLE big IN SHARE UPDATE EXCLUSIVE MODE")
+    runner_a = spawn_cli(
+        ["up"], cwd=app, database_url=database_url, env={"MIGRATE_LOCK_TIMEOUT": "600"}
+    )
+    runner_b: subprocess.Popen[str] | None = None
+    try:
+
+        def building() -> list[tuple[object, ...]]:
+            return rows(
+                admin,
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
+                " AND query LIKE 'CREATE INDEX CONCURRENTLY%%'",
+                (dbname,),
+            )
+
+        wait_until(lambda: bool(building()), 60, "runner A to wait in its concurrent build")
+        pid_a = building()[0][0]
+        runner_b = spawn_cli(["up"], cwd=app, database_url=database_url)
+
+        def b_waits_for_the_lock() -> bool:
+            return bool(
+                rows(
+                    admin,
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND pid <> %s"
+                    " AND query LIKE 'SELECT pg_try_advisory_lock%%'",
+                    (dbname, pid_a),
+                )
+            )
+
+        wait_until(b_waits_for_the_lock, 60, "runner B to wait for the migration lock")
+        connection_limit(pg_server, dbname, 1)
+        rows(admin, "SELECT pg_terminate_backend(%s)", (pid_a,))
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        result_b = finish(runner_b, timeout=120)
+        assert result_b.returncode == 0, result_b.output
+        result_a = finish(runner_a, timeout=120)
+    finally:
+        for proc in (runner_a, runner_b):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        blocker.close()
+        connection_limit(pg_server, dbname, -1)
+    assert result_a.returncode == 1, result_a.output
+    assert "changed while the connection was lost" in result_a.stderr, result_a.output
+    assert "the database is as before" not in result_a.output
+    assert "reverted" not in result_a.stderr, result_a.output
+    # B's work stands: the table, the valid index, and the history that says so.
+    assert "t1" in tables(pg_server.admin_url(dbname))
+    assert rows(
+        pg_server.admin_url(dbname),
+        "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass('big_id_idx')",
+    ) == [(True,)]
+    assert [(r[0], r[3]) for r in history(pg_server, dbname)] == [
+        (0, "applied"),
+        (1, "applied"),
+        (2, "applied"),
+    ]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import errors as pg_errors
 
+from herokumigrate.history import HistoryState
 from herokumigrate.indexes import drop_invalid_index_of, invalid_indexes
 from herokumigrate.plan import build_units
 from herokumigrate.statements import StepFailed, batches, execute, execute_batch, first_words
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from herokumigrate.config import Config
-    from herokumigrate.history import DatabaseState, HistoryTable
+    from herokumigrate.history import DatabaseState, HistoryTable, RecordedState
     from herokumigrate.output import Output
     from herokumigrate.plan import ReleasePlan, Unit
     from herokumigrate.session import Session
@@ -55,13 +56,26 @@ class RunProgress:
     committed: dict[int, Migration] = field(
         default_factory=dict
     )  # with committed effects, in order
+    # What the history holds once this run's commits are in (nobody else writes it while the
+    # lock is held): after a lost connection, any difference means another run wrote it.
+    expected: dict[int, RecordedState] = field(default_factory=dict)
+
+    def recorded_applied(self, migrations: list[Migration]) -> None:
+        """This run committed `applied` rows for `migrations`."""
+        for m in migrations:
+            self.expected[m.version] = (HistoryState.APPLIED, None)
+
+    def recorded_partial(self, migration: Migration, progress: int) -> None:
+        """This run committed a `partial` row for `migration`."""
+        self.expected[migration.version] = (HistoryState.PARTIAL, progress)
 
 
 class RunFailed(Exception):
     """A run stopped: a statement failed (`step_failed`) or the connection was lost (`lost`).
 
     Nothing has been compensated yet: `committed` lists this run's migrations with committed
-    effects, in order; `invalid_before` the INVALID indexes that existed before it.
+    effects, in order; `invalid_before` the INVALID indexes that existed before it;
+    `expected` the history as this run left it.
     """
 
     def __init__(
@@ -71,12 +85,14 @@ class RunFailed(Exception):
         lost: psycopg.Error | None = None,
         committed: list[Migration] | None = None,
         invalid_before: set[str] | None = None,
+        expected: dict[int, RecordedState] | None = None,
     ) -> None:
         super().__init__(str(step_failed or lost))
         self.step_failed = step_failed
         self.lost = lost
         self.committed = committed or []
         self.invalid_before = invalid_before or set()
+        self.expected = expected or {}  # the history as this run left it, see RunProgress
 
     @property
     def error(self) -> psycopg.Error | None:
@@ -122,9 +138,10 @@ class Applier:
             mode += ", with statements that must run outside a transaction"
         # First contact (creating our tables, adopting a legacy tool's state) commits with the
         # first transaction of the run, so a failed first release leaves no trace either.
+        run = RunProgress(resume=dict(plan.partial), expected=self.state.recorded())
         setup = plan.needs_setup or bool(plan.adopt)
         if setup and (dry_run or not units or units[0].autocommit):
-            self._setup(plan, dry_run=dry_run)
+            self._setup(plan, run, dry_run=dry_run)
             setup = False
         if not units:
             return 0
@@ -132,9 +149,9 @@ class Applier:
         self.output.step(f"{verb} {len(plan.pending)} migration(s) ({mode})")
         if dry_run:
             return self._dry_run(units)
-        return self._apply_units(units, plan, setup_in_first_unit=setup)
+        return self._apply_units(units, plan, run, setup_in_first_unit=setup)
 
-    def _setup(self, plan: ReleasePlan, *, dry_run: bool) -> None:
+    def _setup(self, plan: ReleasePlan, run: RunProgress, *, dry_run: bool) -> None:
         """Create our tables and adopt a legacy tool's state, in a transaction of their own."""
         if dry_run:
             if plan.adopt and self.state.legacy is not None:
@@ -145,6 +162,7 @@ class Applier:
         conn = self.session.conn
         with conn.transaction():
             self._write_setup(plan)
+        run.recorded_applied(plan.adopt)
         self._report_setup(plan)
 
     def _write_setup(self, plan: ReleasePlan) -> None:
@@ -196,11 +214,10 @@ class Applier:
         return 0
 
     def _apply_units(
-        self, units: list[Unit], plan: ReleasePlan, *, setup_in_first_unit: bool
+        self, units: list[Unit], plan: ReleasePlan, run: RunProgress, *, setup_in_first_unit: bool
     ) -> int:
         """Run the units; on failure, RunFailed says what was committed before it."""
         started = time.monotonic()
-        run = RunProgress(resume=dict(plan.partial))
         run.applied = self.state.applied_versions()
         run.applied.update(m.version for m in plan.adopt)
         has_autocommit = any(u.autocommit for u in units)
@@ -227,12 +244,16 @@ class Applier:
                 step_failed=exc,
                 committed=list(run.committed.values()),
                 invalid_before=invalid_before,
+                expected=run.expected,
             ) from None
         except psycopg.OperationalError as exc:
             # The connection died (terminated backend, network): the server rolled back the
             # open transaction; committed parts still need compensating.
             raise RunFailed(
-                lost=exc, committed=list(run.committed.values()), invalid_before=invalid_before
+                lost=exc,
+                committed=list(run.committed.values()),
+                invalid_before=invalid_before,
+                expected=run.expected,
             ) from None
         elapsed = time.monotonic() - started
         self.output.step(f"Applied {count} migration(s) in {elapsed:.2f}s")
@@ -291,14 +312,19 @@ class Applier:
                 conn, [(m, spent.get(m.version, 0.0)) for m in unit.finishes]
             )
             last = unit.steps[-1] if unit.steps else None
-            if last is not None and last.migration.version not in finished:
+            partial = last is not None and last.migration.version not in finished
+            if last is not None and partial:
                 self.history.record_partial(
                     conn, last.migration, last.index + 1, spent[last.migration.version]
                 )
             if finished:
                 self.history.sync_legacy(conn, self.state.legacy, run.applied | finished)
         if setup is not None:
+            run.recorded_applied(setup.adopt)
             self._report_setup(setup)
+        run.recorded_applied(unit.finishes)
+        if last is not None and partial:
+            run.recorded_partial(last.migration, last.index + 1)
         for key, ms in spent.items():
             run.durations[key] = run.durations.get(key, 0.0) + ms
         run.applied.update(finished)
@@ -316,6 +342,7 @@ class Applier:
             # Record "statement k in flight" first, so a kill during it is visible next time.
             with conn.transaction():
                 self.history.record_partial(conn, step.migration, step.index, 0.0)
+            run.recorded_partial(step.migration, step.index)
         try:
             if drop_invalid_index_of(conn, self.output, step, skip_if_valid=resuming):
                 ms = 0.0
@@ -328,9 +355,11 @@ class Applier:
                 # Nothing of this migration was committed before: forget the in-flight mark.
                 with conn.transaction():
                     self.history.delete(conn, [key])
+                run.expected.pop(key, None)
             raise
         with conn.transaction():
             self.history.record_partial(conn, step.migration, step.index + 1, ms)
+        run.recorded_partial(step.migration, step.index + 1)
         run.durations[key] = run.durations.get(key, 0.0) + ms
 
     def _pinpoint(self, unit: Unit, exc: StepFailed) -> StepFailed:

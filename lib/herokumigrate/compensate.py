@@ -33,13 +33,21 @@ def compensate(
 ) -> list[str]:
     """Undo what the failed run committed: INVALID indexes, then downs newest first.
 
-    Reconnects (and re-locks) first if the connection was lost. Returns the report, one line
-    per thing done or left; never raises for a database error.
+    Reconnects (and re-locks) first if the connection was lost, then re-reads the history:
+    if another run changed it in the gap, nothing is compensated (its work would be undone).
+    Returns the report, one line per thing done or left; never raises for a database error.
     """
     committed = failed.committed
     lines: list[str] = []
     try:
-        session.reconnect_if_lost()
+        if session.reconnect_if_lost() and history.read(session.conn).recorded() != failed.expected:
+            return [
+                "the history changed while the connection was lost: another run took the "
+                "migration lock meanwhile, so nothing was compensated (that could undo its work)",
+                "STATE LEFT: this run's progress stays recorded as it was (partial rows "
+                "included); `heroku-migrate status` shows the state, `heroku-migrate up` "
+                "finishes what is pending.",
+            ]
         for name in drop_new_invalid_indexes(session.conn, failed.invalid_before):
             lines.append(f"dropped INVALID index {name} left by the failed build")
     except psycopg.Error as exc:

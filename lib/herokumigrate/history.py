@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeAlias
 
 from psycopg import sql
 from psycopg.rows import class_row, kwargs_row
@@ -66,6 +66,10 @@ def _history_row(
     return HistoryRow(
         version, name, checksum, applied_at, duration_ms, HistoryState(state), progress, source
     )
+
+
+# A history row as far as the next run is concerned: its state, and its progress if partial.
+RecordedState: TypeAlias = "tuple[HistoryState, int | None]"
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,10 @@ class DatabaseState:
     exists: bool
     rows: dict[int, HistoryRow]
     legacy: NativeHistory | None
+
+    def recorded(self) -> dict[int, RecordedState]:
+        """Each recorded version's state and progress, to compare two readings."""
+        return {v: (r.state, r.progress) for v, r in self.rows.items()}
 
     def applied_versions(self) -> set[int]:
         """Versions recorded as fully applied."""
