@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from herokumigrate.lock import lock_key
 from support import (
     EXAMPLE,
     Server,
+    cli_env,
     copy_example,
     history,
     rows,
@@ -415,3 +418,40 @@ def test_error_without_position_is_pinpointed_to_its_line(
     assert "2_b.up.sql: line 4: ERROR 23505" in result.stderr, result.stderr
     assert "(Key (id)=(1) already exists.)" in result.stderr
     assert tables(pg_server.admin_url(dbname)) == []
+
+
+def test_validate_and_a_no_op_release_import_only_what_they_need(
+    app: Path, database_url: str
+) -> None:
+    """`validate` runs in the build, which need not have psycopg; a release with nothing to do
+    stays out of the planning and applying code."""
+    assert up(app, {"1_a.up.sql": "CREATE TABLE a (id int);"}, database_url).returncode == 0
+    probe = (
+        "import sys; from herokumigrate.cli import main; code = main([sys.argv[1]]); "
+        "print(code, sorted(m for m in sys.modules if m.startswith(('psycopg', 'herokumigrate.'))))"
+    )
+    env = cli_env(database_url)
+    checked = subprocess.run(
+        [sys.executable, "-c", probe, "validate"],
+        cwd=app,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    loaded = checked.stdout.splitlines()[-1]
+    assert loaded.startswith("0 ['herokumigrate."), checked.stdout + checked.stderr
+    assert "psycopg" not in loaded
+    released = subprocess.run(
+        [sys.executable, "-c", probe, "up"],
+        cwd=app,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "Database is up to date" in released.stdout, released.stdout + released.stderr
+    loaded = released.stdout.splitlines()[-1]
+    assert loaded.startswith("0 "), loaded
+    for module in ("plan", "apply", "compensate", "revert", "statements"):
+        assert f"herokumigrate.{module}'" not in loaded, loaded

@@ -18,7 +18,7 @@ from herokumigrate.errors import EXIT_MIGRATION_FAILED, EXIT_OK, BadInput, Migra
 from herokumigrate.output import Output
 
 if TYPE_CHECKING:
-    from herokumigrate.migrator import StatusEntry, StatusReport, UpResult
+    from herokumigrate.migrator import Migrator, StatusEntry, StatusReport, UpResult
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,14 +66,13 @@ def _dispatch(args: Any, config: Config, output: Output) -> int:
     command = args.command
     if command == "new":
         return _new(config, output, args.name, args.format)
-    from herokumigrate.migrator import Migrator
     from herokumigrate.source import MANIFEST_ENV, load_migrations, read_manifest, validate
 
-    migrator = Migrator(config, output)
     if command == "up" and not args.dry_run and os.environ.get(MANIFEST_ENV):
         # The release phase: the build's manifest spares reading every file when none changed.
         fingerprint = read_manifest(os.environ[MANIFEST_ENV], config.migrations_dir, config.path)
         if fingerprint is not None:
+            migrator = _migrator(config, output)
             return _render_up(output, migrator.up(None, dry_run=False, fingerprint=fingerprint))
     migrations = load_migrations(config.migrations_dir, config.app_dir)
     if command == "validate":
@@ -88,6 +87,8 @@ def _dispatch(args: Any, config: Config, output: Output) -> int:
             f"a transaction; {counts['downs']} down migration(s)"
         )
         return EXIT_OK
+    # `validate` ran above without importing the database side (the build may lack psycopg).
+    migrator = _migrator(config, output)
     if command in ("up", "plan"):
         dry_run = command == "plan" or args.dry_run
         return _render_up(output, migrator.up(migrations, dry_run=dry_run))
@@ -119,6 +120,12 @@ def _dispatch(args: Any, config: Config, output: Output) -> int:
         )
         return EXIT_OK
     raise BadInput(f"unknown command {command!r}", fix="See `heroku-migrate --help`.")
+
+
+def _migrator(config: Config, output: Output) -> Migrator:
+    from herokumigrate.migrator import Migrator
+
+    return Migrator(config, output)
 
 
 def _render_up(output: Output, result: UpResult) -> int:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Literal
 
 from herokumigrate.errors import BadInput, MigrateError, MigrationFailed
 from herokumigrate.history import HistoryState, HistoryTable
-from herokumigrate.plan import check_plan, make_plan
 from herokumigrate.session import Session
 
 if TYPE_CHECKING:
@@ -110,8 +109,6 @@ class Migrator:
     ) -> UpResult:
         """`up` (or `plan` with `dry_run`). `migrations` may be None when the build's manifest
         gave the `fingerprint`: the files are then read only if the quick check finds work."""
-        from herokumigrate.source import load_migrations, validate
-
         if fingerprint is None:
             assert migrations is not None
             fingerprint = [(m.version, m.checksum) for m in migrations]
@@ -119,6 +116,10 @@ class Migrator:
             # Most releases have nothing to apply: one query answers them.
             if self.history.matches(session.conn, fingerprint):
                 return UpResult(0, up_to_date=True, recorded=len(fingerprint))
+            # Only now: a release with nothing to do never imports the rest of the core.
+            from herokumigrate.plan import check_plan, make_plan
+            from herokumigrate.source import load_migrations, validate
+
             if migrations is None:
                 migrations = load_migrations(self.config.migrations_dir, self.config.app_dir)
             state = self.history.read(session.conn)
@@ -142,6 +143,8 @@ class Migrator:
 
     def status(self, migrations: list[Migration]) -> StatusReport:
         """What is applied, pending, partial or changed, and the newest log events."""
+        from herokumigrate.plan import make_plan
+
         with self._database_errors(), self._session() as session:
             state = self.history.read(session.conn)
             events = self.history.last_events(session.conn) if state.exists else []
@@ -187,6 +190,7 @@ class Migrator:
     def goto(self, migrations: list[Migration], version: int, *, confirmed: bool) -> GotoResult:
         """Revert what is newer than `version` (only if `confirmed`), then apply what is
         pending up to it."""
+        from herokumigrate.plan import make_plan
         from herokumigrate.revert import newer_than, revert
 
         with self._database_errors(), self._locked() as (session, state):
