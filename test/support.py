@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 REPO = Path(__file__).resolve().parent.parent
 LIB = REPO / "lib"
@@ -43,6 +43,10 @@ class Server:
         """A connection as the superuser, autocommit."""
         params = dict(self.admin, dbname=dbname)
         return psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
+
+    def admin_url(self, dbname: str = "postgres") -> str:
+        """A conninfo string for `dbname` as the superuser (for `rows`, `scalar`, `tables`)."""
+        return make_conninfo(**dict(self.admin, dbname=dbname))
 
     def url(
         self, dbname: str, *, user: str = TEST_ROLE, password: str | None = TEST_PASSWORD
@@ -121,12 +125,11 @@ def server_from_url(url: str) -> Server:
     params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
     server = Server(params, _matching_pg_bin(params), False, "TEST_DATABASE_URL")
     _prepare_role(server)
-    with server.admin_conn() as conn:
-        server.enforces_passwords = _enforces_password(server, conn)
+    server.enforces_passwords = _enforces_password(server)
     return server
 
 
-def _enforces_password(server: Server, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+def _enforces_password(server: Server) -> bool:
     try:
         psycopg.connect(server.url("postgres", password="definitely-wrong")).close()
     except psycopg.OperationalError:
@@ -287,6 +290,46 @@ def history(
                 "SELECT version, name, checksum, state, progress FROM {} ORDER BY version"
             ).format(sql.SQL(table))
         ).fetchall()
+
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+def rows(
+    url_or_conn: str | Conn, query: str, params: tuple[object, ...] = ()
+) -> list[tuple[object, ...]]:
+    """All rows of a query, on a connection or on a new autocommit one to a URL/conninfo."""
+    if isinstance(url_or_conn, str):
+        with psycopg.connect(url_or_conn, autocommit=True) as conn:
+            return conn.execute(query.encode(), params).fetchall()
+    return url_or_conn.execute(query.encode(), params).fetchall()
+
+
+def scalar(url_or_conn: str | Conn, query: str, params: tuple[object, ...] = ()) -> object:
+    """The first column of the first row of a query (which must return a row)."""
+    found = rows(url_or_conn, query, params)
+    assert found, f"no row from {query}"
+    return found[0][0]
+
+
+def tables(url_or_conn: str | Conn, schema: str = "public") -> list[str]:
+    """The names of the tables in `schema`, sorted."""
+    return [
+        str(r[0])
+        for r in rows(
+            url_or_conn,
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename",
+            (schema,),
+        )
+    ]
+
+
+def up(
+    app: Path, files: dict[str, str], database_url: str, env: dict[str, str] | None = None
+) -> Result:
+    """Write `files` into the app's db/migrations and run the real CLI's `up`."""
+    write_migrations(app, files)
+    return run_cli(["up"], cwd=app, database_url=database_url, env=env)
 
 
 def snapshot(server: Server, dbname: str) -> tuple[str, list[tuple[object, ...]]]:

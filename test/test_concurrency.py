@@ -18,20 +18,13 @@ from support import (
     finish,
     history,
     run_cli,
+    scalar,
     snapshot,
     spawn_cli,
     write_migrations,
 )
 
 pytestmark = pytest.mark.db
-
-
-def scalar(server: Server, dbname: str, query: str, params: tuple[object, ...] = ()) -> object:
-    """The first column of the first row of a query run as the superuser."""
-    with server.admin_conn(dbname) as conn:
-        row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
-    assert row is not None
-    return row[0]
 
 
 # ----- 5. runners started at once -------------------------------------------------------------
@@ -79,13 +72,12 @@ def test_runners_started_at_once_apply_each_migration_exactly_once(
         )
     assert counts == dict.fromkeys(range(1, RACE_MIGRATIONS + 1), 1), counts
     tables = scalar(
-        pg_server,
-        dbname,
+        pg_server.admin_url(dbname),
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename ~ '^race_'",
     )
     assert tables == RACE_MIGRATIONS - 1
     for v in (2, RACE_MIGRATIONS):
-        assert scalar(pg_server, dbname, f"SELECT count(*) FROM race_{v:02d}") == 1
+        assert scalar(pg_server.admin_url(dbname), f"SELECT count(*) FROM race_{v:02d}") == 1
     applied_by = [r for r in results if "Applied 30 migration(s)" in r.stdout]
     assert len(applied_by) == 1, [r.stdout for r in results]
 
@@ -230,8 +222,7 @@ def test_lock_contention_succeeds_when_holder_lets_go_during_retries(
     assert "retry 1 of 2" in result.output, result.output
     assert [r[0] for r in history(pg_server, dbname)] == [1, 2, 3]
     assert scalar(
-        pg_server,
-        dbname,
+        pg_server.admin_url(dbname),
         "SELECT count(*) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'c'",
     )
 

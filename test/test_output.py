@@ -136,16 +136,6 @@ def test_a_multi_line_message_keeps_the_prefix_on_every_line() -> None:
     assert err.getvalue() == " !     first\n !     second\n"
 
 
-def test_quiet_hides_details_only() -> None:
-    out, err = io.StringIO(), io.StringIO()
-    output = Output(out, err, color=False, quiet=True)
-    output.step("step")
-    output.detail("detail")
-    output.error("error")
-    assert out.getvalue() == "-----> step\n"
-    assert err.getvalue() == " !     error\n"
-
-
 def test_color_only_when_asked() -> None:
     out, err = io.StringIO(), io.StringIO()
     Output(out, err, color=True).error("boom")

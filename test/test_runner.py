@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -12,31 +14,18 @@ from herokumigrate.lock import lock_key
 from support import (
     EXAMPLE,
     Server,
+    cli_env,
     copy_example,
     history,
+    rows,
     run_cli,
     snapshot,
+    tables,
+    up,
     write_migrations,
 )
 
 pytestmark = pytest.mark.db
-
-TABLES = (
-    "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables"
-    " WHERE schemaname = 'public'"
-)
-
-
-def tables(server: Server, dbname: str) -> str:
-    with server.admin_conn(dbname) as conn:
-        row = conn.execute(TABLES).fetchone()
-        assert row is not None
-        return str(row[0])
-
-
-def query(server: Server, dbname: str, text: str) -> list[tuple[object, ...]]:
-    with server.admin_conn(dbname) as conn:
-        return conn.execute(text.encode()).fetchall()
 
 
 def test_example_applies_then_second_up_is_a_noop(
@@ -46,24 +35,23 @@ def test_example_applies_then_second_up_is_a_noop(
     assert first.returncode == 0, first.output
     assert "Applying 5 migration(s)" in first.stdout
     assert "20260104100000_orders_by_status_index" in first.stdout
-    rows = history(pg_server, dbname)
-    assert [r[0] for r in rows] == [
+    recorded = history(pg_server, dbname)
+    assert [r[0] for r in recorded] == [
         20260101120000,
         20260102090000,
         20260103150000,
         20260104100000,
         20260105080000,
     ]
-    assert all(r[3] == "applied" for r in rows)
+    assert all(r[3] == "applied" for r in recorded)
     before = snapshot(pg_server, dbname)
     second = run_cli(["up"], cwd=EXAMPLE, database_url=database_url)
     assert second.returncode == 0, second.output
     assert "Database is up to date (5 migration(s) applied, none pending)" in second.stdout
     assert snapshot(pg_server, dbname) == before
     # The concurrent index was really built, and is valid.
-    valid = query(
-        pg_server,
-        dbname,
+    valid = rows(
+        pg_server.admin_url(dbname),
         "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
         " WHERE c.relname = 'orders_user_status_idx'",
     )
@@ -74,24 +62,22 @@ def test_history_records_checksum_and_duration(
     pg_server: Server, dbname: str, database_url: str
 ) -> None:
     run_cli(["up"], cwd=EXAMPLE, database_url=database_url)
-    rows = query(
-        pg_server,
-        dbname,
+    found = rows(
+        pg_server.admin_url(dbname),
         "SELECT version, name, checksum, applied_at IS NOT NULL, duration_ms >= 0"
         " FROM heroku_migrate_history ORDER BY version LIMIT 1",
     )
-    assert rows[0][0] == 20260101120000
-    assert rows[0][1] == "create_users"
-    assert len(str(rows[0][2])) == 64
-    assert rows[0][3] is True
-    assert rows[0][4] is True
+    assert found[0][0] == 20260101120000
+    assert found[0][1] == "create_users"
+    assert len(str(found[0][2])) == 64
+    assert found[0][3] is True
+    assert found[0][4] is True
 
 
 def test_failed_release_leaves_schema_unchanged(
     pg_server: Server, dbname: str, database_url: str, app: Path
 ) -> None:
-    write_migrations(app, {"1_base.up.sql": "CREATE TABLE base (id int);\n"})
-    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    assert up(app, {"1_base.up.sql": "CREATE TABLE base (id int);\n"}, database_url).returncode == 0
     before = snapshot(pg_server, dbname)
     write_migrations(
         app,
@@ -159,7 +145,7 @@ def test_golang_migrate_state_is_adopted_and_kept_in_sync(
     result = run_cli(["up"], cwd=app, database_url=database_url)
     assert result.returncode == 0, result.output
     assert "Adopted 2 migration(s) already applied by golang-migrate" in result.stdout
-    assert tables(pg_server, dbname).split(",") == [
+    assert tables(pg_server.admin_url(dbname)) == [
         "a",
         "b",
         "c",
@@ -167,13 +153,17 @@ def test_golang_migrate_state_is_adopted_and_kept_in_sync(
         "heroku_migrate_history_log",
         "schema_migrations",
     ]
-    assert query(pg_server, dbname, "SELECT version, dirty FROM schema_migrations") == [(3, False)]
+    assert rows(pg_server.admin_url(dbname), "SELECT version, dirty FROM schema_migrations") == [
+        (3, False)
+    ]
     assert [r[0] for r in history(pg_server, dbname)] == [1, 2, 3]
     # Reverting keeps golang-migrate's record in step too.
     write_migrations(app, {"3_c.down.sql": "DROP TABLE c;"})
     reverted = run_cli(["down", "1", "--yes"], cwd=app, database_url=database_url)
     assert reverted.returncode == 0, reverted.output
-    assert query(pg_server, dbname, "SELECT version, dirty FROM schema_migrations") == [(2, False)]
+    assert rows(pg_server.admin_url(dbname), "SELECT version, dirty FROM schema_migrations") == [
+        (2, False)
+    ]
 
 
 def test_dirty_golang_migrate_table_stops_the_run(
@@ -215,7 +205,9 @@ def test_dbmate_state_is_adopted(
     result = run_cli(["up"], cwd=app, database_url=database_url)
     assert result.returncode == 0, result.output
     assert "Adopted 1 migration(s) already applied by dbmate" in result.stdout
-    assert query(pg_server, dbname, "SELECT version FROM schema_migrations ORDER BY 1") == [
+    assert rows(
+        pg_server.admin_url(dbname), "SELECT version FROM schema_migrations ORDER BY 1"
+    ) == [
         ("20200101000000",),
         ("20200102000000",),
     ]
@@ -257,8 +249,7 @@ def test_edited_applied_migration_fails_unless_allowed(
 def test_dry_run_executes_then_rolls_back(
     pg_server: Server, dbname: str, database_url: str, app: Path
 ) -> None:
-    write_migrations(app, {"1_a.up.sql": "CREATE TABLE a (id int);"})
-    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    assert up(app, {"1_a.up.sql": "CREATE TABLE a (id int);"}, database_url).returncode == 0
     write_migrations(app, {"2_b.up.sql": "CREATE TABLE b (id int);\nINSERT INTO b VALUES (1);"})
     before = snapshot(pg_server, dbname)
     for args in (["up", "--dry-run"], ["plan"]):
@@ -286,7 +277,7 @@ def test_transaction_control_in_files_cannot_break_atomicity(
     )
     result = run_cli(["up"], cwd=app, database_url=database_url)
     assert result.returncode == 1
-    assert tables(pg_server, dbname) == "None"
+    assert tables(pg_server.admin_url(dbname)) == []
     assert history(pg_server, dbname) == []
 
 
@@ -306,9 +297,8 @@ def test_down_requires_yes_then_reverts_newest_first(
         20260102090000,
         20260103150000,
     ]
-    cols = query(
-        pg_server,
-        dbname,
+    cols = rows(
+        pg_server.admin_url(dbname),
         "SELECT column_name FROM information_schema.columns"
         " WHERE table_name = 'users' AND column_name = 'plan'",
     )
@@ -334,7 +324,7 @@ def test_goto_and_force(pg_server: Server, dbname: str, database_url: str, tmp_p
         20260102090000,
         20260103150000,
     ]
-    assert "orders" not in tables(pg_server, dbname).split(",")  # force runs no SQL
+    assert "orders" not in tables(pg_server.admin_url(dbname))  # force runs no SQL
     assert run_cli(["force", "999"], cwd=app, database_url=database_url).returncode == 2
 
 
@@ -427,4 +417,41 @@ def test_error_without_position_is_pinpointed_to_its_line(
     assert result.returncode == 1
     assert "2_b.up.sql: line 4: ERROR 23505" in result.stderr, result.stderr
     assert "(Key (id)=(1) already exists.)" in result.stderr
-    assert tables(pg_server, dbname) == "None"
+    assert tables(pg_server.admin_url(dbname)) == []
+
+
+def test_validate_and_a_no_op_release_import_only_what_they_need(
+    app: Path, database_url: str
+) -> None:
+    """`validate` runs in the build, which need not have psycopg; a release with nothing to do
+    stays out of the planning and applying code."""
+    assert up(app, {"1_a.up.sql": "CREATE TABLE a (id int);"}, database_url).returncode == 0
+    probe = (
+        "import sys; from herokumigrate.cli import main; code = main([sys.argv[1]]); "
+        "print(code, sorted(m for m in sys.modules if m.startswith(('psycopg', 'herokumigrate.'))))"
+    )
+    env = cli_env(database_url)
+    checked = subprocess.run(
+        [sys.executable, "-c", probe, "validate"],
+        cwd=app,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    loaded = checked.stdout.splitlines()[-1]
+    assert loaded.startswith("0 ['herokumigrate."), checked.stdout + checked.stderr
+    assert "psycopg" not in loaded
+    released = subprocess.run(
+        [sys.executable, "-c", probe, "up"],
+        cwd=app,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "Database is up to date" in released.stdout, released.stdout + released.stderr
+    loaded = released.stdout.splitlines()[-1]
+    assert loaded.startswith("0 "), loaded
+    for module in ("plan", "apply", "compensate", "revert", "statements"):
+        assert f"herokumigrate.{module}'" not in loaded, loaded

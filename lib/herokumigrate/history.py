@@ -6,10 +6,12 @@ and kept in sync.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeAlias
 
 from psycopg import sql
+from psycopg.rows import class_row, kwargs_row
 
 from herokumigrate.errors import BadInput
 
@@ -22,10 +24,17 @@ if TYPE_CHECKING:
 
     Conn = psycopg.Connection[tuple[object, ...]]
 
-STATE_APPLIED = "applied"
-STATE_PARTIAL = "partial"
 SOURCE_RUNNER = "heroku-migrate"
 LEGACY_TABLE = "schema_migrations"
+
+NativeToolName = Literal["golang-migrate", "dbmate"]
+
+
+class HistoryState(Enum):
+    """A history row's `state` column: all of a migration ran, or only its first statements."""
+
+    APPLIED = "applied"
+    PARTIAL = "partial"
 
 
 @dataclass(frozen=True)
@@ -37,19 +46,171 @@ class HistoryRow:
     checksum: str
     applied_at: dt.datetime | None
     duration_ms: float
-    state: str
+    state: HistoryState
     progress: int | None
     source: str
 
 
-@dataclass
-class LegacyTable:
-    """golang-migrate's or dbmate's `schema_migrations`, found beside ours."""
+def _history_row(
+    *,
+    version: int,
+    name: str,
+    checksum: str,
+    applied_at: dt.datetime | None,
+    duration_ms: float,
+    state: str,
+    progress: int | None,
+    source: str,
+) -> HistoryRow:
+    """A row of our table with its `state` text made a HistoryState (a psycopg row factory)."""
+    return HistoryRow(
+        version, name, checksum, applied_at, duration_ms, HistoryState(state), progress, source
+    )
 
-    tool: str  # "golang-migrate" or "dbmate"
-    golang_version: int | None = None
-    golang_dirty: bool = False
-    dbmate_versions: set[int] = field(default_factory=set)
+
+# A history row as far as the next run is concerned: its state, and its progress if partial.
+RecordedState: TypeAlias = "tuple[HistoryState, int | None]"
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One entry of the event log."""
+
+    at: dt.datetime
+    event: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class _Column:
+    attname: str
+    type: str
+
+
+class NativeHistory:
+    """A migration tool's own history table, found beside ours: read it, adopt what it says
+    is applied, and keep it in sync so the tool still works after us.
+
+    One subclass per tool, registered in NATIVE_TABLES.
+    """
+
+    tool: ClassVar[NativeToolName]
+    table: ClassVar[str]  # unqualified: found through the search_path, as the tool does
+
+    @classmethod
+    def recognizes(cls, columns: dict[str, str]) -> bool:
+        """True when a table with these (column -> type) is this tool's."""
+        raise NotImplementedError
+
+    @classmethod
+    def read(cls, conn: Conn, regclass: str) -> NativeHistory:
+        """The table's content."""
+        raise NotImplementedError
+
+    def adopt(self, migrations: list[Migration], rows: dict[int, HistoryRow]) -> list[Migration]:
+        """Migrations this table says are applied but our history lacks."""
+        raise NotImplementedError
+
+    def sync(self, conn: Conn, applied: set[int]) -> None:
+        """Make the table say that exactly `applied` is applied (caller's transaction)."""
+        raise NotImplementedError
+
+
+class GolangMigrateTable(NativeHistory):
+    """golang-migrate's one-row `schema_migrations (version bigint, dirty boolean)`."""
+
+    tool: ClassVar[NativeToolName] = "golang-migrate"
+    table: ClassVar[str] = LEGACY_TABLE
+
+    def __init__(self, version: int | None = None, dirty: bool = False) -> None:
+        self.version = version
+        self.dirty = dirty
+
+    @classmethod
+    def recognizes(cls, columns: dict[str, str]) -> bool:
+        return columns.get("version") == "bigint" and columns.get("dirty") == "boolean"
+
+    @classmethod
+    def read(cls, conn: Conn, regclass: str) -> NativeHistory:
+        query = sql.SQL("SELECT version, dirty FROM {} LIMIT 1").format(sql.SQL(regclass))
+        with conn.cursor(row_factory=kwargs_row(GolangMigrateTable._row)) as cur:
+            row = cur.execute(query).fetchone()
+        return row if row is not None else cls()
+
+    @staticmethod
+    def _row(*, version: int | None, dirty: bool | None) -> GolangMigrateTable:
+        if version is None or version < 0:  # golang-migrate writes -1 for "nothing applied"
+            return GolangMigrateTable()
+        return GolangMigrateTable(version, bool(dirty))
+
+    def adopt(self, migrations: list[Migration], rows: dict[int, HistoryRow]) -> list[Migration]:
+        """Every file up to the recorded version; a dirty row stops the run, as golang-migrate
+        itself would."""
+        if self.dirty:
+            raise BadInput(
+                f"{LEGACY_TABLE} (golang-migrate) is dirty at version {self.version}: "
+                "a migration failed half-way under golang-migrate",
+                fix="Repair the schema by hand, then mark the last good version with "
+                "`heroku-migrate force VERSION` (it clears the dirty flag).",
+            )
+        if self.version is None:
+            return []
+        return [m for m in migrations if m.version <= self.version and m.version not in rows]
+
+    def sync(self, conn: Conn, applied: set[int]) -> None:
+        table = sql.Identifier(self.table)
+        conn.execute(sql.SQL("DELETE FROM {}").format(table))
+        if applied:
+            conn.execute(
+                sql.SQL("INSERT INTO {} (version, dirty) VALUES (%s, false)").format(table),
+                (max(applied),),
+            )
+
+
+class DbmateTable(NativeHistory):
+    """dbmate's `schema_migrations (version varchar)`, one row per applied migration."""
+
+    tool: ClassVar[NativeToolName] = "dbmate"
+    table: ClassVar[str] = LEGACY_TABLE
+
+    def __init__(self, versions: set[int] | None = None) -> None:
+        self.versions = versions if versions is not None else set()
+
+    @classmethod
+    def recognizes(cls, columns: dict[str, str]) -> bool:
+        return "version" in columns and columns["version"].startswith(("character varying", "text"))
+
+    @classmethod
+    def read(cls, conn: Conn, regclass: str) -> NativeHistory:
+        query = sql.SQL("SELECT version::text AS text FROM {}").format(sql.SQL(regclass))
+        with conn.cursor(row_factory=kwargs_row(_text_of)) as cur:
+            texts = [text.strip() for text in cur.execute(query).fetchall()]
+        return cls({int(text) for text in texts if text.isdigit()})
+
+    def adopt(self, migrations: list[Migration], rows: dict[int, HistoryRow]) -> list[Migration]:
+        return [m for m in migrations if m.version in self.versions and m.version not in rows]
+
+    def sync(self, conn: Conn, applied: set[int]) -> None:
+        table = sql.Identifier(self.table)
+        versions = [str(v) for v in applied]
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE NOT (version = ANY(%s::text[]))").format(table),
+            (versions,),
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (version) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
+            ).format(table),
+            (versions,),
+        )
+
+
+def _text_of(*, text: str) -> str:
+    return text
+
+
+# Looked for in this order; the first whose table exists and whose columns match is adopted.
+NATIVE_TABLES: tuple[type[NativeHistory], ...] = (GolangMigrateTable, DbmateTable)
 
 
 @dataclass
@@ -58,7 +219,15 @@ class DatabaseState:
 
     exists: bool
     rows: dict[int, HistoryRow]
-    legacy: LegacyTable | None
+    legacy: NativeHistory | None
+
+    def recorded(self) -> dict[int, RecordedState]:
+        """Each recorded version's state and progress, to compare two readings."""
+        return {v: (r.state, r.progress) for v, r in self.rows.items()}
+
+    def applied_versions(self) -> set[int]:
+        """Versions recorded as fully applied."""
+        return {v for v, r in self.rows.items() if r.state is HistoryState.APPLIED}
 
 
 class HistoryTable:
@@ -72,7 +241,8 @@ class HistoryTable:
 
     def matches(self, conn: Conn, migrations: Sequence[tuple[int, str]]) -> bool:
         """True when the history holds exactly these migrations, all applied with these
-        checksums, and no legacy table needs syncing: the common release with nothing to do.
+        checksums, and no native tool table needs syncing: the common release with nothing
+        to do.
 
         One round trip and one row, instead of fetching every history row (which costs the
         pure-Python driver about 17 ms per 1000 rows)."""
@@ -81,75 +251,35 @@ class HistoryTable:
         if not migrations:
             return False
         expected = ",".join(f"{version}:{checksum}" for version, checksum in migrations)
+        query = sql.SQL(
+            "SELECT coalesce(string_agg(version::text || ':' || checksum, ',' ORDER BY version)"
+            " = %s AND bool_and(state = 'applied') AND NOT EXISTS (SELECT FROM unnest(%s::text[])"
+            " AS native(name) WHERE to_regclass(native.name) IS NOT NULL), false) AS matches"
+            " FROM {}"
+        ).format(self.ident)
         try:
-            row = conn.execute(
-                sql.SQL(
-                    "SELECT string_agg(version::text || ':' || checksum, ',' ORDER BY version)"
-                    " = %s AND bool_and(state = 'applied') AND to_regclass(%s) IS NULL FROM {}"
-                ).format(self.ident),
-                (expected, LEGACY_TABLE),
-            ).fetchone()
+            with conn.cursor(row_factory=kwargs_row(_matches_of)) as cur:
+                return bool(cur.execute(query, (expected, _native_names())).fetchone())
         except pg_errors.UndefinedTable:
             return False  # first contact: the full read will say so
-        return bool(row and row[0])
 
     def read(self, conn: Conn) -> DatabaseState:
         """The recorded state; does not create anything."""
-        found = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s)::text",
-            (sql.Identifier(self.schema, self.table).as_string(conn), LEGACY_TABLE),
-        ).fetchone()
-        assert found is not None
-        exists = bool(found[0])
-        legacy = self._read_legacy(conn, str(found[1])) if found[1] else None
+        exists = _relation_exists(conn, self.ident.as_string(conn))
+        legacy = _read_native(conn)
         rows: dict[int, HistoryRow] = {}
         if exists:
             query = sql.SQL(
                 "SELECT version, name, checksum, applied_at, duration_ms, state, progress, source"
                 " FROM {} ORDER BY version"
             ).format(self.ident)
-            for r in conn.execute(query).fetchall():
-                row = HistoryRow(
-                    int(r[0]),  # type: ignore[call-overload]
-                    str(r[1]),
-                    str(r[2]),
-                    r[3],  # type: ignore[arg-type]
-                    float(r[4]),  # type: ignore[arg-type]
-                    str(r[5]),
-                    None if r[6] is None else int(r[6]),  # type: ignore[call-overload]
-                    str(r[7]),
-                )
-                rows[row.version] = row
+            with conn.cursor(row_factory=kwargs_row(_history_row)) as cur:
+                rows = {row.version: row for row in cur.execute(query)}
         return DatabaseState(exists, rows, legacy)
 
-    def _read_legacy(self, conn: Conn, regclass: str) -> LegacyTable | None:
-        """golang-migrate's (version bigint, dirty boolean) or dbmate's (version varchar)."""
-        columns: dict[str, str] = dict(
-            conn.execute(  # type: ignore[arg-type]
-                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-                " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-                (regclass,),
-            ).fetchall()
-        )
-        if columns.get("version") == "bigint" and columns.get("dirty") == "boolean":
-            row = conn.execute(
-                sql.SQL("SELECT version, dirty FROM {} LIMIT 1").format(sql.SQL(regclass))
-            ).fetchone()
-            legacy = LegacyTable("golang-migrate")
-            if row is not None and row[0] is not None and int(row[0]) >= 0:  # type: ignore[call-overload]
-                legacy.golang_version = int(row[0])  # type: ignore[call-overload]
-                legacy.golang_dirty = bool(row[1])
-            return legacy
-        if "version" in columns and columns["version"].startswith(("character varying", "text")):
-            legacy = LegacyTable("dbmate")
-            for (version,) in conn.execute(
-                sql.SQL("SELECT version FROM {}").format(sql.SQL(regclass))
-            ).fetchall():
-                text = str(version).strip()
-                if text.isdigit():
-                    legacy.dbmate_versions.add(int(text))
-            return legacy
-        return None
+    def log_exists(self, conn: Conn) -> bool:
+        """True when the event log table exists."""
+        return _relation_exists(conn, self.log_ident.as_string(conn))
 
     def create(self, conn: Conn) -> None:
         """Create the history and log tables if missing (inside the caller's transaction)."""
@@ -233,67 +363,75 @@ class HistoryTable:
             (event, detail),
         )
 
-    def last_events(self, conn: Conn, limit: int = 5) -> list[tuple[dt.datetime, str, str]]:
-        """The newest log entries, newest first (empty when the log table does not exist)."""
-        found = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (self.log_ident.as_string(conn),)
-        ).fetchone()
-        if not found or not found[0]:
-            return []
-        rows = conn.execute(
-            sql.SQL("SELECT at, event, detail FROM {} ORDER BY id DESC LIMIT %s").format(
-                self.log_ident
-            ),
-            (limit,),
-        ).fetchall()
-        return [(r[0], str(r[1]), str(r[2])) for r in rows]  # type: ignore[misc]
+    def log_if_present(self, conn: Conn, event: str, detail: str) -> None:
+        """Append to the event log, only if it exists (a failed first release must leave no
+        table behind) and the connection works; never raises: the log is a courtesy, the
+        error itself is what the user must see."""
+        import psycopg
 
-    def sync_legacy(self, conn: Conn, legacy: LegacyTable | None, applied: set[int]) -> None:
-        """Keep golang-migrate's one-row table (and dbmate's list) matching what is applied."""
-        if legacy is None:
-            return
-        table = sql.Identifier(LEGACY_TABLE)
-        if legacy.tool == "golang-migrate":
-            conn.execute(sql.SQL("DELETE FROM {}").format(table))
-            if applied:
-                conn.execute(
-                    sql.SQL("INSERT INTO {} (version, dirty) VALUES (%s, false)").format(table),
-                    (max(applied),),
-                )
-        else:
-            conn.execute(
-                sql.SQL("DELETE FROM {} WHERE NOT (version = ANY(%s::text[]))").format(table),
-                ([str(v) for v in applied],),
-            )
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {} (version) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
-                ).format(table),
-                ([str(v) for v in applied],),
-            )
+        try:
+            if conn.closed or conn.broken or not self.log_exists(conn):
+                return
+            with conn.transaction():
+                self.log(conn, event, detail)
+        except psycopg.Error:
+            pass
+
+    def last_events(self, conn: Conn, limit: int = 5) -> list[LogEvent]:
+        """The newest log entries, newest first (empty when the log table does not exist)."""
+        if not self.log_exists(conn):
+            return []
+        query = sql.SQL("SELECT at, event, detail FROM {} ORDER BY id DESC LIMIT %s").format(
+            self.log_ident
+        )
+        with conn.cursor(row_factory=class_row(LogEvent)) as cur:
+            return cur.execute(query, (limit,)).fetchall()
+
+    def sync_legacy(self, conn: Conn, legacy: NativeHistory | None, applied: set[int]) -> None:
+        """Keep a native tool's table matching what is applied (caller's transaction)."""
+        if legacy is not None:
+            legacy.sync(conn, applied)
 
 
 def adopt(
-    legacy: LegacyTable | None, migrations: list[Migration], rows: dict[int, HistoryRow]
+    legacy: NativeHistory | None, migrations: list[Migration], rows: dict[int, HistoryRow]
 ) -> list[Migration]:
-    """Migrations that the legacy table says are applied but our history lacks.
+    """Migrations that a native tool's table says are applied but our history lacks."""
+    return legacy.adopt(migrations, rows) if legacy is not None else []
 
-    golang-migrate records only the newest version: every file up to it counts as applied.
-    A dirty golang-migrate row stops the run, as golang-migrate itself would.
-    """
-    if legacy is None:
-        return []
-    if legacy.tool == "golang-migrate":
-        if legacy.golang_dirty:
-            raise BadInput(
-                f"{LEGACY_TABLE} (golang-migrate) is dirty at version {legacy.golang_version}: "
-                "a migration failed half-way under golang-migrate",
-                fix="Repair the schema by hand, then mark the last good version with "
-                "`heroku-migrate force VERSION` (it clears the dirty flag).",
-            )
-        if legacy.golang_version is None:
-            return []
-        return [
-            m for m in migrations if m.version <= legacy.golang_version and m.version not in rows
-        ]
-    return [m for m in migrations if m.version in legacy.dbmate_versions and m.version not in rows]
+
+def _native_names() -> list[str]:
+    return sorted({native.table for native in NATIVE_TABLES})
+
+
+def _matches_of(*, matches: bool | None) -> bool:
+    return bool(matches)
+
+
+def _exists_of(*, found: bool) -> bool:
+    return found
+
+
+def _relation_exists(conn: Conn, name: str) -> bool:
+    """The one existence check of a (possibly qualified, quoted) table name."""
+    with conn.cursor(row_factory=kwargs_row(_exists_of)) as cur:
+        found = cur.execute("SELECT to_regclass(%s) IS NOT NULL AS found", (name,)).fetchone()
+    return bool(found)
+
+
+def _read_native(conn: Conn) -> NativeHistory | None:
+    """The first registered native tool table that exists and has its tool's columns."""
+    for native in NATIVE_TABLES:
+        with conn.cursor(row_factory=class_row(_Column)) as cur:
+            columns = cur.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute"
+                " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+                (native.table,),
+            ).fetchall()
+        if not columns:
+            continue
+        by_name = {c.attname: c.type for c in columns}
+        if native.recognizes(by_name):
+            regclass = conn.execute("SELECT to_regclass(%s)::text", (native.table,)).fetchone()
+            return native.read(conn, str(regclass[0]) if regclass else native.table)
+    return None

@@ -26,12 +26,10 @@ class Output:
         err: TextIO | None = None,
         *,
         color: bool | None = None,
-        quiet: bool = False,
     ) -> None:
         self._out = out if out is not None else sys.stdout
         self._err = err if err is not None else sys.stderr
         self._secrets: list[str] = []
-        self.quiet = quiet
         if color is None:
             color = "NO_COLOR" not in os.environ and _isatty(self._err)
         self.color = color
@@ -58,9 +56,8 @@ class Output:
 
     def detail(self, text: str) -> None:
         """A detail line under a step, indented by 7 spaces, on stdout."""
-        if not self.quiet:
-            for line in text.splitlines() or [""]:
-                self._write(self._out, INDENT + line)
+        for line in text.splitlines() or [""]:
+            self._write(self._out, INDENT + line)
 
     def plain(self, text: str) -> None:
         """Machine-readable output (e.g. `status --json`), printed as is but still redacted."""

@@ -9,6 +9,7 @@ a missing parser never fails a build.
 
 from __future__ import annotations
 
+import io
 import platform
 import shutil
 import sys
@@ -48,7 +49,7 @@ def obtain(cache: Path, out: Output) -> Any | None:
     cached = (wheel_dir / pinned.filename).is_file()
     try:
         # Quiet: our own line below says where it came from (the runtime wheels' lines count them).
-        wheel_file = wheels.fetch(pinned, wheel_dir, Output(quiet=True))
+        wheel_file = wheels.fetch(pinned, wheel_dir, Output(io.StringIO(), sys.stderr))
     except BuildFailed as exc:
         out.warn(f"{exc.message} So {_FALLBACK}.")
         return None

@@ -1,0 +1,383 @@
+"""Applying a plan: its statements grouped into commit units, run in order, each unit retried
+with backoff on lock timeout or deadlock, progress recorded in the history as it commits.
+
+How a release runs (README, "How a release is applied"):
+- Every pending migration's statements, and their history rows, run in ONE transaction
+  (`transaction = "release"`, the default) or one transaction per migration
+  (`transaction = "migration"`).
+- A statement PostgreSQL refuses inside a transaction block (CREATE INDEX CONCURRENTLY, ...)
+  or a dbmate section marked `transaction:false` runs where the files put it: the open
+  transaction is committed first, with a `partial` history row for a migration that is half
+  done, then the statement runs on its own and its progress is recorded.
+- A run killed between committed parts leaves a `partial` row; the next run drops the INVALID
+  index a killed concurrent build left, then resumes that migration where it stopped.
+
+A failure stops the run with RunFailed, which says what this run committed; undoing that is
+`compensate`'s job, called by the migrator.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from herokumigrate.history import HistoryState
+from herokumigrate.indexes import drop_invalid_index_of, invalid_indexes
+from herokumigrate.plan import build_units
+from herokumigrate.statements import StepFailed, batches, execute, execute_batch, first_words
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from herokumigrate.config import Config
+    from herokumigrate.history import DatabaseState, HistoryTable, RecordedState
+    from herokumigrate.output import Output
+    from herokumigrate.plan import ReleasePlan, Unit
+    from herokumigrate.session import Session
+    from herokumigrate.source import Migration
+
+_RETRYABLE = (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
+# Replaying these to find the statement would only wait, or be cancelled, all over again.
+_NO_REPLAY = {"55P03", "40P01", "57014"}
+
+
+@dataclass
+class RunProgress:
+    """What a run has committed so far."""
+
+    resume: dict[int, int]  # version -> statement index an interrupted run stopped at
+    applied: set[int] = field(default_factory=set)
+    durations: dict[int, float] = field(default_factory=dict)  # ms, per version
+    committed: dict[int, Migration] = field(
+        default_factory=dict
+    )  # with committed effects, in order
+    # What the history holds once this run's commits are in (nobody else writes it while the
+    # lock is held): after a lost connection, any difference means another run wrote it.
+    expected: dict[int, RecordedState] = field(default_factory=dict)
+
+    def recorded_applied(self, migrations: list[Migration]) -> None:
+        """This run committed `applied` rows for `migrations`."""
+        for m in migrations:
+            self.expected[m.version] = (HistoryState.APPLIED, None)
+
+    def recorded_partial(self, migration: Migration, progress: int) -> None:
+        """This run committed a `partial` row for `migration`."""
+        self.expected[migration.version] = (HistoryState.PARTIAL, progress)
+
+
+class RunFailed(Exception):
+    """A run stopped: a statement failed (`step_failed`) or the connection was lost (`lost`).
+
+    Nothing has been compensated yet: `committed` lists this run's migrations with committed
+    effects, in order; `invalid_before` the INVALID indexes that existed before it;
+    `expected` the history as this run left it.
+    """
+
+    def __init__(
+        self,
+        *,
+        step_failed: StepFailed | None = None,
+        lost: psycopg.Error | None = None,
+        committed: list[Migration] | None = None,
+        invalid_before: set[str] | None = None,
+        expected: dict[int, RecordedState] | None = None,
+    ) -> None:
+        super().__init__(str(step_failed or lost))
+        self.step_failed = step_failed
+        self.lost = lost
+        self.committed = committed or []
+        self.invalid_before = invalid_before or set()
+        self.expected = expected or {}  # the history as this run left it, see RunProgress
+
+    @property
+    def error(self) -> psycopg.Error | None:
+        """The database error behind the failure."""
+        return self.step_failed.error if self.step_failed is not None else self.lost
+
+
+class Applier:
+    """Runs a release plan on a session, holding the migration lock."""
+
+    def __init__(
+        self,
+        session: Session,
+        history: HistoryTable,
+        state: DatabaseState,
+        config: Config,
+        output: Output,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.session = session
+        self.history = history
+        self.state = state  # as read under the lock
+        self.config = config
+        self.output = output
+        self.sleep = sleep
+
+    def apply(self, plan: ReleasePlan, *, dry_run: bool) -> int:
+        """Apply the plan (or rehearse it and roll back); returns the number of migrations
+        applied. Raises RunFailed, with nothing compensated, when the run fails."""
+        items = []
+        for m in plan.pending:
+            start = plan.partial.get(m.version, 0)
+            if start:
+                self.output.detail(
+                    f"Resuming {m.label}: {start} statement(s) ran before an interrupted run"
+                )
+            items.append((m, m.up, start))
+        per_migration = self.config.transaction == "migration"
+        units = build_units(items, per_migration)
+        mode = "one transaction per migration" if per_migration else "one transaction"
+        if any(u.autocommit for u in units):
+            mode += ", with statements that must run outside a transaction"
+        # First contact (creating our tables, adopting a legacy tool's state) commits with the
+        # first transaction of the run, so a failed first release leaves no trace either.
+        run = RunProgress(resume=dict(plan.partial), expected=self.state.recorded())
+        setup = plan.needs_setup or bool(plan.adopt)
+        if setup and (dry_run or not units or units[0].autocommit):
+            self._setup(plan, run, dry_run=dry_run)
+            setup = False
+        if not units:
+            return 0
+        verb = "Dry run of" if dry_run else "Applying"
+        self.output.step(f"{verb} {len(plan.pending)} migration(s) ({mode})")
+        if dry_run:
+            return self._dry_run(units)
+        return self._apply_units(units, plan, run, setup_in_first_unit=setup)
+
+    def _setup(self, plan: ReleasePlan, run: RunProgress, *, dry_run: bool) -> None:
+        """Create our tables and adopt a legacy tool's state, in a transaction of their own."""
+        if dry_run:
+            if plan.adopt and self.state.legacy is not None:
+                self.output.detail(
+                    f"Would adopt {len(plan.adopt)} migration(s) from {self.state.legacy.tool}"
+                )
+            return
+        conn = self.session.conn
+        with conn.transaction():
+            self._write_setup(plan)
+        run.recorded_applied(plan.adopt)
+        self._report_setup(plan)
+
+    def _write_setup(self, plan: ReleasePlan) -> None:
+        """Create our tables and record what a legacy tool applied (caller's transaction)."""
+        conn = self.session.conn
+        self.history.create(conn)
+        legacy = self.state.legacy
+        if plan.adopt and legacy is not None:
+            source = f"adopted from {legacy.tool}"
+            self.history.record_applied(conn, ((m, 0.0) for m in plan.adopt), source)
+            self.history.log(
+                conn,
+                "adopted",
+                f"{len(plan.adopt)} migration(s) recorded by {legacy.tool}, "
+                f"up to {plan.adopt[-1].version}",
+            )
+
+    def _report_setup(self, plan: ReleasePlan) -> None:
+        legacy = self.state.legacy
+        if plan.adopt and legacy is not None:
+            self.output.detail(
+                f"Adopted {len(plan.adopt)} migration(s) already applied by {legacy.tool}"
+                f" (up to {plan.adopt[-1].version}); they will not run again"
+            )
+
+    def _dry_run(self, units: list[Unit]) -> int:
+        """Run every transactional statement in one transaction, report, then roll back."""
+        conn = self.session.conn
+        count = 0
+        try:
+            with conn.transaction(force_rollback=True):
+                self.session.set_local_timeouts()
+                for unit in units:
+                    if unit.autocommit:
+                        step = unit.steps[0]
+                        self.output.detail(
+                            f"{step.migration.label}: would run outside the transaction "
+                            f"(line {step.statement.line}): {first_words(step.statement.text)}"
+                        )
+                        continue
+                    for step in unit.steps:
+                        execute(conn, step)
+                    for m in unit.finishes:
+                        count += 1
+                        self.output.detail(f"{m.label}: ok")
+        except StepFailed as exc:
+            raise RunFailed(step_failed=exc) from None
+        self.output.step(f"Dry run: {count} migration(s) ran and were rolled back")
+        return 0
+
+    def _apply_units(
+        self, units: list[Unit], plan: ReleasePlan, run: RunProgress, *, setup_in_first_unit: bool
+    ) -> int:
+        """Run the units; on failure, RunFailed says what was committed before it."""
+        started = time.monotonic()
+        run.applied = self.state.applied_versions()
+        run.applied.update(m.version for m in plan.adopt)
+        has_autocommit = any(u.autocommit for u in units)
+        invalid_before = invalid_indexes(self.session.conn) if has_autocommit else set()
+        count = 0
+        try:
+            for position, unit in enumerate(units):
+                unit_start = time.monotonic()
+                with_setup = setup_in_first_unit and position == 0
+                self._run_unit(unit, run, plan if with_setup else None)
+                for m in unit.migrations():
+                    run.committed.setdefault(m.version, m)
+                for m in unit.finishes:
+                    count += 1
+                    self.output.detail(f"{m.label} ({run.durations.get(m.version, 0.0):.0f} ms)")
+                if unit.autocommit and time.monotonic() - unit_start >= 1.0:
+                    self.output.detail(
+                        f"{unit.steps[0].migration.label}: statement at line "
+                        f"{unit.steps[0].statement.line} ran outside the transaction in "
+                        f"{time.monotonic() - unit_start:.1f}s"
+                    )
+        except StepFailed as exc:
+            raise RunFailed(
+                step_failed=exc,
+                committed=list(run.committed.values()),
+                invalid_before=invalid_before,
+                expected=run.expected,
+            ) from None
+        except psycopg.OperationalError as exc:
+            # The connection died (terminated backend, network): the server rolled back the
+            # open transaction; committed parts still need compensating.
+            raise RunFailed(
+                lost=exc,
+                committed=list(run.committed.values()),
+                invalid_before=invalid_before,
+                expected=run.expected,
+            ) from None
+        elapsed = time.monotonic() - started
+        self.output.step(f"Applied {count} migration(s) in {elapsed:.2f}s")
+        return count
+
+    def _run_unit(self, unit: Unit, run: RunProgress, setup: ReleasePlan | None) -> None:
+        """Run one unit, retrying the whole of it on lock timeout or deadlock. With `setup`,
+        the first-contact set-up of that plan commits in the unit's transaction."""
+        attempt = 0
+        while True:
+            try:
+                if unit.autocommit:
+                    self._run_autocommit_unit(unit, run)
+                else:
+                    self._run_transaction_unit(unit, run, setup)
+                return
+            except StepFailed as exc:
+                if not isinstance(exc.error, _RETRYABLE):
+                    raise self._pinpoint(unit, exc) from None
+                if attempt >= self.config.retries:
+                    self.output.warn(f"Gave up after {attempt} retries")
+                    raise
+                attempt += 1
+                delay = min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311
+                what = (
+                    "lock_timeout"
+                    if isinstance(exc.error, pg_errors.LockNotAvailable)
+                    else "deadlock"
+                )
+                self.output.warn(
+                    f"{exc.step.migration.label}: line {exc.step.statement.line}: {what} "
+                    f"({exc.error.sqlstate}); retry {attempt} of {self.config.retries} "
+                    f"in {delay:.1f}s (the app's queries are not kept waiting meanwhile)"
+                )
+                if unit.autocommit:
+                    drop_invalid_index_of(self.session.conn, self.output, exc.step)
+                self.sleep(delay)
+
+    def _run_transaction_unit(
+        self, unit: Unit, run: RunProgress, setup: ReleasePlan | None
+    ) -> None:
+        """Statements and their history rows in one transaction."""
+        conn = self.session.conn
+        spent: dict[int, float] = {}
+        finished = {m.version for m in unit.finishes}
+        with conn.transaction():
+            self.session.set_local_timeouts()
+            if setup is not None:
+                self._write_setup(setup)
+            for batch in batches(unit.steps):
+                t0 = time.perf_counter()
+                execute_batch(conn, batch)
+                key = batch[0].migration.version
+                spent[key] = spent.get(key, 0.0) + (time.perf_counter() - t0) * 1000
+            self.history.record_applied(
+                conn, [(m, spent.get(m.version, 0.0)) for m in unit.finishes]
+            )
+            last = unit.steps[-1] if unit.steps else None
+            partial = last is not None and last.migration.version not in finished
+            if last is not None and partial:
+                self.history.record_partial(
+                    conn, last.migration, last.index + 1, spent[last.migration.version]
+                )
+            if finished:
+                self.history.sync_legacy(conn, self.state.legacy, run.applied | finished)
+        if setup is not None:
+            run.recorded_applied(setup.adopt)
+            self._report_setup(setup)
+        run.recorded_applied(unit.finishes)
+        if last is not None and partial:
+            run.recorded_partial(last.migration, last.index + 1)
+        for key, ms in spent.items():
+            run.durations[key] = run.durations.get(key, 0.0) + ms
+        run.applied.update(finished)
+
+    def _run_autocommit_unit(self, unit: Unit, run: RunProgress) -> None:
+        """One statement outside any transaction, then its progress in the history."""
+        assert len(unit.steps) == 1
+        assert not unit.finishes
+        conn = self.session.conn
+        step = unit.steps[0]
+        key = step.migration.version
+        # An earlier, killed run had this very statement in flight: it may have finished.
+        resuming = run.resume.pop(key, None) == step.index
+        if not resuming:
+            # Record "statement k in flight" first, so a kill during it is visible next time.
+            with conn.transaction():
+                self.history.record_partial(conn, step.migration, step.index, 0.0)
+            run.recorded_partial(step.migration, step.index)
+        try:
+            if drop_invalid_index_of(conn, self.output, step, skip_if_valid=resuming):
+                ms = 0.0
+            else:
+                t0 = time.perf_counter()
+                execute(conn, step)
+                ms = (time.perf_counter() - t0) * 1000
+        except StepFailed:
+            if key not in run.committed and not resuming:
+                # Nothing of this migration was committed before: forget the in-flight mark.
+                with conn.transaction():
+                    self.history.delete(conn, [key])
+                run.expected.pop(key, None)
+            raise
+        with conn.transaction():
+            self.history.record_partial(conn, step.migration, step.index + 1, ms)
+        run.recorded_partial(step.migration, step.index + 1)
+        run.durations[key] = run.durations.get(key, 0.0) + ms
+
+    def _pinpoint(self, unit: Unit, exc: StepFailed) -> StepFailed:
+        """Find the statement behind an un-pinpointed batch failure by replaying the unit one
+        statement at a time in a transaction that is always rolled back (failure path only)."""
+        if exc.pinpointed or exc.error.sqlstate in _NO_REPLAY:
+            return exc
+        conn = self.session.conn
+        failing = exc.step.section
+        last = max(i for i, step in enumerate(unit.steps) if step.section is failing)
+        try:
+            with conn.transaction(force_rollback=True):
+                self.session.set_local_timeouts()
+                for step in unit.steps[: last + 1]:
+                    execute(conn, step)
+        except StepFailed as precise:
+            if precise.error.sqlstate == exc.error.sqlstate:
+                return precise
+        except psycopg.Error:
+            pass  # the replay is a courtesy; report what we know
+        return exc

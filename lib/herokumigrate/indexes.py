@@ -1,0 +1,74 @@
+"""INVALID indexes: what a failed or killed `CREATE INDEX CONCURRENTLY` leaves behind, found
+and dropped so that a retry, a resumed run or a compensation starts clean.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from psycopg import sql
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from herokumigrate.output import Output
+    from herokumigrate.plan import Step
+
+    Conn = psycopg.Connection[tuple[object, ...]]
+
+# A concurrent index build, and the name of the index it leaves behind (INVALID) when it fails.
+_CONCURRENT_INDEX_RE = re.compile(
+    r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+"
+    r"(?:IF\s+NOT\s+EXISTS\s+)?((?:\"(?:[^\"]|\"\")+\"|[\w$]+)(?:\.(?:\"(?:[^\"]|\"\")+\"|[\w$]+))?)",
+    re.IGNORECASE,
+)
+
+
+def invalid_indexes(conn: Conn) -> set[str]:
+    """Every INVALID index of the database, by regclass name."""
+    rows = conn.execute(
+        "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE NOT i.indisvalid"
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def drop_invalid_index_of(
+    conn: Conn, output: Output, step: Step, *, skip_if_valid: bool = False
+) -> bool:
+    """Drop the INVALID index a failed or killed `CREATE INDEX CONCURRENTLY` left behind.
+
+    With `skip_if_valid` (resuming a killed run), returns True when the index exists and is
+    valid: the statement finished before the kill and must not run again.
+    """
+    match = _CONCURRENT_INDEX_RE.match(step.statement.text)
+    if not match:
+        return False
+    row = conn.execute(
+        "SELECT c.oid::regclass::text, i.indisvalid FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid WHERE c.oid = to_regclass(%s)",
+        (match.group(1),),
+    ).fetchone()
+    if row is None:
+        return False
+    if row[1]:
+        if skip_if_valid:
+            output.detail(f"Index {row[0]} was built before the interruption")
+        return skip_if_valid
+    output.detail(f"Dropping INVALID index {row[0]} left by an earlier failed build")
+    _drop_index(conn, str(row[0]))
+    return False
+
+
+def drop_new_invalid_indexes(conn: Conn, before: set[str]) -> list[str]:
+    """Drop the INVALID indexes that were not there `before`; returns their names."""
+    dropped = sorted(invalid_indexes(conn) - before)
+    for name in dropped:
+        _drop_index(conn, name)
+    return dropped
+
+
+def _drop_index(conn: Conn, regclass: str) -> None:
+    """Drop an index named as PostgreSQL prints a regclass (already quoted where needed)."""
+    conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.SQL(regclass)))

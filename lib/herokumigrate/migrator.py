@@ -1,0 +1,291 @@
+"""The core API: each command as a method that returns a result, holding the sequence that
+makes it safe (connect, lock, re-read the history under the lock, re-plan, run).
+
+The CLI renders the results; progress lines are printed here, as the run goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from herokumigrate.errors import BadInput, MigrateError, MigrationFailed
+from herokumigrate.history import HistoryState, HistoryTable
+from herokumigrate.session import Session
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from herokumigrate.config import Config
+    from herokumigrate.history import DatabaseState, HistoryRow, LogEvent, NativeToolName
+    from herokumigrate.output import Output
+    from herokumigrate.plan import ReleasePlan
+    from herokumigrate.source import Migration
+
+StatusKind = Literal["pending", "partial", "applied", "adopted", "changed"]
+
+
+@dataclass(frozen=True)
+class UpResult:
+    """What `up`/`plan` did. `applied` counts this run's migrations (0 for a dry run);
+    `up_to_date` means there was nothing to do, `recorded` then how many are applied."""
+
+    applied: int
+    up_to_date: bool = False
+    recorded: int = 0
+
+
+@dataclass(frozen=True)
+class DownResult:
+    """The migrations `down` reverted, newest first."""
+
+    reverted: list[Migration]
+
+
+@dataclass(frozen=True)
+class GotoResult:
+    """`goto VERSION`: how many migrations were reverted, then applied."""
+
+    version: int
+    reverted: int
+    applied: int
+
+
+@dataclass(frozen=True)
+class ForceResult:
+    """`force VERSION`: how many migrations were marked applied, and forgotten."""
+
+    version: int
+    marked: int
+    forgot: int
+
+
+@dataclass(frozen=True)
+class StatusEntry:
+    """One migration file and what the history says of it."""
+
+    migration: Migration
+    kind: StatusKind
+    row: HistoryRow | None  # None: never recorded by us
+    tool: NativeToolName | None = None  # for "adopted": the tool that applied it
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """Everything `status` shows."""
+
+    entries: list[StatusEntry]
+    unknown: list[HistoryRow]  # recorded, but not in these files
+    pending: list[int]
+    legacy: NativeToolName | None
+    events: list[LogEvent]
+
+
+class Migrator:
+    """Runs the commands against the configured database."""
+
+    def __init__(
+        self,
+        config: Config,
+        output: Output,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        open_session: Callable[[Config, Output], Session] = Session.open,
+    ) -> None:
+        self.config = config
+        self.output = output
+        self.sleep = sleep
+        self.open_session = open_session
+        self.history = HistoryTable(config.history_schema, config.history_table)
+
+    def up(
+        self,
+        migrations: list[Migration] | None,
+        *,
+        dry_run: bool,
+        fingerprint: list[tuple[int, str]] | None = None,
+    ) -> UpResult:
+        """`up` (or `plan` with `dry_run`). `migrations` may be None when the build's manifest
+        gave the `fingerprint`: the files are then read only if the quick check finds work."""
+        if fingerprint is None:
+            assert migrations is not None
+            fingerprint = [(m.version, m.checksum) for m in migrations]
+        with self._database_errors(), self._session() as session:
+            # Most releases have nothing to apply: one query answers them.
+            if self.history.matches(session.conn, fingerprint):
+                return UpResult(0, up_to_date=True, recorded=len(fingerprint))
+            # Only now: a release with nothing to do never imports the rest of the core.
+            from herokumigrate.plan import check_plan, make_plan
+            from herokumigrate.source import load_migrations, validate
+
+            if migrations is None:
+                migrations = load_migrations(self.config.migrations_dir, self.config.app_dir)
+            state = self.history.read(session.conn)
+            plan = make_plan(migrations, state)
+            for warning in check_plan(plan, migrations, allow_changed=self.config.allow_changed):
+                self.output.warn(*warning)
+            if plan.nothing_to_do:
+                return _up_to_date(migrations, state)
+            # Every pending file, down sections included (compensation may need them), is
+            # sound before anything is locked or written.
+            validate(plan.pending)
+            session.lock()
+            # Re-read under the lock: another runner may have applied them meanwhile.
+            state = self.history.read(session.conn)
+            plan = make_plan(migrations, state)
+            if plan.nothing_to_do:
+                return _up_to_date(migrations, state)
+            check_plan(plan, migrations, allow_changed=self.config.allow_changed)  # warned above
+            validate(plan.pending)
+            return UpResult(self._apply(session, state, plan, dry_run=dry_run))
+
+    def status(self, migrations: list[Migration]) -> StatusReport:
+        """What is applied, pending, partial or changed, and the newest log events."""
+        from herokumigrate.plan import make_plan
+
+        with self._database_errors(), self._session() as session:
+            state = self.history.read(session.conn)
+            events = self.history.last_events(session.conn) if state.exists else []
+        plan = make_plan(migrations, state)
+        changed = {m.version for m in plan.changed}
+        adopted = {m.version for m in plan.adopt}
+        tool = state.legacy.tool if state.legacy else None
+        entries = []
+        for m in migrations:
+            row = state.rows.get(m.version)
+            kind: StatusKind
+            if m.version in adopted:
+                kind = "adopted"
+            elif row is None:
+                kind = "pending"
+            elif row.state is HistoryState.PARTIAL:
+                kind = "partial"
+            elif m.version in changed:
+                kind = "changed"
+            else:
+                kind = "applied"
+            entries.append(StatusEntry(m, kind, row, tool if kind == "adopted" else None))
+        unknown = [state.rows[v] for v in plan.unknown]
+        pending = [m.version for m in plan.pending]
+        return StatusReport(entries, unknown, pending, tool, events)
+
+    def down(self, migrations: list[Migration], count: int) -> DownResult:
+        """Revert the `count` newest applied migrations, newest first."""
+        from herokumigrate.revert import newest_applied, revert
+
+        with self._database_errors(), self._locked() as (session, state):
+            targets = newest_applied(state, migrations, count)
+            done = revert(
+                session,
+                self.history,
+                state,
+                targets,
+                per_migration=self.config.transaction == "migration",
+                output=self.output,
+            )
+        return DownResult(done)
+
+    def goto(self, migrations: list[Migration], version: int, *, confirmed: bool) -> GotoResult:
+        """Revert what is newer than `version` (only if `confirmed`), then apply what is
+        pending up to it."""
+        from herokumigrate.plan import make_plan
+        from herokumigrate.revert import newer_than, revert
+
+        with self._database_errors(), self._locked() as (session, state):
+            newer = [v for v in state.rows if v > version]
+            if newer and not confirmed:
+                raise BadInput(
+                    f"goto {version} would revert {len(newer)} migration(s) and may drop data",
+                    fix=f"Run `heroku-migrate goto {version} --yes` to confirm.",
+                )
+            reverted = revert(
+                session,
+                self.history,
+                state,
+                newer_than(state, migrations, version),
+                per_migration=self.config.transaction == "migration",
+                output=self.output,
+            )
+            after = self.history.read(session.conn)
+            plan = make_plan(migrations, after, target=version)
+            applied = 0 if plan.nothing_to_do else self._apply(session, after, plan)
+        return GotoResult(version, len(reverted), applied)
+
+    def force(self, migrations: list[Migration], version: int) -> ForceResult:
+        """Record that exactly the files up to `version` are applied, running none of them."""
+        from herokumigrate.revert import force
+
+        with self._database_errors(), self._locked() as (session, state):
+            marked, forgot = force(session, self.history, state, migrations, version)
+        return ForceResult(version, marked, forgot)
+
+    def _apply(
+        self, session: Session, state: DatabaseState, plan: ReleasePlan, *, dry_run: bool = False
+    ) -> int:
+        """Apply `plan` (read under the lock); on failure, compensate and raise the error."""
+        from herokumigrate.apply import Applier, RunFailed
+        from herokumigrate.compensate import compensate, failure_error, headline
+
+        applier = Applier(session, self.history, state, self.config, self.output, sleep=self.sleep)
+        try:
+            return applier.apply(plan, dry_run=dry_run)
+        except RunFailed as failed:
+            if dry_run:
+                raise failure_error(failed, self.output, self.config, dry_run=True) from None
+            report = compensate(session, self.history, state, failed) if failed.committed else None
+            logged = headline(failed, self.output)
+            if report is not None:
+                logged += " | " + " ".join(report)
+            self.history.log_if_present(session.conn, "failed", self.output.redact(logged))
+            raise failure_error(failed, self.output, self.config, report=report) from None
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Session]:
+        """A session, closed (its lock released) at the end."""
+        session = self.open_session(self.config, self.output)
+        try:
+            yield session
+        finally:
+            session.close()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[tuple[Session, DatabaseState]]:
+        """A session holding the migration lock, and the history read under it."""
+        with self._session() as session:
+            session.lock()
+            yield session, self.history.read(session.conn)
+
+    @contextlib.contextmanager
+    def _database_errors(self) -> Iterator[None]:
+        """Turn an unexpected database error into an explained one (redacted)."""
+        import psycopg
+
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise database_error(exc, self.output) from None
+
+
+def database_error(exc: Exception, output: Output) -> MigrateError:
+    """The explained error for a database error no step expected (redacted, one line)."""
+    from psycopg import errors as pg_errors
+
+    text = " ".join(output.redact(str(exc)).split())
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        return BadInput(
+            f"the database role may not do this: {text}",
+            fix="Connect as the database owner (Heroku's DATABASE_URL credentials are), or "
+            "GRANT the role rights on the history and migrated tables.",
+        )
+    return MigrationFailed(
+        f"database error: {text}",
+        fix="Nothing was committed by the failed statement; check the database and retry.",
+    )
+
+
+def _up_to_date(migrations: list[Migration], state: DatabaseState) -> UpResult:
+    return UpResult(
+        0, up_to_date=True, recorded=sum(1 for m in migrations if m.version in state.rows)
+    )

@@ -1,0 +1,131 @@
+"""The database session of one run: its connection, the migration lock, the timeouts, and
+reconnecting (and re-locking) after the connection was lost.
+
+A `Session` owns its connection: the rest of the core asks it for `conn` each time it needs
+one and never keeps its own reference, so a reconnect cannot leave anyone with a dead one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import sql
+
+from herokumigrate.lock import AdvisoryLock, lock_key
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from herokumigrate.config import Config
+    from herokumigrate.output import Output
+
+    Conn = psycopg.Connection[tuple[object, ...]]
+
+# After a lost connection, wait at most this long for the server to come back.
+RECONNECT_WAIT_SECONDS = 30.0
+
+
+class Session:
+    """One connection to the database, with the migration lock when `lock` was called."""
+
+    def __init__(
+        self, config: Config, output: Output, open_connection: Callable[[float], Conn]
+    ) -> None:
+        """Connect with `open_connection(wait)`, waiting up to `config.connect_wait`."""
+        self.config = config
+        self.output = output
+        self._open = open_connection
+        self._conn = open_connection(config.connect_wait)
+        self._lock: AdvisoryLock | None = None
+
+    @classmethod
+    def open(cls, config: Config, output: Output) -> Session:
+        """Connect to the configured database (warning about poolers)."""
+        from herokumigrate.database import connect, read_target
+
+        target = read_target(os.environ, config.database_url_var, output)
+        if target.looks_like_pooler():
+            output.warn(
+                f"{config.database_url_var} looks like a connection pooler (PgBouncer): session "
+                "advisory locks do not work through transaction pooling.",
+                "Point MIGRATE_DATABASE_URL_VAR at the direct URL (e.g. DATABASE_URL).",
+            )
+
+        def open_connection(wait: float) -> Conn:
+            return connect(
+                target, output, connect_timeout=config.connect_timeout, connect_wait=wait
+            )
+
+        return cls(config, output, open_connection)
+
+    @property
+    def conn(self) -> Conn:
+        """The current connection (a new one after `reconnect_if_lost` replaced a dead one)."""
+        return self._conn
+
+    @property
+    def lost(self) -> bool:
+        """True when the connection is closed or broken."""
+        return self._conn.closed or self._conn.broken
+
+    def lock(self) -> None:
+        """Take the migration lock (LockTimeout after `lock_wait`), then set the session's
+        timeouts."""
+        key = self._lock.key if self._lock is not None else lock_key(self._conn.info.dbname)
+        self._lock = AdvisoryLock(self._conn, key, self.output)
+        self._lock.acquire(self.config.lock_wait)
+        self._conn.execute(self.timeouts_sql(local=False))
+
+    def reconnect_if_lost(self) -> bool:
+        """Replace a lost connection, re-taking the lock if it was held; True if it did.
+
+        Raises psycopg.Error (or LockTimeout) when the database cannot be reached again.
+        """
+        if not self.lost:
+            return False
+        self._conn = self._open(min(RECONNECT_WAIT_SECONDS, self.config.connect_wait))
+        if self._lock is not None:
+            self.lock()
+        else:
+            self._conn.execute(self.timeouts_sql(local=False))
+        return True
+
+    def set_local_timeouts(self) -> None:
+        """Re-assert the timeouts for the open transaction."""
+        self._conn.execute(self.timeouts_sql(local=True))
+
+    def timeouts_sql(self, *, local: bool) -> sql.Composed:
+        """SET [LOCAL] lock_timeout and statement_timeout to the configured values."""
+        scope = sql.SQL("SET LOCAL " if local else "SET ")
+        return sql.SQL("{}lock_timeout = {}; {}statement_timeout = {}").format(
+            scope,
+            sql.Literal(milliseconds(self.config.lock_timeout)),
+            scope,
+            sql.Literal(milliseconds(self.config.statement_timeout)),
+        )
+
+    def release(self) -> None:
+        """Give the lock back, if the connection still works."""
+        if self._lock is not None:
+            with contextlib.suppress(psycopg.Error):  # a dead session released its locks already
+                self._lock.release()
+
+    def close(self) -> None:
+        """Release the lock and disconnect."""
+        self.release()
+        self._conn.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def milliseconds(seconds: float) -> str:
+    """A PostgreSQL duration; a positive value never rounds down to 0 (which means "off")."""
+    ms = round(seconds * 1000)
+    return f"{max(ms, 1) if seconds > 0 else 0}ms"

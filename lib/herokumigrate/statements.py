@@ -1,0 +1,137 @@
+"""Running a migration's statements: one at a time, or a section's consecutive statements in
+one round trip; a failure becomes a StepFailed that names the file and line.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import TYPE_CHECKING
+
+import psycopg
+
+if TYPE_CHECKING:
+    from herokumigrate.plan import Step
+
+    Conn = psycopg.Connection[tuple[object, ...]]
+
+
+class StepFailed(Exception):
+    """A statement failed; carries where, for the message.
+
+    `position` is PostgreSQL's 1-based error position within `step`'s text, when known;
+    `pinpointed` is False when a batch failed without saying which of its statements did.
+    """
+
+    def __init__(
+        self,
+        step: Step,
+        error: psycopg.Error,
+        *,
+        position: int | None = None,
+        pinpointed: bool = True,
+    ) -> None:
+        super().__init__(str(error))
+        self.step = step
+        self.error = error
+        self.position = position
+        self.pinpointed = pinpointed
+
+    def describe(self) -> str:
+        """`file: line N: ERROR SQLSTATE: message (detail) hint: ...` for the user."""
+        diag = self.error.diag
+        path = self.step.section.path.name
+        if self.pinpointed:
+            line = self.step.section.file_line(self.step.statement, self.position)
+            where = f"{path}: line {line}"
+        else:
+            where = f"{path} (the failing statement could not be pinpointed)"
+        message = diag.message_primary or one_line(str(self.error))
+        parts = [f"{where}: ERROR {self.error.sqlstate or '?'}: {message}"]
+        if diag.message_detail:
+            parts.append(f"({one_line(diag.message_detail)})")
+        if diag.message_hint:
+            parts.append(f"hint: {one_line(diag.message_hint)}")
+        return " ".join(parts)
+
+
+def execute(conn: Conn, step: Step) -> None:
+    """Run one statement; StepFailed on a SQL error, the psycopg error if the session is gone."""
+    try:
+        conn.execute(step.statement.text.encode("utf-8"))
+    except psycopg.OperationalError as exc:
+        if connection_lost(exc):
+            raise  # handled as such, not as a SQL error
+        raise StepFailed(step, exc, position=_int_or_none(exc.diag.statement_position)) from exc
+    except psycopg.Error as exc:
+        raise StepFailed(step, exc, position=_int_or_none(exc.diag.statement_position)) from exc
+
+
+def execute_batch(conn: Conn, steps: list[Step]) -> None:
+    """One migration's consecutive statements in one round trip (simple query protocol).
+
+    An error position from PostgreSQL is mapped back to the statement and its line; an
+    error without one leaves the batch un-pinpointed (see `apply.Applier._pinpoint`).
+    """
+    if len(steps) == 1:
+        execute(conn, steps[0])
+        return
+    starts: list[int] = []
+    parts: list[str] = []
+    offset = 0
+    for step in steps:
+        text = step.statement.text
+        if not text.rstrip().endswith(";"):
+            text += "\n;"  # on its own line: the text may end in a -- comment
+        starts.append(offset)
+        parts.append(text)
+        offset += len(text) + 1
+    try:
+        conn.execute("\n".join(parts).encode("utf-8"))
+    except psycopg.OperationalError as exc:
+        if connection_lost(exc):
+            raise
+        raise _batch_failure(steps, starts, exc) from exc
+    except psycopg.Error as exc:
+        raise _batch_failure(steps, starts, exc) from exc
+
+
+def batches(steps: list[Step]) -> list[list[Step]]:
+    """Consecutive steps of the same migration section, grouped."""
+    groups: list[list[Step]] = []
+    for step in steps:
+        if groups and groups[-1][-1].section is step.section:
+            groups[-1].append(step)
+        else:
+            groups.append([step])
+    return groups
+
+
+def _batch_failure(steps: list[Step], starts: list[int], exc: psycopg.Error) -> StepFailed:
+    position = _int_or_none(exc.diag.statement_position)
+    if position is None:
+        return StepFailed(steps[0], exc, pinpointed=False)
+    index = bisect.bisect_right(starts, position - 1) - 1
+    return StepFailed(steps[index], exc, position=position - starts[index])
+
+
+def connection_lost(exc: psycopg.Error) -> bool:
+    """True for errors that mean the session is gone (terminated, network), not bad SQL."""
+    return exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P0"))
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def one_line(text: str) -> str:
+    """`text` with its whitespace runs (newlines included) made single spaces."""
+    return " ".join(text.split())
+
+
+def first_words(text: str, limit: int = 60) -> str:
+    """The start of a statement, on one line, for a progress message."""
+    flat = one_line(text)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
