@@ -57,8 +57,10 @@ def pgbouncer(pg_server: Server) -> Iterator[Callable[..., PgBouncer]]:
         pytest.skip("pgbouncer is not installed (scripts/test.sh installs it)")
     started: list[PgBouncer] = []
 
-    def start(mode: PoolMode, *, pool_size: int = 5) -> PgBouncer:
-        bouncer = start_pgbouncer(pg_server, mode, pool_size=pool_size)
+    def start(
+        mode: PoolMode, *, pool_size: int = 5, aliases: dict[str, str] | None = None
+    ) -> PgBouncer:
+        bouncer = start_pgbouncer(pg_server, mode, pool_size=pool_size, aliases=aliases)
         started.append(bouncer)
         return bouncer
 

@@ -66,8 +66,13 @@ class PgBouncer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_pgbouncer(server: Server, mode: PoolMode, *, pool_size: int = 5) -> PgBouncer:
-    """Start PgBouncer on a free loopback port in front of `server`; wait until it listens."""
+def start_pgbouncer(
+    server: Server, mode: PoolMode, *, pool_size: int = 5, aliases: dict[str, str] | None = None
+) -> PgBouncer:
+    """Start PgBouncer on a free loopback port in front of `server`; wait until it listens.
+
+    `aliases` maps database names that clients use to the server's database names.
+    """
     binary = pgbouncer_binary()
     assert binary is not None, "pgbouncer is not installed (scripts/test.sh installs it)"
     workdir = Path(tempfile.mkdtemp(prefix="hm-pgbouncer-"))
@@ -77,9 +82,13 @@ def start_pgbouncer(server: Server, mode: PoolMode, *, pool_size: int = 5) -> Pg
     (workdir / "userlist.txt").write_text(f'"{TEST_ROLE}" "{escaped}"\n', encoding="utf-8")
     host = server.admin.get("host") or "127.0.0.1"
     server_port = server.admin.get("port") or "5432"
+    databases = "".join(
+        f"{alias} = host={host} port={server_port} dbname={real}\n"
+        for alias, real in (aliases or {}).items()
+    )
     (workdir / "pgbouncer.ini").write_text(
         "[databases]\n"
-        f"* = host={host} port={server_port}\n"
+        f"{databases}* = host={host} port={server_port}\n"
         "[pgbouncer]\n"
         "listen_addr = 127.0.0.1\n"
         f"listen_port = {port}\n"
