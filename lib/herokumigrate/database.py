@@ -164,7 +164,7 @@ def _unknown_parameter(name: str, var: str) -> BadInput:
         else ""
     )
     return BadInput(
-        f"{var} has the query parameter {name!r}, which PostgreSQL clients do not know{whose}",
+        f"{var} has the parameter {name!r}, which PostgreSQL clients do not know{whose}",
         fix=f"Remove {name}=... from {var}; if the app needs it there, put the URL without it "
         f"in another config var and set MIGRATE_DATABASE_URL_VAR to that var's name." + search_path,
     )
