@@ -1,9 +1,10 @@
 """A real PgBouncer in front of the test server, in transaction or session pooling mode.
 
 PgBouncer refuses to run as root, so under root it runs as the `postgres` system user (the
-Debian package's). Clients log in as the test role with its password (md5, checked against a
-plain-text auth file), and PgBouncer logs in to the server with the same password, which both
-the trusting local server and the embedded server's SCRAM rule accept.
+Debian package's), or as the owner of the embedded server's private socket directory. Clients
+log in as the test role with its password (md5, checked against a plain-text auth file), and
+PgBouncer logs in to the server with the same password, which both the trusting local server
+and the embedded server's SCRAM rule accept.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def start_pgbouncer(
     uid = gid = None
     extra_groups: list[int] | None = None
     if os.geteuid() == 0:
-        account = pwd.getpwnam(_SYSTEM_USER)
+        account = _system_account(host)
         uid, gid, extra_groups = account.pw_uid, account.pw_gid, []
         for path in (workdir, *workdir.iterdir()):
             os.chown(path, uid, gid)
@@ -127,6 +128,16 @@ def start_pgbouncer(
             raise AssertionError(f"pgbouncer did not start:\n{log}")
         time.sleep(0.05)
     return bouncer
+
+
+def _system_account(host: str) -> pwd.struct_passwd:
+    """Who runs PgBouncer under root: the `postgres` user, or for a server reached by a socket
+    in a private directory (the embedded server's data directory), that directory's owner."""
+    if host.startswith("/"):
+        owner = os.stat(host).st_uid
+        if owner != 0:
+            return pwd.getpwuid(owner)
+    return pwd.getpwnam(_SYSTEM_USER)
 
 
 def _free_port() -> int:
