@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
-from herokumigrate.lock import AdvisoryLock, lock_key
+from herokumigrate.lock import AdvisoryLock, migration_lock
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from herokumigrate.config import Config
+    from herokumigrate.database import Target
     from herokumigrate.output import Output
 
     Conn = psycopg.Connection[tuple[object, ...]]
@@ -32,34 +33,35 @@ class Session:
     """One connection to the database, with the migration lock when `lock` was called."""
 
     def __init__(
-        self, config: Config, output: Output, open_connection: Callable[[float], Conn]
+        self,
+        config: Config,
+        output: Output,
+        open_connection: Callable[[float], Conn],
+        target: Target | None = None,
     ) -> None:
-        """Connect with `open_connection(wait)`, waiting up to `config.connect_wait`."""
+        """Connect with `open_connection(wait)`, waiting up to `config.connect_wait`.
+
+        `target` (the parsed URL) tells the lock golang-migrate's table and URL path."""
         self.config = config
         self.output = output
         self._open = open_connection
+        self._target = target
         self._conn = open_connection(config.connect_wait)
         self._lock: AdvisoryLock | None = None
 
     @classmethod
     def open(cls, config: Config, output: Output) -> Session:
-        """Connect to the configured database (warning about poolers)."""
+        """Connect to the configured database (`connect` refuses transaction pooling)."""
         from herokumigrate.database import connect, read_target
 
         target = read_target(os.environ, config.database_url_var, output)
-        if target.looks_like_pooler():
-            output.warn(
-                f"{config.database_url_var} looks like a connection pooler (PgBouncer): session "
-                "advisory locks do not work through transaction pooling.",
-                "Point MIGRATE_DATABASE_URL_VAR at the direct URL (e.g. DATABASE_URL).",
-            )
 
         def open_connection(wait: float) -> Conn:
             return connect(
                 target, output, connect_timeout=config.connect_timeout, connect_wait=wait
             )
 
-        return cls(config, output, open_connection)
+        return cls(config, output, open_connection, target)
 
     @property
     def conn(self) -> Conn:
@@ -74,8 +76,16 @@ class Session:
     def lock(self) -> None:
         """Take the migration lock (LockTimeout after `lock_wait`), then set the session's
         timeouts."""
-        key = self._lock.key if self._lock is not None else lock_key(self._conn.info.dbname)
-        self._lock = AdvisoryLock(self._conn, key, self.output)
+        if self._lock is not None:
+            self._lock = self._lock.on(self._conn)  # the same keys on a new connection
+        else:
+            target = self._target
+            self._lock = migration_lock(
+                self._conn,
+                self.output,
+                table=target.migrations_table if target is not None else None,
+                url_path=target.url_path if target is not None else None,
+            )
         self._lock.acquire(self.config.lock_wait)
         self._conn.execute(self.timeouts_sql(local=False))
 
