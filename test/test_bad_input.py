@@ -787,8 +787,6 @@ CASES = [
         "DATABASE_URL",
         "MIGRATE_CONNECT_WAIT",
         prepare=_url(_pooler_port_url),
-        warning="connection pooler",
-        warning_lines=2,
     ),
     # --- the database's state
     Case(
@@ -1021,15 +1019,6 @@ def test_every_bad_file_is_reported_in_one_run(baseline_ctx: Ctx, pg_server: Ser
 # ----- warnings, not failures ---------------------------------------------------------------
 
 
-def _pooler_by_var_name(ctx: Ctx) -> None:
-    assert ctx.url is not None
-    ctx.env.update(
-        MIGRATE_DATABASE_URL_VAR="DATABASE_CONNECTION_POOL_URL",
-        DATABASE_CONNECTION_POOL_URL=ctx.url,
-    )
-    ctx.url = None
-
-
 @dataclass(frozen=True)
 class WarningCase:
     """An input that deserves a warning but must not fail the release."""
@@ -1056,11 +1045,6 @@ WARNING_CASES = [
         "database-ahead-of-files-after-rollback",
         _delete("3_index_users_email.up.sql", "3_index_users_email.down.sql"),
         ("1 migration(s)", ": 3", "heroku rollback"),
-    ),
-    WarningCase(
-        "pooler-url-by-config-var-name",
-        _pooler_by_var_name,
-        ("connection pooler", "DATABASE_CONNECTION_POOL_URL"),
     ),
 ]
 

@@ -200,12 +200,6 @@ def test_acquire_holds_every_key_and_release_gives_all_back(
         conn.close()
 
 
-_RUNNER_TAKES_ONE_KEY = pytest.mark.xfail(
-    reason="runner.take_lock still takes only lock_key(conn.info.dbname); it must call "
-    "lock.migration_lock (helper core)",
-    strict=True,
-)
-
 CLI_CASES = [
     pytest.param("", lock_key, id="heroku-migrate"),
     pytest.param(
@@ -217,19 +211,16 @@ CLI_CASES = [
         "",
         lambda db: golang_migrate_lock_id(f"/{db}", "public", "schema_migrations"),
         id="golang-migrate-cli",
-        marks=_RUNNER_TAKES_ONE_KEY,
     ),
     pytest.param(
         "x-migrations-table=my_migrations",
         lambda db: golang_migrate_lock_id(db, "public", "my_migrations"),
         id="golang-migrate-library-custom-table",
-        marks=_RUNNER_TAKES_ONE_KEY,
     ),
     pytest.param(
         "x-migrations-table=my_migrations",
         lambda db: golang_migrate_lock_id(f"/{db}", "public", "my_migrations"),
         id="golang-migrate-cli-custom-table",
-        marks=_RUNNER_TAKES_ONE_KEY,
     ),
 ]
 

@@ -51,7 +51,6 @@ _PERMANENT = (
     "does not support SSL",
     "unsupported startup parameter",
 )
-_POOLER_HINTS = ("pgbouncer", "pooler", "pool.", "-pool", "pgpool", "odyssey", "supavisor")
 _UNKNOWN_PARAMETER_RE = re.compile(
     r'(?:invalid URI query parameter|invalid connection option):? "([^"]*)"'
 )
@@ -87,15 +86,6 @@ class Target:
             host = "local socket"
         dbname = self.params.get("dbname") or self.params.get("user") or "?"
         return f"{dbname} on {host}"
-
-    def looks_like_pooler(self) -> bool:
-        """Deprecated guess from the URL's port and host; `connect` detects poolers for real."""
-        host = self.params.get("host", "").lower()
-        return (
-            self.params.get("port") == "6432"
-            or any(hint in host for hint in _POOLER_HINTS)
-            or "CONNECTION_POOL" in self.var.upper()
-        )
 
 
 def read_target(env: Mapping[str, str], var: str, output: Output) -> Target:
