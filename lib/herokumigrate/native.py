@@ -302,12 +302,16 @@ class GooseTable(NativeHistory):
         )
 
     def sync(self, conn: Conn, applied: set[int]) -> None:
-        # goose reverts with DELETE ... WHERE version_id = v, applies with INSERT (v, true).
+        # goose reverts with DELETE ... WHERE version_id = v (only versions it says are
+        # applied), and applies with INSERT (v, true).
         table = self.name.ident
         conn.execute(
             sql.SQL(
-                "DELETE FROM {} WHERE version_id <> 0 AND NOT (version_id = ANY(%s::bigint[]))"
-            ).format(table),
+                "DELETE FROM {} WHERE version_id IN (SELECT version_id FROM (SELECT DISTINCT ON"
+                " (version_id) version_id, is_applied FROM {} ORDER BY version_id, id DESC)"
+                " AS latest WHERE is_applied AND version_id <> 0"
+                " AND NOT (version_id = ANY(%s::bigint[])))"
+            ).format(table, table),
             (sorted(applied),),
         )
         conn.execute(
