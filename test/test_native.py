@@ -442,3 +442,14 @@ def test_no_op_ups_and_downs_say_so(
     assert down.returncode == 0, down.output
     assert "reverted 2_comment (its down is empty: recorded only, nothing run)" in down.stdout
     assert _golang_rows(pg_server, dbname) == [(1, False)]
+
+
+def test_plan_on_a_fresh_database_runs_files_that_alter_the_tools_table(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    write_migrations(app, GOLANG_FILES)
+    before = snapshot(pg_server, dbname)
+    result = run_cli(["plan"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert "Dry run: 3 migration(s) ran and were rolled back" in result.stdout
+    assert snapshot(pg_server, dbname) == before

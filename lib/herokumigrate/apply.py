@@ -150,7 +150,7 @@ class Applier:
         verb = "Dry run of" if dry_run else "Applying"
         self.output.step(f"{verb} {len(plan.pending)} migration(s) ({mode})")
         if dry_run:
-            return self._dry_run(units)
+            return self._dry_run(units, plan)
         return self._apply_units(units, plan, run, setup_in_first_unit=setup)
 
     def _setup(self, plan: ReleasePlan, run: RunProgress, *, dry_run: bool) -> None:
@@ -216,13 +216,15 @@ class Applier:
                 f" (up to {plan.adopt[-1].version}); they will not run again"
             )
 
-    def _dry_run(self, units: list[Unit]) -> int:
+    def _dry_run(self, units: list[Unit], plan: ReleasePlan) -> int:
         """Run every transactional statement in one transaction, report, then roll back."""
         conn = self.session.conn
         count = 0
         try:
             with conn.transaction(force_rollback=True):
                 self.session.set_local_timeouts()
+                # As the real run: the native tool's table exists before the first file runs.
+                self._write_setup(plan)
                 for unit in units:
                     if unit.autocommit:
                         step = unit.steps[0]
