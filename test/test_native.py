@@ -453,3 +453,21 @@ def test_plan_on_a_fresh_database_runs_files_that_alter_the_tools_table(
     assert result.returncode == 0, result.output
     assert "Dry run: 3 migration(s) ran and were rolled back" in result.stdout
     assert snapshot(pg_server, dbname) == before
+
+
+def test_another_frameworks_table_under_the_default_name_is_left_alone(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    files = {k: v for k, v in GOLANG_FILES.items() if not k.startswith("2_")}
+    write_migrations(app, files)
+    _admin(pg_server, dbname, "CREATE TABLE schema_migrations (version int, name text)")
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert "Created" not in result.stdout
+    admin = pg_server.admin_url(dbname)
+    assert rows(admin, "SELECT count(*) FROM schema_migrations") == [(0,)]
+    assert rows(
+        admin,
+        "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute"
+        " WHERE attrelid = 'schema_migrations'::regclass AND attnum > 0",
+    ) == [("version,name",)]

@@ -130,11 +130,12 @@ class HistoryTable:
 
     def matches(self, conn: Conn, migrations: Sequence[tuple[int, str]]) -> bool:
         """True when the history holds exactly these migrations, all applied with these
-        checksums, and no native tool table needs syncing: the common release with nothing
-        to do.
+        checksums, and the native tool's table exists and says the same: the common release
+        with nothing to do.
 
-        One round trip and one row, instead of fetching every history row (which costs the
-        pure-Python driver about 17 ms per 1000 rows)."""
+        One round trip and one row for our history (instead of fetching every row, which costs
+        the pure-Python driver about 17 ms per 1000 rows) and the native table's columns; a
+        second reads the native table, only when ours matches."""
         from psycopg import errors as pg_errors
 
         if not migrations:

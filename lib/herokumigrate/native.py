@@ -221,7 +221,7 @@ class DbmateTable(NativeHistory):
 
     @classmethod
     def recognizes(cls, columns: Mapping[str, str]) -> bool:
-        return set(columns) == {"version"} and columns["version"].startswith(
+        return "dirty" not in columns and columns.get("version", "").startswith(
             ("character varying", "text")
         )
 
@@ -342,6 +342,9 @@ class NativeTables:
 
     configured: NativeName | None = None
     spelling: dict[int, str] = field(default_factory=dict)
+    # Candidates found holding a table of no tool (another framework's `schema_migrations`):
+    # never created over, never synced.
+    occupied: set[NativeName] = field(default_factory=set)
 
     def candidates(self) -> list[NativeName]:
         """The names looked at, in order."""
@@ -383,6 +386,7 @@ class NativeTables:
                     table.load(conn)
                     table.spelling = self.spelling
                     return table
+            self.occupied.add(name)
             if self.configured is not None:
                 shown = ", ".join(f"{k} {v}" for k, v in columns.items())
                 raise BadInput(
@@ -399,6 +403,8 @@ class NativeTables:
             return None
         native = _BY_FORMAT[migrations[-1].format]
         table = native(name=self.configured or NativeName(native.default_table))
+        if table.name in self.occupied:
+            return None
         table.spelling = self.spelling
         return table
 
