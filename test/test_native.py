@@ -471,3 +471,20 @@ def test_another_frameworks_table_under_the_default_name_is_left_alone(
         "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute"
         " WHERE attrelid = 'schema_migrations'::regclass AND attnum > 0",
     ) == [("version,name",)]
+
+
+def test_mixed_folder_gets_the_table_of_its_newest_files_format(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    write_migrations(
+        app,
+        {
+            "1_users.up.sql": "CREATE TABLE users (id int);",
+            "2_notes.sql": "-- +goose Up\nCREATE TABLE notes (id int);\n",
+        },
+    )
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert "Created goose_db_version, goose's table" in result.stdout
+    assert _goose_rows(pg_server, dbname) == [(0, True), (1, True), (2, True)]
+    assert rows(pg_server.admin_url(dbname), "SELECT to_regclass('schema_migrations')") == [(None,)]
