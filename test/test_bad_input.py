@@ -237,10 +237,13 @@ def _with_query(ctx: Ctx, query: str) -> str:
 
 def _dirty_golang_table(ctx: Ctx) -> None:
     with ctx.server.admin_conn(ctx.dbname) as conn:
+        # The baseline's run created golang-migrate's table (its files are golang-migrate's);
+        # a failed `migrate up` of 4 then left it dirty, as golang-migrate's SetVersion writes.
         conn.execute(
-            "CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY,"
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version bigint NOT NULL PRIMARY KEY,"
             " dirty boolean NOT NULL)"
         )
+        conn.execute("TRUNCATE schema_migrations")
         conn.execute("INSERT INTO schema_migrations VALUES (4, true)")
         conn.execute(
             sql.SQL("ALTER TABLE schema_migrations OWNER TO {}").format(sql.Identifier(TEST_ROLE))

@@ -139,7 +139,9 @@ class Applier:
         # First contact (creating our tables, adopting a legacy tool's state) commits with the
         # first transaction of the run, so a failed first release leaves no trace either.
         run = RunProgress(resume=dict(plan.partial), expected=self.state.recorded())
-        setup = plan.needs_setup or bool(plan.adopt)
+        for version in plan.forget:  # the setup forgets them, in the first transaction
+            run.expected.pop(version, None)
+        setup = plan.needs_setup or bool(plan.adopt or plan.forget or plan.create_native)
         if setup and (dry_run or not units or units[0].autocommit):
             self._setup(plan, run, dry_run=dry_run)
             setup = False
@@ -148,7 +150,7 @@ class Applier:
         verb = "Dry run of" if dry_run else "Applying"
         self.output.step(f"{verb} {len(plan.pending)} migration(s) ({mode})")
         if dry_run:
-            return self._dry_run(units)
+            return self._dry_run(units, plan)
         return self._apply_units(units, plan, run, setup_in_first_unit=setup)
 
     def _setup(self, plan: ReleasePlan, run: RunProgress, *, dry_run: bool) -> None:
@@ -169,7 +171,20 @@ class Applier:
         """Create our tables and record what a legacy tool applied (caller's transaction)."""
         conn = self.session.conn
         self.history.create(conn)
+        if plan.create_native is not None:
+            plan.create_native.create(conn)
+            self.state.legacy = plan.create_native  # kept in sync from now on
         legacy = self.state.legacy
+        if plan.forget and legacy is not None:
+            # The native tool reverted them since we applied them (see native.reconcile).
+            self.history.delete(conn, plan.forget)
+            self.history.log(
+                conn,
+                "reverted by " + legacy.tool,
+                f"{legacy.table} says not applied: "
+                + ", ".join(map(str, plan.forget))
+                + "; applying them again",
+            )
         if plan.adopt and legacy is not None:
             source = f"adopted from {legacy.tool}"
             self.history.record_applied(conn, ((m, 0.0) for m in plan.adopt), source)
@@ -179,22 +194,37 @@ class Applier:
                 f"{len(plan.adopt)} migration(s) recorded by {legacy.tool}, "
                 f"up to {plan.adopt[-1].version}",
             )
+        if legacy is not None and (plan.create_native or plan.adopt or plan.forget):
+            applied = self.state.applied_versions() - set(plan.forget)
+            legacy.sync(conn, applied | {m.version for m in plan.adopt})
 
     def _report_setup(self, plan: ReleasePlan) -> None:
         legacy = self.state.legacy
+        if plan.create_native is not None:
+            self.output.detail(
+                f"Created {plan.create_native.table}, {plan.create_native.tool}'s table, "
+                "kept in sync so the tool still works"
+            )
+        if plan.forget and legacy is not None:
+            self.output.detail(
+                f"{legacy.tool} reverted {', '.join(map(str, plan.forget))} since they were "
+                f"applied ({legacy.table} says so): they are applied again"
+            )
         if plan.adopt and legacy is not None:
             self.output.detail(
                 f"Adopted {len(plan.adopt)} migration(s) already applied by {legacy.tool}"
                 f" (up to {plan.adopt[-1].version}); they will not run again"
             )
 
-    def _dry_run(self, units: list[Unit]) -> int:
+    def _dry_run(self, units: list[Unit], plan: ReleasePlan) -> int:
         """Run every transactional statement in one transaction, report, then roll back."""
         conn = self.session.conn
         count = 0
         try:
             with conn.transaction(force_rollback=True):
                 self.session.set_local_timeouts()
+                # As the real run: the native tool's table exists before the first file runs.
+                self._write_setup(plan)
                 for unit in units:
                     if unit.autocommit:
                         step = unit.steps[0]
@@ -207,7 +237,8 @@ class Applier:
                         execute(conn, step)
                     for m in unit.finishes:
                         count += 1
-                        self.output.detail(f"{m.label}: ok")
+                        done = "no SQL; recorded as applied" if m.applies_nothing else "ok"
+                        self.output.detail(f"{m.label}: {done}")
         except StepFailed as exc:
             raise RunFailed(step_failed=exc) from None
         self.output.step(f"Dry run: {count} migration(s) ran and were rolled back")
@@ -218,7 +249,7 @@ class Applier:
     ) -> int:
         """Run the units; on failure, RunFailed says what was committed before it."""
         started = time.monotonic()
-        run.applied = self.state.applied_versions()
+        run.applied = self.state.applied_versions() - set(plan.forget)
         run.applied.update(m.version for m in plan.adopt)
         has_autocommit = any(u.autocommit for u in units)
         invalid_before = invalid_indexes(self.session.conn) if has_autocommit else set()
@@ -232,7 +263,11 @@ class Applier:
                     run.committed.setdefault(m.version, m)
                 for m in unit.finishes:
                     count += 1
-                    self.output.detail(f"{m.label} ({run.durations.get(m.version, 0.0):.0f} ms)")
+                    if m.applies_nothing:
+                        self.output.detail(f"{m.label}: no SQL; recorded as applied")
+                    else:
+                        ms = run.durations.get(m.version, 0.0)
+                        self.output.detail(f"{m.label} ({ms:.0f} ms)")
                 if unit.autocommit and time.monotonic() - unit_start >= 1.0:
                     self.output.detail(
                         f"{unit.steps[0].migration.label}: statement at line "

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 from herokumigrate import __version__
 from herokumigrate.config import SETTINGS, Setting
 from herokumigrate.errors import BadInput
+from herokumigrate.formats import FORMAT_NAMES, FormatName
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
 
-# The file layouts `heroku-migrate new` can write.
-NEW_FORMATS = ("golang-migrate", "dbmate")
+# The file layouts `heroku-migrate new` can write: every registered format.
+NEW_FORMATS = FORMAT_NAMES
 # The release phase's command line (buildpack/procfile.py writes `heroku-migrate up`).
 RELEASE_ARGV = ("up",)
 
@@ -38,7 +39,7 @@ class Arguments:
     yes: bool = False  # down, goto
     version: int = 0  # goto, force
     name: str = ""  # new
-    format: str = NEW_FORMATS[0]  # new
+    format: FormatName = NEW_FORMATS[0]  # new
 
 
 def parse_command_line(argv: Sequence[str]) -> tuple[Arguments, dict[str, object]]:

@@ -24,6 +24,9 @@ from herokumigrate.errors import EXIT_MIGRATION_FAILED, EXIT_OK, BadInput, Migra
 from herokumigrate.output import Output
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from herokumigrate.formats import FormatName
     from herokumigrate.migrator import Migrator, StatusEntry, StatusReport, UpResult
 
 
@@ -70,6 +73,9 @@ def _dispatch(args: Any, config: Config, output: Output) -> int:
         return _new(config, output, args.name, args.format)
     from herokumigrate.source import MANIFEST_ENV, load_migrations, read_manifest, validate
 
+    if command == "validate":
+        return _validate(config, output, args.manifest)
+
     if command == "up" and not args.dry_run and os.environ.get(MANIFEST_ENV):
         # The release phase: the build's manifest spares reading every file when none changed.
         fingerprint = read_manifest(os.environ[MANIFEST_ENV], config.migrations_dir, config.path)
@@ -77,19 +83,6 @@ def _dispatch(args: Any, config: Config, output: Output) -> int:
             migrator = _migrator(config, output)
             return _render_up(output, migrator.up(None, dry_run=False, fingerprint=fingerprint))
     migrations = load_migrations(config.migrations_dir, config.app_dir)
-    if command == "validate":
-        counts = validate(migrations)
-        if args.manifest is not None:
-            from herokumigrate.source import write_manifest
-
-            write_manifest(args.manifest, config.migrations_dir, config.path, migrations)
-        output.step(f"Validated {counts['migrations']} migration(s) in {config.path}")
-        output.detail(
-            f"{counts['statements']} statement(s); {counts['no_transaction']} must run outside "
-            f"a transaction; {counts['downs']} down migration(s)"
-        )
-        return EXIT_OK
-    # `validate` ran above without importing the database side (the build may lack psycopg).
     migrator = _migrator(config, output)
     if command in ("up", "plan"):
         dry_run = command == "plan" or args.dry_run
@@ -122,6 +115,24 @@ def _dispatch(args: Any, config: Config, output: Output) -> int:
         )
         return EXIT_OK
     raise BadInput(f"unknown command {command!r}", fix="See `heroku-migrate --help`.")
+
+
+def _validate(config: Config, output: Output, manifest: Path | None) -> int:
+    """Check every file offline (the build runs this; it imports nothing of the database
+    side, which the build may lack): every problem in one error, else the report."""
+    from herokumigrate.source import check_folder
+
+    migrations, report = check_folder(config.migrations_dir, config.app_dir)
+    if manifest is not None:
+        from herokumigrate.source import write_manifest
+
+        write_manifest(manifest, config.migrations_dir, config.path, migrations)
+    output.step(f"Validated {report.migrations} migration(s) in {config.path}")
+    for line in report.details():
+        output.detail(line)
+    for warning in report.warnings:
+        output.warn(warning)
+    return EXIT_OK
 
 
 def _migrator(config: Config, output: Output) -> Migrator:
@@ -169,6 +180,11 @@ def _render_status_json(output: Output, report: StatusReport) -> int:
         ],
         "pending": report.pending,
         "legacy": report.legacy,
+        "native_problem": (
+            {"message": report.native_problem[0], "details": list(report.native_problem[1:])}
+            if report.native_problem
+            else None
+        ),
         "events": [
             {"at": str(ev.at), "event": ev.event, "detail": ev.detail} for ev in report.events
         ],
@@ -194,6 +210,8 @@ def _render_status(output: Output, report: StatusReport, path: str, files: int) 
             "Applied but not in these files (a rollback?): "
             + ", ".join(f"{row.version} {row.name}" for row in report.unknown)
         )
+    if report.native_problem:
+        output.warn(*report.native_problem)
     pending = len(report.pending)
     output.step(f"{pending} pending" if pending else "Up to date")
     events = report.events
@@ -202,7 +220,7 @@ def _render_status(output: Output, report: StatusReport, path: str, files: int) 
     return EXIT_OK
 
 
-def _new(config: Config, output: Output, name: str, fmt: str) -> int:
+def _new(config: Config, output: Output, name: str, fmt: FormatName) -> int:
     import datetime as dt
     import re
 
@@ -220,16 +238,13 @@ def _new(config: Config, output: Output, name: str, fmt: str) -> int:
             f"a migration with version {version} already exists",
             fix="Wait a second and run the command again.",
         )
-    if fmt == "dbmate":
-        path = folder / f"{version}_{slug}.sql"
-        path.write_text("-- migrate:up\n\n\n-- migrate:down\n\n")
-        created = [path]
-    else:
-        up = folder / f"{version}_{slug}.up.sql"
-        down = folder / f"{version}_{slug}.down.sql"
-        up.write_text(f"-- {name}\n")
-        down.write_text(f"-- undo: {name}\n")
-        created = [up, down]
+    from herokumigrate.formats import new_migration_files
+
+    created = []
+    for new_file in new_migration_files(fmt, version, slug, name):
+        path = folder / new_file.name
+        path.write_text(new_file.content)
+        created.append(path)
     output.step(f"Created migration {version}_{slug}")
     for path in created:
         output.detail(str(path.relative_to(config.app_dir) if path.is_absolute() else path))

@@ -1,19 +1,40 @@
-"""The history store: our table of applied migrations, its event log, and the tables of the
-tools we replace (golang-migrate's and dbmate's `schema_migrations`), adopted on first contact
-and kept in sync.
+"""The history store: our table of applied migrations and its event log. The tables of the
+tools we replace (golang-migrate's and dbmate's `schema_migrations`, goose's `goose_db_version`)
+are in `native`; `HistoryTable.read` reads the one it finds along with ours.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, ClassVar, Literal, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from psycopg import sql
 from psycopg.rows import class_row, kwargs_row
 
-from herokumigrate.errors import BadInput
+# Re-exported (`__all__`): the native tool tables lived here before native.py.
+from herokumigrate.native import (
+    DbmateTable,
+    GolangMigrateTable,
+    GooseTable,
+    NativeHistory,
+    NativeTables,
+    NativeToolName,
+)
+
+__all__ = [
+    "DatabaseState",
+    "DbmateTable",
+    "GolangMigrateTable",
+    "GooseTable",
+    "HistoryRow",
+    "HistoryState",
+    "HistoryTable",
+    "LogEvent",
+    "NativeHistory",
+    "NativeToolName",
+]
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -26,8 +47,6 @@ if TYPE_CHECKING:
 
 SOURCE_RUNNER = "heroku-migrate"
 LEGACY_TABLE = "schema_migrations"
-
-NativeToolName = Literal["golang-migrate", "dbmate"]
 
 
 class HistoryState(Enum):
@@ -81,138 +100,6 @@ class LogEvent:
     detail: str
 
 
-@dataclass(frozen=True)
-class _Column:
-    attname: str
-    type: str
-
-
-class NativeHistory:
-    """A migration tool's own history table, found beside ours: read it, adopt what it says
-    is applied, and keep it in sync so the tool still works after us.
-
-    One subclass per tool, registered in NATIVE_TABLES.
-    """
-
-    tool: ClassVar[NativeToolName]
-    table: ClassVar[str]  # unqualified: found through the search_path, as the tool does
-
-    @classmethod
-    def recognizes(cls, columns: dict[str, str]) -> bool:
-        """True when a table with these (column -> type) is this tool's."""
-        raise NotImplementedError
-
-    @classmethod
-    def read(cls, conn: Conn, regclass: str) -> NativeHistory:
-        """The table's content."""
-        raise NotImplementedError
-
-    def adopt(self, migrations: list[Migration], rows: dict[int, HistoryRow]) -> list[Migration]:
-        """Migrations this table says are applied but our history lacks."""
-        raise NotImplementedError
-
-    def sync(self, conn: Conn, applied: set[int]) -> None:
-        """Make the table say that exactly `applied` is applied (caller's transaction)."""
-        raise NotImplementedError
-
-
-class GolangMigrateTable(NativeHistory):
-    """golang-migrate's one-row `schema_migrations (version bigint, dirty boolean)`."""
-
-    tool: ClassVar[NativeToolName] = "golang-migrate"
-    table: ClassVar[str] = LEGACY_TABLE
-
-    def __init__(self, version: int | None = None, dirty: bool = False) -> None:
-        self.version = version
-        self.dirty = dirty
-
-    @classmethod
-    def recognizes(cls, columns: dict[str, str]) -> bool:
-        return columns.get("version") == "bigint" and columns.get("dirty") == "boolean"
-
-    @classmethod
-    def read(cls, conn: Conn, regclass: str) -> NativeHistory:
-        query = sql.SQL("SELECT version, dirty FROM {} LIMIT 1").format(sql.SQL(regclass))
-        with conn.cursor(row_factory=kwargs_row(GolangMigrateTable._row)) as cur:
-            row = cur.execute(query).fetchone()
-        return row if row is not None else cls()
-
-    @staticmethod
-    def _row(*, version: int | None, dirty: bool | None) -> GolangMigrateTable:
-        if version is None or version < 0:  # golang-migrate writes -1 for "nothing applied"
-            return GolangMigrateTable()
-        return GolangMigrateTable(version, bool(dirty))
-
-    def adopt(self, migrations: list[Migration], rows: dict[int, HistoryRow]) -> list[Migration]:
-        """Every file up to the recorded version; a dirty row stops the run, as golang-migrate
-        itself would."""
-        if self.dirty:
-            raise BadInput(
-                f"{LEGACY_TABLE} (golang-migrate) is dirty at version {self.version}: "
-                "a migration failed half-way under golang-migrate",
-                fix="Repair the schema by hand, then mark the last good version with "
-                "`heroku-migrate force VERSION` (it clears the dirty flag).",
-            )
-        if self.version is None:
-            return []
-        return [m for m in migrations if m.version <= self.version and m.version not in rows]
-
-    def sync(self, conn: Conn, applied: set[int]) -> None:
-        table = sql.Identifier(self.table)
-        conn.execute(sql.SQL("DELETE FROM {}").format(table))
-        if applied:
-            conn.execute(
-                sql.SQL("INSERT INTO {} (version, dirty) VALUES (%s, false)").format(table),
-                (max(applied),),
-            )
-
-
-class DbmateTable(NativeHistory):
-    """dbmate's `schema_migrations (version varchar)`, one row per applied migration."""
-
-    tool: ClassVar[NativeToolName] = "dbmate"
-    table: ClassVar[str] = LEGACY_TABLE
-
-    def __init__(self, versions: set[int] | None = None) -> None:
-        self.versions = versions if versions is not None else set()
-
-    @classmethod
-    def recognizes(cls, columns: dict[str, str]) -> bool:
-        return "version" in columns and columns["version"].startswith(("character varying", "text"))
-
-    @classmethod
-    def read(cls, conn: Conn, regclass: str) -> NativeHistory:
-        query = sql.SQL("SELECT version::text AS text FROM {}").format(sql.SQL(regclass))
-        with conn.cursor(row_factory=kwargs_row(_text_of)) as cur:
-            texts = [text.strip() for text in cur.execute(query).fetchall()]
-        return cls({int(text) for text in texts if text.isdigit()})
-
-    def adopt(self, migrations: list[Migration], rows: dict[int, HistoryRow]) -> list[Migration]:
-        return [m for m in migrations if m.version in self.versions and m.version not in rows]
-
-    def sync(self, conn: Conn, applied: set[int]) -> None:
-        table = sql.Identifier(self.table)
-        versions = [str(v) for v in applied]
-        conn.execute(
-            sql.SQL("DELETE FROM {} WHERE NOT (version = ANY(%s::text[]))").format(table),
-            (versions,),
-        )
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (version) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
-            ).format(table),
-            (versions,),
-        )
-
-
-def _text_of(*, text: str) -> str:
-    return text
-
-
-# Looked for in this order; the first whose table exists and whose columns match is adopted.
-NATIVE_TABLES: tuple[type[NativeHistory], ...] = (GolangMigrateTable, DbmateTable)
-
-
 @dataclass
 class DatabaseState:
     """What the database says has been applied."""
@@ -220,6 +107,7 @@ class DatabaseState:
     exists: bool
     rows: dict[int, HistoryRow]
     legacy: NativeHistory | None
+    native_tables: NativeTables = field(default_factory=NativeTables)  # where it was looked for
 
     def recorded(self) -> dict[int, RecordedState]:
         """Each recorded version's state and progress, to compare two readings."""
@@ -238,14 +126,16 @@ class HistoryTable:
         self.table = table
         self.ident = sql.Identifier(schema, table)
         self.log_ident = sql.Identifier(schema, table + "_log")
+        self.native = NativeTables()  # where the native tool's table is (the migrator sets it)
 
     def matches(self, conn: Conn, migrations: Sequence[tuple[int, str]]) -> bool:
         """True when the history holds exactly these migrations, all applied with these
-        checksums, and no native tool table needs syncing: the common release with nothing
-        to do.
+        checksums, and the native tool's table exists and says the same: the common release
+        with nothing to do.
 
-        One round trip and one row, instead of fetching every history row (which costs the
-        pure-Python driver about 17 ms per 1000 rows)."""
+        One round trip and one row for our history (instead of fetching every row, which costs
+        the pure-Python driver about 17 ms per 1000 rows) and the native table's columns; a
+        second reads the native table, only when ours matches."""
         from psycopg import errors as pg_errors
 
         if not migrations:
@@ -253,20 +143,22 @@ class HistoryTable:
         expected = ",".join(f"{version}:{checksum}" for version, checksum in migrations)
         query = sql.SQL(
             "SELECT coalesce(string_agg(version::text || ':' || checksum, ',' ORDER BY version)"
-            " = %s AND bool_and(state = 'applied') AND NOT EXISTS (SELECT FROM unnest(%s::text[])"
-            " AS native(name) WHERE to_regclass(native.name) IS NOT NULL), false) AS matches"
-            " FROM {}"
-        ).format(self.ident)
+            " = %s AND bool_and(state = 'applied'), false) AS ours, {} AS native FROM {}"
+        ).format(self.native.columns_sql(), self.ident)
         try:
-            with conn.cursor(row_factory=kwargs_row(_matches_of)) as cur:
-                return bool(cur.execute(query, (expected, _native_names())).fetchone())
+            row = conn.execute(query, (expected,)).fetchone()
         except pg_errors.UndefinedTable:
             return False  # first contact: the full read will say so
+        if row is None or not row[0]:
+            return False
+        # The native tool's table must say the same (a second round trip only when it exists).
+        native = self.native.from_columns(conn, str(row[1]))
+        return native is not None and native.agrees({version for version, _ in migrations})
 
     def read(self, conn: Conn) -> DatabaseState:
         """The recorded state; does not create anything."""
         exists = _relation_exists(conn, self.ident.as_string(conn))
-        legacy = _read_native(conn)
+        legacy = self.native.read(conn)
         rows: dict[int, HistoryRow] = {}
         if exists:
             query = sql.SQL(
@@ -275,7 +167,7 @@ class HistoryTable:
             ).format(self.ident)
             with conn.cursor(row_factory=kwargs_row(_history_row)) as cur:
                 rows = {row.version: row for row in cur.execute(query)}
-        return DatabaseState(exists, rows, legacy)
+        return DatabaseState(exists, rows, legacy, self.native)
 
     def log_exists(self, conn: Conn) -> bool:
         """True when the event log table exists."""
@@ -393,21 +285,6 @@ class HistoryTable:
             legacy.sync(conn, applied)
 
 
-def adopt(
-    legacy: NativeHistory | None, migrations: list[Migration], rows: dict[int, HistoryRow]
-) -> list[Migration]:
-    """Migrations that a native tool's table says are applied but our history lacks."""
-    return legacy.adopt(migrations, rows) if legacy is not None else []
-
-
-def _native_names() -> list[str]:
-    return sorted({native.table for native in NATIVE_TABLES})
-
-
-def _matches_of(*, matches: bool | None) -> bool:
-    return bool(matches)
-
-
 def _exists_of(*, found: bool) -> bool:
     return found
 
@@ -417,21 +294,3 @@ def _relation_exists(conn: Conn, name: str) -> bool:
     with conn.cursor(row_factory=kwargs_row(_exists_of)) as cur:
         found = cur.execute("SELECT to_regclass(%s) IS NOT NULL AS found", (name,)).fetchone()
     return bool(found)
-
-
-def _read_native(conn: Conn) -> NativeHistory | None:
-    """The first registered native tool table that exists and has its tool's columns."""
-    for native in NATIVE_TABLES:
-        with conn.cursor(row_factory=class_row(_Column)) as cur:
-            columns = cur.execute(
-                "SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute"
-                " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
-                (native.table,),
-            ).fetchall()
-        if not columns:
-            continue
-        by_name = {c.attname: c.type for c in columns}
-        if native.recognizes(by_name):
-            regclass = conn.execute("SELECT to_regclass(%s)::text", (native.table,)).fetchone()
-            return native.read(conn, str(regclass[0]) if regclass else native.table)
-    return None

@@ -7,6 +7,7 @@ The CLI renders the results; progress lines are printed here, as the run goes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -19,7 +20,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from herokumigrate.config import Config
-    from herokumigrate.history import DatabaseState, HistoryRow, LogEvent, NativeToolName
+    from herokumigrate.database import Target
+    from herokumigrate.history import DatabaseState, HistoryRow, LogEvent
+    from herokumigrate.native import NativeTables, NativeToolName
     from herokumigrate.output import Output
     from herokumigrate.plan import ReleasePlan
     from herokumigrate.source import Migration
@@ -81,6 +84,9 @@ class StatusReport:
     pending: list[int]
     legacy: NativeToolName | None
     events: list[LogEvent]
+    # The native table's disagreement (or golang-migrate's dirty row) `up` refuses, as the
+    # lines of its error; None when it agrees.
+    native_problem: tuple[str, ...] | None = None
 
 
 class Migrator:
@@ -122,6 +128,7 @@ class Migrator:
 
             if migrations is None:
                 migrations = load_migrations(self.config.migrations_dir, self.config.app_dir)
+            self._spell(migrations)
             state = self.history.read(session.conn)
             plan = make_plan(migrations, state)
             for warning in check_plan(plan, migrations, allow_changed=self.config.allow_changed):
@@ -143,12 +150,19 @@ class Migrator:
 
     def status(self, migrations: list[Migration]) -> StatusReport:
         """What is applied, pending, partial or changed, and the newest log events."""
+        from herokumigrate.native import NativeConflict
         from herokumigrate.plan import make_plan
 
         with self._database_errors(), self._session() as session:
             state = self.history.read(session.conn)
             events = self.history.last_events(session.conn) if state.exists else []
-        plan = make_plan(migrations, state)
+        native_problem: NativeConflict | None = None
+        try:
+            plan = make_plan(migrations, state)
+        except NativeConflict as conflict:
+            # `up` refuses; status is exactly when the user needs to see it.
+            native_problem = conflict
+            plan = make_plan(migrations, dataclasses.replace(state, legacy=None))
         changed = {m.version for m in plan.changed}
         adopted = {m.version for m in plan.adopt}
         tool = state.legacy.tool if state.legacy else None
@@ -169,13 +183,15 @@ class Migrator:
             entries.append(StatusEntry(m, kind, row, tool if kind == "adopted" else None))
         unknown = [state.rows[v] for v in plan.unknown]
         pending = [m.version for m in plan.pending]
-        return StatusReport(entries, unknown, pending, tool, events)
+        problem = tuple(native_problem.lines()) if native_problem is not None else None
+        return StatusReport(entries, unknown, pending, tool, events, problem)
 
     def down(self, migrations: list[Migration], count: int) -> DownResult:
         """Revert the `count` newest applied migrations, newest first."""
         from herokumigrate.revert import newest_applied, revert
 
         with self._database_errors(), self._locked() as (session, state):
+            self._spell(migrations)
             targets = newest_applied(state, migrations, count)
             done = revert(
                 session,
@@ -194,6 +210,7 @@ class Migrator:
         from herokumigrate.revert import newer_than, revert
 
         with self._database_errors(), self._locked() as (session, state):
+            self._spell(migrations)
             newer = [v for v in state.rows if v > version]
             if newer and not confirmed:
                 raise BadInput(
@@ -218,6 +235,7 @@ class Migrator:
         from herokumigrate.revert import force
 
         with self._database_errors(), self._locked() as (session, state):
+            self._spell(migrations)
             marked, forgot = force(session, self.history, state, migrations, version)
         return ForceResult(version, marked, forgot)
 
@@ -241,10 +259,17 @@ class Migrator:
             self.history.log_if_present(session.conn, "failed", self.output.redact(logged))
             raise failure_error(failed, self.output, self.config, report=report) from None
 
+    def _spell(self, migrations: list[Migration]) -> None:
+        """Tell the native table how the files write each version (dbmate keeps "001")."""
+        self.history.native.spelling.update(
+            (m.version, m.version_text) for m in migrations if m.version_text
+        )
+
     @contextlib.contextmanager
     def _session(self) -> Iterator[Session]:
         """A session, closed (its lock released) at the end."""
         session = self.open_session(self.config, self.output)
+        self.history.native = native_tables(self.config, session.target)
         try:
             yield session
         finally:
@@ -266,6 +291,20 @@ class Migrator:
             yield
         except psycopg.Error as exc:
             raise database_error(exc, self.output) from None
+
+
+def native_tables(config: Config, target: Target | None) -> NativeTables:
+    """Where the native tool's table is: the `migrations_table` setting, else golang-migrate's
+    `x-migrations-table` URL parameter, else the tools' defaults."""
+    from herokumigrate.native import NativeName, NativeTables
+
+    parts = config.migrations_table_parts
+    if parts is not None:
+        return NativeTables(NativeName(parts[1], parts[0]))
+    if target is not None and target.migrations_table is not None:
+        named = target.migrations_table
+        return NativeTables(NativeName(named.name, named.schema))
+    return NativeTables()
 
 
 def database_error(exc: Exception, output: Output) -> MigrateError:

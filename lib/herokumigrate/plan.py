@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from herokumigrate.errors import BadInput
-from herokumigrate.history import HistoryState, adopt
+from herokumigrate.history import HistoryState
+from herokumigrate.native import reconcile
 
 if TYPE_CHECKING:
     from herokumigrate.history import DatabaseState
+    from herokumigrate.native import NativeHistory
     from herokumigrate.source import Migration, SqlSection
     from herokumigrate.sqlsplit import Statement
 
@@ -56,19 +58,31 @@ class ReleasePlan:
     adopt: list[Migration]
     partial: dict[int, int]  # version -> statements already done
     needs_setup: bool
+    # Recorded by us, reverted by the native tool since: forgotten, then applied again.
+    forget: list[int] = field(default_factory=list)
+    # The native tool's table to create, as the tool would (the database has none).
+    create_native: NativeHistory | None = None
 
     @property
     def nothing_to_do(self) -> bool:
-        """True when the run would not write anything."""
-        return not (self.pending or self.adopt or self.needs_setup)
+        """True when the run would not write anything. A missing native table alone is not
+        work: it is created by the next run that writes (a no-op release stays read-only)."""
+        return not (self.pending or self.adopt or self.needs_setup or self.forget)
 
 
 def make_plan(
     migrations: list[Migration], state: DatabaseState, *, target: int | None = None
 ) -> ReleasePlan:
     """Compare files with the recorded state (adopting legacy state) and list what is pending."""
-    rows = state.rows
-    adopted = adopt(state.legacy, migrations, rows)
+    settled = reconcile(
+        state.legacy,
+        migrations,
+        state.rows,
+        history_exists=state.exists,
+        tables=state.native_tables,
+    )
+    rows = {v: row for v, row in state.rows.items() if v not in settled.forget}
+    adopted = settled.adopt
     adopted_versions = {m.version for m in adopted}
     by_version = {m.version: m for m in migrations}
     unknown = sorted(v for v in rows if v not in by_version)
@@ -91,7 +105,16 @@ def make_plan(
         and m.version not in adopted_versions
         and (target is None or m.version <= target)
     ]
-    return ReleasePlan(pending, unknown, changed, adopted, partial, not state.exists)
+    return ReleasePlan(
+        pending,
+        unknown,
+        changed,
+        adopted,
+        partial,
+        not state.exists,
+        settled.forget,
+        settled.create,
+    )
 
 
 def check_plan(

@@ -69,6 +69,11 @@ class Session:
         return self._conn
 
     @property
+    def target(self) -> Target | None:
+        """The parsed database URL (None for a session opened on a given connection)."""
+        return self._target
+
+    @property
     def lost(self) -> bool:
         """True when the connection is closed or broken."""
         return self._conn.closed or self._conn.broken

@@ -318,8 +318,10 @@ def validate(
     # Its report belongs under this step: its own `-----> ` line becomes a detail.
     for line in result.stdout.splitlines():
         out.detail(line.removeprefix("-----> ").strip())
+    # On success, what it printed on stderr are its warnings (protected settings changed).
+    bang = out.warn if result.returncode == 0 else out.error
     for line in result.stderr.splitlines():
-        out.error(line.removeprefix(" !     "))
+        bang(line.removeprefix(" !     "))
     if result.returncode == EXIT_BAD_INPUT:
         raise BuildFailed(
             "The build stopped because of the problem above, so that it cannot fail your release.",
