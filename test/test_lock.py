@@ -248,3 +248,32 @@ def test_runner_exits_3_while_any_key_is_held_elsewhere(
     assert "MIGRATE_LOCK_WAIT" in result.stderr, result.output
     assert snapshot(pg_server, dbname) == before
     assert history(pg_server, dbname) == []
+
+
+@pytest.mark.db
+@pytest.mark.parametrize(
+    "database_name",
+    [pytest.param(lambda db: db, id="library"), pytest.param(lambda db: f"/{db}", id="cli")],
+)
+def test_migrations_table_setting_names_the_table_in_golang_migrates_keys(
+    pg_server: Server,
+    dbname: str,
+    database_url: str,
+    app: Path,
+    other_session: Conn,
+    database_name: Callable[[str], str],
+) -> None:
+    write_migrations(app, {"1_t.up.sql": "CREATE TABLE t (id int);\n"})
+    key = golang_migrate_lock_id(database_name(dbname), "public", "my_migrations")
+    other_session.execute("SELECT pg_advisory_lock(%s)", (key,))
+    before = snapshot(pg_server, dbname)
+
+    result = run_cli(
+        ["up"],
+        cwd=app,
+        database_url=database_url,
+        env={"MIGRATE_LOCK_WAIT": "1", "MIGRATE_MIGRATIONS_TABLE": "my_migrations"},
+    )
+
+    assert result.returncode == 3, result.output
+    assert snapshot(pg_server, dbname) == before

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
-from herokumigrate.lock import AdvisoryLock, migration_lock
+from herokumigrate.lock import AdvisoryLock, MigrationsTable, migration_lock
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -88,11 +88,20 @@ class Session:
             self._lock = migration_lock(
                 self._conn,
                 self.output,
-                table=target.migrations_table if target is not None else None,
+                table=self._golang_migrate_table(),
                 url_path=target.url_path if target is not None else None,
             )
         self._lock.acquire(self.config.lock_wait)
         self._conn.execute(self.timeouts_sql(local=False))
+
+    def _golang_migrate_table(self) -> MigrationsTable | None:
+        """The table golang-migrate's keys name: the `migrations_table` setting, else the URL's
+        `x-migrations-table`, else its default (as native.py picks the table to keep)."""
+        parts = self.config.migrations_table_parts
+        if parts is not None:
+            schema, table = parts
+            return MigrationsTable(table, schema)
+        return self._target.migrations_table if self._target is not None else None
 
     def reconnect_if_lost(self) -> bool:
         """Replace a lost connection, re-taking the lock if it was held; True if it did.
