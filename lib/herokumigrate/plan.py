@@ -59,8 +59,8 @@ class ReleasePlan:
 
     @property
     def nothing_to_do(self) -> bool:
-        """True when the run would not write anything."""
-        return not (self.pending or self.adopt or self.needs_setup)
+        """True when the run would not write anything (an accepted edit is recorded)."""
+        return not (self.pending or self.adopt or self.needs_setup or self.changed)
 
 
 def make_plan(
