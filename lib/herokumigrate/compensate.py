@@ -130,7 +130,10 @@ class _Compensation:
         run_downs(self.session, self.history, self.state, [m], per_migration=True, done=[])
         if m.reverts_nothing and not m.applies_nothing:
             self.changes_remain.append(m)
-            return f"{m.label}: its down is empty; its changes remain (it is no longer recorded)"
+            return (
+                f"{m.label}: its down is empty; its changes remain (no longer recorded: "
+                "the next release runs it again)"
+            )
         return f"reverted {m.label}"
 
     def _undo_what_ran(self, m: Migration) -> str | None:
@@ -236,10 +239,10 @@ class _Compensation:
             line = "This run's migrations were undone and the schema's objects are as before"
             line += " the run, but not every change was reverted."
         else:
-            line = "This run's migrations were undone, but the schema is not as before the run: "
+            line = "This run's migrations were undone, but the schema differs from before the run: "
             line += difference.describe() + "."
         if remain:
-            line += f" Changes remain of {remain} (empty down); the next release runs it again."
+            line += f" Changes remain of {remain} (empty down)."
         return line
 
 
