@@ -331,6 +331,27 @@ def test_half_applied_migration_whose_down_fails_claims_nothing(
     assert [(r[0], r[3]) for r in history(pg_server, dbname)] == [(2, "applied"), (11, "partial")]
 
 
+def test_failing_first_concurrent_statement_leaves_no_invalid_index(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    """Nothing was committed, but the failed build left an INVALID index: it is dropped, and
+    only then is the schema said to be as before."""
+    write_migrations(app, DUPLICATES)
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    before = snapshot(pg_server, dbname)
+    files = {"11_unique.up.sql": "CREATE UNIQUE INDEX CONCURRENTLY dup_v_key ON dup (v);\n"}
+
+    result = up(app, files, database_url)
+
+    assert result.returncode == 1, result.output
+    text = errors(result)
+    assert "dropped INVALID index public.dup_v_key left by the failed build" in text, text
+    assert "Nothing remains: the schema is as before the run" in text, text
+    assert "unchanged" not in text, text
+    assert invalid_indexes(pg_server, dbname) == []
+    assert snapshot(pg_server, dbname) == before
+
+
 # ----- 4. no stale partial row after a successful recovery --------------------------------------
 
 

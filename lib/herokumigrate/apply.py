@@ -31,6 +31,7 @@ from herokumigrate.indexes import drop_invalid_index_of, invalid_indexes
 from herokumigrate.plan import build_units
 from herokumigrate.recording import RecordFailed, recording
 from herokumigrate.snapshot import take_snapshot
+from herokumigrate.sqlsplit import NO_TRANSACTION
 from herokumigrate.statements import StepFailed, batches, execute, execute_batch, first_words
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class RunFailed(Exception):
         expected: dict[int, RecordedState] | None = None,
         before: SchemaSnapshot | None = None,
         created_history: bool = False,
+        outside_transaction: bool = False,
     ) -> None:
         super().__init__(str(step_failed or record_failed or lost))
         self.step_failed = step_failed
@@ -107,6 +109,8 @@ class RunFailed(Exception):
         self.expected = expected or {}  # the history as this run left it, see RunProgress
         self.before = before
         self.created_history = created_history
+        # It stopped in a statement run outside a transaction, which may leave an INVALID index.
+        self.outside_transaction = outside_transaction
 
     @classmethod
     def of(
@@ -117,9 +121,11 @@ class RunFailed(Exception):
         step_failed: StepFailed | None = None,
         record_failed: RecordFailed | None = None,
         lost: psycopg.Error | None = None,
+        outside_transaction: bool = False,
     ) -> RunFailed:
         """The failure of `run`, with its cause."""
         return cls(
+            outside_transaction=outside_transaction,
             step_failed=step_failed,
             record_failed=record_failed,
             lost=lost,
@@ -142,7 +148,7 @@ class RunFailed(Exception):
     @property
     def needs_compensation(self) -> bool:
         """True when the run committed something that the failure leaves to undo."""
-        return bool(self.committed) or self.created_history
+        return bool(self.committed) or self.created_history or self.outside_transaction
 
 
 class Applier:
@@ -299,14 +305,19 @@ class Applier:
                         f"{time.monotonic() - unit_start:.1f}s"
                     )
         except StepFailed as exc:
-            raise RunFailed.of(run, invalid_before, step_failed=exc) from None
+            outside = exc.step.statement.kind == NO_TRANSACTION or not exc.step.section.transaction
+            raise RunFailed.of(
+                run, invalid_before, step_failed=exc, outside_transaction=outside
+            ) from None
         except RecordFailed as exc:
             # Our own bookkeeping failed: the same path as a failing statement of the migration.
             raise RunFailed.of(run, invalid_before, record_failed=exc) from None
         except psycopg.OperationalError as exc:
             # The connection died (terminated backend, network): the server rolled back the
             # open transaction; committed parts still need compensating.
-            raise RunFailed.of(run, invalid_before, lost=exc) from None
+            raise RunFailed.of(
+                run, invalid_before, lost=exc, outside_transaction=has_autocommit
+            ) from None
         elapsed = time.monotonic() - started
         self.output.step(f"Applied {count} migration(s) in {elapsed:.2f}s")
         return count

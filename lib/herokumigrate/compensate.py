@@ -231,8 +231,9 @@ class _Compensation:
             line = "This run's migrations were undone (the schema could not be checked"
             line += " against the start of the run)."
         elif difference.none and not remain:
+            what = "All of this run's migrations were undone" if self.done else "Nothing remains"
             return (
-                "All of this run's migrations were undone: the schema is as before the run "
+                f"{what}: the schema is as before the run "
                 f"(checked: {WHAT_IS_COMPARED}; rows of data are not compared)."
             )
         elif difference.none:
@@ -274,11 +275,13 @@ def failure_error(
             details=("Everything this run did was rolled back: the database is unchanged.",),
             fix=fix,
         )
-    why = (
-        "earlier migrations of this run were committed one by one (MIGRATE_TRANSACTION=migration)"
-        if config.transaction == "migration"
-        else "parts of this run were committed around statements that cannot run in a transaction"
-    )
+    if not (failed.committed or failed.created_history):
+        why = "the failing statement ran outside a transaction"
+    elif config.transaction == "migration":
+        why = "earlier migrations of this run were committed one by one"
+        why += " (MIGRATE_TRANSACTION=migration)"
+    else:
+        why = "parts of this run were committed around statements that cannot run in a transaction"
     details = [f"{why[0].upper()}{why[1:]}; compensating, newest first:"]
     details.extend(report)
     return MigrationFailed(
