@@ -460,6 +460,24 @@ def test_failed_first_release_leaves_no_table(
     assert "the schema is as before the run" in result.stderr, result.output
 
 
+def test_failed_first_release_drops_the_history_schema_it_created(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    before = snapshot(pg_server, dbname)
+    files = {
+        "1_a.up.sql": "CREATE TABLE a (id int);\n",
+        "1_a.down.sql": "DROP TABLE a;\n",
+        "2_fails.up.sql": "SELECT 1 / 0;\n",
+    }
+
+    result = up(app, files, database_url, env={**MIGRATION, "MIGRATE_HISTORY_SCHEMA": "hm"})
+
+    assert result.returncode == 1, result.output
+    assert "the schema is as before the run" in result.stderr, result.output
+    assert snapshot(pg_server, dbname) == before
+    assert scalar(pg_server.admin_url(dbname), "SELECT to_regnamespace('hm') IS NULL") is True
+
+
 def test_failed_first_release_after_adoption_leaves_native_state(
     pg_server: Server, dbname: str, database_url: str, app: Path
 ) -> None:

@@ -211,6 +211,22 @@ class _Compensation:
             self.lines.append(f"could not drop the history tables: {one_line(str(exc))}")
             return
         self.lines.append("dropped the history tables this first release created")
+        self._drop_created_schema()
+
+    def _drop_created_schema(self) -> None:
+        """The history schema too, when this run created it (nothing else is in it then)."""
+        before = self.failed.before
+        schema = self.history.schema
+        if before is None or schema == "public":
+            return
+        conn = self.session.conn
+        try:
+            row = conn.execute("SELECT pg_catalog.quote_ident(%s)", (schema,)).fetchone()
+            if row is None or f"schema {row[0]}" in before.objects:
+                return
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(schema)))
+        except psycopg.Error:
+            return  # something else is in it: the schema check reports what
 
     def _outcome(self, stopped: bool) -> str:
         """The last line: what is left, and whether the schema is checked as before."""
