@@ -550,6 +550,22 @@ def test_allow_changed_dry_run_records_nothing(
     assert history(pg_server, dbname) == before
 
 
+def test_goto_does_not_accept_an_edit_without_allow_changed(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    files = {"1_a.up.sql": "CREATE TABLE a (id int);\n", "2_b.up.sql": "CREATE TABLE b (id int);\n"}
+    assert up(app, {"1_a.up.sql": files["1_a.up.sql"]}, database_url).returncode == 0
+    before = history(pg_server, dbname)[0][2]
+    write_migrations(app, {**files, "1_a.up.sql": "-- edited\n" + files["1_a.up.sql"]})
+
+    result = run_cli(["goto", "2"], cwd=app, database_url=database_url)
+
+    assert result.returncode == 0, result.output
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 2]
+    assert history(pg_server, dbname)[0][2] == before
+    assert "Accepted" not in result.output, result.output
+
+
 # ----- 7. migration-mode compensation keeps golang-migrate's table right ------------------------
 
 

@@ -193,7 +193,7 @@ class Applier:
         if not dry_run and (len(units) > 1 or any(u.autocommit for u in units)):
             # Parts will commit one by one: what a failure leaves is checked against this.
             run.before = take_snapshot(self.session.conn)
-        setup = plan.needs_setup or bool(plan.adopt) or bool(plan.changed)
+        setup = plan.needs_setup or bool(plan.adopt) or bool(self._accepting(plan))
         if setup and (dry_run or not units or units[0].autocommit):
             self._setup(plan, run, dry_run=dry_run)
             setup = False
@@ -212,7 +212,7 @@ class Applier:
                 self.output.detail(
                     f"Would adopt {len(plan.adopt)} migration(s) from {self.state.legacy.tool}"
                 )
-            if plan.changed:
+            if self._accepting(plan):
                 self.output.detail(f"Would accept the edit of {_labels(plan.changed)}")
             return
         conn = self.session.conn
@@ -236,9 +236,14 @@ class Applier:
                 f"{len(plan.adopt)} migration(s) recorded by {legacy.tool}, "
                 f"up to {plan.adopt[-1].version}",
             )
-        if plan.changed:
+        if self._accepting(plan):
             # Accepted once: the next release compares with the edited content, quietly.
-            self.history.accept_checksums(conn, plan.changed)
+            self.history.accept_checksums(conn, self._accepting(plan))
+
+    def _accepting(self, plan: ReleasePlan) -> list[Migration]:
+        """The edited applied files to record as accepted: only with `allow_changed` (`goto`
+        does not refuse edits, and must not accept them either)."""
+        return plan.changed if self.config.allow_changed else []
 
     def _report_setup(self, plan: ReleasePlan) -> None:
         legacy = self.state.legacy
@@ -247,7 +252,7 @@ class Applier:
                 f"Adopted {len(plan.adopt)} migration(s) already applied by {legacy.tool}"
                 f" (up to {plan.adopt[-1].version}); they will not run again"
             )
-        if plan.changed:
+        if self._accepting(plan):
             self.output.detail(
                 f"Accepted the edit of {_labels(plan.changed)} (allow_changed): the history "
                 "now holds its checksum, so later releases do not warn again"
