@@ -193,7 +193,7 @@ class Applier:
         if not dry_run and (len(units) > 1 or any(u.autocommit for u in units)):
             # Parts will commit one by one: what a failure leaves is checked against this.
             run.before = take_snapshot(self.session.conn)
-        setup = plan.needs_setup or bool(plan.adopt) or bool(self._accepting(plan))
+        setup = plan.needs_setup or bool(plan.adopt) or bool(_accepting(plan, self.config))
         if setup and (dry_run or not units or units[0].autocommit):
             self._setup(plan, run, dry_run=dry_run)
             setup = False
@@ -212,7 +212,7 @@ class Applier:
                 self.output.detail(
                     f"Would adopt {len(plan.adopt)} migration(s) from {self.state.legacy.tool}"
                 )
-            if self._accepting(plan):
+            if _accepting(plan, self.config):
                 self.output.detail(f"Would accept the edit of {_labels(plan.changed)}")
             return
         conn = self.session.conn
@@ -220,7 +220,7 @@ class Applier:
             self._write_setup(plan)
         run.created_history = plan.needs_setup
         run.recorded_applied(plan.adopt)
-        self._report_setup(plan)
+        _report_setup(self.output, self.state, plan, self.config)
 
     def _write_setup(self, plan: ReleasePlan) -> None:
         """Create our tables and record what a legacy tool applied (caller's transaction)."""
@@ -236,27 +236,9 @@ class Applier:
                 f"{len(plan.adopt)} migration(s) recorded by {legacy.tool}, "
                 f"up to {plan.adopt[-1].version}",
             )
-        if self._accepting(plan):
+        if _accepting(plan, self.config):
             # Accepted once: the next release compares with the edited content, quietly.
-            self.history.accept_checksums(conn, self._accepting(plan))
-
-    def _accepting(self, plan: ReleasePlan) -> list[Migration]:
-        """The edited applied files to record as accepted: only with `allow_changed` (`goto`
-        does not refuse edits, and must not accept them either)."""
-        return plan.changed if self.config.allow_changed else []
-
-    def _report_setup(self, plan: ReleasePlan) -> None:
-        legacy = self.state.legacy
-        if plan.adopt and legacy is not None:
-            self.output.detail(
-                f"Adopted {len(plan.adopt)} migration(s) already applied by {legacy.tool}"
-                f" (up to {plan.adopt[-1].version}); they will not run again"
-            )
-        if self._accepting(plan):
-            self.output.detail(
-                f"Accepted the edit of {_labels(plan.changed)} (allow_changed): the history "
-                "now holds its checksum, so later releases do not warn again"
-            )
+            self.history.accept_checksums(conn, _accepting(plan, self.config))
 
     def _dry_run(self, units: list[Unit]) -> int:
         """Run every transactional statement in one transaction, report, then roll back."""
@@ -393,7 +375,7 @@ class Applier:
         if setup is not None:
             run.created_history = setup.needs_setup
             run.recorded_applied(setup.adopt)
-            self._report_setup(setup)
+            _report_setup(self.output, self.state, setup, self.config)
         run.recorded_applied(unit.finishes)
         if last is not None and partial:
             run.recorded_partial(last.migration, last.index + 1)
@@ -461,3 +443,24 @@ class Applier:
 
 def _labels(migrations: list[Migration]) -> str:
     return ", ".join(m.label for m in migrations)
+
+
+def _accepting(plan: ReleasePlan, config: Config) -> list[Migration]:
+    """The edited applied files to record as accepted: only with `allow_changed` (`goto`
+    does not refuse edits, and must not accept them either)."""
+    return plan.changed if config.allow_changed else []
+
+
+def _report_setup(output: Output, state: DatabaseState, plan: ReleasePlan, config: Config) -> None:
+    """Say what the first-contact set-up recorded."""
+    legacy = state.legacy
+    if plan.adopt and legacy is not None:
+        output.detail(
+            f"Adopted {len(plan.adopt)} migration(s) already applied by {legacy.tool}"
+            f" (up to {plan.adopt[-1].version}); they will not run again"
+        )
+    if _accepting(plan, config):
+        output.detail(
+            f"Accepted the edit of {_labels(plan.changed)} (allow_changed): the history "
+            "now holds its checksum, so later releases do not warn again"
+        )
