@@ -261,6 +261,7 @@ def test_migrations_table_setting_names_the_table_in_golang_migrates_keys(
     database_url: str,
     app: Path,
     other_session: Conn,
+    *,
     database_name: Callable[[str], str],
 ) -> None:
     write_migrations(app, {"1_t.up.sql": "CREATE TABLE t (id int);\n"})

@@ -26,9 +26,13 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import errors as pg_errors
 
+from herokumigrate.firstcontact import accepted_edits, report_first_contact, write_first_contact
 from herokumigrate.history import HistoryState
 from herokumigrate.indexes import drop_invalid_index_of, invalid_indexes
 from herokumigrate.plan import build_units
+from herokumigrate.recording import RecordFailed, recording
+from herokumigrate.snapshot import take_snapshot
+from herokumigrate.sqlsplit import NO_TRANSACTION
 from herokumigrate.statements import StepFailed, batches, execute, execute_batch, first_words
 
 if TYPE_CHECKING:
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
     from herokumigrate.output import Output
     from herokumigrate.plan import ReleasePlan, Unit
     from herokumigrate.session import Session
+    from herokumigrate.snapshot import SchemaSnapshot
     from herokumigrate.source import Migration
 
 _RETRYABLE = (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
@@ -59,6 +64,8 @@ class RunProgress:
     # What the history holds once this run's commits are in (nobody else writes it while the
     # lock is held): after a lost connection, any difference means another run wrote it.
     expected: dict[int, RecordedState] = field(default_factory=dict)
+    before: SchemaSnapshot | None = None  # the schema before the run, when it may need undoing
+    created_history: bool = False  # this run created our tables (first contact)
 
     def recorded_applied(self, migrations: list[Migration]) -> None:
         """This run committed `applied` rows for `migrations`."""
@@ -71,33 +78,78 @@ class RunProgress:
 
 
 class RunFailed(Exception):
-    """A run stopped: a statement failed (`step_failed`) or the connection was lost (`lost`).
+    """A run stopped: a statement failed (`step_failed`), recording it in our history failed
+    (`record_failed`) or the connection was lost (`lost`).
 
     Nothing has been compensated yet: `committed` lists this run's migrations with committed
-    effects, in order; `invalid_before` the INVALID indexes that existed before it;
-    `expected` the history as this run left it.
+    effects (a committed "in flight" mark included), in order; `invalid_before` the INVALID
+    indexes that existed before it; `expected` the history as this run left it; `before` the
+    schema before it (when it could need undoing); `created_history` whether it created our
+    tables.
     """
 
     def __init__(
         self,
         *,
         step_failed: StepFailed | None = None,
+        record_failed: RecordFailed | None = None,
         lost: psycopg.Error | None = None,
         committed: list[Migration] | None = None,
         invalid_before: set[str] | None = None,
         expected: dict[int, RecordedState] | None = None,
+        before: SchemaSnapshot | None = None,
+        created_history: bool = False,
+        outside_transaction: bool = False,
     ) -> None:
-        super().__init__(str(step_failed or lost))
+        super().__init__(str(step_failed or record_failed or lost))
         self.step_failed = step_failed
+        self.record_failed = record_failed
         self.lost = lost
         self.committed = committed or []
         self.invalid_before = invalid_before or set()
         self.expected = expected or {}  # the history as this run left it, see RunProgress
+        self.before = before
+        self.created_history = created_history
+        # It stopped in a statement run outside a transaction, which may leave an INVALID index.
+        self.outside_transaction = outside_transaction
+
+    @classmethod
+    def of(
+        cls,
+        run: RunProgress,
+        invalid_before: set[str],
+        *,
+        step_failed: StepFailed | None = None,
+        record_failed: RecordFailed | None = None,
+        lost: psycopg.Error | None = None,
+        outside_transaction: bool = False,
+    ) -> RunFailed:
+        """The failure of `run`, with its cause."""
+        return cls(
+            outside_transaction=outside_transaction,
+            step_failed=step_failed,
+            record_failed=record_failed,
+            lost=lost,
+            committed=list(run.committed.values()),
+            invalid_before=invalid_before,
+            expected=run.expected,
+            before=run.before,
+            created_history=run.created_history,
+        )
 
     @property
     def error(self) -> psycopg.Error | None:
         """The database error behind the failure."""
-        return self.step_failed.error if self.step_failed is not None else self.lost
+        if self.step_failed is not None:
+            return self.step_failed.error
+        if self.record_failed is not None:
+            return self.record_failed.error
+        return self.lost
+
+    @property
+    def needs_compensation(self) -> bool:
+        """True when the run committed something that the failure leaves to undo."""
+        return bool(self.committed) or self.created_history or self.outside_transaction
 
 
 class Applier:
@@ -141,7 +193,14 @@ class Applier:
         run = RunProgress(resume=dict(plan.partial), expected=self.state.recorded())
         for version in plan.forget:  # the setup forgets them, in the first transaction
             run.expected.pop(version, None)
-        setup = plan.needs_setup or bool(plan.adopt or plan.forget or plan.create_native)
+        if not dry_run and (len(units) > 1 or any(u.autocommit for u in units)):
+            # Parts will commit one by one: what a failure leaves is checked against this.
+            run.before = take_snapshot(self.session.conn)
+        setup = (
+            plan.needs_setup
+            or bool(plan.adopt or plan.forget or plan.create_native)
+            or bool(accepted_edits(plan, self.config))
+        )
         if setup and (dry_run or not units or units[0].autocommit):
             self._setup(plan, run, dry_run=dry_run)
             setup = False
@@ -160,61 +219,19 @@ class Applier:
                 self.output.detail(
                     f"Would adopt {len(plan.adopt)} migration(s) from {self.state.legacy.tool}"
                 )
+            if accepted_edits(plan, self.config):
+                self.output.detail(f"Would accept the edit of {_labels(plan.changed)}")
             return
         conn = self.session.conn
         with conn.transaction():
             self._write_setup(plan)
+        run.created_history = plan.needs_setup
         run.recorded_applied(plan.adopt)
-        self._report_setup(plan)
+        report_first_contact(self.output, self.state, plan, self.config)
 
     def _write_setup(self, plan: ReleasePlan) -> None:
         """Create our tables and record what a legacy tool applied (caller's transaction)."""
-        conn = self.session.conn
-        self.history.create(conn)
-        if plan.create_native is not None:
-            plan.create_native.create(conn)
-            self.state.legacy = plan.create_native  # kept in sync from now on
-        legacy = self.state.legacy
-        if plan.forget and legacy is not None:
-            # The native tool reverted them since we applied them (see native.reconcile).
-            self.history.delete(conn, plan.forget)
-            self.history.log(
-                conn,
-                "reverted by " + legacy.tool,
-                f"{legacy.table} says not applied: "
-                + ", ".join(map(str, plan.forget))
-                + "; applying them again",
-            )
-        if plan.adopt and legacy is not None:
-            source = f"adopted from {legacy.tool}"
-            self.history.record_applied(conn, ((m, 0.0) for m in plan.adopt), source)
-            self.history.log(
-                conn,
-                "adopted",
-                f"{len(plan.adopt)} migration(s) recorded by {legacy.tool}, "
-                f"up to {plan.adopt[-1].version}",
-            )
-        if legacy is not None and (plan.create_native or plan.adopt or plan.forget):
-            applied = self.state.applied_versions() - set(plan.forget)
-            legacy.sync(conn, applied | {m.version for m in plan.adopt})
-
-    def _report_setup(self, plan: ReleasePlan) -> None:
-        legacy = self.state.legacy
-        if plan.create_native is not None:
-            self.output.detail(
-                f"Created {plan.create_native.table}, {plan.create_native.tool}'s table, "
-                "kept in sync so the tool still works"
-            )
-        if plan.forget and legacy is not None:
-            self.output.detail(
-                f"{legacy.tool} reverted {', '.join(map(str, plan.forget))} since they were "
-                f"applied ({legacy.table} says so): they are applied again"
-            )
-        if plan.adopt and legacy is not None:
-            self.output.detail(
-                f"Adopted {len(plan.adopt)} migration(s) already applied by {legacy.tool}"
-                f" (up to {plan.adopt[-1].version}); they will not run again"
-            )
+        write_first_contact(self.session.conn, self.history, self.state, plan, self.config)
 
     def _dry_run(self, units: list[Unit], plan: ReleasePlan) -> int:
         """Run every transactional statement in one transaction, report, then roll back."""
@@ -275,20 +292,18 @@ class Applier:
                         f"{time.monotonic() - unit_start:.1f}s"
                     )
         except StepFailed as exc:
-            raise RunFailed(
-                step_failed=exc,
-                committed=list(run.committed.values()),
-                invalid_before=invalid_before,
-                expected=run.expected,
+            outside = exc.step.statement.kind == NO_TRANSACTION or not exc.step.section.transaction
+            raise RunFailed.of(
+                run, invalid_before, step_failed=exc, outside_transaction=outside
             ) from None
+        except RecordFailed as exc:
+            # Our own bookkeeping failed: the same path as a failing statement of the migration.
+            raise RunFailed.of(run, invalid_before, record_failed=exc) from None
         except psycopg.OperationalError as exc:
             # The connection died (terminated backend, network): the server rolled back the
             # open transaction; committed parts still need compensating.
-            raise RunFailed(
-                lost=exc,
-                committed=list(run.committed.values()),
-                invalid_before=invalid_before,
-                expected=run.expected,
+            raise RunFailed.of(
+                run, invalid_before, lost=exc, outside_transaction=has_autocommit
             ) from None
         elapsed = time.monotonic() - started
         self.output.step(f"Applied {count} migration(s) in {elapsed:.2f}s")
@@ -343,20 +358,24 @@ class Applier:
                 execute_batch(conn, batch)
                 key = batch[0].migration.version
                 spent[key] = spent.get(key, 0.0) + (time.perf_counter() - t0) * 1000
-            self.history.record_applied(
-                conn, [(m, spent.get(m.version, 0.0)) for m in unit.finishes]
-            )
+            with recording(unit.finishes, "history row"):
+                self.history.record_applied(
+                    conn, [(m, spent.get(m.version, 0.0)) for m in unit.finishes]
+                )
             last = unit.steps[-1] if unit.steps else None
             partial = last is not None and last.migration.version not in finished
             if last is not None and partial:
-                self.history.record_partial(
-                    conn, last.migration, last.index + 1, spent[last.migration.version]
-                )
+                with recording([last.migration], "partial history row"):
+                    self.history.record_partial(
+                        conn, last.migration, last.index + 1, spent[last.migration.version]
+                    )
             if finished:
-                self.history.sync_legacy(conn, self.state.legacy, run.applied | finished)
+                with recording(unit.finishes, "version in the native tool's table"):
+                    self.history.sync_legacy(conn, self.state.legacy, run.applied | finished)
         if setup is not None:
+            run.created_history = setup.needs_setup
             run.recorded_applied(setup.adopt)
-            self._report_setup(setup)
+            report_first_contact(self.output, self.state, setup, self.config)
         run.recorded_applied(unit.finishes)
         if last is not None and partial:
             run.recorded_partial(last.migration, last.index + 1)
@@ -373,11 +392,14 @@ class Applier:
         key = step.migration.version
         # An earlier, killed run had this very statement in flight: it may have finished.
         resuming = run.resume.pop(key, None) == step.index
+        committed_before = key in run.committed
         if not resuming:
             # Record "statement k in flight" first, so a kill during it is visible next time.
-            with conn.transaction():
+            with conn.transaction(), recording([step.migration], "partial history row"):
                 self.history.record_partial(conn, step.migration, step.index, 0.0)
             run.recorded_partial(step.migration, step.index)
+            # Committed: if the connection is lost now, compensation must see this migration.
+            run.committed.setdefault(key, step.migration)
         try:
             if drop_invalid_index_of(conn, self.output, step, skip_if_valid=resuming):
                 ms = 0.0
@@ -386,13 +408,14 @@ class Applier:
                 execute(conn, step)
                 ms = (time.perf_counter() - t0) * 1000
         except StepFailed:
-            if key not in run.committed and not resuming:
+            if not committed_before and not resuming:
                 # Nothing of this migration was committed before: forget the in-flight mark.
-                with conn.transaction():
+                with conn.transaction(), recording([step.migration], "partial history row"):
                     self.history.delete(conn, [key])
                 run.expected.pop(key, None)
+                run.committed.pop(key, None)
             raise
-        with conn.transaction():
+        with conn.transaction(), recording([step.migration], "partial history row"):
             self.history.record_partial(conn, step.migration, step.index + 1, ms)
         run.recorded_partial(step.migration, step.index + 1)
         run.durations[key] = run.durations.get(key, 0.0) + ms
@@ -416,3 +439,7 @@ class Applier:
         except psycopg.Error:
             pass  # the replay is a courtesy; report what we know
         return exc
+
+
+def _labels(migrations: list[Migration]) -> str:
+    return ", ".join(m.label for m in migrations)

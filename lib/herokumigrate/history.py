@@ -127,6 +127,9 @@ class HistoryTable:
         self.ident = sql.Identifier(schema, table)
         self.log_ident = sql.Identifier(schema, table + "_log")
         self.native = NativeTables()  # where the native tool's table is (the migrator sets it)
+        # The session's search_path when the run first read the history, before any migration
+        # could change it: the native tool's table is found (and synced) through it.
+        self.search_path: str | None = None
 
     def matches(self, conn: Conn, migrations: Sequence[tuple[int, str]]) -> bool:
         """True when the history holds exactly these migrations, all applied with these
@@ -142,8 +145,9 @@ class HistoryTable:
             return False
         expected = ",".join(f"{version}:{checksum}" for version, checksum in migrations)
         query = sql.SQL(
-            "SELECT coalesce(string_agg(version::text || ':' || checksum, ',' ORDER BY version)"
-            " = %s AND bool_and(state = 'applied'), false) AS ours, {} AS native FROM {}"
+            "SELECT coalesce(pg_catalog.string_agg(version::pg_catalog.text || ':' || checksum,"
+            " ',' ORDER BY version) = %s AND pg_catalog.bool_and(state = 'applied'), false)"
+            " AS ours, {} AS native FROM {}"
         ).format(self.native.columns_sql(), self.ident)
         try:
             row = conn.execute(query, (expected,)).fetchone()
@@ -157,6 +161,8 @@ class HistoryTable:
 
     def read(self, conn: Conn) -> DatabaseState:
         """The recorded state; does not create anything."""
+        if self.search_path is None:
+            self.search_path = _current_search_path(conn)
         exists = _relation_exists(conn, self.ident.as_string(conn))
         legacy = self.native.read(conn)
         rows: dict[int, HistoryRow] = {}
@@ -183,22 +189,23 @@ class HistoryTable:
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} ("
                 " version bigint PRIMARY KEY,"
-                " name text NOT NULL,"
-                " checksum text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now(),"
+                " name pg_catalog.text NOT NULL,"
+                " checksum pg_catalog.text NOT NULL,"
+                " applied_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),"
                 " duration_ms double precision NOT NULL DEFAULT 0,"
-                " state text NOT NULL DEFAULT 'applied' CHECK (state IN ('applied', 'partial')),"
+                " state pg_catalog.text NOT NULL DEFAULT 'applied'"
+                " CHECK (state IN ('applied', 'partial')),"
                 " progress integer,"
-                " source text NOT NULL DEFAULT 'heroku-migrate')"
+                " source pg_catalog.text NOT NULL DEFAULT 'heroku-migrate')"
             ).format(self.ident)
         )
         conn.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} ("
                 " id bigserial PRIMARY KEY,"
-                " at timestamptz NOT NULL DEFAULT clock_timestamp(),"
-                " event text NOT NULL,"
-                " detail text NOT NULL)"
+                " at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),"
+                " event pg_catalog.text NOT NULL,"
+                " detail pg_catalog.text NOT NULL)"
             ).format(self.log_ident)
         )
 
@@ -212,10 +219,13 @@ class HistoryTable:
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} (version, name, checksum, duration_ms, source)"
-                " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[],"
-                " %s::double precision[], %s::text[])"
+                " SELECT * FROM ROWS FROM (pg_catalog.unnest(%s::bigint[]),"
+                " pg_catalog.unnest(%s::pg_catalog.text[]),"
+                " pg_catalog.unnest(%s::pg_catalog.text[]),"
+                " pg_catalog.unnest(%s::double precision[]),"
+                " pg_catalog.unnest(%s::pg_catalog.text[]))"
                 " ON CONFLICT (version) DO UPDATE SET name = excluded.name,"
-                " checksum = excluded.checksum, applied_at = now(),"
+                " checksum = excluded.checksum, applied_at = pg_catalog.now(),"
                 " duration_ms = {}.duration_ms + excluded.duration_ms,"
                 " state = 'applied', progress = NULL, source = excluded.source"
             ).format(self.ident, sql.Identifier(self.table)),
@@ -279,10 +289,55 @@ class HistoryTable:
         with conn.cursor(row_factory=class_row(LogEvent)) as cur:
             return cur.execute(query, (limit,)).fetchall()
 
-    def sync_legacy(self, conn: Conn, legacy: NativeHistory | None, applied: set[int]) -> None:
-        """Keep a native tool's table matching what is applied (caller's transaction)."""
-        if legacy is not None:
+    def sync_legacy(
+        self, conn: Conn, legacy: NativeHistory | None, applied: set[int] | None = None
+    ) -> None:
+        """Keep a native tool's table matching what is applied (caller's transaction); without
+        `applied`, what our table says now (read back in this transaction).
+
+        Runs under the search_path the run began with: a migration's `SET search_path` (or
+        `set_config('search_path', '', false)`) cannot hide the table from the sync."""
+        if legacy is None:
+            return
+        if applied is None:
+            applied = self.applied_versions(conn)
+        current = _current_search_path(conn)
+        if self.search_path is None or current == self.search_path:
             legacy.sync(conn, applied)
+            return
+        _set_local_search_path(conn, self.search_path)
+        legacy.sync(conn, applied)
+        _set_local_search_path(conn, current)
+
+    def applied_versions(self, conn: Conn) -> set[int]:
+        """The versions our table records as fully applied, read now."""
+        query = sql.SQL("SELECT version FROM {} WHERE state = 'applied'").format(self.ident)
+        return {int(str(row[0])) for row in conn.execute(query)}
+
+    def accept_checksums(self, conn: Conn, changed: Iterable[Migration]) -> None:
+        """Record the edited content of applied migrations as accepted (`allow_changed`): their
+        rows take the files' checksums, and the log says which changed from what."""
+        for m in changed:
+            row = conn.execute(
+                sql.SQL(
+                    "UPDATE {} AS h SET checksum = %s"
+                    " FROM (SELECT version, checksum FROM {}) AS old"
+                    " WHERE h.version = old.version AND h.version = %s AND h.checksum <> %s"
+                    " RETURNING old.checksum"
+                ).format(self.ident, self.ident),
+                (m.checksum, m.version, m.checksum),
+            ).fetchone()
+            if row is not None:
+                self.log(
+                    conn,
+                    "accepted change",
+                    f"{m.filename}: edited after it was applied; checksum {str(row[0])[:12]} "
+                    f"-> {m.checksum[:12]} accepted (allow_changed)",
+                )
+
+    def drop(self, conn: Conn) -> None:
+        """Drop the history and log tables (a failed first release leaves nothing behind)."""
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(self.log_ident, self.ident))
 
 
 def _exists_of(*, found: bool) -> bool:
@@ -292,5 +347,16 @@ def _exists_of(*, found: bool) -> bool:
 def _relation_exists(conn: Conn, name: str) -> bool:
     """The one existence check of a (possibly qualified, quoted) table name."""
     with conn.cursor(row_factory=kwargs_row(_exists_of)) as cur:
-        found = cur.execute("SELECT to_regclass(%s) IS NOT NULL AS found", (name,)).fetchone()
+        found = cur.execute(
+            "SELECT pg_catalog.to_regclass(%s) IS NOT NULL AS found", (name,)
+        ).fetchone()
     return bool(found)
+
+
+def _current_search_path(conn: Conn) -> str:
+    row = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()
+    return str(row[0]) if row else ""
+
+
+def _set_local_search_path(conn: Conn, value: str) -> None:
+    conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (value,))

@@ -25,12 +25,17 @@ _CONCURRENT_INDEX_RE = re.compile(
 )
 
 
+# An index's schema-qualified, quoted name: the same text whatever the search_path.
+_QUALIFIED = "pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)"
+_INDEX_JOIN = (
+    " FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+)
+
+
 def invalid_indexes(conn: Conn) -> set[str]:
-    """Every INVALID index of the database, by regclass name."""
-    rows = conn.execute(
-        "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-        " WHERE NOT i.indisvalid"
-    ).fetchall()
+    """Every INVALID index of the database, by schema-qualified name."""
+    rows = conn.execute(f"SELECT {_QUALIFIED}{_INDEX_JOIN} WHERE NOT i.indisvalid").fetchall()
     return {str(r[0]) for r in rows}
 
 
@@ -46,8 +51,7 @@ def drop_invalid_index_of(
     if not match:
         return False
     row = conn.execute(
-        "SELECT c.oid::regclass::text, i.indisvalid FROM pg_index i"
-        " JOIN pg_class c ON c.oid = i.indexrelid WHERE c.oid = to_regclass(%s)",
+        f"SELECT {_QUALIFIED}, i.indisvalid{_INDEX_JOIN} WHERE c.oid = pg_catalog.to_regclass(%s)",
         (match.group(1),),
     ).fetchone()
     if row is None:
@@ -70,5 +74,5 @@ def drop_new_invalid_indexes(conn: Conn, before: set[str]) -> list[str]:
 
 
 def _drop_index(conn: Conn, regclass: str) -> None:
-    """Drop an index named as PostgreSQL prints a regclass (already quoted where needed)."""
+    """Drop an index by its schema-qualified, quoted name."""
     conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.SQL(regclass)))

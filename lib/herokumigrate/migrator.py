@@ -252,7 +252,11 @@ class Migrator:
         except RunFailed as failed:
             if dry_run:
                 raise failure_error(failed, self.output, self.config, dry_run=True) from None
-            report = compensate(session, self.history, state, failed) if failed.committed else None
+            report = (
+                compensate(session, self.history, state, failed)
+                if failed.needs_compensation
+                else None
+            )
             logged = headline(failed, self.output)
             if report is not None:
                 logged += " | " + " ".join(report)

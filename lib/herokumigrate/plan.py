@@ -66,8 +66,9 @@ class ReleasePlan:
     @property
     def nothing_to_do(self) -> bool:
         """True when the run would not write anything. A missing native table alone is not
-        work: it is created by the next run that writes (a no-op release stays read-only)."""
-        return not (self.pending or self.adopt or self.needs_setup or self.forget)
+        work: it is created by the next run that writes (a no-op release stays read-only); an
+        accepted edit of an applied file is recorded."""
+        return not (self.pending or self.adopt or self.needs_setup or self.forget or self.changed)
 
 
 def make_plan(

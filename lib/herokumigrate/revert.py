@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from herokumigrate.errors import BadInput, MigrationFailed
 from herokumigrate.history import HistoryState
 from herokumigrate.plan import build_units
+from herokumigrate.recording import RecordFailed, recording
 from herokumigrate.statements import StepFailed, execute
 
 if TYPE_CHECKING:
@@ -29,12 +30,12 @@ def run_downs(
     output: Output | None = None,
 ) -> None:
     """Run the downs of `targets` in this order, each migration forgotten (and the legacy
-    table synced) in the transaction of its last statement.
+    table synced with what our history then holds) in the transaction of its last statement.
 
     Appends every reverted migration to `done`, so that a caller knows how far a failure got;
-    with `output`, says "reverted <label>" for each. Raises StepFailed.
+    with `output`, says "reverted <label>" for each. Raises StepFailed, or RecordFailed when
+    forgetting a migration fails.
     """
-    remaining = state.applied_versions()
     items = [(m, m.down, 0) for m in targets if m.down is not None]
     for unit in build_units(items, per_migration):
         conn = session.conn
@@ -47,9 +48,11 @@ def run_downs(
             for step in unit.steps:
                 execute(conn, step)
             if gone:
-                history.delete(conn, gone)
-                remaining -= gone
-                history.sync_legacy(conn, state.legacy, remaining)
+                # The native table follows what our table holds now, not a reading from
+                # before the run (which lacks what this run adopted or applied).
+                with recording(unit.finishes, "removal from the history"):
+                    history.delete(conn, gone)
+                    history.sync_legacy(conn, state.legacy)
         for m in unit.finishes:
             done.append(m)
             if output is not None and m.reverts_nothing:
@@ -117,7 +120,7 @@ def revert(
         run_downs(
             session, history, state, targets, per_migration=per_migration, done=done, output=output
         )
-    except StepFailed as exc:
+    except (StepFailed, RecordFailed) as exc:
         headline = exc.describe()
         history.log_if_present(session.conn, "down failed", output.redact(headline))
         still = ", ".join(m.label for m in targets if m not in done)
