@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from herokumigrate.config import Config
     from herokumigrate.history import DatabaseState, HistoryTable, RecordedState
+    from herokumigrate.native import NativeHistory
     from herokumigrate.output import Output
     from herokumigrate.plan import ReleasePlan, Unit
     from herokumigrate.session import Session
@@ -66,6 +67,7 @@ class RunProgress:
     expected: dict[int, RecordedState] = field(default_factory=dict)
     before: SchemaSnapshot | None = None  # the schema before the run, when it may need undoing
     created_history: bool = False  # this run created our tables (first contact)
+    created_native: NativeHistory | None = None  # the native tool's table this run created
 
     def recorded_applied(self, migrations: list[Migration]) -> None:
         """This run committed `applied` rows for `migrations`."""
@@ -99,6 +101,7 @@ class RunFailed(Exception):
         expected: dict[int, RecordedState] | None = None,
         before: SchemaSnapshot | None = None,
         created_history: bool = False,
+        created_native: NativeHistory | None = None,
         outside_transaction: bool = False,
     ) -> None:
         super().__init__(str(step_failed or record_failed or lost))
@@ -110,6 +113,7 @@ class RunFailed(Exception):
         self.expected = expected or {}  # the history as this run left it, see RunProgress
         self.before = before
         self.created_history = created_history
+        self.created_native = created_native
         # It stopped in a statement run outside a transaction, which may leave an INVALID index.
         self.outside_transaction = outside_transaction
 
@@ -135,6 +139,7 @@ class RunFailed(Exception):
             expected=run.expected,
             before=run.before,
             created_history=run.created_history,
+            created_native=run.created_native,
         )
 
     @property
@@ -226,6 +231,7 @@ class Applier:
         with conn.transaction():
             self._write_setup(plan)
         run.created_history = plan.needs_setup
+        run.created_native = plan.create_native
         run.recorded_applied(plan.adopt)
         report_first_contact(self.output, self.state, plan, self.config)
 
@@ -374,6 +380,7 @@ class Applier:
                     self.history.sync_legacy(conn, self.state.legacy, run.applied | finished)
         if setup is not None:
             run.created_history = setup.needs_setup
+            run.created_native = setup.create_native
             run.recorded_applied(setup.adopt)
             report_first_contact(self.output, self.state, setup, self.config)
         run.recorded_applied(unit.finishes)

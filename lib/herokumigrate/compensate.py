@@ -205,12 +205,17 @@ class _Compensation:
                 if found is None or found[0]:
                     return
                 self.history.drop(conn)
+                native = self.failed.created_native
+                if native is not None:  # created with our tables: it goes with them
+                    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(native.name.ident))
         except psycopg.errors.UndefinedTable:
             return
         except psycopg.Error as exc:
             self.lines.append(f"could not drop the history tables: {one_line(str(exc))}")
             return
-        self.lines.append("dropped the history tables this first release created")
+        created = self.failed.created_native
+        also = f" and {created.table}" if created is not None else ""
+        self.lines.append(f"dropped the history tables{also} this first release created")
         self._drop_created_schema()
 
     def _drop_created_schema(self) -> None:
