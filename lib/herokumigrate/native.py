@@ -251,7 +251,7 @@ class DbmateTable(NativeHistory):
         )
         conn.execute(
             sql.SQL(
-                "INSERT INTO {} (version) SELECT v FROM unnest(%s::text[]) AS v WHERE NOT EXISTS"
+                "INSERT INTO {} (version) SELECT v FROM pg_catalog.unnest(%s::pg_catalog.text[]) AS v WHERE NOT EXISTS"
                 " (SELECT FROM {} AS t WHERE t.version ~ '^[0-9]+$'"
                 " AND t.version::numeric = v::numeric)"
             ).format(table, table),
@@ -317,7 +317,7 @@ class GooseTable(NativeHistory):
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} (version_id, is_applied) SELECT v, true"
-                " FROM unnest(%s::bigint[]) AS v WHERE NOT coalesce((SELECT t.is_applied"
+                " FROM pg_catalog.unnest(%s::pg_catalog.int8[]) AS v WHERE NOT coalesce((SELECT t.is_applied"
                 " FROM {} AS t WHERE t.version_id = v ORDER BY t.id DESC LIMIT 1), false)"
                 " ORDER BY v"
             ).format(table, table),
@@ -357,13 +357,16 @@ class NativeTables:
         (name -> type), null when it does not exist (folded into the quick check's query)."""
         parts = [
             sql.SQL(
-                "{}, (SELECT json_object_agg(attname, format_type(atttypid, atttypmod))"
-                " FROM pg_attribute WHERE attrelid = to_regclass({})"
+                "{}, (SELECT pg_catalog.json_object_agg(attname,"
+                " pg_catalog.format_type(atttypid, atttypmod))"
+                " FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass({})"
                 " AND attnum > 0 AND NOT attisdropped)"
             ).format(sql.Literal(str(i)), sql.Literal(name.regclass_text()))
             for i, name in enumerate(self.candidates())
         ]
-        return sql.SQL("json_build_object({})::text").format(sql.SQL(", ").join(parts))
+        return sql.SQL("pg_catalog.json_build_object({})::pg_catalog.text").format(
+            sql.SQL(", ").join(parts)
+        )
 
     def read(self, conn: Conn) -> NativeHistory | None:
         """The first candidate table that exists and is a tool's, with its content."""
