@@ -18,7 +18,6 @@ A failure stops the run with RunFailed, which says what this run committed; undo
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -28,6 +27,7 @@ from psycopg import errors as pg_errors
 
 from herokumigrate.history import HistoryState
 from herokumigrate.indexes import drop_invalid_index_of, invalid_indexes
+from herokumigrate.lockretry import LockRetryPolicy, clock
 from herokumigrate.plan import build_units
 from herokumigrate.statements import StepFailed, batches, execute, execute_batch, first_words
 
@@ -194,7 +194,7 @@ class Applier:
         count = 0
         try:
             with conn.transaction(force_rollback=True):
-                self.session.set_local_timeouts()
+                previous: Migration | None = None
                 for unit in units:
                     if unit.autocommit:
                         step = unit.steps[0]
@@ -204,6 +204,9 @@ class Applier:
                         )
                         continue
                     for step in unit.steps:
+                        if step.migration is not previous:
+                            self.session.set_local_timeouts()
+                            previous = step.migration
                         execute(conn, step)
                     for m in unit.finishes:
                         count += 1
@@ -260,10 +263,14 @@ class Applier:
         return count
 
     def _run_unit(self, unit: Unit, run: RunProgress, setup: ReleasePlan | None) -> None:
-        """Run one unit, retrying the whole of it on lock timeout or deadlock. With `setup`,
-        the first-contact set-up of that plan commits in the unit's transaction."""
-        attempt = 0
+        """Run one unit, retrying the whole of it on lock timeout or deadlock (lockretry.py:
+        short, growing lock waits, pauses between, a bounded total). With `setup`, the
+        first-contact set-up of that plan commits in the unit's transaction."""
+        policy = LockRetryPolicy.from_config(self.config)
+        started = clock()
+        retry = 0
         while True:
+            self.session.lock_timeout = policy.attempt_lock_timeout(retry)
             try:
                 if unit.autocommit:
                     self._run_autocommit_unit(unit, run)
@@ -273,24 +280,34 @@ class Applier:
             except StepFailed as exc:
                 if not isinstance(exc.error, _RETRYABLE):
                     raise self._pinpoint(unit, exc) from None
-                if attempt >= self.config.retries:
-                    self.output.warn(f"Gave up after {attempt} retries")
+                retry += 1
+                pause = policy.pause(retry)
+                if not policy.may_retry(retry, started, pause, clock()):
+                    self.output.warn(
+                        f"Gave up after {retry - 1} retries in {clock() - started:.0f}s "
+                        "(lock_retry_budget / retries)"
+                    )
                     raise
-                attempt += 1
-                delay = min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311
-                what = (
-                    "lock_timeout"
-                    if isinstance(exc.error, pg_errors.LockNotAvailable)
-                    else "deadlock"
-                )
-                self.output.warn(
-                    f"{exc.step.migration.label}: line {exc.step.statement.line}: {what} "
-                    f"({exc.error.sqlstate}); retry {attempt} of {self.config.retries} "
-                    f"in {delay:.1f}s (the app's queries are not kept waiting meanwhile)"
-                )
+                self._report_retry(exc, policy, retry, started, pause)
                 if unit.autocommit:
                     drop_invalid_index_of(self.session.conn, self.output, exc.step)
-                self.sleep(delay)
+                self.sleep(pause)
+            finally:
+                self.session.lock_timeout = self.config.lock_timeout
+
+    def _report_retry(
+        self, exc: StepFailed, policy: LockRetryPolicy, retry: int, started: float, pause: float
+    ) -> None:
+        """One progress line per retry: where, why, and how much of the budget is left."""
+        if isinstance(exc.error, pg_errors.LockNotAvailable):
+            what = f"lock not granted within {self.session.lock_timeout:g}s"
+        else:
+            what = "deadlock"
+        self.output.detail(
+            f"{exc.step.migration.label}: line {exc.step.statement.line}: {what} "
+            f"({exc.error.sqlstate}), rolled back; {policy.describe_retry(retry, started, clock())}"
+            f" in {pause:.1f}s (the app's queries are not kept waiting meanwhile)"
+        )
 
     def _run_transaction_unit(
         self, unit: Unit, run: RunProgress, setup: ReleasePlan | None
@@ -303,7 +320,12 @@ class Applier:
             self.session.set_local_timeouts()
             if setup is not None:
                 self._write_setup(setup)
+            previous = unit.steps[0].migration if unit.steps else None
             for batch in batches(unit.steps):
+                if batch[0].migration is not previous:
+                    # A migration's own SET/RESET must not disarm the next one's protection.
+                    self.session.set_local_timeouts()
+                    previous = batch[0].migration
                 t0 = time.perf_counter()
                 execute_batch(conn, batch)
                 key = batch[0].migration.version
@@ -348,7 +370,8 @@ class Applier:
                 ms = 0.0
             else:
                 t0 = time.perf_counter()
-                execute(conn, step)
+                with self.session.timeouts_outside_transaction(step):
+                    execute(conn, step)
                 ms = (time.perf_counter() - t0) * 1000
         except StepFailed:
             if key not in run.committed and not resuming:
@@ -372,8 +395,11 @@ class Applier:
         last = max(i for i, step in enumerate(unit.steps) if step.section is failing)
         try:
             with conn.transaction(force_rollback=True):
-                self.session.set_local_timeouts()
+                previous: Migration | None = None
                 for step in unit.steps[: last + 1]:
+                    if step.migration is not previous:
+                        self.session.set_local_timeouts()
+                        previous = step.migration
                     execute(conn, step)
         except StepFailed as precise:
             if precise.error.sqlstate == exc.error.sqlstate:
