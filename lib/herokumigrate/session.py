@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from herokumigrate.lock import AdvisoryLock, migration_lock
+from herokumigrate.signals import watch_connection
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -61,6 +62,7 @@ class Session:
         self._lock: AdvisoryLock | None = None
         # The lock_timeout of the current attempt (the retry loop grows it up to the setting).
         self.lock_timeout = config.lock_timeout
+        watch_connection(lambda: self._conn)  # a forced exit on SIGTERM cancels its statement
 
     @classmethod
     def open(cls, config: Config, output: Output) -> Session:
