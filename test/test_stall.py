@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from herokumigrate.config import load_config
+from herokumigrate.lockretry import LockRetryPolicy
 from herokumigrate.migrator import Migrator
 from herokumigrate.output import Output
 from herokumigrate.session import Session
@@ -301,3 +302,29 @@ def test_no_setting_of_ours_outlives_the_run_on_its_connection(
             assert shown == server_default, (name, shown, server_default)
     finally:
         conn.close()
+
+
+def test_lock_waits_grow_from_a_tenth_of_a_second_to_lock_timeout_within_a_budget() -> None:
+    default = LockRetryPolicy(0.5, 120.0, None)
+    assert [default.attempt_lock_timeout(a) for a in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    # An old configuration's lock_timeout = 5 stays the longest wait: reached step by step.
+    old = LockRetryPolicy(5.0, 120.0, 5)
+    assert [round(old.attempt_lock_timeout(a), 2) for a in range(8)] == [
+        0.1,
+        0.2,
+        0.4,
+        0.8,
+        1.6,
+        3.2,
+        5.0,
+        5.0,
+    ]
+    assert LockRetryPolicy(0.0, 120.0, None).attempt_lock_timeout(3) == 0.0  # 0: no limit
+    middle = [default.pause(r, rng=lambda low, high: 1.0) for r in range(1, 7)]
+    assert middle == [0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert default.pause(1, rng=lambda low, high: low) == 0.1
+    assert default.pause(9, rng=lambda low, high: high) == 3.0
+    assert default.may_retry(40, started=0.0, pause=2.0, now=100.0)
+    assert not default.may_retry(41, started=0.0, pause=2.0, now=119.0)
+    assert old.may_retry(5, started=0.0, pause=0.1, now=1.0)
+    assert not old.may_retry(6, started=0.0, pause=0.1, now=1.0)

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import psycopg
-from psycopg import errors as pg_errors
 
 from herokumigrate.history import HistoryState
 from herokumigrate.indexes import drop_invalid_index_of, invalid_indexes
-from herokumigrate.lockretry import LockRetryPolicy, clock
+from herokumigrate.lockretry import RETRYABLE, with_lock_retries
 from herokumigrate.plan import build_units
 from herokumigrate.statements import StepFailed, batches, execute, execute_batch, first_words
 
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
     from herokumigrate.session import Session
     from herokumigrate.source import Migration
 
-_RETRYABLE = (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
 # Replaying these to find the statement would only wait, or be cancelled, all over again.
 _NO_REPLAY = {"55P03", "40P01", "57014"}
 
@@ -266,48 +264,28 @@ class Applier:
         """Run one unit, retrying the whole of it on lock timeout or deadlock (lockretry.py:
         short, growing lock waits, pauses between, a bounded total). With `setup`, the
         first-contact set-up of that plan commits in the unit's transaction."""
-        policy = LockRetryPolicy.from_config(self.config)
-        started = clock()
-        retry = 0
-        while True:
-            self.session.lock_timeout = policy.attempt_lock_timeout(retry)
-            try:
-                if unit.autocommit:
-                    self._run_autocommit_unit(unit, run)
-                else:
-                    self._run_transaction_unit(unit, run, setup)
-                return
-            except StepFailed as exc:
-                if not isinstance(exc.error, _RETRYABLE):
-                    raise self._pinpoint(unit, exc) from None
-                retry += 1
-                pause = policy.pause(retry)
-                if not policy.may_retry(retry, started, pause, clock()):
-                    self.output.warn(
-                        f"Gave up after {retry - 1} retries in {clock() - started:.0f}s "
-                        "(lock_retry_budget / retries)"
-                    )
-                    raise
-                self._report_retry(exc, policy, retry, started, pause)
-                if unit.autocommit:
-                    drop_invalid_index_of(self.session.conn, self.output, exc.step)
-                self.sleep(pause)
-            finally:
-                self.session.lock_timeout = self.config.lock_timeout
 
-    def _report_retry(
-        self, exc: StepFailed, policy: LockRetryPolicy, retry: int, started: float, pause: float
-    ) -> None:
-        """One progress line per retry: where, why, and how much of the budget is left."""
-        if isinstance(exc.error, pg_errors.LockNotAvailable):
-            what = f"lock not granted within {self.session.lock_timeout:g}s"
-        else:
-            what = "deadlock"
-        self.output.detail(
-            f"{exc.step.migration.label}: line {exc.step.statement.line}: {what} "
-            f"({exc.error.sqlstate}), rolled back; {policy.describe_retry(retry, started, clock())}"
-            f" in {pause:.1f}s (the app's queries are not kept waiting meanwhile)"
-        )
+        def attempt() -> None:
+            if unit.autocommit:
+                self._run_autocommit_unit(unit, run)
+            else:
+                self._run_transaction_unit(unit, run, setup)
+
+        def drop_invalid_index(exc: StepFailed) -> None:
+            drop_invalid_index_of(self.session.conn, self.output, exc.step)
+
+        try:
+            with_lock_retries(
+                self.session,
+                self.output,
+                attempt,
+                sleep=self.sleep,
+                before_retry=drop_invalid_index if unit.autocommit else None,
+            )
+        except StepFailed as exc:
+            if isinstance(exc.error, RETRYABLE):
+                raise
+            raise self._pinpoint(unit, exc) from None
 
     def _run_transaction_unit(
         self, unit: Unit, run: RunProgress, setup: ReleasePlan | None

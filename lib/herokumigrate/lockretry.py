@@ -17,11 +17,19 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from psycopg import errors as pg_errors
+
+from herokumigrate.statements import StepFailed
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from herokumigrate.config import Config
+    from herokumigrate.output import Output
+    from herokumigrate.session import Session
 
+# What a retry can get past: the other session lets go, or one side of the deadlock gives way.
+RETRYABLE = (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
 # The first attempt's lock_timeout; each retry doubles it, up to the `lock_timeout` setting.
 FIRST_LOCK_TIMEOUT = 0.1
 # Pauses between attempts grow from FIRST_PAUSE, doubling, to at most MAX_PAUSE (then +-50%).
@@ -65,6 +73,59 @@ class LockRetryPolicy:
             return f"retry {retry} of {self.retries}"
         left = max(0.0, self.budget - (now - started))
         return f"retry {retry}, {left:.0f}s of lock_retry_budget left"
+
+
+def with_lock_retries(
+    session: Session,
+    output: Output,
+    attempt: Callable[[], None],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    before_retry: Callable[[StepFailed], None] | None = None,
+) -> None:
+    """Run `attempt` (a transaction that commits or rolls back as a whole, or one autocommit
+    statement) until it gets through, retrying on lock timeout or deadlock as the session's
+    settings say; each attempt's lock_timeout is in `session.lock_timeout`.
+
+    Raises the last StepFailed once the budget (or `retries`) is spent, and any other
+    StepFailed at once. `before_retry` cleans up after a failed attempt (an INVALID index)."""
+    policy = LockRetryPolicy.from_config(session.config)
+    started = clock()
+    retry = 0
+    try:
+        while True:
+            session.lock_timeout = policy.attempt_lock_timeout(retry)
+            try:
+                attempt()
+                return
+            except StepFailed as exc:
+                if not isinstance(exc.error, RETRYABLE):
+                    raise
+                retry += 1
+                pause = policy.pause(retry)
+                if not policy.may_retry(retry, started, pause, clock()):
+                    output.warn(
+                        f"Gave up after {retry - 1} retries in {clock() - started:.0f}s "
+                        "(lock_retry_budget / retries)"
+                    )
+                    raise
+                output.detail(
+                    f"{exc.step.migration.label}: line {exc.step.statement.line}: "
+                    f"{_conflict(exc, session.lock_timeout)}, rolled back; "
+                    f"{policy.describe_retry(retry, started, clock())} in {pause:.1f}s "
+                    "(the app's queries are not kept waiting meanwhile)"
+                )
+                if before_retry is not None:
+                    before_retry(exc)
+                sleep(pause)
+    finally:
+        session.lock_timeout = session.config.lock_timeout
+
+
+def _conflict(exc: StepFailed, lock_timeout: float) -> str:
+    if isinstance(exc.error, pg_errors.LockNotAvailable):
+        return f"lock not granted within {lock_timeout:g}s ({exc.error.sqlstate})"
+    return f"deadlock ({exc.error.sqlstate})"
 
 
 def clock() -> float:
