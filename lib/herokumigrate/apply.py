@@ -18,17 +18,16 @@ A failure stops the run with RunFailed, which says what this run committed; undo
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import psycopg
-from psycopg import errors as pg_errors
 
 from herokumigrate.firstcontact import accepted_edits, report_first_contact, write_first_contact
 from herokumigrate.history import HistoryState
 from herokumigrate.indexes import drop_invalid_index_of, invalid_indexes
+from herokumigrate.lockretry import RETRYABLE, with_lock_retries
 from herokumigrate.plan import build_units
 from herokumigrate.recording import RecordFailed, recording
 from herokumigrate.snapshot import take_snapshot
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
     from herokumigrate.snapshot import SchemaSnapshot
     from herokumigrate.source import Migration
 
-_RETRYABLE = (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
 # Replaying these to find the statement would only wait, or be cancelled, all over again.
 _NO_REPLAY = {"55P03", "40P01", "57014"}
 
@@ -248,6 +246,7 @@ class Applier:
                 self.session.set_local_timeouts()
                 # As the real run: the native tool's table exists before the first file runs.
                 self._write_setup(plan)
+                previous: Migration | None = None
                 for unit in units:
                     if unit.autocommit:
                         step = unit.steps[0]
@@ -257,6 +256,9 @@ class Applier:
                         )
                         continue
                     for step in unit.steps:
+                        if step.migration is not previous:
+                            self.session.set_local_timeouts()
+                            previous = step.migration
                         execute(conn, step)
                     for m in unit.finishes:
                         count += 1
@@ -316,37 +318,31 @@ class Applier:
         return count
 
     def _run_unit(self, unit: Unit, run: RunProgress, setup: ReleasePlan | None) -> None:
-        """Run one unit, retrying the whole of it on lock timeout or deadlock. With `setup`,
-        the first-contact set-up of that plan commits in the unit's transaction."""
-        attempt = 0
-        while True:
-            try:
-                if unit.autocommit:
-                    self._run_autocommit_unit(unit, run)
-                else:
-                    self._run_transaction_unit(unit, run, setup)
-                return
-            except StepFailed as exc:
-                if not isinstance(exc.error, _RETRYABLE):
-                    raise self._pinpoint(unit, exc) from None
-                if attempt >= self.config.retries:
-                    self.output.warn(f"Gave up after {attempt} retries")
-                    raise
-                attempt += 1
-                delay = min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311
-                what = (
-                    "lock_timeout"
-                    if isinstance(exc.error, pg_errors.LockNotAvailable)
-                    else "deadlock"
-                )
-                self.output.warn(
-                    f"{exc.step.migration.label}: line {exc.step.statement.line}: {what} "
-                    f"({exc.error.sqlstate}); retry {attempt} of {self.config.retries} "
-                    f"in {delay:.1f}s (the app's queries are not kept waiting meanwhile)"
-                )
-                if unit.autocommit:
-                    drop_invalid_index_of(self.session.conn, self.output, exc.step)
-                self.sleep(delay)
+        """Run one unit, retrying the whole of it on lock timeout or deadlock (lockretry.py:
+        short, growing lock waits, pauses between, a bounded total). With `setup`, the
+        first-contact set-up of that plan commits in the unit's transaction."""
+
+        def attempt() -> None:
+            if unit.autocommit:
+                self._run_autocommit_unit(unit, run)
+            else:
+                self._run_transaction_unit(unit, run, setup)
+
+        def drop_invalid_index(exc: StepFailed) -> None:
+            drop_invalid_index_of(self.session.conn, self.output, exc.step)
+
+        try:
+            with_lock_retries(
+                self.session,
+                self.output,
+                attempt,
+                sleep=self.sleep,
+                before_retry=drop_invalid_index if unit.autocommit else None,
+            )
+        except StepFailed as exc:
+            if isinstance(exc.error, RETRYABLE):
+                raise
+            raise self._pinpoint(unit, exc) from None
 
     def _run_transaction_unit(
         self, unit: Unit, run: RunProgress, setup: ReleasePlan | None
@@ -359,7 +355,12 @@ class Applier:
             self.session.set_local_timeouts()
             if setup is not None:
                 self._write_setup(setup)
+            previous = unit.steps[0].migration if unit.steps else None
             for batch in batches(unit.steps):
+                if batch[0].migration is not previous:
+                    # A migration's own SET/RESET must not disarm the next one's protection.
+                    self.session.set_local_timeouts()
+                    previous = batch[0].migration
                 t0 = time.perf_counter()
                 execute_batch(conn, batch)
                 key = batch[0].migration.version
@@ -412,7 +413,8 @@ class Applier:
                 ms = 0.0
             else:
                 t0 = time.perf_counter()
-                execute(conn, step)
+                with self.session.timeouts_outside_transaction(step):
+                    execute(conn, step)
                 ms = (time.perf_counter() - t0) * 1000
         except StepFailed:
             if not committed_before and not resuming:
@@ -437,8 +439,11 @@ class Applier:
         last = max(i for i, step in enumerate(unit.steps) if step.section is failing)
         try:
             with conn.transaction(force_rollback=True):
-                self.session.set_local_timeouts()
+                previous: Migration | None = None
                 for step in unit.steps[: last + 1]:
+                    if step.migration is not previous:
+                        self.session.set_local_timeouts()
+                        previous = step.migration
                     execute(conn, step)
         except StepFailed as precise:
             if precise.error.sqlstate == exc.error.sqlstate:

@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
     output = Output()
     argv = sys.argv[1:] if argv is None else list(argv)
+    from herokumigrate.signals import Interrupted, install_stop_signals
+
+    stop_signals = install_stop_signals()
     try:
         args, flags = parse_command_line(argv)
         if args.command is None:
@@ -55,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MigrateError as exc:
         output.error(*exc.lines())
         return exc.exit_code
+    except Interrupted as stop:
+        output.error(*stop.lines())
+        return stop.exit_code
     except KeyboardInterrupt:
         output.error("Interrupted; an open transaction was rolled back by the server.")
         return 130
@@ -65,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(a bug: please report it with this line)"
         )
         return EXIT_MIGRATION_FAILED
+    finally:
+        stop_signals.uninstall()
 
 
 def _dispatch(args: Any, config: Config, output: Output) -> int:

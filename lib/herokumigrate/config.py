@@ -164,13 +164,25 @@ class Config:
     )
     lock_wait: float = _setting(300.0, "seconds to wait for another runner's lock", maximum=DAY)
     lock_timeout: float = _setting(
-        5.0, "seconds a statement may wait for a table lock", maximum=PG_MAX_SECONDS
+        0.5,
+        "the longest one attempt waits for a table lock (so the longest an app query waits "
+        "behind a migration); attempts start at 0.1 s and double up to it; 0 = no limit",
+        maximum=PG_MAX_SECONDS,
+    )
+    lock_retry_budget: float = _setting(
+        120.0,
+        "seconds to keep retrying a transaction that timed out on a lock or deadlocked",
+        maximum=DAY,
     )
     statement_timeout: float = _setting(
         0.0, "seconds a statement may run; 0 = no limit", maximum=PG_MAX_SECONDS
     )
-    retries: int = _setting(
-        5, "retries of the whole transaction on lock timeout or deadlock", maximum=100
+    retries: int | None = _setting(
+        None,
+        "at most this many retries on lock timeout or deadlock; unset: as many as "
+        "lock_retry_budget allows",
+        kind=int,
+        maximum=10000,
     )
     connect_timeout: float = _setting(10.0, "seconds per connection attempt", maximum=3600)
     connect_wait: float = _setting(

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from herokumigrate.native import NativeTables, NativeToolName
     from herokumigrate.output import Output
     from herokumigrate.plan import ReleasePlan
+    from herokumigrate.signals import Interrupted
     from herokumigrate.source import Migration
 
 StatusKind = Literal["pending", "partial", "applied", "adopted", "changed"]
@@ -245,10 +246,15 @@ class Migrator:
         """Apply `plan` (read under the lock); on failure, compensate and raise the error."""
         from herokumigrate.apply import Applier, RunFailed
         from herokumigrate.compensate import compensate, failure_error, headline
+        from herokumigrate.signals import Interrupted
 
         applier = Applier(session, self.history, state, self.config, self.output, sleep=self.sleep)
         try:
             return applier.apply(plan, dry_run=dry_run)
+        except Interrupted as stop:
+            # The statement was cancelled and the transaction rolled back on the way here.
+            self._record_interruption(session, state, stop)
+            raise
         except RunFailed as failed:
             if dry_run:
                 raise failure_error(failed, self.output, self.config, dry_run=True) from None
@@ -268,6 +274,28 @@ class Migrator:
         self.history.native.spelling.update(
             (m.version, m.version_text) for m in migrations if m.version_text
         )
+
+    def _record_interruption(
+        self, session: Session, state: DatabaseState, stop: Interrupted
+    ) -> None:
+        """Find what the interrupted run committed (from the history, not from memory: the
+        signal may have come during a COMMIT), and log the event."""
+        import psycopg
+
+        with contextlib.suppress(psycopg.Error):
+            if session.lost:
+                return
+            now = self.history.read(session.conn)
+            before = state.recorded()
+            stop.committed = [
+                f"{row.version}_{row.name} ({row.state.value})"
+                for version, row in sorted(now.rows.items())
+                if before.get(version) != (row.state, row.progress)
+            ]
+            detail = f"{stop.name}: rolled back; committed before it: " + (
+                ", ".join(stop.committed) or "nothing"
+            )
+            self.history.log_if_present(session.conn, "interrupted", detail)
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[Session]:

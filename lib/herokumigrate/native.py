@@ -251,7 +251,8 @@ class DbmateTable(NativeHistory):
         )
         conn.execute(
             sql.SQL(
-                "INSERT INTO {} (version) SELECT v FROM pg_catalog.unnest(%s::pg_catalog.text[]) AS v WHERE NOT EXISTS"
+                "INSERT INTO {} (version) SELECT v"
+                " FROM pg_catalog.unnest(%s::pg_catalog.text[]) AS v WHERE NOT EXISTS"
                 " (SELECT FROM {} AS t WHERE t.version ~ '^[0-9]+$'"
                 " AND t.version::numeric = v::numeric)"
             ).format(table, table),
@@ -317,7 +318,8 @@ class GooseTable(NativeHistory):
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} (version_id, is_applied) SELECT v, true"
-                " FROM pg_catalog.unnest(%s::pg_catalog.int8[]) AS v WHERE NOT coalesce((SELECT t.is_applied"
+                " FROM pg_catalog.unnest(%s::pg_catalog.int8[]) AS v"
+                " WHERE NOT coalesce((SELECT t.is_applied"
                 " FROM {} AS t WHERE t.version_id = v ORDER BY t.id DESC LIMIT 1), false)"
                 " ORDER BY v"
             ).format(table, table),

@@ -40,12 +40,15 @@ def run_downs(
     for unit in build_units(items, per_migration):
         conn = session.conn
         if unit.autocommit:
-            execute(conn, unit.steps[0])
+            with session.timeouts_outside_transaction(unit.steps[0]):
+                execute(conn, unit.steps[0])
             continue
         gone = {m.version for m in unit.finishes}
         with conn.transaction():
             session.set_local_timeouts()
-            for step in unit.steps:
+            for position, step in enumerate(unit.steps):
+                if position and step.migration is not unit.steps[position - 1].migration:
+                    session.set_local_timeouts()  # a down's own SET must not disarm the next
                 execute(conn, step)
             if gone:
                 # The native table follows what our table holds now, not a reading from

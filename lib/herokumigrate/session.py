@@ -1,6 +1,12 @@
 """The database session of one run: its connection, the migration lock, the timeouts, and
 reconnecting (and re-locking) after the connection was lost.
 
+Our timeouts never outlive what they protect: inside a transaction they are `SET LOCAL`
+(re-asserted before each migration, so a file's own `SET lock_timeout = 0` or `RESET ALL` cannot
+switch them off for the next one); around a statement that runs outside a transaction they
+are `SET`, then `RESET` whatever happens. A pooler's next client, or the app sharing a session
+pooler, never inherits them.
+
 A `Session` owns its connection: the rest of the core asks it for `conn` each time it needs
 one and never keeps its own reference, so a reconnect cannot leave anyone with a dead one.
 """
@@ -9,24 +15,30 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
 from herokumigrate.lock import AdvisoryLock, MigrationsTable, migration_lock
+from herokumigrate.signals import watch_connection
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from herokumigrate.config import Config
     from herokumigrate.database import Target
     from herokumigrate.output import Output
+    from herokumigrate.plan import Step
 
     Conn = psycopg.Connection[tuple[object, ...]]
 
 # After a lost connection, wait at most this long for the server to come back.
 RECONNECT_WAIT_SECONDS = 30.0
+# CREATE/DROP INDEX CONCURRENTLY, REINDEX ... CONCURRENTLY, DETACH PARTITION ... CONCURRENTLY:
+# they wait for older snapshots, which blocks no reads or writes, so no lock_timeout for them.
+_CONCURRENTLY = re.compile(r"\bconcurrently\b", re.IGNORECASE)
 
 
 class Session:
@@ -48,6 +60,9 @@ class Session:
         self._target = target
         self._conn = open_connection(config.connect_wait)
         self._lock: AdvisoryLock | None = None
+        # The lock_timeout of the current attempt (the retry loop grows it up to the setting).
+        self.lock_timeout = config.lock_timeout
+        watch_connection(lambda: self._conn)  # a forced exit on SIGTERM cancels its statement
 
     @classmethod
     def open(cls, config: Config, output: Output) -> Session:
@@ -79,8 +94,8 @@ class Session:
         return self._conn.closed or self._conn.broken
 
     def lock(self) -> None:
-        """Take the migration lock (LockTimeout after `lock_wait`), then set the session's
-        timeouts."""
+        """Take the migration lock (LockTimeout after `lock_wait`). No session setting is
+        changed: the timeouts are set per transaction (`set_local_timeouts`)."""
         if self._lock is not None:
             self._lock = self._lock.on(self._conn)  # the same keys on a new connection
         else:
@@ -92,7 +107,6 @@ class Session:
                 url_path=target.url_path if target is not None else None,
             )
         self._lock.acquire(self.config.lock_wait)
-        self._conn.execute(self.timeouts_sql(local=False))
 
     def _golang_migrate_table(self) -> MigrationsTable | None:
         """The table golang-migrate's keys name: the `migrations_table` setting, else the URL's
@@ -113,23 +127,41 @@ class Session:
         self._conn = self._open(min(RECONNECT_WAIT_SECONDS, self.config.connect_wait))
         if self._lock is not None:
             self.lock()
-        else:
-            self._conn.execute(self.timeouts_sql(local=False))
         return True
 
     def set_local_timeouts(self) -> None:
-        """Re-assert the timeouts for the open transaction."""
+        """(Re-)assert our timeouts for the open transaction: `SET LOCAL`, gone at its end.
+
+        Called at the start of every transaction and before each migration in it."""
         self._conn.execute(self.timeouts_sql(local=True))
 
-    def timeouts_sql(self, *, local: bool) -> sql.Composed:
-        """SET [LOCAL] lock_timeout and statement_timeout to the configured values."""
+    def timeouts_sql(self, *, local: bool, lock_timeout: float | None = None) -> sql.Composed:
+        """SET [LOCAL] lock_timeout (the current attempt's, unless given) and
+        statement_timeout (the configured one)."""
         scope = sql.SQL("SET LOCAL " if local else "SET ")
         return sql.SQL("{}lock_timeout = {}; {}statement_timeout = {}").format(
             scope,
-            sql.Literal(milliseconds(self.config.lock_timeout)),
+            sql.Literal(milliseconds(self.lock_timeout if lock_timeout is None else lock_timeout)),
             scope,
             sql.Literal(milliseconds(self.config.statement_timeout)),
         )
+
+    @contextlib.contextmanager
+    def timeouts_outside_transaction(self, step: Step) -> Iterator[None]:
+        """Our timeouts around one statement that runs outside a transaction: `SET`, then
+        `RESET` however the statement ends (a lost connection takes them with it).
+
+        A concurrent index build (and its kin) waits for old snapshots, blocking nobody: it
+        runs without lock_timeout; statement_timeout still applies."""
+        conn = self._conn
+        exempt = _CONCURRENTLY.search(step.statement.text) is not None
+        conn.execute(self.timeouts_sql(local=False, lock_timeout=0.0 if exempt else None))
+        try:
+            yield
+        finally:
+            if not (conn.closed or conn.broken):
+                with contextlib.suppress(psycopg.Error):  # a dead session keeps nothing
+                    conn.execute("RESET lock_timeout; RESET statement_timeout")
 
     def release(self) -> None:
         """Give the lock back, if the connection still works."""

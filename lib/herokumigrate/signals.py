@@ -1,0 +1,149 @@
+"""Stopping cleanly on SIGTERM (a dyno stop: SIGKILL follows 30 s later) and SIGINT (Ctrl-C).
+
+The first signal raises `Interrupted` in the main thread. It is a KeyboardInterrupt, so psycopg
+treats it as one: a statement in flight is cancelled on the server and its result drained
+before the exception leaves `execute`. The transaction then rolls back as the exception
+unwinds, the lock is released and the event logged, and the CLI exits with 128 + the signal's
+number (143 for SIGTERM, 130 for SIGINT).
+
+Nothing is compensated on a signal (the downs could outlast the 30 s before SIGKILL): what
+committed before it stays, recorded as applied or `partial`, and the next `up` continues.
+
+If cleaning up takes longer than EXIT_DEADLINE_SECONDS (a server that does not answer), or a
+second signal arrives, the process cancels what its connection runs and exits at once; the
+server then rolls back the open transaction and frees the lock when it sees the connection
+close, as after `kill -9` (and `client_connection_check_interval` makes it notice soon).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+
+    import psycopg
+
+    Conn = psycopg.Connection[tuple[object, ...]]
+
+# From the first signal to the exit, at most this long (Heroku's SIGKILL comes after 30 s).
+EXIT_DEADLINE_SECONDS = 2.5
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT arrived; raised in the main thread by the signal handler."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        # What the run had committed when the signal came, as found after the rollback
+        # (None: not known, the signal came outside `up`'s apply step).
+        self.committed: list[str] | None = None
+
+    def lines(self) -> list[str]:
+        """The error lines the CLI prints."""
+        if self.committed is None:
+            out = [
+                f"Interrupted by {self.name}: stopped; anything in flight was cancelled and "
+                "rolled back, and the migration lock released."
+            ]
+        else:
+            out = [
+                f"Interrupted by {self.name}: the running statement was cancelled, its "
+                "transaction rolled back and the migration lock released."
+            ]
+        if self.committed == []:
+            out.append("Nothing of this run was committed: the database is unchanged.")
+        elif self.committed:
+            out.append(
+                "Committed before the signal, and kept (recorded in the history; `up` "
+                "continues from there): " + ", ".join(self.committed) + "."
+            )
+        else:
+            out.append("`heroku-migrate status` shows the state.")
+        out.append(
+            "Run the command again (for a release: heroku releases:retry) to apply what is pending."
+        )
+        return out
+
+    @property
+    def name(self) -> str:
+        """`SIGTERM` or `SIGINT`."""
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, as a shell reports a process the signal stopped."""
+        return 128 + self.signum
+
+
+class StopSignals:
+    """The SIGTERM/SIGINT handlers of one CLI run, and the connection they cancel if the exit
+    has to be forced."""
+
+    def __init__(self, deadline: float = EXIT_DEADLINE_SECONDS) -> None:
+        self.deadline = deadline
+        self.received: int | None = None
+        self._connection: Callable[[], Conn | None] = lambda: None
+        self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
+
+    def install(self) -> None:
+        """Handle SIGTERM and SIGINT from now on (in the main thread; elsewhere, no-op)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def uninstall(self) -> None:
+        """Put back the handlers that were there before `install`."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def watch(self, connection: Callable[[], Conn | None]) -> None:
+        """`connection()` gives the connection to cancel before a forced exit."""
+        self._connection = connection
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        if self.received is not None:
+            self._exit_now(f"{signal.Signals(signum).name} again: stopping at once")
+        self.received = signum
+        watchdog = threading.Timer(
+            self.deadline, self._exit_now, args=("clean-up took too long: stopping at once",)
+        )
+        watchdog.daemon = True
+        watchdog.start()
+        raise Interrupted(signum)
+
+    def _exit_now(self, why: str) -> None:
+        """Cancel what the connection runs and leave without unwinding (any thread)."""
+        conn = self._connection()
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(Exception):  # best effort: the exit must happen
+                conn.cancel()
+        os.write(2, f" !     {why}; the server rolls back what was not committed\n".encode())
+        os._exit(128 + (self.received or signal.SIGTERM))
+
+
+_installed: StopSignals | None = None
+
+
+def install_stop_signals() -> StopSignals:
+    """Install the handlers for this process (the CLI calls it once)."""
+    global _installed  # noqa: PLW0603 -- signal handlers are per process
+    _installed = StopSignals()
+    _installed.install()
+    return _installed
+
+
+def watch_connection(connection: Callable[[], Conn | None]) -> None:
+    """Tell the installed handlers (if any) which connection a forced exit must cancel."""
+    if _installed is not None:
+        _installed.watch(connection)
