@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from herokumigrate.config import Config
     from herokumigrate.history import DatabaseState, HistoryTable, RecordedState
+    from herokumigrate.locks import LockObserver
     from herokumigrate.output import Output
     from herokumigrate.plan import ReleasePlan, Unit
     from herokumigrate.session import Session
@@ -120,9 +121,12 @@ class Applier:
         self.output = output
         self.sleep = sleep
 
-    def apply(self, plan: ReleasePlan, *, dry_run: bool) -> int:
-        """Apply the plan (or rehearse it and roll back); returns the number of migrations
-        applied. Raises RunFailed, with nothing compensated, when the run fails."""
+    def apply(
+        self, plan: ReleasePlan, *, dry_run: bool, observer: LockObserver | None = None
+    ) -> int:
+        """Apply the plan (or rehearse it and roll back, showing `observer` each migration);
+        returns the number of migrations applied. Raises RunFailed, with nothing compensated,
+        when the run fails."""
         items = []
         for m in plan.pending:
             start = plan.partial.get(m.version, 0)
@@ -148,7 +152,7 @@ class Applier:
         verb = "Dry run of" if dry_run else "Applying"
         self.output.step(f"{verb} {len(plan.pending)} migration(s) ({mode})")
         if dry_run:
-            return self._dry_run(units)
+            return self._dry_run(units, observer)
         return self._apply_units(units, plan, run, setup_in_first_unit=setup)
 
     def _setup(self, plan: ReleasePlan, run: RunProgress, *, dry_run: bool) -> None:
@@ -188,13 +192,15 @@ class Applier:
                 f" (up to {plan.adopt[-1].version}); they will not run again"
             )
 
-    def _dry_run(self, units: list[Unit]) -> int:
+    def _dry_run(self, units: list[Unit], observer: LockObserver | None) -> int:
         """Run every transactional statement in one transaction, report, then roll back."""
         conn = self.session.conn
         count = 0
         try:
             with conn.transaction(force_rollback=True):
                 self.session.set_local_timeouts()
+                if observer is not None:
+                    observer.begin(conn, units)
                 for unit in units:
                     if unit.autocommit:
                         step = unit.steps[0]
@@ -204,10 +210,14 @@ class Applier:
                         )
                         continue
                     for step in unit.steps:
+                        if observer is not None:
+                            observer.starting(conn, step.migration)
                         execute(conn, step)
                     for m in unit.finishes:
                         count += 1
                         self.output.detail(f"{m.label}: ok")
+                if observer is not None:
+                    observer.end(conn)
         except StepFailed as exc:
             raise RunFailed(step_failed=exc) from None
         self.output.step(f"Dry run: {count} migration(s) ran and were rolled back")
