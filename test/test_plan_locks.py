@@ -223,3 +223,67 @@ def test_plan_without_the_parser_says_so_in_one_line(
     )
     assert doc["lint"] == "not available"
     assert all(m["lint"] == [] for m in doc["migrations"])
+
+
+def test_plan_text_shows_the_locks_before_a_failure(
+    pending_app: Path, database_url: str, pg_server: Server, dbname: str
+) -> None:
+    write_migrations(pending_app, {"8_broken.up.sql": "ALTER TABLE nowhere ADD COLUMN x int;\n"})
+    before = snapshot(pg_server, dbname)
+    result = run_cli(["plan"], cwd=pending_app, database_url=database_url)
+    assert result.returncode == 1, result.output
+    assert _section(result.stdout, "3_note") == ["ACCESS EXCLUSIVE on public.customers"]
+    assert "8_broken:" not in result.stdout
+    assert "8_broken.up.sql: line 1: ERROR 42P01" in result.stderr
+    assert "Dry run: everything was rolled back." in result.stderr
+    assert snapshot(pg_server, dbname) == before
+
+
+def test_plan_json_when_nothing_is_pending(app: Path, database_url: str) -> None:
+    assert up(app, BASE, database_url).returncode == 0
+    result = run_cli(["plan", "--json"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["result"], doc["up_to_date"], doc["migrations"]) == ("ok", True, [])
+
+
+@pytest.mark.parametrize(
+    ("sql", "mode", "relation", "kind"),
+    [
+        ("CREATE INDEX CONCURRENTLY i ON orders (a)", "SHARE UPDATE EXCLUSIVE", "orders", "table"),
+        (
+            'create unique index concurrently if not exists i on only app."Orders" using btree (a)',
+            "SHARE UPDATE EXCLUSIVE",
+            'app."Orders"',
+            "table",
+        ),
+        ("DROP INDEX CONCURRENTLY IF EXISTS app.i", "SHARE UPDATE EXCLUSIVE", "app.i", "index"),
+        ("REINDEX INDEX CONCURRENTLY i", "SHARE UPDATE EXCLUSIVE", "i", "index"),
+        ("REINDEX (VERBOSE) TABLE CONCURRENTLY t", "SHARE UPDATE EXCLUSIVE", "t", "table"),
+        (
+            "ALTER TABLE parent DETACH PARTITION child CONCURRENTLY",
+            "SHARE UPDATE EXCLUSIVE",
+            "parent",
+            "table",
+        ),
+        ("VACUUM orders, app.items (a)", "SHARE UPDATE EXCLUSIVE", "orders, app.items", "table"),
+        ("VACUUM (FULL, ANALYZE) orders", "ACCESS EXCLUSIVE", "orders", "table"),
+        ("VACUUM (FULL false) orders", "SHARE UPDATE EXCLUSIVE", "orders", "table"),
+        ("VACUUM", "SHARE UPDATE EXCLUSIVE", "every table", "table"),
+        ("CLUSTER", "ACCESS EXCLUSIVE", "every clustered table", "table"),
+        ("CREATE DATABASE other", None, "", "table"),
+    ],
+)
+def test_the_lock_a_statement_outside_the_transaction_would_take(
+    sql: str, mode: str | None, relation: str, kind: str
+) -> None:
+    from herokumigrate.locks import expected_lock
+
+    lock = expected_lock(sql, 3)
+    assert (lock.mode.value if lock.mode else None, lock.relation, lock.kind) == (
+        mode,
+        relation,
+        kind,
+    )
+    assert not lock.observed
+    assert "line 3: runs outside the transaction; not observed" in lock.describe()

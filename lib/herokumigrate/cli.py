@@ -169,6 +169,8 @@ def _render_plan(output: Output, report: PlanReport) -> int:
         from herokumigrate.planlint import NOT_AVAILABLE
 
         output.detail(NOT_AVAILABLE)
+    elif report.lint is not None and report.lint.problem:
+        output.detail(f"lint: not run, PostgreSQL's parser refused a file: {report.lint.problem}")
     if report.failure is not None:
         raise report.failure
     return EXIT_OK
