@@ -109,6 +109,7 @@ def test_plan_json_holds_the_same(
             "new": False,
             "observed": True,
             "rewrites": True,
+            "held_before": False,
             "line": None,
         } in token["locks"]
         assert by_version[3]["rewrites"] == []
@@ -125,6 +126,7 @@ def test_plan_json_holds_the_same(
                 "new": False,
                 "observed": False,
                 "rewrites": False,
+                "held_before": False,
                 "line": 1,
             }
         ]
@@ -135,6 +137,7 @@ def test_plan_json_holds_the_same(
             "new": False,
             "observed": True,
             "rewrites": False,
+            "held_before": False,
             "line": None,
         }
         audit = by_version[7]["locks"]

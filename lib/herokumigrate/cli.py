@@ -232,6 +232,7 @@ def _plan_entry_json(report: PlanReport, entry: MigrationLocks) -> dict[str, Any
                 "new": lock.new,
                 "observed": lock.observed,
                 "rewrites": lock.rewritten,
+                "held_before": lock.held_before,
                 "line": lock.line,
             }
             for lock in entry.locks

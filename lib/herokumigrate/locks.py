@@ -50,13 +50,26 @@ _CATALOG_QUERY = (
     "SELECT c.oid, n.nspname, c.relname, c.relkind, c.relfilenode, current_schemas(false)"
     " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE " + _USER_RELATIONS
 )
-_LOCKS_QUERY = (
-    "SELECT c.oid, l.mode, n.nspname, c.relname, c.relkind, c.relfilenode"
-    " FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+# Only what changed since the last call: lock pairs ("oid/mode") not held then, and every lock
+# of a relation held then whose storage changed since ("oid/relfilenode" as then). The diff is
+# made by the server: a release holds thousands of locks, and parsing them all back into Python
+# rows after every migration would cost seconds.
+_CHANGED_LOCKS_QUERY = (
+    "WITH held AS (SELECT unnest(string_to_array(%(pairs)s, ',')) AS pair),"
+    " stored AS (SELECT split_part(e, '/', 1)::oid AS oid, split_part(e, '/', 2)::oid AS filenode"
+    " FROM unnest(string_to_array(%(filenodes)s, ',')) AS e),"
+    " ours AS (SELECT l.relation, l.mode FROM pg_locks l"
+    " WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted),"
+    " changed AS (SELECT relation, mode FROM ours"
+    " WHERE relation::text || '/' || mode NOT IN (SELECT pair FROM held)"
+    " UNION SELECT o.relation, o.mode FROM stored s JOIN ours o ON o.relation = s.oid"
+    " WHERE coalesce(pg_relation_filenode(s.oid), 0) <> s.filenode)"
+    " SELECT c.oid, ch.mode, n.nspname, c.relname, c.relkind, c.relfilenode"
+    " FROM changed ch JOIN pg_class c ON c.oid = ch.relation"
     " JOIN pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted AND "
+    " WHERE "
     + _USER_RELATIONS
-    + " AND NOT (n.nspname = %s AND c.relname = ANY(%s))"
+    + " AND NOT (n.nspname = %(schema)s AND c.relname = ANY(%(tables)s))"
 )
 
 
@@ -77,6 +90,11 @@ class LockMode(Enum):
         """Its rank: a stronger mode conflicts with more."""
         return _STRENGTH[self]
 
+    @property
+    def pg_locks_name(self) -> str:
+        """Its name in `pg_locks.mode`: `AccessExclusiveLock`."""
+        return self.value.title().replace(" ", "") + "Lock"
+
     @classmethod
     def from_pg_locks(cls, name: str) -> LockMode | None:
         """The mode of a `pg_locks.mode` value (`AccessExclusiveLock`); None for others."""
@@ -84,7 +102,7 @@ class LockMode(Enum):
 
 
 _STRENGTH = {mode: rank for rank, mode in enumerate(LockMode)}
-_PG_NAMES = {mode.value.title().replace(" ", "") + "Lock": mode for mode in LockMode}
+_PG_NAMES = {mode.pg_locks_name: mode for mode in LockMode}
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,7 @@ class RelationLock:
     new: bool = False  # created by this release: nobody else can be waiting for it
     observed: bool = True
     rewritten: bool = False  # new storage: rewritten (or truncated)
+    held_before: bool = False  # rewritten under a lock an earlier migration took
     line: int | None = None  # not observed: the statement's line
 
     def describe(self) -> str:
@@ -116,6 +135,8 @@ class RelationLock:
             notes.append("new: created by this release")
         if self.rewritten:
             notes.append("rewrites the table" if self.kind != "index" else "rebuilds the index")
+        if self.held_before:
+            notes.append("lock held since an earlier migration")
         suffix = f" ({'; '.join(notes)})" if notes else ""
         return f"{self.mode.value} on {where}{suffix}"
 
@@ -159,10 +180,14 @@ def read_catalog(conn: Conn) -> Catalog:
 
 @dataclass(frozen=True)
 class _Held:
+    """One lock pair read from `pg_locks`, with its relation."""
+
+    oid: int
     mode: LockMode
+    new_pair: bool  # not held at the previous call
+    rewritten: bool  # its relation's storage changed since the previous call
     relation: str
     relkind: str
-    filenode: int
 
 
 class LockObserver:
@@ -176,8 +201,8 @@ class LockObserver:
         self.migrations: dict[int, MigrationLocks] = {}  # every pending one, in order
         self.catalog: Catalog | None = None
         self.current: Migration | None = None  # whose statements run now
-        self._held: dict[tuple[int, LockMode], _Held] = {}
-        self._filenodes: dict[int, int] = {}
+        self._held: set[str] = set()  # "oid/AccessShareLock": the pairs held so far
+        self._filenodes: dict[int, int] = {}  # oid -> relfilenode, as last seen
 
     def begin(self, conn: Conn, units: list[Unit]) -> None:
         """Before the first migration: note the pending migrations, what those run outside
@@ -190,7 +215,7 @@ class LockObserver:
                 self._entry(m)
         self.catalog = read_catalog(conn)
         self._filenodes = dict(self.catalog.filenodes)
-        self._held = self._read_locks(conn)
+        self._read_changes(conn)
 
     def starting(self, conn: Conn, migration: Migration) -> None:
         """A statement of `migration` runs next: the previous migration, if another, is done."""
@@ -215,41 +240,66 @@ class LockObserver:
     def _close(self, conn: Conn, migration: Migration) -> None:
         """`migration` ran: the locks it added, and the relations it rewrote."""
         assert self.catalog is not None, "begin() first"
-        now = self._read_locks(conn)
         strongest: dict[int, _Held] = {}
-        for (oid, mode), held in now.items():
-            if (oid, mode) in self._held:
-                continue
-            if oid not in strongest or strongest[oid].mode.strength < mode.strength:
-                strongest[oid] = held
+        taken: set[int] = set()  # relations with a lock pair not held before
+        rewritten: set[int] = set()
+        for held in self._read_changes(conn):
+            if held.new_pair:
+                taken.add(held.oid)
+            if held.rewritten:
+                rewritten.add(held.oid)
+            best = strongest.get(held.oid)
+            if best is None or best.mode.strength < held.mode.strength:
+                strongest[held.oid] = held
         observed = []
         for oid, held in strongest.items():
-            before = self._filenodes.get(oid)
-            rewritten = held.relkind in _STORED and before not in (None, 0, held.filenode)
-            new = oid not in self.catalog.filenodes
-            kind = _KINDS.get(held.relkind, "other")
-            observed.append(RelationLock(held.mode, held.relation, kind, new, True, rewritten))
+            observed.append(
+                RelationLock(
+                    held.mode,
+                    held.relation,
+                    _KINDS.get(held.relkind, "other"),
+                    new=oid not in self.catalog.filenodes,
+                    rewritten=oid in rewritten,
+                    held_before=oid not in taken,
+                )
+            )
         observed.sort(key=lambda lock: (lock.new, -_rank(lock), lock.relation))
         entry = self._entry(migration)
         entry.locks[:0] = observed
         entry.ran = True
-        self._held = now
-        self._filenodes.update({oid: held.filenode for (oid, _), held in now.items()})
 
     def _entry(self, migration: Migration) -> MigrationLocks:
         return self.migrations.setdefault(migration.version, MigrationLocks(migration))
 
-    def _read_locks(self, conn: Conn) -> dict[tuple[int, LockMode], _Held]:
+    def _read_changes(self, conn: Conn) -> list[_Held]:
+        """The lock pairs taken since the last call, and every lock of a held relation whose
+        storage changed since; remembers them as held, with their relations' storage."""
         schema, tables = self.exclude
-        held = {}
+        held_oids = {int(pair.split("/", 1)[0]) for pair in self._held}
+        params = {
+            "pairs": ",".join(self._held),
+            "filenodes": ",".join(f"{oid}/{self._filenodes.get(oid, 0)}" for oid in held_oids),
+            "schema": schema,
+            "tables": tables,
+        }
+        changes = []
+        seen: dict[int, int] = {}  # oid -> relfilenode now
         for oid, pg_mode, nspname, relname, relkind, filenode in conn.execute(
-            _LOCKS_QUERY, (schema, tables)
+            _CHANGED_LOCKS_QUERY, params
         ).fetchall():
             mode = LockMode.from_pg_locks(str(pg_mode))
-            if mode is not None:
-                key = (int(str(oid)), mode)
-                held[key] = _Held(mode, f"{nspname}.{relname}", str(relkind), int(str(filenode)))
-        return held
+            if mode is None:
+                continue
+            number, storage = int(str(oid)), int(str(filenode))
+            before = self._filenodes.get(number)
+            rewritten = relkind in _STORED and before not in (None, 0, storage)
+            new_pair = f"{oid}/{pg_mode}" not in self._held
+            relation = f"{nspname}.{relname}"
+            changes.append(_Held(number, mode, new_pair, rewritten, relation, str(relkind)))
+            seen[number] = storage
+        self._filenodes.update(seen)
+        self._held.update(f"{h.oid}/{h.mode.pg_locks_name}" for h in changes)
+        return changes
 
 
 def _rank(lock: RelationLock) -> int:
