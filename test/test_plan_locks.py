@@ -290,3 +290,37 @@ def test_the_lock_a_statement_outside_the_transaction_would_take(
     )
     assert not lock.observed
     assert "line 3: runs outside the transaction; not observed" in lock.describe()
+
+
+def test_a_rewrite_under_a_lock_already_held_is_still_shown(
+    app: Path, database_url: str, pg_server: Server, dbname: str
+) -> None:
+    """The release's transaction keeps its locks: a later migration of the same table takes
+    nothing new, but its rewrite is still seen (relfilenode changed) and said to be so."""
+    assert up(app, BASE, database_url).returncode == 0
+    write_migrations(
+        app,
+        {
+            "2_a.up.sql": "ALTER TABLE orders ADD COLUMN a float DEFAULT random();\n",
+            "3_b.up.sql": "ALTER TABLE orders ADD COLUMN b int;\n",
+            "4_a_type.up.sql": "ALTER TABLE orders ALTER COLUMN a TYPE numeric;\n",
+        },
+    )
+    before = snapshot(pg_server, dbname)
+    result = run_cli(["plan"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert _section(result.stdout, "2_a")[0] == (
+        "ACCESS EXCLUSIVE on public.orders (rewrites the table)"
+    )
+    assert "       3_b: takes no table lock the release does not hold already" in (
+        result.stdout.splitlines()
+    )
+    assert _section(result.stdout, "4_a_type")[0] == (
+        "ACCESS EXCLUSIVE on public.orders (rewrites the table; lock held since an earlier "
+        "migration)"
+    )
+    doc = json.loads(run_cli(["plan", "--json"], cwd=app, database_url=database_url).stdout)
+    a_type = doc["migrations"][2]
+    assert a_type["rewrites"] == ["public.orders", "public.orders_pkey"]
+    assert a_type["locks"][0]["held_before"] is True
+    assert snapshot(pg_server, dbname) == before
