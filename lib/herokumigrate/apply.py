@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from herokumigrate.config import Config
     from herokumigrate.history import DatabaseState, HistoryTable, RecordedState
+    from herokumigrate.locks import LockObserver
     from herokumigrate.native import NativeHistory
     from herokumigrate.output import Output
     from herokumigrate.plan import ReleasePlan, Unit
@@ -175,9 +176,12 @@ class Applier:
         self.output = output
         self.sleep = sleep
 
-    def apply(self, plan: ReleasePlan, *, dry_run: bool) -> int:
-        """Apply the plan (or rehearse it and roll back); returns the number of migrations
-        applied. Raises RunFailed, with nothing compensated, when the run fails."""
+    def apply(
+        self, plan: ReleasePlan, *, dry_run: bool, observer: LockObserver | None = None
+    ) -> int:
+        """Apply the plan (or rehearse it and roll back, showing `observer` each migration);
+        returns the number of migrations applied. Raises RunFailed, with nothing compensated,
+        when the run fails."""
         items = []
         for m in plan.pending:
             start = plan.partial.get(m.version, 0)
@@ -212,7 +216,7 @@ class Applier:
         verb = "Dry run of" if dry_run else "Applying"
         self.output.step(f"{verb} {len(plan.pending)} migration(s) ({mode})")
         if dry_run:
-            return self._dry_run(units, plan)
+            return self._dry_run(units, plan, observer)
         return self._apply_units(units, plan, run, setup_in_first_unit=setup)
 
     def _setup(self, plan: ReleasePlan, run: RunProgress, *, dry_run: bool) -> None:
@@ -237,7 +241,7 @@ class Applier:
         """Create our tables and record what a legacy tool applied (caller's transaction)."""
         write_first_contact(self.session.conn, self.history, self.state, plan, self.config)
 
-    def _dry_run(self, units: list[Unit], plan: ReleasePlan) -> int:
+    def _dry_run(self, units: list[Unit], plan: ReleasePlan, observer: LockObserver | None) -> int:
         """Run every transactional statement in one transaction, report, then roll back."""
         conn = self.session.conn
         count = 0
@@ -247,6 +251,8 @@ class Applier:
                 # As the real run: the native tool's table exists before the first file runs.
                 self._write_setup(plan)
                 previous: Migration | None = None
+                if observer is not None:
+                    observer.begin(conn, units)
                 for unit in units:
                     if unit.autocommit:
                         step = unit.steps[0]
@@ -259,11 +265,15 @@ class Applier:
                         if step.migration is not previous:
                             self.session.set_local_timeouts()
                             previous = step.migration
+                        if observer is not None:
+                            observer.starting(conn, step.migration)
                         execute(conn, step)
                     for m in unit.finishes:
                         count += 1
                         done = "no SQL; recorded as applied" if m.applies_nothing else "ok"
                         self.output.detail(f"{m.label}: {done}")
+                if observer is not None:
+                    observer.end(conn)
         except StepFailed as exc:
             raise RunFailed(step_failed=exc) from None
         self.output.step(f"Dry run: {count} migration(s) ran and were rolled back")

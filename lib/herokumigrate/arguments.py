@@ -33,7 +33,7 @@ class Arguments:
 
     command: str | None
     dry_run: bool = False  # up
-    json: bool = False  # status
+    json: bool = False  # status, plan, up --dry-run
     manifest: Path | None = None  # validate (the build writes it)
     count: int = 0  # down
     yes: bool = False  # down, goto
@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = command("up", "apply all pending migrations")
     up.add_argument("--dry-run", action="store_true", help="run everything, then roll back")
-    command("plan", "the same as `up --dry-run`")
+    up.add_argument("--json", action="store_true", help="with --dry-run: machine-readable")
+    plan = command("plan", "the same as `up --dry-run`: shows the locks each migration takes")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
     status = command("status", "applied and pending migrations")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     check = command("validate", "check the files (no database)")

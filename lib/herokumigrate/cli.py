@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from herokumigrate.formats import FormatName
-    from herokumigrate.migrator import Migrator, StatusEntry, StatusReport, UpResult
+    from herokumigrate.locks import MigrationLocks
+    from herokumigrate.migrator import Migrator, PlanReport, StatusEntry, StatusReport, UpResult
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fix="Run `heroku-migrate up` to apply pending migrations; "
                 "`heroku-migrate --help` lists every command.",
             )
+        if args.json and args.command in ("plan", "up"):
+            # stdout carries the JSON document alone; progress lines go to stderr.
+            output = Output(out=sys.stderr)
         app_dir = app_root(os.environ)
         if args.command == "up" and not args.dry_run:
             skipped_by = skip_requested_by(app_dir, os.environ, flags)
@@ -90,11 +94,20 @@ def _dispatch(args: Any, config: Config, output: Output) -> int:
         if fingerprint is not None:
             migrator = _migrator(config, output)
             return _render_up(output, migrator.up(None, dry_run=False, fingerprint=fingerprint))
+    if command == "up" and args.json and not args.dry_run:
+        raise BadInput(
+            "up --json is only for a dry run",
+            fix="Run `heroku-migrate plan --json` (or `up --dry-run --json`).",
+        )
     migrations = load_migrations(config.migrations_dir, config.app_dir)
     migrator = _migrator(config, output)
     if command in ("up", "plan"):
-        dry_run = command == "plan" or args.dry_run
-        return _render_up(output, migrator.up(migrations, dry_run=dry_run))
+        if command == "plan" or args.dry_run:
+            rehearsal = migrator.plan(migrations, lint=config.lint != "off")
+            if args.json:
+                return _render_plan_json(output, rehearsal)
+            return _render_plan(output, rehearsal)
+        return _render_up(output, migrator.up(migrations, dry_run=False))
     if command == "status":
         report = migrator.status(migrations)
         if args.json:
@@ -155,6 +168,108 @@ def _render_up(output: Output, result: UpResult) -> int:
             f"Database is up to date ({result.recorded} migration(s) applied, none pending)"
         )
     return EXIT_OK
+
+
+def _render_plan(output: Output, report: PlanReport) -> int:
+    """The locks (and lint findings) of each pending migration, under the dry run's lines."""
+    if report.result is not None and report.result.up_to_date:
+        return _render_up(output, report.result)
+    ran = [entry for entry in report.migrations if entry.ran]
+    if ran:
+        output.step("Locks each migration takes (observed in the rolled-back transaction)")
+    for entry in ran:
+        lines = [lock.describe() for lock in entry.locks]
+        lines.extend(_lint_lines(report, entry))
+        none = " takes no table lock the release does not hold already"
+        output.detail(f"{entry.migration.label}:" + ("" if lines else none))
+        for line in lines:
+            output.detail("  " + line)
+    if report.lint is not None and not report.lint.available:
+        from herokumigrate.planlint import NOT_AVAILABLE
+
+        output.detail(NOT_AVAILABLE)
+    elif report.lint is not None and report.lint.problem:
+        output.detail(f"lint: not run, PostgreSQL's parser refused a file: {report.lint.problem}")
+    if report.failure is not None:
+        raise report.failure
+    return EXIT_OK
+
+
+def _lint_lines(report: PlanReport, entry: MigrationLocks) -> list[str]:
+    from herokumigrate.planlint import describe
+
+    lint = report.lint
+    if lint is None:
+        return []
+    version = entry.migration.version
+    lines = [describe(finding) for finding in lint.findings.get(version, [])]
+    lines.extend(f"lint: {note}" for note in lint.notes.get(version, []))
+    return lines
+
+
+def _render_plan_json(output: Output, report: PlanReport) -> int:
+    """`plan --json`: one document on stdout (progress went to stderr)."""
+    import json
+
+    lint = report.lint
+    doc: dict[str, Any] = {
+        "result": "failed" if report.failure else "ok",
+        "error": None,
+        "up_to_date": bool(report.result and report.result.up_to_date),
+        "lint": "not run" if lint is None else "ran" if lint.available else "not available",
+        "lint_problem": lint.problem if lint is not None and lint.problem else None,
+        "migrations": [_plan_entry_json(report, entry) for entry in report.migrations],
+    }
+    if report.failure is not None:
+        failure = report.failure
+        doc["error"] = {
+            "message": failure.message,
+            "details": list(failure.details),
+            "fix": failure.fix,
+        }
+    sys.stdout.write(output.redact(json.dumps(doc, indent=2)) + "\n")
+    sys.stdout.flush()
+    if report.failure is not None:
+        raise report.failure  # its lines go to stderr, with exit code 1
+    return EXIT_OK
+
+
+def _plan_entry_json(report: PlanReport, entry: MigrationLocks) -> dict[str, Any]:
+    m = entry.migration
+    failed = report.failed is not None and report.failed.version == m.version
+    findings = report.lint.findings.get(m.version, []) if report.lint else []
+    return {
+        "version": m.version,
+        "name": m.name,
+        "file": m.filename,
+        "outcome": "ran" if entry.ran else "failed" if failed else "not run",
+        "locks": [
+            {
+                "mode": lock.mode.value if lock.mode else None,
+                "relation": lock.relation,
+                "kind": lock.kind,
+                "new": lock.new,
+                "observed": lock.observed,
+                "rewrites": lock.rewritten,
+                "held_before": lock.held_before,
+                "line": lock.line,
+            }
+            for lock in entry.locks
+        ],
+        "rewrites": entry.rewrites,
+        "lint": [
+            {
+                "rule": f.rule.id,
+                "category": f.rule.category,
+                "line": f.line,
+                "subject": f.subject,
+                "why": f.rule.why,
+                "instead": f.rule.instead,
+            }
+            for f in findings
+        ],
+        "lint_notes": report.lint.notes.get(m.version, []) if report.lint else [],
+    }
 
 
 def _status_text(entry: StatusEntry) -> str:

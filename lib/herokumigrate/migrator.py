@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     from herokumigrate.config import Config
     from herokumigrate.database import Target
     from herokumigrate.history import DatabaseState, HistoryRow, LogEvent
+    from herokumigrate.locks import LockObserver, MigrationLocks
     from herokumigrate.native import NativeTables, NativeToolName
     from herokumigrate.output import Output
     from herokumigrate.plan import ReleasePlan
+    from herokumigrate.planlint import PendingLint
     from herokumigrate.signals import Interrupted
     from herokumigrate.source import Migration
 
@@ -39,6 +41,19 @@ class UpResult:
     applied: int
     up_to_date: bool = False
     recorded: int = 0
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    """What `plan` saw: `result` None when the rehearsal failed with `failure` (in `failed`,
+    when a migration's statement did); `migrations` lists every pending one, in order, with
+    its locks; `lint` is None when it did not run (nothing pending, or not asked)."""
+
+    result: UpResult | None
+    migrations: list[MigrationLocks]
+    lint: PendingLint | None
+    failure: MigrationFailed | None = None
+    failed: Migration | None = None
 
 
 @dataclass(frozen=True)
@@ -113,9 +128,11 @@ class Migrator:
         *,
         dry_run: bool,
         fingerprint: list[tuple[int, str]] | None = None,
+        observer: LockObserver | None = None,
     ) -> UpResult:
-        """`up` (or `plan` with `dry_run`). `migrations` may be None when the build's manifest
-        gave the `fingerprint`: the files are then read only if the quick check finds work."""
+        """`up` (or `plan` with `dry_run`, shown to `observer`). `migrations` may be None when
+        the build's manifest gave the `fingerprint`: the files are then read only if the quick
+        check finds work."""
         if fingerprint is None:
             assert migrations is not None
             fingerprint = [(m.version, m.checksum) for m in migrations]
@@ -147,7 +164,30 @@ class Migrator:
                 return _up_to_date(migrations, state)
             check_plan(plan, migrations, allow_changed=self.config.allow_changed)  # warned above
             validate(plan.pending)
-            return UpResult(self._apply(session, state, plan, dry_run=dry_run))
+            return UpResult(self._apply(session, state, plan, dry_run=dry_run, observer=observer))
+
+    def plan(self, migrations: list[Migration], *, lint: bool = True) -> PlanReport:
+        """`plan`: rehearse `up` in a transaction that is rolled back, noting the locks each
+        pending migration takes; with `lint`, check exactly the pending ones (where pglast is
+        here). A failed rehearsal is reported in the result, not raised."""
+        from herokumigrate.locks import LockObserver
+
+        history = self.history
+        observer = LockObserver(history.schema, [history.table, history.table + "_log"])
+        failure: MigrationFailed | None = None
+        result: UpResult | None = None
+        try:
+            result = self.up(migrations, dry_run=True, observer=observer)
+        except MigrationFailed as exc:
+            failure = exc
+        pending = list(observer.migrations.values())
+        checked = None
+        if lint and observer.catalog is not None:
+            from herokumigrate.planlint import lint_pending
+
+            checked = lint_pending([e.migration for e in pending], observer.catalog.table_exists)
+        failed = observer.current if failure is not None else None
+        return PlanReport(result, pending, checked, failure, failed)
 
     def status(self, migrations: list[Migration]) -> StatusReport:
         """What is applied, pending, partial or changed, and the newest log events."""
@@ -241,7 +281,13 @@ class Migrator:
         return ForceResult(version, marked, forgot)
 
     def _apply(
-        self, session: Session, state: DatabaseState, plan: ReleasePlan, *, dry_run: bool = False
+        self,
+        session: Session,
+        state: DatabaseState,
+        plan: ReleasePlan,
+        *,
+        dry_run: bool = False,
+        observer: LockObserver | None = None,
     ) -> int:
         """Apply `plan` (read under the lock); on failure, compensate and raise the error."""
         from herokumigrate.apply import Applier, RunFailed
@@ -250,7 +296,7 @@ class Migrator:
 
         applier = Applier(session, self.history, state, self.config, self.output, sleep=self.sleep)
         try:
-            return applier.apply(plan, dry_run=dry_run)
+            return applier.apply(plan, dry_run=dry_run, observer=observer)
         except Interrupted as stop:
             # The statement was cancelled and the transaction rolled back on the way here.
             self._record_interruption(session, state, stop)
