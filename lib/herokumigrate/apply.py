@@ -352,7 +352,7 @@ class Applier:
         except StepFailed as exc:
             if isinstance(exc.error, RETRYABLE):
                 raise
-            raise self._pinpoint(unit, exc) from None
+            raise pinpoint(self.session, unit, exc) from None
 
     def _run_transaction_unit(
         self, unit: Unit, run: RunProgress, setup: ReleasePlan | None
@@ -439,29 +439,30 @@ class Applier:
         run.recorded_partial(step.migration, step.index + 1)
         run.durations[key] = run.durations.get(key, 0.0) + ms
 
-    def _pinpoint(self, unit: Unit, exc: StepFailed) -> StepFailed:
-        """Find the statement behind an un-pinpointed batch failure by replaying the unit one
-        statement at a time in a transaction that is always rolled back (failure path only)."""
-        if exc.pinpointed or exc.error.sqlstate in _NO_REPLAY:
-            return exc
-        conn = self.session.conn
-        failing = exc.step.section
-        last = max(i for i, step in enumerate(unit.steps) if step.section is failing)
-        try:
-            with conn.transaction(force_rollback=True):
-                previous: Migration | None = None
-                for step in unit.steps[: last + 1]:
-                    if step.migration is not previous:
-                        self.session.set_local_timeouts()
-                        previous = step.migration
-                    execute(conn, step)
-        except StepFailed as precise:
-            if precise.error.sqlstate == exc.error.sqlstate:
-                return precise
-        except psycopg.Error:
-            pass  # the replay is a courtesy; report what we know
-        return exc
-
 
 def _labels(migrations: list[Migration]) -> str:
     return ", ".join(m.label for m in migrations)
+
+
+def pinpoint(session: Session, unit: Unit, exc: StepFailed) -> StepFailed:
+    """Find the statement behind an un-pinpointed batch failure by replaying the unit one
+    statement at a time in a transaction that is always rolled back (failure path only)."""
+    if exc.pinpointed or exc.error.sqlstate in _NO_REPLAY:
+        return exc
+    conn = session.conn
+    failing = exc.step.section
+    last = max(i for i, step in enumerate(unit.steps) if step.section is failing)
+    try:
+        with conn.transaction(force_rollback=True):
+            previous: Migration | None = None
+            for step in unit.steps[: last + 1]:
+                if step.migration is not previous:
+                    session.set_local_timeouts()
+                    previous = step.migration
+                execute(conn, step)
+    except StepFailed as precise:
+        if precise.error.sqlstate == exc.error.sqlstate:
+            return precise
+    except psycopg.Error:
+        pass  # the replay is a courtesy; report what we know
+    return exc

@@ -70,7 +70,7 @@ def execute_batch(conn: Conn, steps: list[Step]) -> None:
     """One migration's consecutive statements in one round trip (simple query protocol).
 
     An error position from PostgreSQL is mapped back to the statement and its line; an
-    error without one leaves the batch un-pinpointed (see `apply.Applier._pinpoint`).
+    error without one leaves the batch un-pinpointed (see `apply.pinpoint`).
     """
     if len(steps) == 1:
         execute(conn, steps[0])
