@@ -10,6 +10,7 @@ run root (see `standins`); the others run on this machine.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -374,11 +375,11 @@ def test_cache_layer_made_for_another_target_is_emptied(tmp_path: Path) -> None:
     (layers / "cache/target.txt").write_text("linux/arm64 ubuntu 24.04\n")
     (layers / "cache/heroku-migrate/python-x").write_text("stale")
     target = cnb.Target("linux", "amd64", "ubuntu", "24.04")
-    cnb.prepare_cache_layer(layers, target, Output(quiet=True))
+    cnb.prepare_cache_layer(layers, target, Output(io.StringIO(), io.StringIO()))
     assert not (layers / "cache/heroku-migrate").exists()
     assert (layers / "cache/target.txt").read_text() == "linux/amd64 ubuntu 24.04\n"
     (layers / "cache/kept").write_text("same target")
-    cnb.prepare_cache_layer(layers, target, Output(quiet=True))
+    cnb.prepare_cache_layer(layers, target, Output(io.StringIO(), io.StringIO()))
     assert (layers / "cache/kept").is_file()
     assert lifecycle.layer_types(layers, "cache") == {"cache"}
 
