@@ -13,7 +13,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -335,3 +337,18 @@ def up(
 def snapshot(server: Server, dbname: str) -> tuple[str, list[tuple[object, ...]]]:
     """Schema dump plus history rows: "unchanged" means both are equal."""
     return server.pg_dump(dbname), history(server, dbname)
+
+
+# Wall-clock bounds, kept in this one place: tests assert on events and their order, and bound
+# time only to catch a hang or a wait far beyond what is configured. The machine running the
+# suite may be loaded (2 cores shared by many runs), so the margin is generous.
+SLACK_SECONDS = 10.0
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `predicate` every 20 ms until it is true; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
