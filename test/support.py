@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -352,3 +353,27 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def read_stderr_until(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
+    """The stderr lines of a running CLI up to and including the first holding `needle`."""
+    assert proc.stderr is not None
+    lines: list[str] = []
+    found = threading.Event()
+
+    def reader() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if needle in line:
+                found.set()
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    if not found.wait(timeout):
+        proc.kill()
+        thread.join(SLACK_SECONDS)
+        raise AssertionError(f"no line with {needle!r} on stderr:\n{''.join(lines)}")
+    thread.join(SLACK_SECONDS)
+    return lines

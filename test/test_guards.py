@@ -10,19 +10,17 @@ for a length of time.
 from __future__ import annotations
 
 import signal
-import subprocess
-import threading
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from support import (
-    SLACK_SECONDS,
     Result,
     Server,
     finish,
     history,
+    read_stderr_until,
     rows,
     run_cli,
     scalar,
@@ -72,30 +70,6 @@ def test_lock_timeout_default_is_five_seconds_and_statement_timeout_off(
 
 
 # ----- a lock timeout is retried, then the run succeeds ----------------------------------------
-
-
-def read_stderr_until(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
-    """The stderr lines of a running CLI up to and including the first holding `needle`."""
-    assert proc.stderr is not None
-    lines: list[str] = []
-    found = threading.Event()
-
-    def reader() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if needle in line:
-                found.set()
-                return
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    if not found.wait(timeout):
-        proc.kill()
-        thread.join(SLACK_SECONDS)
-        raise AssertionError(f"no line with {needle!r} on stderr:\n{''.join(lines)}")
-    thread.join(SLACK_SECONDS)
-    return lines
 
 
 def test_a_lock_timeout_is_retried_and_the_run_succeeds_once_the_lock_is_free(
