@@ -28,6 +28,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -254,7 +255,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--rerun", type=Path, help="run only the survivors of this --json report")
     parser.add_argument(
-        "--tests", nargs="+", help="pytest arguments instead of the modules' mapped test files"
+        "--tests",
+        type=shlex.split,
+        help="pytest arguments (one string) instead of the modules' mapped test files",
     )
     parser.add_argument(
         "--no-baseline",
