@@ -355,15 +355,18 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> No
         time.sleep(0.02)
 
 
-def read_stderr_until(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
-    """The stderr lines of a running CLI up to and including the first holding `needle`."""
-    assert proc.stderr is not None
+def read_until(
+    proc: subprocess.Popen[str], needle: str, timeout: float, stream: str = "stderr"
+) -> list[str]:
+    """The lines a running CLI wrote to `stream` ("stderr" or "stdout") up to and including
+    the first holding `needle`; the rest is left for `finish`."""
+    pipe = getattr(proc, stream)
+    assert pipe is not None
     lines: list[str] = []
     found = threading.Event()
 
     def reader() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
+        for line in pipe:
             lines.append(line)
             if needle in line:
                 found.set()
@@ -374,6 +377,6 @@ def read_stderr_until(proc: subprocess.Popen[str], needle: str, timeout: float) 
     if not found.wait(timeout):
         proc.kill()
         thread.join(SLACK_SECONDS)
-        raise AssertionError(f"no line with {needle!r} on stderr:\n{''.join(lines)}")
+        raise AssertionError(f"no line with {needle!r} on {stream}:\n{''.join(lines)}")
     thread.join(SLACK_SECONDS)
     return lines

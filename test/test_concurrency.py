@@ -18,7 +18,7 @@ from support import (
     Server,
     finish,
     history,
-    read_stderr_until,
+    read_until,
     run_cli,
     scalar,
     snapshot,
@@ -210,7 +210,7 @@ def test_lock_contention_succeeds_when_holder_lets_go_during_retries(
         )
         try:
             # The holder lets go once the first attempt has timed out, whatever that took.
-            first = read_stderr_until(proc, "retry 1 of 2", 60)
+            first = read_until(proc, "retry 1 of 2", 60)
         finally:
             holder.rollback()
         result = finish(proc)
@@ -277,16 +277,22 @@ def test_lock_released_while_waiting_lets_the_run_proceed(
 ) -> None:
     write_migrations(app, race_files())
     holder, pid = hold_migration_lock(pg_server, dbname)
-    released = threading.Timer(2.5, holder.close)
-    released.start()
     try:
-        result = run_cli(
-            ["up"], cwd=app, database_url=database_url, env={"MIGRATE_LOCK_WAIT": "20"}
+        proc = spawn_cli(
+            ["up"], cwd=app, database_url=database_url, env={"MIGRATE_LOCK_WAIT": "600"}
         )
+        try:
+            # The holder lets go once the runner says it waits, however long start-up took.
+            waiting = read_until(proc, "Waiting for the migration lock", 120, stream="stdout")
+            # It started waiting before it said so: after 1 s more it has waited over 1 s,
+            # long enough to report "acquired after".
+            time.sleep(1.0)
+        finally:
+            holder.close()
+        result = finish(proc)
     finally:
-        released.cancel()
-        released.join()
         holder.close()
+    result.stdout = "".join(waiting) + result.stdout
 
     assert result.returncode == 0, result.output
     assert str(pid) in result.output, f"progress does not name the holder:\n{result.output}"

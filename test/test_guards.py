@@ -20,7 +20,7 @@ from support import (
     Server,
     finish,
     history,
-    read_stderr_until,
+    read_until,
     rows,
     run_cli,
     scalar,
@@ -88,7 +88,7 @@ def test_a_lock_timeout_is_retried_and_the_run_succeeds_once_the_lock_is_free(
             env={"MIGRATE_LOCK_TIMEOUT": "0.2", "MIGRATE_RETRIES": "8"},
         )
         try:
-            before_release = read_stderr_until(proc, "retry 1 of 8", 60)
+            before_release = read_until(proc, "retry 1 of 8", 60)
         finally:
             holder.rollback()  # the lock is free from now on: the next attempt gets it
         result = finish(proc)
