@@ -60,6 +60,10 @@ def test_migration_committed_before_a_lost_connection_is_reverted(
     print(result.output)
     assert result.returncode == 1, result.output
     assert "the connection to the database was lost" in result.stderr, result.output
+    assert (
+        "Earlier migrations of this run were committed one by one (MIGRATE_TRANSACTION=migration);"
+        " compensating with their downs, newest first:" in result.stderr
+    ), result.output
     assert "reverted 1_first" in result.stderr, result.output
     assert "the database is as before" in result.stderr, result.output
     assert "could not reconnect" not in result.output, result.output

@@ -256,3 +256,96 @@ def test_a_run_killed_during_a_concurrent_build_is_resumed_and_its_invalid_index
         (2, "applied"),
         (3, "applied"),
     ]
+
+
+# ----- down, force and adoption: what the history and golang-migrate's table say --------------
+
+
+@pytest.mark.parametrize("mode", ["release", "migration"])
+def test_a_failing_down_reverts_per_the_transaction_mode(
+    pg_server: Server, dbname: str, database_url: str, app: Path, mode: str
+) -> None:
+    """`down 2` where the older down fails: in one transaction nothing is reverted; one
+    transaction per migration keeps the newer one reverted."""
+    files = {
+        "1_a.up.sql": "CREATE TABLE a (id int);\n",
+        "1_a.down.sql": "DROP TABLE no_such_table;\n",
+        "2_b.up.sql": "CREATE TABLE b (id int);\n",
+        "2_b.down.sql": "DROP TABLE b;\n",
+    }
+    assert up(app, files, database_url).returncode == 0
+    env = {"MIGRATE_TRANSACTION": mode}
+    result = run_cli(["down", "2", "--yes"], cwd=app, database_url=database_url, env=env)
+    assert result.returncode == 1, result.output
+    assert "1_a.down.sql: line 1: ERROR 42P01" in result.stderr, result.stderr
+    recorded = [r[0] for r in history(pg_server, dbname)]
+    if mode == "release":
+        assert "Reverted before the failure: none." in result.stderr, result.stderr
+        assert "Still applied: 2_b, 1_a." in result.stderr, result.stderr
+        assert recorded == [1, 2]
+        assert {"a", "b"} <= set(tables(pg_server.admin_url(dbname)))
+    else:
+        assert "Reverted before the failure: 2_b." in result.stderr, result.stderr
+        assert "Still applied: 1_a." in result.stderr, result.stderr
+        assert recorded == [1]
+        assert "b" not in tables(pg_server.admin_url(dbname))
+
+
+GOLANG_MIGRATE_TABLE = (
+    "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL);"
+    " ALTER TABLE schema_migrations OWNER TO hm_tester;"
+)
+
+
+def golang_migrate_version(server: Server, dbname: str) -> list[tuple[object, ...]]:
+    """golang-migrate's record: [(version, dirty)]."""
+    return rows(server.admin_url(dbname), "SELECT version, dirty FROM schema_migrations")
+
+
+def test_adoption_is_logged_and_force_keeps_golang_migrates_table_in_step(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    with pg_server.admin_conn(dbname) as conn:
+        conn.execute(
+            (GOLANG_MIGRATE_TABLE + " INSERT INTO schema_migrations VALUES (1, false);").encode()
+        )
+    files = {f"{n}_t{n}.up.sql": f"CREATE TABLE t{n} (id int);\n" for n in (1, 2, 3)}
+    files["1_t1.up.sql"] = "SELECT 1;\n"  # golang-migrate applied it already
+    result = up(app, files, database_url)
+    assert result.returncode == 0, result.output
+    events = rows(
+        pg_server.admin_url(dbname),
+        "SELECT event, detail FROM heroku_migrate_history_log WHERE event = 'adopted'",
+    )
+    assert events == [("adopted", "1 migration(s) recorded by golang-migrate, up to 1")]
+    assert golang_migrate_version(pg_server, dbname) == [(3, False)]
+
+    forced = run_cli(["force", "2"], cwd=app, database_url=database_url)
+
+    assert forced.returncode == 0, forced.output
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 2]
+    assert golang_migrate_version(pg_server, dbname) == [(2, False)]
+
+
+def test_golang_migrate_version_0_counts_as_applied(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    """golang-migrate writes -1 for "nothing applied"; 0 is a real version."""
+    with pg_server.admin_conn(dbname) as conn:
+        conn.execute(
+            (GOLANG_MIGRATE_TABLE + " INSERT INTO schema_migrations VALUES (0, false);").encode()
+        )
+    files = {"0_init.up.sql": "SELECT 1/0;\n", "1_t.up.sql": "CREATE TABLE t (id int);\n"}
+    result = up(app, files, database_url)
+    assert result.returncode == 0, result.output
+    assert "Adopted 1 migration(s) already applied by golang-migrate" in result.stdout
+    assert [(r[0], r[3]) for r in history(pg_server, dbname)] == [(0, "applied"), (1, "applied")]
+
+
+def test_a_first_release_starting_at_version_0_warns_of_nothing(
+    database_url: str, app: Path
+) -> None:
+    files = {"0_init.up.sql": "CREATE TABLE i (id int);\n", "1_t.up.sql": "SELECT 1;\n"}
+    result = up(app, files, database_url)
+    assert result.returncode == 0, result.output
+    assert result.stderr == "", result.stderr
