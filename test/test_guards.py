@@ -69,6 +69,22 @@ def test_lock_timeout_default_is_five_seconds_and_statement_timeout_off(
     assert rows(pg_server.admin_url(dbname), "SELECT * FROM seen_1") == [("5s", "0")]
 
 
+@pytest.mark.parametrize("statement", ["SET lock_timeout = '1h'", "RESET ALL"])
+def test_a_migration_that_changes_the_timeouts_does_not_change_the_next_ones(
+    pg_server: Server, dbname: str, database_url: str, app: Path, statement: str
+) -> None:
+    """A session-level SET in a file outlives its transaction; every migration still runs with
+    the configured timeouts (the runner sets them again for each transaction)."""
+    files = {
+        "1_changes.up.sql": f"{statement};\n",
+        "2_seen_2.up.sql": READ_TIMEOUTS.format(n=2),
+    }
+    env = {"MIGRATE_TRANSACTION": "migration", "MIGRATE_LOCK_TIMEOUT": "7"}
+    result = up(app, files, database_url, env=env)
+    assert result.returncode == 0, result.output
+    assert rows(pg_server.admin_url(dbname), "SELECT * FROM seen_2") == [("7s", "0")]
+
+
 # ----- a lock timeout is retried, then the run succeeds ----------------------------------------
 
 
