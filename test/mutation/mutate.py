@@ -211,19 +211,22 @@ def failing_without_mutants(root: Path, tests: list[str], timeout: float) -> lis
 
 
 def _choose(args: argparse.Namespace, modules: list[str]) -> list[Mutant]:
-    """The sampled mutants of `modules`; with --rerun only a report's survivors."""
-    rng = random.Random(args.seed)
-    chosen: list[Mutant] = []
-    for module in modules:
-        found = mutants_of(module)
-        if args.limit and len(found) > args.limit:
-            found = sorted(rng.sample(found, args.limit), key=lambda m: m.index)
-        chosen.extend(found)
+    """The sampled mutants of `modules` (each module sampled on its own, so a module's sample
+    does not depend on the others chosen); with --rerun a report's survivors instead."""
     if args.rerun:
         survived = {
             (r["module"], r["index"]) for r in json.loads(args.rerun.read_text()) if not r["killed"]
         }
-        chosen = [m for m in chosen if (m.module, m.index) in survived]
+        return [
+            m for module in modules for m in mutants_of(module) if (module, m.index) in survived
+        ]
+    chosen: list[Mutant] = []
+    for module in modules:
+        found = mutants_of(module)
+        if args.limit and len(found) > args.limit:
+            rng = random.Random(f"{args.seed}:{module}")
+            found = sorted(rng.sample(found, args.limit), key=lambda m: m.index)
+        chosen.extend(found)
     return chosen
 
 
