@@ -12,7 +12,8 @@ Each mutant is made from the module's syntax tree (a comparison flipped, `and` t
 written into a scratch copy of the repository, and the module's test files run there with
 pytest `-x`; subprocesses that the tests spawn import the scratch copy too. Tests that fail
 without any mutant are deselected first (and named), so they cannot "kill" every mutant. A
-mutant is *killed* when the tests fail (or time out), *survived* when they pass. The report
+mutant is *killed* when the tests fail, *survived* when they pass, *timeout* when they
+outlive --timeout (a hang, or tests too slow for the limit: not counted as killed). The report
 lists every survivor with its line, so it can be judged: a real gap in the tests, or an
 equivalent mutant (one no test could tell apart, e.g. a change inside an error message).
 
@@ -37,6 +38,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+Verdict = Literal["killed", "survived", "timeout"]
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "lib/herokumigrate"
@@ -193,12 +197,15 @@ def _pytest(root: Path, args: list[str], timeout: float) -> subprocess.Completed
         return None
 
 
-def run_tests(root: Path, tests: list[str], timeout: float) -> tuple[bool, float]:
-    """(killed, seconds): the tests run against the scratch copy's lib/, stopping at the first
-    failure."""
+def run_tests(root: Path, tests: list[str], timeout: float) -> tuple[Verdict, float]:
+    """(verdict, seconds): the tests run against the scratch copy's lib/, stopping at the first
+    failure. A timeout is its own verdict: a hang the mutant caused, or tests too slow for the
+    limit; the report does not count it as killed."""
     started = time.monotonic()
     done = _pytest(root, ["-x", *tests], timeout)
-    return done is None or done.returncode != 0, time.monotonic() - started
+    if done is None:
+        return "timeout", time.monotonic() - started
+    return ("killed" if done.returncode != 0 else "survived"), time.monotonic() - started
 
 
 def failing_without_mutants(root: Path, tests: list[str], timeout: float) -> list[str] | None:
@@ -232,18 +239,19 @@ def _choose(args: argparse.Namespace, modules: list[str]) -> list[Mutant]:
 
 def _report(modules: list[str], results: list[dict[str, object]]) -> None:
     print()
-    print("| module | mutants | killed | rate |")
-    print("|---|---:|---:|---:|")
+    print("| module | mutants | killed | timed out | rate |")
+    print("|---|---:|---:|---:|---:|")
     for module in modules:
         mine = [r for r in results if r["module"] == module]
         if mine:
             killed = sum(bool(r["killed"]) for r in mine)
-            print(f"| {module} | {len(mine)} | {killed} | {killed / len(mine):.0%} |")
+            late = sum(r.get("verdict") == "timeout" for r in mine)
+            print(f"| {module} | {len(mine)} | {killed} | {late} | {killed / len(mine):.0%} |")
     survivors = [r for r in results if not r["killed"]]
     if survivors:
-        print("\nSurvivors:")
+        print("\nSurvivors (and timeouts):")
         for r in survivors:
-            print(f"- {r['module']}.py:{r['line']}: {r['description']}")
+            print(f"- {r['module']}.py:{r['line']}: {r['description']} ({r.get('verdict')})")
 
 
 def main() -> int:
@@ -302,13 +310,19 @@ def main() -> int:
             original = target.read_text()
             target.write_text(mutated_source(m))
             try:
-                killed, seconds = run_tests(root, selected, args.timeout)
+                verdict, seconds = run_tests(root, selected, args.timeout)
             finally:
                 target.write_text(original)
-            verdict = "killed" if killed else "SURVIVED"
             where = f"{m.module}.py:{m.line}"
-            print(f"{verdict:8} {where}: {m.description} ({seconds:.0f}s)", flush=True)
-            results.append({**m.__dict__, "killed": killed, "seconds": round(seconds, 1)})
+            print(f"{verdict.upper():8} {where}: {m.description} ({seconds:.0f}s)", flush=True)
+            results.append(
+                {
+                    **m.__dict__,
+                    "killed": verdict == "killed",
+                    "verdict": verdict,
+                    "seconds": round(seconds, 1),
+                }
+            )
             if args.json:  # kept up to date: a long run can be stopped and still reported
                 args.json.write_text(json.dumps(results, indent=2))
     finally:
