@@ -365,3 +365,18 @@ def test_a_first_release_starting_at_version_0_warns_of_nothing(
     result = up(app, files, database_url)
     assert result.returncode == 0, result.output
     assert result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize("recorded", ["", " INSERT INTO schema_migrations VALUES (-1, false);"])
+def test_golang_migrates_table_with_nothing_applied_adopts_nothing(
+    pg_server: Server, dbname: str, database_url: str, app: Path, recorded: str
+) -> None:
+    """An empty table, or golang-migrate's -1 ("nothing applied"): every file runs."""
+    with pg_server.admin_conn(dbname) as conn:
+        conn.execute((GOLANG_MIGRATE_TABLE + recorded).encode())
+    files = {"0_a.up.sql": "CREATE TABLE a (id int);\n", "1_b.up.sql": "CREATE TABLE b (id int);\n"}
+    result = up(app, files, database_url)
+    assert result.returncode == 0, result.output
+    assert "Adopted" not in result.stdout, result.stdout
+    assert {"a", "b"} <= set(tables(pg_server.admin_url(dbname)))
+    assert golang_migrate_version(pg_server, dbname) == [(1, False)]
