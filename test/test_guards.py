@@ -380,3 +380,29 @@ def test_golang_migrates_table_with_nothing_applied_adopts_nothing(
     assert "Adopted" not in result.stdout, result.stdout
     assert {"a", "b"} <= set(tables(pg_server.admin_url(dbname)))
     assert golang_migrate_version(pg_server, dbname) == [(1, False)]
+
+
+@pytest.mark.parametrize("mode", ["release", "migration"])
+def test_a_migration_failing_after_its_concurrent_build_is_reverted_too(
+    pg_server: Server, dbname: str, database_url: str, app: Path, mode: str
+) -> None:
+    """The concurrent build committed on its own; the statement after it fails: compensation
+    reverts that migration as well (its down drops the index), then the earlier one."""
+    assert up(app, {"0_base.up.sql": "CREATE TABLE base (id int);\n"}, database_url).returncode == 0
+    write_migrations(
+        app,
+        {
+            "1_a.up.sql": "CREATE TABLE a (id int);\n",
+            "1_a.down.sql": "DROP TABLE a;\n",
+            "2_b.up.sql": "CREATE INDEX CONCURRENTLY base_id_idx ON base (id);\nSELECT 1/0;\n",
+            "2_b.down.sql": "DROP INDEX IF EXISTS base_id_idx;\n",
+        },
+    )
+    result = run_cli(["up"], cwd=app, database_url=database_url, env={"MIGRATE_TRANSACTION": mode})
+    assert result.returncode == 1, result.output
+    assert "2_b.up.sql: line 2: ERROR 22012" in result.stderr, result.stderr
+    assert "reverted 2_b" in result.stderr, result.stderr
+    assert result.stderr.find("reverted 2_b") < result.stderr.find("reverted 1_a"), result.stderr
+    assert scalar(pg_server.admin_url(dbname), "SELECT to_regclass('base_id_idx') IS NULL")
+    assert "a" not in tables(pg_server.admin_url(dbname))
+    assert [r[0] for r in history(pg_server, dbname)] == [0]
