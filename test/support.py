@@ -13,7 +13,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -335,3 +338,45 @@ def up(
 def snapshot(server: Server, dbname: str) -> tuple[str, list[tuple[object, ...]]]:
     """Schema dump plus history rows: "unchanged" means both are equal."""
     return server.pg_dump(dbname), history(server, dbname)
+
+
+# Wall-clock bounds, kept in this one place: tests assert on events and their order, and bound
+# time only to catch a hang or a wait far beyond what is configured. The machine running the
+# suite may be loaded (2 cores shared by many runs), so the margin is generous.
+SLACK_SECONDS = 10.0
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `predicate` every 20 ms until it is true; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def read_until(
+    proc: subprocess.Popen[str], needle: str, timeout: float, stream: str = "stderr"
+) -> list[str]:
+    """The lines a running CLI wrote to `stream` ("stderr" or "stdout") up to and including
+    the first holding `needle`; the rest is left for `finish`."""
+    pipe = getattr(proc, stream)
+    assert pipe is not None
+    lines: list[str] = []
+    found = threading.Event()
+
+    def reader() -> None:
+        for line in pipe:
+            lines.append(line)
+            if needle in line:
+                found.set()
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    if not found.wait(timeout):
+        proc.kill()
+        thread.join(SLACK_SECONDS)
+        raise AssertionError(f"no line with {needle!r} on {stream}:\n{''.join(lines)}")
+    thread.join(SLACK_SECONDS)
+    return lines

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
 
-from herokumigrate.lock import lock_key
 from support import (
     EXAMPLE,
     Server,
     cli_env,
     copy_example,
+    finish,
     history,
     rows,
     run_cli,
     snapshot,
+    spawn_cli,
     tables,
     up,
+    wait_until,
     write_migrations,
 )
 
@@ -59,19 +61,26 @@ def test_example_applies_then_second_up_is_a_noop(
 
 
 def test_history_records_checksum_and_duration(
-    pg_server: Server, dbname: str, database_url: str
+    pg_server: Server, dbname: str, database_url: str, app: Path
 ) -> None:
-    run_cli(["up"], cwd=EXAMPLE, database_url=database_url)
+    # The checksum is the sha256 of the up file's bytes (the up section for dbmate files).
+    files = {
+        "1_create_users.up.sql": "CREATE TABLE users (id int);\n-- é: UTF-8 is hashed as bytes\n",
+        "2_slow.up.sql": "SELECT pg_sleep(0.2);\n",
+    }
+    assert up(app, files, database_url).returncode == 0
     found = rows(
         pg_server.admin_url(dbname),
-        "SELECT version, name, checksum, applied_at IS NOT NULL, duration_ms >= 0"
-        " FROM heroku_migrate_history ORDER BY version LIMIT 1",
+        "SELECT version, name, checksum, applied_at IS NOT NULL, duration_ms"
+        " FROM heroku_migrate_history ORDER BY version",
     )
-    assert found[0][0] == 20260101120000
-    assert found[0][1] == "create_users"
-    assert len(str(found[0][2])) == 64
-    assert found[0][3] is True
-    assert found[0][4] is True
+    folder = app / "db/migrations"
+    assert [r[:2] for r in found] == [(1, "create_users"), (2, "slow")]
+    for row, name in zip(found, files, strict=True):
+        assert row[2] == hashlib.sha256((folder / name).read_bytes()).hexdigest(), name
+        assert row[3] is True
+    assert float(str(found[0][4])) > 0, found[0]
+    assert float(str(found[1][4])) >= 200, "pg_sleep(0.2) took at least 200 ms"
 
 
 def test_failed_release_leaves_schema_unchanged(
@@ -342,15 +351,66 @@ def test_status_human_and_json(
     assert [m["status"] for m in doc["migrations"]][:2] == ["applied", "applied"]
 
 
+# Migration 2 waits for an advisory lock the test holds; meanwhile the test looks from its own
+# session at what migration 1 left.
+GATE = 72_314_001
+GATED = {
+    "1_first.up.sql": "CREATE TABLE first_table (id int);\n",
+    "2_gated.up.sql": "CREATE TABLE gated_table (id int);\n"
+    f"SELECT pg_advisory_xact_lock({GATE});\n",
+    "3_last.up.sql": "CREATE TABLE last_table (id int);\n",
+}
+
+
+@pytest.mark.parametrize("mode", ["migration", "release"])
 def test_per_migration_transaction_mode_applies_each_in_its_own(
-    pg_server: Server, dbname: str, database_url: str
+    pg_server: Server, dbname: str, database_url: str, app: Path, mode: str
 ) -> None:
-    result = run_cli(
-        ["up"], cwd=EXAMPLE, database_url=database_url, env={"MIGRATE_TRANSACTION": "migration"}
-    )
+    write_migrations(app, GATED)
+    gate = pg_server.admin_conn(dbname)
+    gate.execute("SELECT pg_advisory_lock(%s)", (GATE,))
+    env = {"MIGRATE_TRANSACTION": mode, "MIGRATE_LOCK_TIMEOUT": "600"}
+    proc = spawn_cli(["up"], cwd=app, database_url=database_url, env=env)
+    try:
+
+        def gated() -> bool:
+            return bool(
+                rows(
+                    gate,
+                    "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                    " WHERE NOT l.granted AND l.locktype = 'advisory' AND l.objid = %s"
+                    " AND a.application_name = 'heroku-migrate'",
+                    (GATE,),
+                )
+            )
+
+        wait_until(gated, 60, "migration 2 to wait for the test's advisory lock")
+        seen = set(tables(gate))
+        recorded = [(r[0], r[3]) for r in history(pg_server, dbname)]
+        gate.execute("SELECT pg_advisory_unlock(%s)", (GATE,))
+        result = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        gate.close()
     assert result.returncode == 0, result.output
-    assert "one transaction per migration" in result.stdout
-    assert len(history(pg_server, dbname)) == 5
+    assert "gated_table" not in seen, "migration 2 is not committed while it runs"
+    if mode == "migration":
+        assert "one transaction per migration" in result.stdout
+        # Migration 1 is committed, and recorded, before migration 2 has finished.
+        assert "first_table" in seen
+        assert recorded == [(1, "applied")]
+    else:
+        assert "(one transaction)" in result.stdout
+        assert "first_table" not in seen
+        assert recorded == []
+    assert {"first_table", "gated_table", "last_table"} <= set(tables(pg_server.admin_url(dbname)))
+    assert [(r[0], r[3]) for r in history(pg_server, dbname)] == [
+        (1, "applied"),
+        (2, "applied"),
+        (3, "applied"),
+    ]
 
 
 def test_history_table_name_and_schema_are_configurable(
@@ -391,13 +451,6 @@ def test_validate_needs_no_database(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "Validated 5 migration(s)" in result.stdout
     assert "1 must run outside a transaction" in result.stdout
-
-
-def test_lock_key_matches_golang_migrate() -> None:
-    # golang-migrate: crc32(schema NUL table NUL dbname) * 1486364155, as uint32.
-    expected = (zlib.crc32(b"public\x00schema_migrations\x00mydb") * 1486364155) & 0xFFFFFFFF
-    assert lock_key("mydb") == expected
-    assert 0 <= lock_key("x") < 2**32
 
 
 def test_error_without_position_is_pinpointed_to_its_line(

@@ -1,0 +1,111 @@
+"""Compensation after a lost connection: with one transaction per migration, migration 1 has
+committed when migration 2's backend is terminated; the runner must reconnect, re-take the
+lock, find the history as it left it, and revert migration 1 with its down.
+
+The other half of this path, "another run got there first" (the history changed while the
+connection was lost, so nothing is compensated), is
+test_faults.py::test_recovery_after_a_lost_connection_never_undoes_another_runners_work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from support import Server, finish, history, rows, spawn_cli, tables, wait_until, write_migrations
+
+pytestmark = pytest.mark.db
+
+APP_NAME = "heroku-migrate"  # the runner's application_name in pg_stat_activity
+
+
+def sleeping_backends(server: Server, dbname: str) -> list[tuple[object, ...]]:
+    """The pids of the runner's sessions on `dbname` that are running a pg_sleep."""
+    return rows(
+        server.admin_url("postgres"),
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s"
+        " AND state = 'active' AND query LIKE '%%pg_sleep%%'",
+        (dbname, APP_NAME),
+    )
+
+
+def test_migration_committed_before_a_lost_connection_is_reverted(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    write_migrations(
+        app,
+        {
+            "1_first.up.sql": "CREATE TABLE first_table (id int);\n",
+            "1_first.down.sql": "DROP TABLE first_table;\n",
+            "2_slow.up.sql": "CREATE TABLE slow_table (id int);\nSELECT pg_sleep(600);\n",
+            "2_slow.down.sql": "DROP TABLE slow_table;\n",
+        },
+    )
+    proc = spawn_cli(
+        ["up"], cwd=app, database_url=database_url, env={"MIGRATE_TRANSACTION": "migration"}
+    )
+    try:
+        wait_until(lambda: bool(sleeping_backends(pg_server, dbname)), 60, "migration 2's sleep")
+        # Migration 1 is committed: another session sees its table and its history row.
+        assert "first_table" in tables(pg_server.admin_url(dbname))
+        assert [(r[0], r[3]) for r in history(pg_server, dbname)] == [(1, "applied")]
+        pid = sleeping_backends(pg_server, dbname)[0][0]
+        rows(pg_server.admin_url("postgres"), "SELECT pg_terminate_backend(%s)", (pid,))
+        result = finish(proc, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    print(result.output)
+    assert result.returncode == 1, result.output
+    assert "the connection to the database was lost" in result.stderr, result.output
+    assert (
+        "Earlier migrations of this run were committed one by one (MIGRATE_TRANSACTION=migration);"
+        " compensating with their downs, newest first:" in result.stderr
+    ), result.output
+    assert "reverted 1_first" in result.stderr, result.output
+    assert "the database is as before" in result.stderr, result.output
+    assert "could not reconnect" not in result.output, result.output
+    remaining = tables(pg_server.admin_url(dbname))
+    assert "first_table" not in remaining, "migration 1 was not reverted"
+    assert "slow_table" not in remaining, "migration 2's open transaction was not rolled back"
+    assert history(pg_server, dbname) == [], "migration 1's history row is left"
+    # The failure is logged in the history's log for `status` to show.
+    logged = rows(
+        pg_server.admin_url(dbname),
+        "SELECT event, detail FROM heroku_migrate_history_log ORDER BY id DESC LIMIT 1",
+    )
+    assert len(logged) == 1
+    assert logged[0][0] == "failed", logged
+    assert "reverted 1_first" in str(logged[0][1]), logged
+
+
+def test_without_a_down_the_lost_run_says_what_is_left(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    """No down for migration 1: nothing can be undone, and the error says what stays applied."""
+    write_migrations(
+        app,
+        {
+            "1_first.up.sql": "CREATE TABLE first_table (id int);\n",
+            "2_slow.up.sql": "SELECT pg_sleep(600);\n",
+        },
+    )
+    proc = spawn_cli(
+        ["up"], cwd=app, database_url=database_url, env={"MIGRATE_TRANSACTION": "migration"}
+    )
+    try:
+        wait_until(lambda: bool(sleeping_backends(pg_server, dbname)), 60, "migration 2's sleep")
+        pid = sleeping_backends(pg_server, dbname)[0][0]
+        rows(pg_server.admin_url("postgres"), "SELECT pg_terminate_backend(%s)", (pid,))
+        result = finish(proc, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert result.returncode == 1, result.output
+    assert "1_first: has no down migration; cannot undo it" in result.stderr, result.output
+    assert "STATE LEFT: still applied (possibly partly) from this run: 1_first" in result.stderr
+    assert "first_table" in tables(pg_server.admin_url(dbname))
+    assert [(r[0], r[3]) for r in history(pg_server, dbname)] == [(1, "applied")]
