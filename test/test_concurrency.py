@@ -180,7 +180,7 @@ def test_lock_contention_gives_up_after_retries_without_blocking_app_traffic(
     assert worst < LOCK_TIMEOUT + SLACK_SECONDS, f"the app's query waited {worst:.2f}s"
     # Three attempts, in order: two retries, then the run gives up.
     events = ["retry 1 of 2", "retry 2 of 2", "Gave up after 2 retries", "3_alter_t.up.sql"]
-    at = [result.stderr.find(event) for event in events]
+    at = [result.output.find(event) for event in events]  # retries on stdout, then stderr
     assert -1 not in at, result.output
     assert at == sorted(at), result.output
     assert "retry 3" not in result.output, result.output
@@ -210,7 +210,7 @@ def test_lock_contention_succeeds_when_holder_lets_go_during_retries(
         )
         try:
             # The holder lets go once the first attempt has timed out, whatever that took.
-            first = read_until(proc, "retry 1, ", 60)
+            first = read_until(proc, "retry 1, ", 60, stream="stdout")
         finally:
             holder.rollback()
         result = finish(proc)
@@ -218,7 +218,7 @@ def test_lock_contention_succeeds_when_holder_lets_go_during_retries(
     finally:
         worst = probe.finish()
         holder.close()
-    result.stderr = "".join(first) + result.stderr
+    result.stdout = "".join(first) + result.stdout
     print(f"lock contention (holder lets go at the first retry): probe worst wait {worst:.3f}s,")
     print(f"  {len(probe.waits)} probe queries, runner finished after {elapsed:.1f}s")
     print(result.output)

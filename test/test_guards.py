@@ -51,22 +51,24 @@ def test_lock_timeout_and_statement_timeout_are_set_inside_migrations(
     files = {f"{n}_seen_{n}.up.sql": READ_TIMEOUTS.format(n=n) for n in (1, 2)}
     env = {
         "MIGRATE_TRANSACTION": mode,
-        "MIGRATE_LOCK_TIMEOUT": "7",
+        "MIGRATE_LOCK_TIMEOUT": "0.05",
         "MIGRATE_STATEMENT_TIMEOUT": "90",
     }
     result = up(app, files, database_url, env=env)
     assert result.returncode == 0, result.output
     for n in (1, 2):
         seen = rows(pg_server.admin_url(dbname), f"SELECT * FROM seen_{n}")
-        assert seen == [("7s", "90s")], (n, seen)
+        # lock_timeout is the cap of the growing steps: below the first step, it is the step.
+        assert seen == [("50ms", "90s")], (n, seen)
 
 
-def test_lock_timeout_default_is_five_seconds_and_statement_timeout_off(
+def test_first_lock_timeout_step_is_a_tenth_of_a_second_and_statement_timeout_off(
     pg_server: Server, dbname: str, database_url: str, app: Path
 ) -> None:
     result = up(app, {"1_seen_1.up.sql": READ_TIMEOUTS.format(n=1)}, database_url)
     assert result.returncode == 0, result.output
-    assert rows(pg_server.admin_url(dbname), "SELECT * FROM seen_1") == [("5s", "0")]
+    # The first attempt's step (0.1 s, growing up to lock_timeout = 0.5 s on retries).
+    assert rows(pg_server.admin_url(dbname), "SELECT * FROM seen_1") == [("100ms", "0")]
 
 
 @pytest.mark.parametrize("statement", ["SET lock_timeout = '1h'", "RESET ALL"])
@@ -79,10 +81,10 @@ def test_a_migration_that_changes_the_timeouts_does_not_change_the_next_ones(
         "1_changes.up.sql": f"{statement};\n",
         "2_seen_2.up.sql": READ_TIMEOUTS.format(n=2),
     }
-    env = {"MIGRATE_TRANSACTION": "migration", "MIGRATE_LOCK_TIMEOUT": "7"}
+    env = {"MIGRATE_TRANSACTION": "migration", "MIGRATE_LOCK_TIMEOUT": "0.05"}
     result = up(app, files, database_url, env=env)
     assert result.returncode == 0, result.output
-    assert rows(pg_server.admin_url(dbname), "SELECT * FROM seen_2") == [("7s", "0")]
+    assert rows(pg_server.admin_url(dbname), "SELECT * FROM seen_2") == [("50ms", "0")]
 
 
 # ----- a lock timeout is retried, then the run succeeds ----------------------------------------
@@ -104,16 +106,19 @@ def test_a_lock_timeout_is_retried_and_the_run_succeeds_once_the_lock_is_free(
             env={"MIGRATE_LOCK_TIMEOUT": "0.2", "MIGRATE_RETRIES": "8"},
         )
         try:
-            before_release = read_until(proc, "retry 1 of 8", 60)
+            before_release = read_until(proc, "retry 1 of 8", 60, stream="stdout")
         finally:
             holder.rollback()  # the lock is free from now on: the next attempt gets it
         result = finish(proc)
     finally:
         holder.close()
-    stderr = "".join(before_release) + result.stderr
-    assert result.returncode == 0, result.stdout + stderr
-    assert "2_alter_t: line 2: lock_timeout (55P03); retry 1 of 8 in" in stderr, stderr
-    assert "Gave up" not in stderr, stderr
+    stdout = "".join(before_release) + result.stdout
+    assert result.returncode == 0, stdout + result.stderr
+    assert (
+        "2_alter_t: line 2: lock not granted within 0.1s (55P03), rolled back; retry 1 of 8 in"
+        in stdout
+    ), stdout
+    assert "Gave up" not in result.stderr, result.stderr
     assert [(r[0], r[3]) for r in history(pg_server, dbname)] == [(1, "applied"), (2, "applied")]
     assert scalar(
         pg_server.admin_url(dbname),
@@ -197,7 +202,9 @@ def test_an_invalid_index_holding_the_name_is_dropped_and_built_again(
     result = run_cli(["up"], cwd=app, database_url=database_url)
 
     assert result.returncode == 0, result.output
-    assert "Dropping INVALID index dup_x_key left by an earlier failed build" in result.output
+    assert (
+        "Dropping INVALID index public.dup_x_key left by an earlier failed build" in result.output
+    )
     assert invalid_index_names(pg_server, dbname) == []
     assert scalar(pg_server.admin_url(dbname), "SELECT to_regclass('dup_x_key') IS NOT NULL")
     assert [(r[0], r[3]) for r in history(pg_server, dbname)] == [(1, "applied"), (2, "applied")]
@@ -263,7 +270,7 @@ def test_a_run_killed_during_a_concurrent_build_is_resumed_and_its_invalid_index
 
     assert result.returncode == 0, result.output
     assert "Resuming 2_index: 1 statement(s) ran before an interrupted run" in result.output
-    assert "Dropping INVALID index t_id_idx left by an earlier failed build" in result.output
+    assert "Dropping INVALID index public.t_id_idx left by an earlier failed build" in result.output
     assert invalid_index_names(pg_server, dbname) == []
     assert scalar(pg_server.admin_url(dbname), "SELECT to_regclass('t_id_idx') IS NOT NULL")
     assert {"before_index", "after_index", "after_all"} <= set(tables(pg_server.admin_url(dbname)))
@@ -387,7 +394,7 @@ def test_a_migration_failing_after_its_concurrent_build_is_reverted_too(
     pg_server: Server, dbname: str, database_url: str, app: Path, mode: str
 ) -> None:
     """The concurrent build committed on its own; the statement after it fails: compensation
-    reverts that migration as well (its down drops the index), then the earlier one."""
+    undoes exactly what ran of that migration (the index it built), then the earlier one."""
     assert up(app, {"0_base.up.sql": "CREATE TABLE base (id int);\n"}, database_url).returncode == 0
     write_migrations(
         app,
@@ -401,8 +408,9 @@ def test_a_migration_failing_after_its_concurrent_build_is_reverted_too(
     result = run_cli(["up"], cwd=app, database_url=database_url, env={"MIGRATE_TRANSACTION": mode})
     assert result.returncode == 1, result.output
     assert "2_b.up.sql: line 2: ERROR 22012" in result.stderr, result.stderr
-    assert "reverted 2_b" in result.stderr, result.stderr
-    assert result.stderr.find("reverted 2_b") < result.stderr.find("reverted 1_a"), result.stderr
+    undone = "undid what ran of the half-applied 2_b: dropped index public.base_id_idx (line 1)"
+    assert undone in result.stderr, result.stderr
+    assert result.stderr.find(undone) < result.stderr.find("reverted 1_a"), result.stderr
     assert scalar(pg_server.admin_url(dbname), "SELECT to_regclass('base_id_idx') IS NULL")
     assert "a" not in tables(pg_server.admin_url(dbname))
     assert [r[0] for r in history(pg_server, dbname)] == [0]
