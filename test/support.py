@@ -380,3 +380,35 @@ def read_until(
         raise AssertionError(f"no line with {needle!r} on {stream}:\n{''.join(lines)}")
     thread.join(SLACK_SECONDS)
     return lines
+
+
+class Probe(threading.Thread):
+    """The app's traffic: `SELECT count(*) FROM t` in a loop, timing each query; `finish`
+    returns the worst wait. A probe stuck behind a lock shows up as a 20 s wait, never a hang."""
+
+    def __init__(self, server: Server, dbname: str, interval: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.conn = server.admin_conn(dbname)
+        self.conn.execute("SET statement_timeout = '20s'")
+        self.interval = interval
+        self.stop = threading.Event()
+        self.waits: list[float] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        """Query until `finish`."""
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            try:
+                self.conn.execute("SELECT count(*) FROM t").fetchone()
+            except psycopg.Error as exc:
+                self.errors.append(str(exc))
+            self.waits.append(time.monotonic() - t0)
+            time.sleep(self.interval)
+
+    def finish(self) -> float:
+        """Stop querying; the longest wait seen."""
+        self.stop.set()
+        self.join(30)
+        self.conn.close()
+        return max(self.waits)

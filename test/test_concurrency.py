@@ -4,7 +4,6 @@ and the migration lock held by someone else.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from psycopg import sql
 from herokumigrate.lock import lock_key
 from support import (
     SLACK_SECONDS,
+    Probe,
     Server,
     finish,
     history,
@@ -89,35 +89,6 @@ def test_runners_started_at_once_apply_each_migration_exactly_once(
 LOCK_TIMEOUT = 1.0
 
 
-class Probe(threading.Thread):
-    """The app's traffic: `SELECT count(*) FROM t` in a loop, timing each query."""
-
-    def __init__(self, server: Server, dbname: str) -> None:
-        super().__init__(daemon=True)
-        self.conn = server.admin_conn(dbname)
-        # Never hang the test: a probe stuck behind the ALTER shows up as a 20 s wait.
-        self.conn.execute("SET statement_timeout = '20s'")
-        self.stop = threading.Event()
-        self.waits: list[float] = []
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            t0 = time.monotonic()
-            try:
-                self.conn.execute("SELECT count(*) FROM t").fetchone()
-            except psycopg.Error as exc:
-                self.errors.append(str(exc))
-            self.waits.append(time.monotonic() - t0)
-            time.sleep(0.02)
-
-    def finish(self) -> float:
-        self.stop.set()
-        self.join(30)
-        self.conn.close()
-        return max(self.waits)
-
-
 def contention_app(app: Path, database_url: str, pg_server: Server, dbname: str) -> None:
     write_migrations(
         app,
@@ -156,7 +127,7 @@ def test_lock_contention_gives_up_after_retries_without_blocking_app_traffic(
     contention_app(app, database_url, pg_server, dbname)
     before = snapshot(pg_server, dbname)
     holder = hold_table_lock(pg_server, dbname)
-    probe = Probe(pg_server, dbname)
+    probe = Probe(pg_server, dbname, interval=0.02)
     probe.start()
     try:
         t0 = time.monotonic()
@@ -198,7 +169,7 @@ def test_lock_contention_succeeds_when_holder_lets_go_during_retries(
 ) -> None:
     contention_app(app, database_url, pg_server, dbname)
     holder = hold_table_lock(pg_server, dbname)
-    probe = Probe(pg_server, dbname)
+    probe = Probe(pg_server, dbname, interval=0.02)
     probe.start()
     try:
         t0 = time.monotonic()

@@ -19,7 +19,7 @@ from herokumigrate.migrator import Migrator
 from herokumigrate.output import Output
 from herokumigrate.session import Session
 from herokumigrate.source import load_migrations
-from support import finish, history, run_cli, scalar, snapshot, spawn_cli, write_migrations
+from support import Probe, finish, history, run_cli, scalar, snapshot, spawn_cli, write_migrations
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -32,34 +32,6 @@ if TYPE_CHECKING:
 PROBE_BOUND_SECONDS = 0.5 + 0.4
 # How long the "long transaction" of the app holds the table.
 BLOCKER_SECONDS = 5.0
-
-
-class Probe(threading.Thread):
-    """The app's traffic: `SELECT count(*) FROM t` in a loop, timing each query."""
-
-    def __init__(self, server: Server, dbname: str) -> None:
-        super().__init__(daemon=True)
-        self.conn = server.admin_conn(dbname)
-        self.conn.execute("SET statement_timeout = '20s'")  # never hang the test
-        self.stop = threading.Event()
-        self.waits: list[float] = []
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            t0 = time.monotonic()
-            try:
-                self.conn.execute("SELECT count(*) FROM t").fetchone()
-            except psycopg.Error as exc:
-                self.errors.append(str(exc))
-            self.waits.append(time.monotonic() - t0)
-            time.sleep(0.01)
-
-    def finish(self) -> float:
-        self.stop.set()
-        self.join(30)
-        self.conn.close()
-        return max(self.waits)
 
 
 def _table_t(app: Path, database_url: str) -> None:
