@@ -87,8 +87,17 @@ class _Compensation:
         conn = self.session.conn
         # The downs run as on a fresh connection, whatever search_path a migration set.
         conn.execute("RESET search_path")
-        for name in drop_new_invalid_indexes(conn, self.failed.invalid_before):
+        dropped, left = drop_new_invalid_indexes(
+            conn, self.failed.invalid_before, self.session.config.statement_timeout
+        )
+        for name in dropped:
             self.lines.append(f"dropped INVALID index {name} left by the failed build")
+        for name in left:
+            self.lines.append(
+                f"INVALID index {name} left by the failed build is still there: dropping it "
+                "waited too long for older transactions on its table; the next run drops it "
+                "before building it again"
+            )
         stopped = False
         for m in reversed(self.failed.committed):
             try:

@@ -65,12 +65,36 @@ def drop_invalid_index_of(
     return False
 
 
-def drop_new_invalid_indexes(conn: Conn, before: set[str]) -> list[str]:
-    """Drop the INVALID indexes that were not there `before`; returns their names."""
-    dropped = sorted(invalid_indexes(conn) - before)
-    for name in dropped:
-        _drop_index(conn, name)
-    return dropped
+# A compensation's drop waits for older transactions on the table (DROP INDEX CONCURRENTLY):
+# never longer than this, or statement_timeout when that is shorter; the next run drops what
+# is left before it builds the index again.
+CLEANUP_WAIT_SECONDS = 30.0
+
+
+def drop_new_invalid_indexes(
+    conn: Conn, before: set[str], statement_timeout: float = 0.0
+) -> tuple[list[str], list[str]]:
+    """Drop the INVALID indexes that were not there `before`, each within a bounded wait;
+    returns (dropped, left) names."""
+    import psycopg
+
+    wait = min(CLEANUP_WAIT_SECONDS, statement_timeout or CLEANUP_WAIT_SECONDS)
+    dropped: list[str] = []
+    left: list[str] = []
+    for name in sorted(invalid_indexes(conn) - before):
+        conn.execute(
+            sql.SQL("SET statement_timeout = {}").format(
+                sql.Literal(f"{max(1, round(wait * 1000))}ms")
+            )
+        )
+        try:
+            _drop_index(conn, name)
+            dropped.append(name)
+        except psycopg.errors.QueryCanceled:
+            left.append(name)
+        finally:
+            conn.execute("RESET statement_timeout")
+    return dropped, left
 
 
 def _drop_index(conn: Conn, regclass: str) -> None:
