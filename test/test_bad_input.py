@@ -1030,6 +1030,8 @@ class WarningCase:
     prepare: Prepare
     warning: tuple[str, ...]  # each must appear in one ` !     ` line
     args: tuple[str, ...] = ("up",)
+    # An accepted edit is recorded (the checksum and a log row), once: then all is quiet.
+    accepts_edit: bool = False
 
 
 WARNING_CASES = [
@@ -1037,12 +1039,14 @@ WARNING_CASES = [
         "applied-file-edited-but-allowed",
         _all(_edit_applied, _set_env(MIGRATE_ALLOW_CHANGED="true")),
         ("3_index_users_email.up.sql",),
+        accepts_edit=True,
     ),
     WarningCase(
         "applied-file-edited-allowed-by-flag",
         _edit_applied,
         ("3_index_users_email.up.sql",),
         args=("up", "--allow-changed"),
+        accepts_edit=True,
     ),
     WarningCase(
         "database-ahead-of-files-after-rollback",
@@ -1064,6 +1068,16 @@ def test_warning_not_failure(case: WarningCase, baseline_ctx: Ctx, pg_server: Se
     for expected in case.warning:
         assert any(expected in line for line in bang), f"no warning saying {expected!r}:\n{shown}"
     assert all(line.startswith(BANG) for line in result.stderr.splitlines() if line.strip())
+    if case.accepts_edit:
+        assert "Accepted the edit of 3_index_users_email" in result.stdout, shown
+        after = _db_state(pg_server, ctx.dbname, with_log=True)
+        assert after[0] == db_before[0], "the schema changed"
+        assert after[1] != db_before[1], "the accepted checksum was not recorded"
+        again = run_cli(list(case.args), cwd=ctx.app, database_url=ctx.url, env=ctx.env)
+        assert again.returncode == 0, again.output
+        assert again.stderr == "", again.output
+        assert "up to date" in again.stdout.lower(), again.output
+        return
     assert "up to date" in result.stdout.lower(), shown
     assert _db_state(pg_server, ctx.dbname, with_log=True) == db_before, shown
 
