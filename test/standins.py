@@ -287,3 +287,8 @@ def unpack_slug(slug: Path, destination: Path) -> None:
     subprocess.run(
         ["tar", "-xzf", str(slug), "-C", str(destination)], check=True, capture_output=True
     )
+
+
+def socket_binds(url_host: str) -> tuple[Path, ...]:
+    """The test server's socket folder, when it listens on one, to share with the run root."""
+    return (Path(url_host),) if url_host.startswith("/") else ()

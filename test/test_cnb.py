@@ -558,15 +558,16 @@ def test_fir_lifecycle_on_heroku_26_standin_applies_migrations_once(
     assert launch_env["PATH"].startswith(f"{own_layers}/runner/bin:")
 
     # release, as heroku/release-phase's exec-release-commands runs it: twice
-    first = in_app(run_root, release[0], launch_env)
+    binds = standins.socket_binds(pg_server.admin.get("host", ""))  # the embedded server's
+    first = in_app(run_root, release[0], launch_env, binds)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Applied 5 migration(s)" in first.stdout
     assert tables(database_url) >= EXAMPLE_TABLES
-    second = in_app(run_root, release[0], launch_env)
+    second = in_app(run_root, release[0], launch_env, binds)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "up to date" in second.stdout
     assert "Applied" not in second.stdout
-    status = in_app(run_root, ["heroku-migrate", "status"], launch_env)  # heroku run ...
+    status = in_app(run_root, ["heroku-migrate", "status"], launch_env, binds)  # heroku run
     assert status.returncode == 0, status.stdout + status.stderr
     no_python = in_app(run_root, ["sh", "-c", "command -v python3 || echo none"], launch_env)
     assert no_python.stdout.strip() == "none"

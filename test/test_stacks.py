@@ -237,11 +237,6 @@ def release_line(app: Path) -> str:
     raise AssertionError("no release: line in the Procfile")
 
 
-def socket_binds(url_host: str) -> tuple[Path, ...]:
-    """The test server's socket folder, when it listens on one, to share with the run root."""
-    return (Path(url_host),) if url_host.startswith("/") else ()
-
-
 def on_dyno(
     build: StandInBuild, script: str, database_url: str, binds: tuple[Path, ...]
 ) -> subprocess.CompletedProcess[str]:
@@ -314,7 +309,7 @@ def test_standin_release_applies_migrations_once(
 ) -> None:
     build = standin_build
     assert build.compile.returncode == 0, build.compile.stdout + build.compile.stderr
-    binds = socket_binds(pg_server.admin.get("host", ""))
+    binds = standins.socket_binds(pg_server.admin.get("host", ""))
     command = release_line(build.app)
     assert command.startswith("./.heroku-migrate/bin/heroku-migrate up")
 
@@ -352,7 +347,7 @@ def test_standin_runs_every_runner_command(
     """Every command the runner has, on the run image: nothing it imports is missing."""
     build = standin_build
     assert build.compile.returncode == 0, build.compile.stdout + build.compile.stderr
-    binds = socket_binds(pg_server.admin.get("host", ""))
+    binds = standins.socket_binds(pg_server.admin.get("host", ""))
 
     def run(command: str) -> subprocess.CompletedProcess[str]:
         return on_dyno(build, command, database_url, binds)
