@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from herokumigrate.firstcontact import accepted_edits, report_first_contact, write_first_contact
+from herokumigrate.firstcontact import (
+    accepted_edits,
+    labels,
+    report_first_contact,
+    write_first_contact,
+)
 from herokumigrate.history import HistoryState
 from herokumigrate.indexes import drop_invalid_index_of, invalid_indexes
 from herokumigrate.lockretry import RETRYABLE, with_lock_retries
@@ -227,7 +232,7 @@ class Applier:
                     f"Would adopt {len(plan.adopt)} migration(s) from {self.state.legacy.tool}"
                 )
             if accepted_edits(plan, self.config):
-                self.output.detail(f"Would accept the edit of {_labels(plan.changed)}")
+                self.output.detail(f"Would accept the edit of {labels(plan.changed)}")
             return
         conn = self.session.conn
         with conn.transaction():
@@ -438,10 +443,6 @@ class Applier:
             self.history.record_partial(conn, step.migration, step.index + 1, ms)
         run.recorded_partial(step.migration, step.index + 1)
         run.durations[key] = run.durations.get(key, 0.0) + ms
-
-
-def _labels(migrations: list[Migration]) -> str:
-    return ", ".join(m.label for m in migrations)
 
 
 def pinpoint(session: Session, unit: Unit, exc: StepFailed) -> StepFailed:

@@ -56,7 +56,8 @@ def write_first_contact(
         history.accept_checksums(conn, accepted_edits(plan, config))
 
 
-def _labels(migrations: list[Migration]) -> str:
+def labels(migrations: list[Migration]) -> str:
+    """`1_a, 2_b`: migration labels for a message."""
     return ", ".join(m.label for m in migrations)
 
 
@@ -88,6 +89,6 @@ def report_first_contact(
         )
     if accepted_edits(plan, config):
         output.detail(
-            f"Accepted the edit of {_labels(plan.changed)} (allow_changed): the history "
+            f"Accepted the edit of {labels(plan.changed)} (allow_changed): the history "
             "now holds its checksum, so later releases do not warn again"
         )

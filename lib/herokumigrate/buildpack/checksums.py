@@ -7,18 +7,11 @@ cache gets a record; what it reuses is checked against it first.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from herokumigrate.buildpack.wheels import sha256_of
+
 RECORD = ".sha256"
-
-
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files(folder: Path) -> list[Path]:
@@ -31,7 +24,7 @@ def _files(folder: Path) -> list[Path]:
 
 def write_record(folder: Path) -> None:
     """Record every regular file under `folder` with its sha256 (in `folder/.sha256`)."""
-    lines = [f"{_digest(path)}  {path.relative_to(folder)}\n" for path in _files(folder)]
+    lines = [f"{sha256_of(path)}  {path.relative_to(folder)}\n" for path in _files(folder)]
     (folder / RECORD).write_text("".join(lines), encoding="utf-8")
 
 
@@ -56,7 +49,7 @@ def damaged(folder: Path) -> list[str]:
     for path in _files(folder):
         name = str(path.relative_to(folder))
         present.add(name)
-        if expected.get(name) != _digest(path):
+        if expected.get(name) != sha256_of(path):
             bad.append(name)
     bad.extend(sorted(set(expected) - present))
     return bad
