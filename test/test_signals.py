@@ -7,16 +7,20 @@ Real signals to the real CLI, a real server.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import time
 from typing import TYPE_CHECKING
 
+import psycopg
 import pytest
+from psycopg import pq
 
 from herokumigrate.database import CONNECTION_CHECK_INTERVAL_MS
 from herokumigrate.lock import lock_key
+from herokumigrate.signals import SETTLE_SECONDS, Interrupted, settle, transaction
 from support import finish, history, rows, run_cli, scalar, snapshot, spawn_cli, write_migrations
 
 if TYPE_CHECKING:
@@ -332,3 +336,58 @@ def test_cleanup_that_hangs_is_cut_short_by_the_exit_deadline(
     )
     assert _advisory_locks(pg_server, dbname) == 0
     assert snapshot(pg_server, dbname) == before
+
+
+def _left_running(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """The state an interruption leaves when it lands while psycopg's own code runs between
+    two waits (its generator ends, nothing cancels): a statement running, the connection busy."""
+    conn.pgconn.send_query(b"SELECT pg_sleep(30)")
+    assert conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE
+
+
+def _still_sleeping(server: Server, dbname: str) -> bool:
+    found = scalar(
+        server.admin_url("postgres"),
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND query LIKE %s"
+        " AND pid <> pg_backend_pid()",
+        (dbname, "SELECT pg_sleep(30)%"),
+    )
+    return int(str(found)) > 0
+
+
+def test_an_interruption_psycopg_left_unsettled_is_settled_before_the_rollback(
+    pg_server: Server, dbname: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Seen once in CI: the rollback failed with "another command is already in progress",
+    # psycopg printed "error ignored in rollback" and the run could not say what it committed.
+    def interrupted_transaction(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        with transaction(conn):
+            conn.execute("CREATE TABLE never (id int)")
+            _left_running(conn)
+            raise Interrupted(signal.SIGTERM)
+
+    with psycopg.connect(pg_server.admin_url(dbname), autocommit=True) as conn:
+        t0 = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="psycopg"), pytest.raises(Interrupted):
+            interrupted_transaction(conn)
+        took = time.monotonic() - t0
+        print(f"[{pg_server.label}] settled and rolled back in {took:.3f}s")
+        assert [r.getMessage() for r in caplog.records] == []
+        assert took < SETTLE_SECONDS + 1.0
+        assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+        assert conn.execute("SELECT to_regclass('never') IS NULL").fetchone() == (True,)
+        assert not _still_sleeping(pg_server, dbname)
+
+
+def test_settle_cancels_a_statement_left_running_outside_a_transaction(
+    pg_server: Server, dbname: str
+) -> None:
+    with psycopg.connect(pg_server.admin_url(dbname), autocommit=True) as conn:
+        _left_running(conn)
+        t0 = time.monotonic()
+        settle(conn)
+        took = time.monotonic() - t0
+        assert took < SETTLE_SECONDS + 1.0
+        assert not conn.closed
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert not _still_sleeping(pg_server, dbname)

@@ -35,6 +35,7 @@ from herokumigrate.indexes import drop_invalid_index_of, invalid_indexes
 from herokumigrate.lockretry import RETRYABLE, with_lock_retries
 from herokumigrate.plan import build_units
 from herokumigrate.recording import RecordFailed, recording
+from herokumigrate.signals import transaction
 from herokumigrate.snapshot import take_snapshot
 from herokumigrate.sqlsplit import NO_TRANSACTION
 from herokumigrate.statements import StepFailed, batches, execute, execute_batch, first_words
@@ -235,7 +236,7 @@ class Applier:
                 self.output.detail(f"Would accept the edit of {labels(plan.changed)}")
             return
         conn = self.session.conn
-        with conn.transaction():
+        with transaction(conn):
             self._write_setup(plan)
         run.created_history = plan.needs_setup
         run.created_native = plan.create_native
@@ -366,7 +367,7 @@ class Applier:
         conn = self.session.conn
         spent: dict[int, float] = {}
         finished = {m.version for m in unit.finishes}
-        with conn.transaction():
+        with transaction(conn):
             self.session.set_local_timeouts()
             if setup is not None:
                 self._write_setup(setup)
@@ -418,7 +419,7 @@ class Applier:
         committed_before = key in run.committed
         if not resuming:
             # Record "statement k in flight" first, so a kill during it is visible next time.
-            with conn.transaction(), recording([step.migration], "partial history row"):
+            with transaction(conn), recording([step.migration], "partial history row"):
                 self.history.record_partial(conn, step.migration, step.index, 0.0)
             run.recorded_partial(step.migration, step.index)
             # Committed: if the connection is lost now, compensation must see this migration.
@@ -434,12 +435,12 @@ class Applier:
         except StepFailed:
             if not committed_before and not resuming:
                 # Nothing of this migration was committed before: forget the in-flight mark.
-                with conn.transaction(), recording([step.migration], "partial history row"):
+                with transaction(conn), recording([step.migration], "partial history row"):
                     self.history.delete(conn, [key])
                 run.expected.pop(key, None)
                 run.committed.pop(key, None)
             raise
-        with conn.transaction(), recording([step.migration], "partial history row"):
+        with transaction(conn), recording([step.migration], "partial history row"):
             self.history.record_partial(conn, step.migration, step.index + 1, ms)
         run.recorded_partial(step.migration, step.index + 1)
         run.durations[key] = run.durations.get(key, 0.0) + ms

@@ -22,6 +22,7 @@ from herokumigrate.history import HistoryState
 from herokumigrate.indexes import drop_new_invalid_indexes
 from herokumigrate.recording import RecordFailed, recording
 from herokumigrate.revert import run_downs
+from herokumigrate.signals import transaction
 from herokumigrate.snapshot import WHAT_IS_COMPARED, take_snapshot
 from herokumigrate.sqlsplit import NO_TRANSACTION
 from herokumigrate.statements import StepFailed, connection_lost, one_line
@@ -167,7 +168,7 @@ class _Compensation:
     def _forget(self, m: Migration) -> None:
         """Delete the history row of an undone migration, and sync the native table."""
         conn = self.session.conn
-        with conn.transaction(), recording([m], "history row"):
+        with transaction(conn), recording([m], "history row"):
             self.history.delete(conn, [m.version])
             self.history.sync_legacy(conn, self.state.legacy)
 
@@ -188,7 +189,7 @@ class _Compensation:
             return
         conn = self.session.conn
         try:
-            with conn.transaction():
+            with transaction(conn):
                 self.history.sync_legacy(conn, self.state.legacy)
         except psycopg.Error as exc:
             self.lines.append(
@@ -204,7 +205,7 @@ class _Compensation:
             return
         conn = self.session.conn
         try:
-            with conn.transaction():
+            with transaction(conn):
                 found = conn.execute(
                     sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE source NOT LIKE %s)").format(
                         self.history.ident

@@ -22,6 +22,7 @@ from herokumigrate.native import (
     NativeTables,
     NativeToolName,
 )
+from herokumigrate.signals import transaction
 
 __all__ = [
     "DatabaseState",
@@ -274,7 +275,7 @@ class HistoryTable:
         try:
             if conn.closed or conn.broken or not self.log_exists(conn):
                 return
-            with conn.transaction():
+            with transaction(conn):
                 self.log(conn, event, detail)
         except psycopg.Error:
             pass

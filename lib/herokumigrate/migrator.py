@@ -328,9 +328,14 @@ class Migrator:
         signal may have come during a COMMIT), and log the event."""
         import psycopg
 
+        from herokumigrate.signals import settle
+
         with contextlib.suppress(psycopg.Error):
+            settle(session.conn)  # a statement outside a transaction may still be in flight
             if session.lost:
                 return
+            if session.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                session.conn.rollback()
             now = self.history.read(session.conn)
             before = state.recorded()
             stop.committed = [

@@ -10,6 +10,7 @@ from herokumigrate.errors import BadInput, MigrationFailed
 from herokumigrate.history import HistoryState
 from herokumigrate.plan import build_units
 from herokumigrate.recording import RecordFailed, recording
+from herokumigrate.signals import transaction
 from herokumigrate.statements import StepFailed, execute
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def run_downs(
                 execute(conn, unit.steps[0])
             continue
         gone = {m.version for m in unit.finishes}
-        with conn.transaction():
+        with transaction(conn):
             session.set_local_timeouts()
             for position, step in enumerate(unit.steps):
                 if position and step.migration is not unit.steps[position - 1].migration:
@@ -136,7 +137,7 @@ def revert(
             fix="Fix the down migration and run the command again.",
         ) from None
     conn = session.conn
-    with conn.transaction():
+    with transaction(conn):
         history.log(conn, "down", "reverted " + ", ".join(str(m.version) for m in done))
     return done
 
@@ -152,7 +153,7 @@ def force(
     Returns (marked applied, forgotten)."""
     by_version_checked(migrations, version)
     conn = session.conn
-    with conn.transaction():
+    with transaction(conn):
         history.create(conn)
         drop = [v for v in state.rows if v > version]
         history.delete(conn, drop)

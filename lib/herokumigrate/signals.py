@@ -13,6 +13,11 @@ If cleaning up takes longer than EXIT_DEADLINE_SECONDS (a server that does not a
 second signal arrives, the process cancels what its connection runs and exits at once; the
 server then rolls back the open transaction and frees the lock when it sees the connection
 close, as after `kill -9` (and `client_connection_check_interval` makes it notice soon).
+
+psycopg cancels and drains a statement when the interruption comes while it waits for the
+server. When it comes while psycopg's own code runs between two waits, the statement is left
+running and the connection busy ("another command is already in progress"): `settle` cancels
+and drains it then, and `transaction` does so before its rollback.
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from types import FrameType
 
     import psycopg
 
     Conn = psycopg.Connection[tuple[object, ...]]
 
+# Cancelling a statement left running and reading its end: at most this long.
+SETTLE_SECONDS = 2.0
 # From the first signal to the exit, at most this long (Heroku's SIGKILL comes after 30 s).
 EXIT_DEADLINE_SECONDS = 2.5
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -130,6 +137,33 @@ class StopSignals:
                 conn.cancel()
         os.write(2, f" !     {why}; the server rolls back what was not committed\n".encode())
         os._exit(128 + (self.received or signal.SIGTERM))
+
+
+def settle(conn: Conn) -> None:
+    """Leave no statement running on `conn` after an interruption: cancel it and read its
+    results; if that fails, close the connection (the server then rolls back and frees the
+    lock)."""
+    from psycopg import pq
+
+    if conn.closed or conn.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
+        return
+    try:
+        conn.cancel_safe(timeout=SETTLE_SECONDS)
+        while conn.pgconn.get_result() is not None:
+            pass
+    except Exception:
+        conn.close()
+
+
+@contextlib.contextmanager
+def transaction(conn: Conn) -> Iterator[None]:
+    """`conn.transaction()`, settled (`settle`) before its rollback when interrupted."""
+    with conn.transaction():
+        try:
+            yield
+        except KeyboardInterrupt:
+            settle(conn)
+            raise
 
 
 _installed: StopSignals | None = None

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from herokumigrate.signals import transaction
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -121,7 +123,7 @@ class SchemaDifference:
 
 def take_snapshot(conn: Conn) -> SchemaSnapshot:
     """The schema's objects now, read in a transaction of its own (no transaction may be open)."""
-    with conn.transaction():
+    with transaction(conn):
         conn.execute("SET LOCAL search_path = pg_catalog")
         found = conn.execute(_OBJECTS).fetchall()
     return SchemaSnapshot(frozenset(str(row[0]) for row in found))
