@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from herokumigrate.lock import AdvisoryLock, MigrationsTable, migration_lock
-from herokumigrate.signals import watch_connection
+from herokumigrate.signals import settle, watch_connection
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -159,6 +159,7 @@ class Session:
         try:
             yield
         finally:
+            settle(conn)  # an interruption may have left the statement running
             if not (conn.closed or conn.broken):
                 with contextlib.suppress(psycopg.Error):  # a dead session keeps nothing
                     conn.execute("RESET lock_timeout; RESET statement_timeout")
