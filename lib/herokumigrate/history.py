@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 from psycopg import sql
 from psycopg.rows import class_row, kwargs_row
@@ -92,8 +92,7 @@ def _history_row(
 RecordedState: TypeAlias = "tuple[HistoryState, int | None]"
 
 
-@dataclass(frozen=True)
-class LogEvent:
+class LogEvent(NamedTuple):
     """One entry of the event log."""
 
     at: dt.datetime

@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from herokumigrate.errors import BadInput, MigrateError, MigrationFailed
 from herokumigrate.history import HistoryState, HistoryTable
@@ -33,8 +32,7 @@ if TYPE_CHECKING:
 StatusKind = Literal["pending", "partial", "applied", "adopted", "changed"]
 
 
-@dataclass(frozen=True)
-class UpResult:
+class UpResult(NamedTuple):
     """What `up`/`plan` did. `applied` counts this run's migrations (0 for a dry run);
     `up_to_date` means there was nothing to do, `recorded` then how many are applied."""
 
@@ -43,8 +41,7 @@ class UpResult:
     recorded: int = 0
 
 
-@dataclass(frozen=True)
-class PlanReport:
+class PlanReport(NamedTuple):
     """What `plan` saw: `result` None when the rehearsal failed with `failure` (in `failed`,
     when a migration's statement did); `migrations` lists every pending one, in order, with
     its locks; `lint` is None when it did not run (nothing pending, or not asked)."""
@@ -56,15 +53,13 @@ class PlanReport:
     failed: Migration | None = None
 
 
-@dataclass(frozen=True)
-class DownResult:
+class DownResult(NamedTuple):
     """The migrations `down` reverted, newest first."""
 
     reverted: list[Migration]
 
 
-@dataclass(frozen=True)
-class GotoResult:
+class GotoResult(NamedTuple):
     """`goto VERSION`: how many migrations were reverted, then applied."""
 
     version: int
@@ -72,8 +67,7 @@ class GotoResult:
     applied: int
 
 
-@dataclass(frozen=True)
-class ForceResult:
+class ForceResult(NamedTuple):
     """`force VERSION`: how many migrations were marked applied, and forgotten."""
 
     version: int
@@ -81,8 +75,7 @@ class ForceResult:
     forgot: int
 
 
-@dataclass(frozen=True)
-class StatusEntry:
+class StatusEntry(NamedTuple):
     """One migration file and what the history says of it."""
 
     migration: Migration
@@ -91,8 +84,7 @@ class StatusEntry:
     tool: NativeToolName | None = None  # for "adopted": the tool that applied it
 
 
-@dataclass(frozen=True)
-class StatusReport:
+class StatusReport(NamedTuple):
     """Everything `status` shows."""
 
     entries: list[StatusEntry]

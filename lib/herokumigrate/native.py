@@ -11,7 +11,7 @@ format of the folder's newest migration: the tool the project writes its migrati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
 
 from psycopg import sql
 
@@ -424,8 +424,7 @@ class NativeConflict(BadInput):
     (or golang-migrate's row is dirty): `up` refuses, `status` reports it."""
 
 
-@dataclass(frozen=True)
-class Reconciled:
+class Reconciled(NamedTuple):
     """How a run settles the native table with our history."""
 
     adopt: list[Migration]  # applied by the tool, not recorded by us: recorded, not run

@@ -8,8 +8,7 @@ below), add its name to `FormatName` and its object to `ANNOTATED`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from herokumigrate.sections import SourceFile, SqlSection
@@ -18,8 +17,7 @@ FormatName = Literal["golang-migrate", "dbmate", "goose"]
 FORMAT_NAMES: tuple[FormatName, ...] = ("golang-migrate", "dbmate", "goose")
 
 
-@dataclass(frozen=True)
-class NewFile:
+class NewFile(NamedTuple):
     """A file `heroku-migrate new` writes: its name in the migrations folder and its content."""
 
     name: str
