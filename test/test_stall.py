@@ -55,17 +55,24 @@ def _hold_t(server: Server, dbname: str) -> psycopg.Connection[tuple[object, ...
 
 
 def _release_against_blocker(
-    pg_server: Server, dbname: str, database_url: str, app: Path, env: dict[str, str] | None = None
+    pg_server: Server,
+    dbname: str,
+    database_url: str,
+    app: Path,
+    env: dict[str, str] | None = None,
+    *,
+    command: tuple[str, ...] = ("up",),
+    blocker_seconds: float = BLOCKER_SECONDS,
 ) -> tuple[int, str, float, float, int]:
-    """Run `up` while a long transaction holds `t` for BLOCKER_SECONDS and the probe runs;
-    returns (exit code, output, worst probe wait, elapsed, probe queries)."""
+    """Run `command` (`up`) while a long transaction holds `t` for `blocker_seconds` and the
+    probe runs; returns (exit code, output, worst probe wait, elapsed, probe queries)."""
     holder = _hold_t(pg_server, dbname)
     probe = Probe(pg_server, dbname)
     probe.start()
-    released = threading.Timer(BLOCKER_SECONDS, holder.commit)
+    released = threading.Timer(blocker_seconds, holder.commit)
     try:
         t0 = time.monotonic()
-        proc = spawn_cli(["up"], cwd=app, database_url=database_url, env=env)
+        proc = spawn_cli(list(command), cwd=app, database_url=database_url, env=env)
         released.start()
         result = finish(proc, timeout=180)
         elapsed = time.monotonic() - t0
@@ -128,6 +135,47 @@ def test_lock_retry_budget_bounds_the_retries_and_nothing_changes(
     assert elapsed < BLOCKER_SECONDS, f"the budget did not stop the retries: {elapsed:.1f}s"
     assert worst <= PROBE_BOUND_SECONDS, f"an app query waited {worst:.2f}s"
     assert snapshot(pg_server, dbname) == before
+
+
+def test_down_waits_for_its_lock_in_short_retries_like_up(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # The downs (`down`, `goto`, and compensation after a failed release) share one routine:
+    # its ALTER queues for ACCESS EXCLUSIVE behind the app's transaction like an up's.
+    _table_t(app, database_url)
+    write_migrations(
+        app,
+        {
+            "2_c.up.sql": "ALTER TABLE t ADD COLUMN c int;\n",
+            "2_c.down.sql": "ALTER TABLE t DROP COLUMN c;\n",
+        },
+    )
+    applied = run_cli(["up"], cwd=app, database_url=database_url)
+    assert applied.returncode == 0, applied.output
+    blocker = 2.0
+    code, output, worst, elapsed, queries = _release_against_blocker(
+        pg_server,
+        dbname,
+        database_url,
+        app,
+        command=("down", "1", "--yes"),
+        blocker_seconds=blocker,
+    )
+    print(
+        f"[{pg_server.label}] down, blocker holds t for {blocker:g}s: worst app probe wait "
+        f"{worst:.3f}s over {queries} queries; exit {code} after {elapsed:.1f}s\n{output}"
+    )
+    assert code == 0, output
+    assert "2_c: line 1: lock not granted within 0.1s (55P03)" in output, output
+    assert "retry 1, " in output, output
+    assert "reverted 2_c" in output, output
+    assert worst <= PROBE_BOUND_SECONDS, f"an app query waited {worst:.2f}s behind the down"
+    assert elapsed >= blocker, "the down cannot have finished before the blocker did"
+    assert [r[0] for r in history(pg_server, dbname)] == [1]
+    assert not scalar(
+        pg_server.admin_url(dbname),
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'c'",
+    )
 
 
 @pytest.mark.slow

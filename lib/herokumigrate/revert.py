@@ -4,10 +4,12 @@ shared with compensation after a failed `up`.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from herokumigrate.errors import BadInput, MigrationFailed
 from herokumigrate.history import HistoryState
+from herokumigrate.lockretry import with_lock_retries
 from herokumigrate.plan import build_units
 from herokumigrate.recording import RecordFailed, recording
 from herokumigrate.signals import transaction
@@ -16,6 +18,7 @@ from herokumigrate.statements import StepFailed, execute
 if TYPE_CHECKING:
     from herokumigrate.history import DatabaseState, HistoryRow, HistoryTable
     from herokumigrate.output import Output
+    from herokumigrate.plan import Unit
     from herokumigrate.session import Session
     from herokumigrate.source import Migration
 
@@ -34,35 +37,45 @@ def run_downs(
     table synced with what our history then holds) in the transaction of its last statement.
 
     Appends every reverted migration to `done`, so that a caller knows how far a failure got;
-    with `output`, says "reverted <label>" for each. Raises StepFailed, or RecordFailed when
-    forgetting a migration fails.
+    with `output`, says "reverted <label>" for each. A lock timeout or deadlock is retried as
+    in `up`. Raises StepFailed, or RecordFailed when forgetting a migration fails.
     """
     items = [(m, m.down, 0) for m in targets if m.down is not None]
     for unit in build_units(items, per_migration):
-        conn = session.conn
-        if unit.autocommit:
-            with session.timeouts_outside_transaction(unit.steps[0]):
-                execute(conn, unit.steps[0])
-            continue
-        gone = {m.version for m in unit.finishes}
-        with transaction(conn):
-            session.set_local_timeouts()
-            for position, step in enumerate(unit.steps):
-                if position and step.migration is not unit.steps[position - 1].migration:
-                    session.set_local_timeouts()  # a down's own SET must not disarm the next
-                execute(conn, step)
-            if gone:
-                # The native table follows what our table holds now, not a reading from
-                # before the run (which lacks what this run adopted or applied).
-                with recording(unit.finishes, "removal from the history"):
-                    history.delete(conn, gone)
-                    history.sync_legacy(conn, state.legacy)
+        # Like `up`: short, growing lock waits with pauses between, so that the app's queries
+        # on the table are not kept waiting behind a down's lock request (lockretry.py).
+        attempt = functools.partial(_run_down_unit, session, history, state, unit)
+        with_lock_retries(session, session.output, attempt)
         for m in unit.finishes:
             done.append(m)
             if output is not None and m.reverts_nothing:
                 output.detail(f"reverted {m.label} (its down is empty: recorded only, nothing run)")
             elif output is not None:
                 output.detail(f"reverted {m.label}")
+
+
+def _run_down_unit(
+    session: Session, history: HistoryTable, state: DatabaseState, unit: Unit
+) -> None:
+    """One commit unit of downs; the migrations it finishes are forgotten in its transaction."""
+    conn = session.conn
+    if unit.autocommit:
+        with session.timeouts_outside_transaction(unit.steps[0]):
+            execute(conn, unit.steps[0])
+        return
+    gone = {m.version for m in unit.finishes}
+    with transaction(conn):
+        session.set_local_timeouts()
+        for position, step in enumerate(unit.steps):
+            if position and step.migration is not unit.steps[position - 1].migration:
+                session.set_local_timeouts()  # a down's own SET must not disarm the next
+            execute(conn, step)
+        if gone:
+            # The native table follows what our table holds now, not a reading from
+            # before the run (which lacks what this run adopted or applied).
+            with recording(unit.finishes, "removal from the history"):
+                history.delete(conn, gone)
+                history.sync_legacy(conn, state.legacy)
 
 
 def newest_applied(
