@@ -17,7 +17,7 @@ from herokumigrate.config import load_config
 from herokumigrate.lockretry import LockRetryPolicy
 from herokumigrate.migrator import Migrator
 from herokumigrate.output import Output
-from herokumigrate.session import Session
+from herokumigrate.session import Session, waits_only_for_snapshots
 from herokumigrate.source import load_migrations
 from support import Probe, finish, history, run_cli, scalar, snapshot, spawn_cli, write_migrations
 
@@ -348,3 +348,47 @@ def test_lock_waits_grow_from_a_tenth_of_a_second_to_lock_timeout_within_a_budge
     assert not default.may_retry(41, started=0.0, pause=2.0, now=119.0)
     assert old.may_retry(5, started=0.0, pause=0.1, now=1.0)
     assert not old.may_retry(6, started=0.0, pause=0.1, now=1.0)
+
+
+@pytest.mark.parametrize(
+    ("statement", "exempt"),
+    [
+        ("CREATE INDEX CONCURRENTLY i ON t (id);", True),
+        ("create unique index concurrently if not exists i on t (id);", True),
+        ("DROP INDEX CONCURRENTLY i;", True),
+        ("REINDEX (VERBOSE) INDEX CONCURRENTLY i;", True),
+        ("ALTER TABLE p DETACH PARTITION c CONCURRENTLY;", True),
+        ("ALTER TABLE t ADD COLUMN c int /* added concurrently with the app */;", False),
+        ("ALTER TABLE t ADD COLUMN c int; -- concurrently", False),
+        ("INSERT INTO notes VALUES ('concurrently');", False),
+        ('CREATE INDEX "concurrently" ON t (id);', False),
+        ("REFRESH MATERIALIZED VIEW CONCURRENTLY mv;", False),  # blocks writes while it waits
+    ],
+)
+def test_only_the_concurrently_keyword_exempts_a_statement_from_lock_timeout(
+    statement: str, exempt: bool
+) -> None:
+    assert waits_only_for_snapshots(statement) is exempt
+
+
+def test_a_comment_saying_concurrently_does_not_lift_the_lock_timeout(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # Outside a transaction (dbmate transaction:false), an ALTER whose comment says
+    # "concurrently" used to run without lock_timeout, and the app queued behind it.
+    _table_t(app, database_url)
+    write_migrations(
+        app,
+        {
+            "2_c.sql": "-- migrate:up transaction:false\n"
+            "ALTER TABLE t ADD COLUMN c int /* added concurrently with the app */;\n"
+            "-- migrate:down\nALTER TABLE t DROP COLUMN c;\n"
+        },
+    )
+    code, output, worst, _, _ = _release_against_blocker(
+        pg_server, dbname, database_url, app, blocker_seconds=2.0
+    )
+    print(f"[{pg_server.label}] worst app probe wait {worst:.3f}s\n{output}")
+    assert code == 0, output
+    assert "2_c: line 2: lock not granted within 0.1s (55P03)" in output, output
+    assert worst <= PROBE_BOUND_SECONDS, f"an app query waited {worst:.2f}s behind the migration"

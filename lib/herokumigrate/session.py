@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -23,6 +22,7 @@ from psycopg import sql
 
 from herokumigrate.lock import AdvisoryLock, MigrationsTable, migration_lock
 from herokumigrate.signals import settle, watch_connection
+from herokumigrate.sqllex import tokens
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -36,9 +36,6 @@ if TYPE_CHECKING:
 
 # After a lost connection, wait at most this long for the server to come back.
 RECONNECT_WAIT_SECONDS = 30.0
-# CREATE/DROP INDEX CONCURRENTLY, REINDEX ... CONCURRENTLY, DETACH PARTITION ... CONCURRENTLY:
-# they wait for older snapshots, which blocks no reads or writes, so no lock_timeout for them.
-_CONCURRENTLY = re.compile(r"\bconcurrently\b", re.IGNORECASE)
 
 
 class Session:
@@ -154,7 +151,7 @@ class Session:
         A concurrent index build (and its kin) waits for old snapshots, blocking nobody: it
         runs without lock_timeout; statement_timeout still applies."""
         conn = self._conn
-        exempt = _CONCURRENTLY.search(step.statement.text) is not None
+        exempt = waits_only_for_snapshots(step.statement.text)
         conn.execute(self.timeouts_sql(local=False, lock_timeout=0.0 if exempt else None))
         try:
             yield
@@ -180,6 +177,16 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def waits_only_for_snapshots(text: str) -> bool:
+    """CREATE/DROP INDEX CONCURRENTLY, REINDEX ... CONCURRENTLY, DETACH PARTITION ...
+    CONCURRENTLY: they wait for older snapshots, which blocks no reads or writes, so they run
+    without lock_timeout. The word counts only as a keyword (not in a comment, string or
+    quoted name), and REFRESH MATERIALIZED VIEW CONCURRENTLY, which blocks writes, is not one
+    of them."""
+    words = tokens(text, 0)
+    return next(words, "") != "refresh" and "concurrently" in words
 
 
 def milliseconds(seconds: float) -> str:
