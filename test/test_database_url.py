@@ -153,3 +153,25 @@ def test_golang_migrate_url_parameters_do_not_stop_a_release(
 
     assert result.returncode == 0, result.output
     assert [row[0] for row in history(pg_server, dbname)] == [1]
+
+
+@pytest.mark.db
+def test_x_statement_timeout_limits_statements_unless_the_setting_is_set(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # golang-migrate's x-statement-timeout (milliseconds) applies when MIGRATE_STATEMENT_TIMEOUT
+    # (or migrate.toml) leaves statement_timeout unset.
+    write_migrations(app, {"1_slow.up.sql": "CREATE TABLE t (id int);\nSELECT pg_sleep(1);\n"})
+    before = snapshot(pg_server, dbname)
+    sep = "&" if "?" in database_url else "?"
+    url = f"{database_url}{sep}x-statement-timeout=300"
+
+    limited = run_cli(["up"], cwd=app, database_url=url)
+    assert limited.returncode == 1, limited.output
+    assert "57014" in limited.output, limited.output
+    assert "x-statement-timeout" in limited.output, limited.output
+    assert snapshot(pg_server, dbname) == before
+
+    setting = run_cli(["up"], cwd=app, database_url=url, env={"MIGRATE_STATEMENT_TIMEOUT": "30"})
+    assert setting.returncode == 0, setting.output
+    assert [row[0] for row in history(pg_server, dbname)] == [1]

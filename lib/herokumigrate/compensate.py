@@ -335,7 +335,10 @@ def fix_for(error: psycopg.Error | None) -> str:
             "MIGRATE_LOCK_TIMEOUT / MIGRATE_RETRIES."
         )
     if state == "57014":
-        return "A statement ran past statement_timeout: raise MIGRATE_STATEMENT_TIMEOUT."
+        return (
+            "A statement ran past statement_timeout: raise MIGRATE_STATEMENT_TIMEOUT (or the "
+            "database URL's x-statement-timeout, used when that setting is 0)."
+        )
     if state == "53200":
         return (
             "One transaction touched more objects than the server's lock table holds: set "

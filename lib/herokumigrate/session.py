@@ -14,6 +14,7 @@ one and never keeps its own reference, so a reconnect cannot leave anyone with a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,9 @@ class Session:
         from herokumigrate.database import connect, read_target
 
         target = read_target(os.environ, config.database_url_var, output)
+        if target.statement_timeout and not config.statement_timeout:
+            # golang-migrate's x-statement-timeout, when our setting leaves it unset.
+            config = dataclasses.replace(config, statement_timeout=target.statement_timeout)
 
         def open_connection(wait: float) -> Conn:
             return connect(
