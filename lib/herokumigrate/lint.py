@@ -153,7 +153,7 @@ RULES: dict[str, Rule] = {
             "set-timeout",
             _RISKY,
             "SET lock_timeout/statement_timeout replaces the runner's short, retried lock "
-            "timeouts for the rest of the release",
+            "timeouts for the rest of that migration (the runner re-asserts them before the next)",
             "set MIGRATE_LOCK_TIMEOUT / MIGRATE_STATEMENT_TIMEOUT (or migrate.toml) instead",
         ),
         Rule(
