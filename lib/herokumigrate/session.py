@@ -23,7 +23,6 @@ from psycopg import sql
 
 from herokumigrate.lock import AdvisoryLock, MigrationsTable, migration_lock
 from herokumigrate.signals import settle, watch_connection
-from herokumigrate.sqllex import tokens
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -189,6 +188,8 @@ def waits_only_for_snapshots(text: str) -> bool:
     without lock_timeout. The word counts only as a keyword (not in a comment, string or
     quoted name), and REFRESH MATERIALIZED VIEW CONCURRENTLY, which blocks writes, is not one
     of them."""
+    from herokumigrate.sqllex import tokens  # not on a no-op release's path
+
     words = tokens(text, 0)
     return next(words, "") != "refresh" and "concurrently" in words
 
