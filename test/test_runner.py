@@ -506,5 +506,5 @@ def test_validate_and_a_no_op_release_import_only_what_they_need(
     assert "Database is up to date" in released.stdout, released.stdout + released.stderr
     loaded = released.stdout.splitlines()[-1]
     assert loaded.startswith("0 "), loaded
-    for module in ("plan", "apply", "compensate", "revert", "statements"):
+    for module in ("plan", "apply", "compensate", "revert", "statements", "sqllex", "sqlsplit"):
         assert f"herokumigrate.{module}'" not in loaded, loaded
