@@ -50,7 +50,10 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_GEN = REPO.parent / "shared" / "bench" / "gen_migrations.py"
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432"
 DEFAULT_N = "10,100,500,1000,5000"
-TOOLS = ("floor", "ours", "dbmate", "yoyo")
+TOOLS = ("floor", "ours", "ours-dbmate", "ours-goose", "dbmate", "yoyo")
+# Our runner on the same set written in the other formats it reads (goose's is made from the
+# dbmate files: `-- +goose Up` / `-- +goose Down` for `-- migrate:up` / `-- migrate:down`).
+FORMATS = {"ours": "golang", "ours-dbmate": "dbmate", "ours-goose": "goose"}
 
 # Goals (issue 2 and issue 4).
 GOAL_FLOOR_RATIO = 1.10  # apply, N >= 500: ours <= 1.10 x psql floor
@@ -206,9 +209,9 @@ class Env:
                 "-f",
                 str(mset / "floor.sql"),
             ], env
-        if tool == "ours":
-            env = self.ours_env(url, mset / "golang")
-            return self.ours(["up"], url, mset / "golang"), env
+        if tool in FORMATS:
+            folder = mset / FORMATS[tool]
+            return self.ours(["up"], url, folder), self.ours_env(url, folder)
         if tool == "dbmate":
             sep = "&" if "?" in url else "?"
             env["DATABASE_URL"] = f"{url}{sep}sslmode=disable"
@@ -287,6 +290,13 @@ def generate(gen: Path, out: Path, n: int) -> Path:
     target = out / f"set{n}"
     if not (target / "floor.sql").exists():
         run_ok([sys.executable, str(gen), str(target), str(n)])
+    goose = target / "goose"
+    if not goose.exists():
+        goose.mkdir()
+        for dbmate_file in (target / "dbmate").iterdir():
+            text = dbmate_file.read_text()
+            text = text.replace("-- migrate:up", "-- +goose Up")
+            (goose / dbmate_file.name).write_text(text.replace("-- migrate:down", "-- +goose Down"))
     return target
 
 
@@ -323,7 +333,7 @@ def bench_apply(
         for r in range(runs):
             order = list(tools[r % len(tools) :]) + list(tools[: r % len(tools)])
             for tool in order:
-                db = f"bench_{os.getpid()}_{tool}_{n}_{r}"
+                db = f"bench_{os.getpid()}_{tool.replace('-', '_')}_{n}_{r}"
                 url = env.server.fresh(db)
                 cmd, cenv = env.apply_cmd(tool, url, mset)
                 secs, why = timed(cmd, env=cenv, cwd=env.workdir, timeout=env.timeout)
@@ -551,6 +561,8 @@ def report(
         names = {
             "floor": "psql floor",
             "ours": "heroku-migrate",
+            "ours-dbmate": "heroku-migrate, dbmate files",
+            "ours-goose": "heroku-migrate, goose files",
             "dbmate": "dbmate",
             "yoyo": "yoyo",
         }
@@ -563,6 +575,8 @@ def report(
             head += ["ours / dbmate", "(best runs)"]
         if "ours" in cols and "yoyo" in cols:
             head.append("ours / yoyo")
+        other_formats = [c for c in ("ours-dbmate", "ours-goose") if c in cols and "floor" in cols]
+        head += [f"{FORMATS[c]} files / floor" for c in other_formats]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join("---:" for _ in head) + "|")
         for n, per in apply.items():
@@ -589,6 +603,7 @@ def report(
                     )
             if "ours" in cols and "yoyo" in cols:
                 row.append(ratio(m["ours"], m["yoyo"]))
+            row += [ratio(m[c], m["floor"]) for c in other_formats]
             out.append("| " + " | ".join(row) + " |")
         out.append("")
         out.append("### No-op run (everything applied) (s)")
@@ -785,7 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--tools",
         default=",".join(TOOLS),
-        help="apply tools to run (default floor,ours,dbmate,yoyo)",
+        help=f"apply tools to run (default {','.join(TOOLS)})",
     )
     parser.add_argument("--gen", type=Path, default=DEFAULT_GEN, help="gen_migrations.py")
     parser.add_argument(
