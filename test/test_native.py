@@ -488,3 +488,79 @@ def test_mixed_folder_gets_the_table_of_its_newest_files_format(
     assert "Created goose_db_version, goose's table" in result.stdout
     assert _goose_rows(pg_server, dbname) == [(0, True), (1, True), (2, True)]
     assert rows(pg_server.admin_url(dbname), "SELECT to_regclass('schema_migrations')") == [(None,)]
+
+
+def test_goose_table_variable_names_gooses_table(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # goose's CLI reads GOOSE_TABLE (after -table); so do we, for goose's table.
+    write_migrations(app, GOOSE_FILES)
+    env = {"GOOSE_TABLE": "ops.goose_versions"}
+    result = run_cli(["up"], cwd=app, database_url=database_url, env=env)
+    assert result.returncode == 0, result.output
+    assert "Created ops.goose_versions, goose's table" in result.stdout
+    admin = pg_server.admin_url(dbname)
+    assert rows(admin, "SELECT version_id FROM ops.goose_versions ORDER BY id") == [
+        (0,),
+        (1,),
+        (2,),
+        (3,),
+    ]
+    assert rows(admin, "SELECT to_regclass('goose_db_version')") == [(None,)]
+    # goose reverts 3 in its table under that name: the next run notices it.
+    _admin(pg_server, dbname, "DROP TABLE notes; DELETE FROM ops.goose_versions WHERE version_id=3")
+    again = run_cli(["up"], cwd=app, database_url=database_url, env=env)
+    assert again.returncode == 0, again.output
+    assert "goose reverted 3" in again.stdout
+
+
+def test_goose_table_variable_finds_a_goose_migrated_database(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    write_migrations(app, GOOSE_FILES)
+    _admin(
+        pg_server,
+        dbname,
+        GOOSE_DDL.replace("goose_db_version", "goose_custom")
+        + ";"
+        + _up_sql(GOOSE_FILES["00001_accounts.sql"])
+        + ";"
+        "INSERT INTO goose_custom (version_id, is_applied) VALUES (0, true), (1, true);",
+    )
+    result = run_cli(
+        ["up"], cwd=app, database_url=database_url, env={"GOOSE_TABLE": "goose_custom"}
+    )
+    assert result.returncode == 0, result.output
+    assert "Adopted 1 migration(s) already applied by goose" in result.stdout
+    assert rows(pg_server.admin_url(dbname), "SELECT version_id FROM goose_custom ORDER BY id") == [
+        (0,),
+        (1,),
+        (2,),
+        (3,),
+    ]
+
+
+def test_our_setting_wins_over_the_tools_variables(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    write_migrations(app, DBMATE_FILES)
+    env = {
+        "MIGRATE_MIGRATIONS_TABLE": "ours",
+        "DBMATE_MIGRATIONS_TABLE": "not-used here",  # ignored, so never checked
+    }
+    result = run_cli(["up"], cwd=app, database_url=database_url, env=env)
+    assert result.returncode == 0, result.output
+    assert "Created ours, dbmate's table" in result.stdout
+
+
+@pytest.mark.parametrize("var", ["DBMATE_MIGRATIONS_TABLE", "GOOSE_TABLE"])
+def test_invalid_tool_table_variable_is_refused_naming_it(
+    pg_server: Server, dbname: str, database_url: str, app: Path, var: str
+) -> None:
+    write_migrations(app, DBMATE_FILES if var.startswith("DBMATE") else GOOSE_FILES)
+    before = snapshot(pg_server, dbname)
+    result = run_cli(["up"], cwd=app, database_url=database_url, env={var: "a.b.c"})
+    assert result.returncode == 2, result.output
+    assert var in result.stderr
+    assert "a.b.c" in result.stderr
+    assert snapshot(pg_server, dbname) == before

@@ -373,7 +373,9 @@ class Migrator:
 
 def native_tables(config: Config, target: Target | None) -> NativeTables:
     """Where the native tool's table is: the `migrations_table` setting, else golang-migrate's
-    `x-migrations-table` URL parameter, else the tools' defaults."""
+    `x-migrations-table` URL parameter, else the names DBMATE_MIGRATIONS_TABLE and GOOSE_TABLE
+    give their tools' tables, else the tools' defaults."""
+    from herokumigrate.config import qualified_parts
     from herokumigrate.native import NativeName, NativeTables
 
     parts = config.migrations_table_parts
@@ -382,7 +384,11 @@ def native_tables(config: Config, target: Target | None) -> NativeTables:
     if target is not None and target.migrations_table is not None:
         named = target.migrations_table
         return NativeTables(NativeName(named.name, named.schema))
-    return NativeTables()
+    by_tool: dict[NativeToolName, NativeName] = {}
+    for tool, name in config.tool_tables:
+        schema, table = qualified_parts(name)
+        by_tool[tool] = NativeName(table, schema)  # type: ignore[index]
+    return NativeTables(by_tool=by_tool)
 
 
 def database_error(exc: Exception, output: Output) -> MigrateError:

@@ -339,10 +339,12 @@ _BY_FORMAT: dict[FormatName, type[NativeHistory]] = {
 @dataclass
 class NativeTables:
     """Where to look for a native tool's table: the configured name (the `migrations_table`
-    setting, else golang-migrate's `x-migrations-table` URL parameter), else the tools'
-    defaults. `spelling` tells how the files write each version."""
+    setting, else golang-migrate's `x-migrations-table` URL parameter), else the names the
+    tools' own variables give (`by_tool`: DBMATE_MIGRATIONS_TABLE, GOOSE_TABLE), then the
+    tools' defaults. `spelling` tells how the files write each version."""
 
     configured: NativeName | None = None
+    by_tool: dict[NativeToolName, NativeName] = field(default_factory=dict)
     spelling: dict[int, str] = field(default_factory=dict)
     # Candidates found holding a table of no tool (another framework's `schema_migrations`):
     # never created over, never synced.
@@ -352,7 +354,8 @@ class NativeTables:
         """The names looked at, in order."""
         if self.configured is not None:
             return [self.configured]
-        return [NativeName("schema_migrations"), NativeName("goose_db_version")]
+        named = [*self.by_tool.values(), NativeName("schema_migrations")]
+        return list(dict.fromkeys([*named, NativeName("goose_db_version")]))
 
     def columns_sql(self) -> sql.Composed:
         """A scalar subquery: a JSON object mapping each candidate's position to its columns
@@ -392,22 +395,32 @@ class NativeTables:
                     table.spelling = self.spelling
                     return table
             self.occupied.add(name)
-            if self.configured is not None:
+            named_by = self._named_by(name)
+            if named_by is not None:
                 shown = ", ".join(f"{k} {v}" for k, v in columns.items())
                 raise BadInput(
                     f"the migrations table {name.shown} exists but is not golang-migrate's, "
                     f"dbmate's or goose's (its columns: {shown})",
-                    fix="Set MIGRATE_MIGRATIONS_TABLE (or x-migrations-table in the URL) to the "
-                    "native tool's table, or unset it.",
+                    fix=f"Set {named_by} to the native tool's table, or unset it.",
                 )
         return None
+
+    def _named_by(self, name: NativeName) -> str | None:
+        """What named this candidate, for messages; None for a tool's default name."""
+        from herokumigrate.config import TOOL_TABLE_VARS
+
+        if self.configured is not None:
+            return "MIGRATE_MIGRATIONS_TABLE (or x-migrations-table in the URL)"
+        tools = [tool for tool, named in self.by_tool.items() if named == name]
+        return TOOL_TABLE_VARS[tools[0]] if tools else None
 
     def for_fresh_database(self, migrations: list[Migration]) -> NativeHistory | None:
         """The table to create on a database that has none: that of the newest file's format."""
         if not migrations:
             return None
         native = _BY_FORMAT[migrations[-1].format]
-        table = native(name=self.configured or NativeName(native.default_table))
+        name = self.configured or self.by_tool.get(native.tool) or NativeName(native.default_table)
+        table = native(name=name)
         if table.name in self.occupied:
             return None
         table.spelling = self.spelling
