@@ -564,3 +564,48 @@ def test_invalid_tool_table_variable_is_refused_naming_it(
     assert var in result.stderr
     assert "a.b.c" in result.stderr
     assert snapshot(pg_server, dbname) == before
+
+
+@pytest.mark.parametrize(
+    ("files", "version", "query", "expected"),
+    [
+        (GOLANG_FILES, "2", "SELECT version, dirty FROM schema_migrations", [(2, False)]),
+        (
+            DBMATE_FILES,
+            "2",
+            "SELECT version FROM schema_migrations ORDER BY 1",
+            [("001",), ("002",)],
+        ),
+        (
+            GOOSE_FILES,
+            "2",
+            "SELECT version_id, is_applied FROM goose_db_version ORDER BY id",
+            [(0, True), (1, True), (2, True)],
+        ),
+    ],
+    ids=["golang-migrate", "dbmate", "goose"],
+)
+def test_force_on_a_fresh_database_creates_the_tools_table_in_sync(
+    pg_server: Server,
+    dbname: str,
+    database_url: str,
+    app: Path,
+    *,
+    files: dict[str, str],
+    version: str,
+    query: str,
+    expected: list[tuple[object, ...]],
+) -> None:
+    write_migrations(app, files)
+    if files is DBMATE_FILES:  # 3 indexes 2's table: the schema forced is made by hand
+        _admin(pg_server, dbname, "".join(_up_sql(files[n]) for n in sorted(files)[:2]))
+    result = run_cli(["force", version], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert "'s table, kept in sync so the tool still works" in result.stdout, result.output
+    assert rows(pg_server.admin_url(dbname), query) == expected
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 2]
+    # The tool's table and our history agree: the next run applies only 3.
+    again = run_cli(["up"], cwd=app, database_url=database_url)
+    assert again.returncode == 0, again.output
+    assert "Adopted" not in again.stdout
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 2, 3]

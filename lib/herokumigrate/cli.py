@@ -134,6 +134,10 @@ def _dispatch(args: Any, config: Config, output: Output) -> int:
             f"Recorded version {forced.version} as current: marked {forced.marked} applied, "
             f"forgot {forced.forgot}"
         )
+        if forced.created is not None:
+            from herokumigrate.firstcontact import created_native
+
+            output.detail(created_native(forced.created))
         return EXIT_OK
     raise BadInput(f"unknown command {command!r}", fix="See `heroku-migrate --help`.")
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from herokumigrate.database import Target
     from herokumigrate.history import DatabaseState, HistoryRow, LogEvent
     from herokumigrate.locks import LockObserver, MigrationLocks
-    from herokumigrate.native import NativeTables, NativeToolName
+    from herokumigrate.native import NativeHistory, NativeTables, NativeToolName
     from herokumigrate.output import Output
     from herokumigrate.plan import ReleasePlan
     from herokumigrate.planlint import PendingLint
@@ -74,11 +74,13 @@ class GotoResult:
 
 @dataclass(frozen=True)
 class ForceResult:
-    """`force VERSION`: how many migrations were marked applied, and forgotten."""
+    """`force VERSION`: how many migrations were marked applied, and forgotten; the native
+    tool's table it created (the database had none)."""
 
     version: int
     marked: int
     forgot: int
+    created: NativeHistory | None = None
 
 
 @dataclass(frozen=True)
@@ -277,8 +279,8 @@ class Migrator:
 
         with self._database_errors(), self._locked() as (session, state):
             self._spell(migrations)
-            marked, forgot = force(session, self.history, state, migrations, version)
-        return ForceResult(version, marked, forgot)
+            marked, forgot, created = force(session, self.history, state, migrations, version)
+        return ForceResult(version, marked, forgot, created)
 
     def _apply(
         self,

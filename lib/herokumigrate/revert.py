@@ -14,6 +14,7 @@ from herokumigrate.statements import StepFailed, execute
 
 if TYPE_CHECKING:
     from herokumigrate.history import DatabaseState, HistoryRow, HistoryTable
+    from herokumigrate.native import NativeHistory
     from herokumigrate.output import Output
     from herokumigrate.session import Session
     from herokumigrate.source import Migration
@@ -147,13 +148,19 @@ def force(
     state: DatabaseState,
     migrations: list[Migration],
     version: int,
-) -> tuple[int, int]:
+) -> tuple[int, int, NativeHistory | None]:
     """Record that exactly the files up to `version` are applied, running no SQL of theirs.
-    Returns (marked applied, forgotten)."""
+    The native tool's table follows; where there is none, it is created first, as `up` would
+    on a fresh database. Returns (marked applied, forgotten, the native table created)."""
     by_version_checked(migrations, version)
     conn = session.conn
+    legacy = state.legacy
+    created = None if legacy is not None else state.native_tables.for_fresh_database(migrations)
     with conn.transaction():
         history.create(conn)
+        if created is not None:
+            created.create(conn)
+            legacy = created
         drop = [v for v in state.rows if v > version]
         history.delete(conn, drop)
         mark = [
@@ -167,11 +174,11 @@ def force(
         ]
         history.record_applied(conn, ((m, 0.0) for m in mark), "forced")
         applied = {v for v in state.rows if v <= version} | {m.version for m in mark}
-        history.sync_legacy(conn, state.legacy, applied)
+        history.sync_legacy(conn, legacy, applied)
         history.log(
             conn, "forced", f"recorded version {version}: marked {len(mark)}, forgot {len(drop)}"
         )
-    return len(mark), len(drop)
+    return len(mark), len(drop), created
 
 
 def by_version_checked(migrations: list[Migration], version: int) -> dict[int, Migration]:
