@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from support import TEST_ROLE, Server, history, rows, run_cli, snapshot, write_migrations
+from support import (
+    TEST_ROLE,
+    Server,
+    history,
+    rows,
+    run_cli,
+    snapshot,
+    spawn_cli,
+    write_migrations,
+)
 
 pytestmark = pytest.mark.db
 
@@ -440,8 +451,57 @@ def test_no_op_ups_and_downs_say_so(
     assert "2_comment: no SQL; recorded as applied" in result.stdout
     down = run_cli(["down", "1", "--yes"], cwd=app, database_url=database_url)
     assert down.returncode == 0, down.output
-    assert "reverted 2_comment (its down is empty: recorded only, nothing run)" in down.stdout
+    assert "reverted 2_comment (reverts nothing: empty down)" in down.stdout
     assert _golang_rows(pg_server, dbname) == [(1, False)]
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {
+            "1_a.up.sql": "CREATE TABLE a (id int);",
+            "1_a.down.sql": "DROP TABLE a;",
+            "2_data.up.sql": "INSERT INTO a VALUES (1);",
+            "2_data.down.sql": "",
+            "3_b.up.sql": "CREATE TABLE b (id int);",
+            "3_b.down.sql": "DROP TABLE b;",
+        },
+        {
+            "1_a.sql": "-- migrate:up\nCREATE TABLE a (id int);\n-- migrate:down\nDROP TABLE a;\n",
+            "2_data.sql": "-- migrate:up\nINSERT INTO a VALUES (1);\n-- migrate:down\n",
+            "3_b.sql": "-- migrate:up\nCREATE TABLE b (id int);\n",
+        },
+        {
+            "1_a.sql": "-- +goose Up\nCREATE TABLE a (id int);\n-- +goose Down\nDROP TABLE a;\n",
+            "2_data.sql": "-- +goose Up\nINSERT INTO a VALUES (1);\n-- +goose Down\n",
+            "3_b.sql": "-- +goose Up\nCREATE TABLE b (id int);\n-- +goose Down\nDROP TABLE b;\n",
+        },
+    ],
+    ids=["golang-migrate", "dbmate", "goose"],
+)
+def test_plan_down_and_goto_say_an_empty_down_reverts_nothing(
+    pg_server: Server, dbname: str, database_url: str, app: Path, files: dict[str, str]
+) -> None:
+    write_migrations(app, files)
+    plan = run_cli(["plan"], cwd=app, database_url=database_url)
+    assert plan.returncode == 0, plan.output
+    lines = plan.stdout.splitlines()
+    at = lines.index("       2_data:")  # in the locks section, under its one lock
+    assert lines[at + 2] == "         reverts nothing: empty down", plan.stdout
+    assert plan.stdout.count("reverts nothing") == 1, plan.stdout
+    as_json = run_cli(["plan", "--json"], cwd=app, database_url=database_url)
+    assert as_json.returncode == 0, as_json.output
+    downs = {m["version"]: m["down"] for m in json.loads(as_json.stdout)["migrations"]}
+    last = "none" if files.get("3_b.sql", "").startswith("-- migrate:up") else "sql"
+    assert downs == {1: "sql", 2: "empty", 3: last}
+    assert run_cli(["goto", "2"], cwd=app, database_url=database_url).returncode == 0
+    preview = run_cli(["goto", "0"], cwd=app, database_url=database_url)
+    assert preview.returncode == 2, preview.output
+    assert "2_data (reverts nothing: empty down), 1_a" in preview.stderr, preview.output
+    down = run_cli(["down", "1", "--yes"], cwd=app, database_url=database_url)
+    assert down.returncode == 0, down.output
+    assert "reverted 2_data (reverts nothing: empty down)" in down.stdout
+    assert rows(pg_server.admin_url(dbname), "SELECT count(*) FROM a") == [(1,)]
 
 
 def test_plan_on_a_fresh_database_runs_files_that_alter_the_tools_table(
@@ -609,3 +669,68 @@ def test_force_on_a_fresh_database_creates_the_tools_table_in_sync(
     assert again.returncode == 0, again.output
     assert "Adopted" not in again.stdout
     assert [r[0] for r in history(pg_server, dbname)] == [1, 2, 3]
+
+
+def test_a_run_killed_outside_a_transaction_leaves_golang_migrate_dirty_until_the_next_up(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # golang-migrate writes (version, dirty=true) before a migration runs and (version, false)
+    # after it: a kill -9 in between leaves it dirty, and so must a killed run of ours.
+    write_migrations(
+        app, {"1_t.up.sql": "CREATE TABLE t (id int);\n", "1_t.down.sql": "DROP TABLE t;\n"}
+    )
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    write_migrations(
+        app,
+        {
+            "2_idx.up.sql": "CREATE INDEX CONCURRENTLY t_id_idx ON t (id);\n",
+            "2_idx.down.sql": "DROP INDEX CONCURRENTLY t_id_idx;\n",
+        },
+    )
+    admin = pg_server.admin_url(dbname)
+    blocker = pg_server.admin_conn(dbname)
+    blocker.execute("BEGIN")
+    blocker.execute("LOCK TABLE t IN SHARE UPDATE EXCLUSIVE MODE")
+    proc = spawn_cli(
+        ["up"], cwd=app, database_url=database_url, env={"MIGRATE_LOCK_TIMEOUT": "600"}
+    )
+    try:
+        deadline = time.monotonic() + 60
+        waiting: list[tuple[object, ...]] = []
+        while not waiting:
+            assert time.monotonic() < deadline, "the concurrent build never started"
+            time.sleep(0.05)
+            waiting = rows(
+                admin,
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                " AND wait_event_type = 'Lock' AND query LIKE 'CREATE INDEX CONCURRENTLY%%'",
+                (dbname,),
+            )
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        assert [(r[0], r[3], r[4]) for r in history(pg_server, dbname)] == [
+            (1, "applied", None),
+            (2, "partial", 0),
+        ]
+        assert _golang_rows(pg_server, dbname) == [(2, True)]
+        # The killed client's backend still waits (holding the lock): stop it, as a dyno's
+        # server-side session ends.
+        rows(admin, "SELECT pg_terminate_backend(%s)", (waiting[0][0],))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    status = run_cli(["status"], cwd=app, database_url=database_url)
+    assert status.returncode == 0, status.output
+    assert "partial" in status.stdout, status.output
+    assert "dirty" not in status.output, status.output  # our own in-flight mark: no conflict
+    again = run_cli(["up"], cwd=app, database_url=database_url)
+    assert again.returncode == 0, again.output
+    assert _golang_rows(pg_server, dbname) == [(2, False)]
+    assert [(r[0], r[3]) for r in history(pg_server, dbname)] == [(1, "applied"), (2, "applied")]
+    assert rows(
+        admin, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_id_idx'::regclass"
+    ) == [(True,)]

@@ -186,6 +186,10 @@ def _render_plan(output: Output, report: PlanReport) -> int:
         lines.extend(_lint_lines(report, entry))
         none = " takes no table lock the release does not hold already"
         output.detail(f"{entry.migration.label}:" + ("" if lines else none))
+        if entry.migration.reverts_nothing:
+            from herokumigrate.source import REVERTS_NOTHING
+
+            lines.append(REVERTS_NOTHING)
         for line in lines:
             output.detail("  " + line)
     if report.lint is not None and not report.lint.available:
@@ -247,6 +251,7 @@ def _plan_entry_json(report: PlanReport, entry: MigrationLocks) -> dict[str, Any
         "name": m.name,
         "file": m.filename,
         "outcome": "ran" if entry.ran else "failed" if failed else "not run",
+        "down": m.down_kind,
         "locks": [
             {
                 "mode": lock.mode.value if lock.mode else None,

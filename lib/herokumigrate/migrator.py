@@ -254,17 +254,20 @@ class Migrator:
 
         with self._database_errors(), self._locked() as (session, state):
             self._spell(migrations)
-            newer = [v for v in state.rows if v > version]
+            newer = newer_than(state, migrations, version)
             if newer and not confirmed:
+                shown = ", ".join(m.revert_label for m in newer[:10])
+                more = f" and {len(newer) - 10} more" if len(newer) > 10 else ""
                 raise BadInput(
                     f"goto {version} would revert {len(newer)} migration(s) and may drop data",
+                    details=(f"It would revert, newest first: {shown}{more}.",),
                     fix=f"Run `heroku-migrate goto {version} --yes` to confirm.",
                 )
             reverted = revert(
                 session,
                 self.history,
                 state,
-                newer_than(state, migrations, version),
+                newer,
                 per_migration=self.config.transaction == "migration",
                 output=self.output,
             )

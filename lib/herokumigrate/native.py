@@ -117,12 +117,17 @@ class NativeHistory:
         """A state the tool itself would refuse to migrate from (golang-migrate's dirty row)."""
         return None
 
+    def in_flight(self) -> int | None:
+        """The version the table marks as being applied (golang-migrate's dirty row)."""
+        return None
+
     def create(self, conn: Conn) -> None:
         """Create the table as the tool does on a fresh database (caller's transaction)."""
         raise NotImplementedError
 
-    def sync(self, conn: Conn, applied: set[int]) -> None:
-        """Make the table say that exactly `applied` is applied (caller's transaction)."""
+    def sync(self, conn: Conn, applied: set[int], in_flight: int | None = None) -> None:
+        """Make the table say that exactly `applied` is applied, and `in_flight` is being
+        applied where the tool marks that (caller's transaction)."""
         raise NotImplementedError
 
     def adopt(self, migrations: list[Migration], rows: Mapping[int, HistoryRow]) -> list[Migration]:
@@ -179,6 +184,9 @@ class GolangMigrateTable(NativeHistory):
         newest = self.newest()
         return newest is not None and version <= newest
 
+    def in_flight(self) -> int | None:
+        return self.version if self.dirty else None
+
     def problem(self) -> BadInput | None:
         if not self.dirty:
             return None
@@ -197,15 +205,14 @@ class GolangMigrateTable(NativeHistory):
             ).format(self.name.ident)
         )
 
-    def sync(self, conn: Conn, applied: set[int]) -> None:
-        # As golang-migrate's SetVersion: empty the table, write one clean row.
+    def sync(self, conn: Conn, applied: set[int], in_flight: int | None = None) -> None:
+        # As golang-migrate's SetVersion: empty the table, write one row; dirty while a
+        # migration is being applied (set before it runs, cleared after), clean otherwise.
         conn.execute(sql.SQL("TRUNCATE {}").format(self.name.ident))
-        if applied:
+        if in_flight is not None or applied:
             conn.execute(
-                sql.SQL("INSERT INTO {} (version, dirty) VALUES (%s, false)").format(
-                    self.name.ident
-                ),
-                (max(applied),),
+                sql.SQL("INSERT INTO {} (version, dirty) VALUES (%s, %s)").format(self.name.ident),
+                (max(applied) if in_flight is None else in_flight, in_flight is not None),
             )
 
 
@@ -239,8 +246,9 @@ class DbmateTable(NativeHistory):
             sql.SQL("CREATE TABLE {} (version varchar primary key)").format(self.name.ident)
         )
 
-    def sync(self, conn: Conn, applied: set[int]) -> None:
-        # Compared as numbers: dbmate keeps the version as the file name spells it ("001").
+    def sync(self, conn: Conn, applied: set[int], in_flight: int | None = None) -> None:
+        # dbmate marks nothing while a migration runs. Compared as numbers: dbmate keeps the
+        # version as the file name spells it ("001").
         table = self.name.ident
         conn.execute(
             sql.SQL(
@@ -302,9 +310,9 @@ class GooseTable(NativeHistory):
             )
         )
 
-    def sync(self, conn: Conn, applied: set[int]) -> None:
-        # goose reverts with DELETE ... WHERE version_id = v (only versions it says are
-        # applied), and applies with INSERT (v, true).
+    def sync(self, conn: Conn, applied: set[int], in_flight: int | None = None) -> None:
+        # goose marks nothing while a migration runs; it reverts with DELETE ... WHERE
+        # version_id = v (only versions it says are applied), and applies with INSERT (v, true).
         table = self.name.ident
         conn.execute(
             sql.SQL(
@@ -460,6 +468,10 @@ def reconcile(
     if native is None:
         return Reconciled([], [], tables.for_fresh_database(migrations))
     problem = native.problem()
+    flight = native.in_flight()
+    marked = rows.get(flight) if flight is not None else None
+    if marked is not None and marked.state.value == "partial":
+        problem = None  # a killed run of ours marked it, as golang-migrate would: `up` resumes
     if problem is not None:
         raise NativeConflict(problem.message, details=problem.details, fix=problem.fix)
     adopted = native.adopt(migrations, rows)

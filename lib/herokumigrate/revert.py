@@ -59,10 +59,8 @@ def run_downs(
                     history.sync_legacy(conn, state.legacy)
         for m in unit.finishes:
             done.append(m)
-            if output is not None and m.reverts_nothing:
-                output.detail(f"reverted {m.label} (its down is empty: recorded only, nothing run)")
-            elif output is not None:
-                output.detail(f"reverted {m.label}")
+            if output is not None:
+                output.detail(f"reverted {m.revert_label}")
 
 
 def newest_applied(
