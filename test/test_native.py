@@ -734,3 +734,18 @@ def test_a_run_killed_outside_a_transaction_leaves_golang_migrate_dirty_until_th
     assert rows(
         admin, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_id_idx'::regclass"
     ) == [(True,)]
+
+
+def test_a_clean_failure_outside_a_transaction_leaves_golang_migrate_clean(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # The statement failed before anything of its migration committed: nothing is half-done,
+    # so compensation syncs the row back to clean (golang-migrate would leave it dirty; nothing
+    # needs repair).
+    write_migrations(app, {"1_t.up.sql": "CREATE TABLE t (id int);\n"})
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    write_migrations(app, {"2_idx.up.sql": "CREATE INDEX CONCURRENTLY t_x_idx ON t (missing);\n"})
+    failed = run_cli(["up"], cwd=app, database_url=database_url)
+    assert failed.returncode == 1, failed.output
+    assert _golang_rows(pg_server, dbname) == [(1, False)]
+    assert [r[0] for r in history(pg_server, dbname)] == [1]

@@ -443,7 +443,6 @@ class Applier:
                 # Nothing of this migration was committed before: forget the in-flight mark.
                 with conn.transaction(), recording([step.migration], "partial history row"):
                     self.history.delete(conn, [key])
-                    self.history.sync_legacy(conn, self.state.legacy, run.applied)
                 run.expected.pop(key, None)
                 run.committed.pop(key, None)
             raise
