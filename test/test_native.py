@@ -624,6 +624,14 @@ def test_invalid_tool_table_variable_is_refused_naming_it(
     assert var in result.stderr
     assert "a.b.c" in result.stderr
     assert snapshot(pg_server, dbname) == before
+    # A name holding a table of no tool is refused, as our own setting's is.
+    _admin(pg_server, dbname, "CREATE TABLE other_versions (id int, name text)")
+    before = snapshot(pg_server, dbname)
+    taken = run_cli(["up"], cwd=app, database_url=database_url, env={var: "other_versions"})
+    assert taken.returncode == 2, taken.output
+    assert "other_versions exists but is not golang-migrate's" in taken.stderr
+    assert f"Set {var} to the native tool's table" in taken.stderr
+    assert snapshot(pg_server, dbname) == before
 
 
 @pytest.mark.parametrize(
