@@ -498,6 +498,12 @@ def test_plan_down_and_goto_say_an_empty_down_reverts_nothing(
     preview = run_cli(["goto", "0"], cwd=app, database_url=database_url)
     assert preview.returncode == 2, preview.output
     assert "2_data (reverts nothing: empty down), 1_a" in preview.stderr, preview.output
+    unconfirmed = run_cli(["down", "1"], cwd=app, database_url=database_url)
+    assert unconfirmed.returncode == 2, unconfirmed.output
+    assert "It would revert, newest first: 2_data (reverts nothing: empty down)." in (
+        unconfirmed.stderr
+    )
+    assert "down 1 --yes" in unconfirmed.stderr
     down = run_cli(["down", "1", "--yes"], cwd=app, database_url=database_url)
     assert down.returncode == 0, down.output
     assert "reverted 2_data (reverts nothing: empty down)" in down.stdout

@@ -114,13 +114,8 @@ def _dispatch(args: Any, config: Config, output: Output) -> int:
             return _render_status_json(output, report)
         return _render_status(output, report, config.path, len(migrations))
     if command == "down":
-        if not args.yes:
-            raise BadInput(
-                f"down {args.count} reverts migrations and may drop tables and their data",
-                fix=f"Run `heroku-migrate down {args.count} --yes` to confirm.",
-            )
         validate(migrations)
-        down = migrator.down(migrations, args.count)
+        down = migrator.down(migrations, args.count, confirmed=args.yes)
         output.step(f"Reverted {len(down.reverted)} migration(s)")
         return EXIT_OK
     if command == "goto":

@@ -229,13 +229,19 @@ class Migrator:
         problem = tuple(native_problem.lines()) if native_problem is not None else None
         return StatusReport(entries, unknown, pending, tool, events, problem)
 
-    def down(self, migrations: list[Migration], count: int) -> DownResult:
-        """Revert the `count` newest applied migrations, newest first."""
-        from herokumigrate.revert import newest_applied, revert
+    def down(self, migrations: list[Migration], count: int, *, confirmed: bool) -> DownResult:
+        """Revert the `count` newest applied migrations, newest first (only if `confirmed`)."""
+        from herokumigrate.revert import newest_applied, revert, unconfirmed
 
         with self._database_errors(), self._locked() as (session, state):
             self._spell(migrations)
             targets = newest_applied(state, migrations, count)
+            if targets and not confirmed:
+                raise unconfirmed(
+                    f"down {count} reverts migrations and may drop tables and their data",
+                    targets,
+                    fix=f"Run `heroku-migrate down {count} --yes` to confirm.",
+                )
             done = revert(
                 session,
                 self.history,
@@ -250,17 +256,15 @@ class Migrator:
         """Revert what is newer than `version` (only if `confirmed`), then apply what is
         pending up to it."""
         from herokumigrate.plan import make_plan
-        from herokumigrate.revert import newer_than, revert
+        from herokumigrate.revert import newer_than, revert, unconfirmed
 
         with self._database_errors(), self._locked() as (session, state):
             self._spell(migrations)
             newer = newer_than(state, migrations, version)
             if newer and not confirmed:
-                shown = ", ".join(m.revert_label for m in newer[:10])
-                more = f" and {len(newer) - 10} more" if len(newer) > 10 else ""
-                raise BadInput(
+                raise unconfirmed(
                     f"goto {version} would revert {len(newer)} migration(s) and may drop data",
-                    details=(f"It would revert, newest first: {shown}{more}.",),
+                    newer,
                     fix=f"Run `heroku-migrate goto {version} --yes` to confirm.",
                 )
             reverted = revert(

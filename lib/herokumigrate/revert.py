@@ -63,6 +63,14 @@ def run_downs(
                 output.detail(f"reverted {m.revert_label}")
 
 
+def unconfirmed(message: str, targets: list[Migration], fix: str) -> BadInput:
+    """The refusal of a revert not confirmed with `--yes`, listing what it would revert (a
+    down that reverts nothing is said to)."""
+    shown = ", ".join(m.revert_label for m in targets[:10])
+    more = f" and {len(targets) - 10} more" if len(targets) > 10 else ""
+    return BadInput(message, details=(f"It would revert, newest first: {shown}{more}.",), fix=fix)
+
+
 def newest_applied(
     state: DatabaseState, migrations: list[Migration], count: int
 ) -> list[Migration]:
