@@ -515,3 +515,15 @@ def test_every_command_option_has_a_field_in_arguments() -> None:
     for name, command in commands.choices.items():
         dests = {a.dest for a in command._actions if a.dest != "help"}
         assert dests <= known, (name, dests - known)
+
+
+def test_the_tools_table_variables_are_read_checked_and_outranked(tmp_path: Path) -> None:
+    env = {"DBMATE_MIGRATIONS_TABLE": " meta.dbmate_versions ", "GOOSE_TABLE": ""}
+    assert load_config(tmp_path, env).tool_tables == (("dbmate", "meta.dbmate_versions"),)
+    with pytest.raises(BadInput) as bad:
+        load_config(tmp_path, {"GOOSE_TABLE": "goose-versions"})
+    assert "GOOSE_TABLE" in bad.value.message
+    assert "GOOSE_TABLE" in (bad.value.fix or "")
+    # Our own setting wins: the tools' variables are then neither read nor checked.
+    ours = load_config(tmp_path, {"MIGRATE_MIGRATIONS_TABLE": "v", "GOOSE_TABLE": "a.b.c"})
+    assert ours.tool_tables == ()

@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from support import TEST_ROLE, Server, history, rows, run_cli, snapshot, write_migrations
+from support import (
+    TEST_ROLE,
+    Server,
+    history,
+    rows,
+    run_cli,
+    snapshot,
+    spawn_cli,
+    write_migrations,
+)
 
 pytestmark = pytest.mark.db
 
@@ -440,8 +451,63 @@ def test_no_op_ups_and_downs_say_so(
     assert "2_comment: no SQL; recorded as applied" in result.stdout
     down = run_cli(["down", "1", "--yes"], cwd=app, database_url=database_url)
     assert down.returncode == 0, down.output
-    assert "reverted 2_comment (its down is empty: recorded only, nothing run)" in down.stdout
+    assert "reverted 2_comment (reverts nothing: empty down)" in down.stdout
     assert _golang_rows(pg_server, dbname) == [(1, False)]
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {
+            "1_a.up.sql": "CREATE TABLE a (id int);",
+            "1_a.down.sql": "DROP TABLE a;",
+            "2_data.up.sql": "INSERT INTO a VALUES (1);",
+            "2_data.down.sql": "",
+            "3_b.up.sql": "CREATE TABLE b (id int);",
+            "3_b.down.sql": "DROP TABLE b;",
+        },
+        {
+            "1_a.sql": "-- migrate:up\nCREATE TABLE a (id int);\n-- migrate:down\nDROP TABLE a;\n",
+            "2_data.sql": "-- migrate:up\nINSERT INTO a VALUES (1);\n-- migrate:down\n",
+            "3_b.sql": "-- migrate:up\nCREATE TABLE b (id int);\n",
+        },
+        {
+            "1_a.sql": "-- +goose Up\nCREATE TABLE a (id int);\n-- +goose Down\nDROP TABLE a;\n",
+            "2_data.sql": "-- +goose Up\nINSERT INTO a VALUES (1);\n-- +goose Down\n",
+            "3_b.sql": "-- +goose Up\nCREATE TABLE b (id int);\n-- +goose Down\nDROP TABLE b;\n",
+        },
+    ],
+    ids=["golang-migrate", "dbmate", "goose"],
+)
+def test_plan_down_and_goto_say_an_empty_down_reverts_nothing(
+    pg_server: Server, dbname: str, database_url: str, app: Path, files: dict[str, str]
+) -> None:
+    write_migrations(app, files)
+    plan = run_cli(["plan"], cwd=app, database_url=database_url)
+    assert plan.returncode == 0, plan.output
+    lines = plan.stdout.splitlines()
+    at = lines.index("       2_data:")  # in the locks section, under its one lock
+    assert lines[at + 2] == "         reverts nothing: empty down", plan.stdout
+    assert plan.stdout.count("reverts nothing") == 1, plan.stdout
+    as_json = run_cli(["plan", "--json"], cwd=app, database_url=database_url)
+    assert as_json.returncode == 0, as_json.output
+    downs = {m["version"]: m["down"] for m in json.loads(as_json.stdout)["migrations"]}
+    last = "none" if files.get("3_b.sql", "").startswith("-- migrate:up") else "sql"
+    assert downs == {1: "sql", 2: "empty", 3: last}
+    assert run_cli(["goto", "2"], cwd=app, database_url=database_url).returncode == 0
+    preview = run_cli(["goto", "0"], cwd=app, database_url=database_url)
+    assert preview.returncode == 2, preview.output
+    assert "2_data (reverts nothing: empty down), 1_a" in preview.stderr, preview.output
+    unconfirmed = run_cli(["down", "1"], cwd=app, database_url=database_url)
+    assert unconfirmed.returncode == 2, unconfirmed.output
+    assert "It would revert, newest first: 2_data (reverts nothing: empty down)." in (
+        unconfirmed.stderr
+    )
+    assert "down 1 --yes" in unconfirmed.stderr
+    down = run_cli(["down", "1", "--yes"], cwd=app, database_url=database_url)
+    assert down.returncode == 0, down.output
+    assert "reverted 2_data (reverts nothing: empty down)" in down.stdout
+    assert rows(pg_server.admin_url(dbname), "SELECT count(*) FROM a") == [(1,)]
 
 
 def test_plan_on_a_fresh_database_runs_files_that_alter_the_tools_table(
@@ -488,3 +554,212 @@ def test_mixed_folder_gets_the_table_of_its_newest_files_format(
     assert "Created goose_db_version, goose's table" in result.stdout
     assert _goose_rows(pg_server, dbname) == [(0, True), (1, True), (2, True)]
     assert rows(pg_server.admin_url(dbname), "SELECT to_regclass('schema_migrations')") == [(None,)]
+
+
+def test_goose_table_variable_names_gooses_table(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # goose's CLI reads GOOSE_TABLE (after -table); so do we, for goose's table.
+    write_migrations(app, GOOSE_FILES)
+    env = {"GOOSE_TABLE": "ops.goose_versions"}
+    result = run_cli(["up"], cwd=app, database_url=database_url, env=env)
+    assert result.returncode == 0, result.output
+    assert "Created ops.goose_versions, goose's table" in result.stdout
+    admin = pg_server.admin_url(dbname)
+    assert rows(admin, "SELECT version_id FROM ops.goose_versions ORDER BY id") == [
+        (0,),
+        (1,),
+        (2,),
+        (3,),
+    ]
+    assert rows(admin, "SELECT to_regclass('goose_db_version')") == [(None,)]
+    # goose reverts 3 in its table under that name: the next run notices it.
+    _admin(pg_server, dbname, "DROP TABLE notes; DELETE FROM ops.goose_versions WHERE version_id=3")
+    again = run_cli(["up"], cwd=app, database_url=database_url, env=env)
+    assert again.returncode == 0, again.output
+    assert "goose reverted 3" in again.stdout
+
+
+def test_goose_table_variable_finds_a_goose_migrated_database(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    write_migrations(app, GOOSE_FILES)
+    _admin(
+        pg_server,
+        dbname,
+        GOOSE_DDL.replace("goose_db_version", "goose_custom")
+        + ";"
+        + _up_sql(GOOSE_FILES["00001_accounts.sql"])
+        + ";"
+        "INSERT INTO goose_custom (version_id, is_applied) VALUES (0, true), (1, true);",
+    )
+    result = run_cli(
+        ["up"], cwd=app, database_url=database_url, env={"GOOSE_TABLE": "goose_custom"}
+    )
+    assert result.returncode == 0, result.output
+    assert "Adopted 1 migration(s) already applied by goose" in result.stdout
+    assert rows(pg_server.admin_url(dbname), "SELECT version_id FROM goose_custom ORDER BY id") == [
+        (0,),
+        (1,),
+        (2,),
+        (3,),
+    ]
+
+
+def test_our_setting_wins_over_the_tools_variables(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    write_migrations(app, DBMATE_FILES)
+    env = {
+        "MIGRATE_MIGRATIONS_TABLE": "ours",
+        "DBMATE_MIGRATIONS_TABLE": "not-used here",  # ignored, so never checked
+    }
+    result = run_cli(["up"], cwd=app, database_url=database_url, env=env)
+    assert result.returncode == 0, result.output
+    assert "Created ours, dbmate's table" in result.stdout
+
+
+@pytest.mark.parametrize("var", ["DBMATE_MIGRATIONS_TABLE", "GOOSE_TABLE"])
+def test_invalid_tool_table_variable_is_refused_naming_it(
+    pg_server: Server, dbname: str, database_url: str, app: Path, var: str
+) -> None:
+    write_migrations(app, DBMATE_FILES if var.startswith("DBMATE") else GOOSE_FILES)
+    before = snapshot(pg_server, dbname)
+    result = run_cli(["up"], cwd=app, database_url=database_url, env={var: "a.b.c"})
+    assert result.returncode == 2, result.output
+    assert var in result.stderr
+    assert "a.b.c" in result.stderr
+    assert snapshot(pg_server, dbname) == before
+    # A name holding a table of no tool is refused, as our own setting's is.
+    _admin(pg_server, dbname, "CREATE TABLE other_versions (id int, name text)")
+    before = snapshot(pg_server, dbname)
+    taken = run_cli(["up"], cwd=app, database_url=database_url, env={var: "other_versions"})
+    assert taken.returncode == 2, taken.output
+    assert "other_versions exists but is not golang-migrate's" in taken.stderr
+    assert f"Set {var} to the native tool's table" in taken.stderr
+    assert snapshot(pg_server, dbname) == before
+
+
+@pytest.mark.parametrize(
+    ("files", "version", "query", "expected"),
+    [
+        (GOLANG_FILES, "2", "SELECT version, dirty FROM schema_migrations", [(2, False)]),
+        (
+            DBMATE_FILES,
+            "2",
+            "SELECT version FROM schema_migrations ORDER BY 1",
+            [("001",), ("002",)],
+        ),
+        (
+            GOOSE_FILES,
+            "2",
+            "SELECT version_id, is_applied FROM goose_db_version ORDER BY id",
+            [(0, True), (1, True), (2, True)],
+        ),
+    ],
+    ids=["golang-migrate", "dbmate", "goose"],
+)
+def test_force_on_a_fresh_database_creates_the_tools_table_in_sync(
+    pg_server: Server,
+    dbname: str,
+    database_url: str,
+    app: Path,
+    *,
+    files: dict[str, str],
+    version: str,
+    query: str,
+    expected: list[tuple[object, ...]],
+) -> None:
+    write_migrations(app, files)
+    if files is DBMATE_FILES:  # 3 indexes 2's table: the schema forced is made by hand
+        _admin(pg_server, dbname, "".join(_up_sql(files[n]) for n in sorted(files)[:2]))
+    result = run_cli(["force", version], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert "'s table, kept in sync so the tool still works" in result.stdout, result.output
+    assert rows(pg_server.admin_url(dbname), query) == expected
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 2]
+    # The tool's table and our history agree: the next run applies only 3.
+    again = run_cli(["up"], cwd=app, database_url=database_url)
+    assert again.returncode == 0, again.output
+    assert "Adopted" not in again.stdout
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 2, 3]
+
+
+def test_a_run_killed_outside_a_transaction_leaves_golang_migrate_dirty_until_the_next_up(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # golang-migrate writes (version, dirty=true) before a migration runs and (version, false)
+    # after it: a kill -9 in between leaves it dirty, and so must a killed run of ours.
+    write_migrations(
+        app, {"1_t.up.sql": "CREATE TABLE t (id int);\n", "1_t.down.sql": "DROP TABLE t;\n"}
+    )
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    write_migrations(
+        app,
+        {
+            "2_idx.up.sql": "CREATE INDEX CONCURRENTLY t_id_idx ON t (id);\n",
+            "2_idx.down.sql": "DROP INDEX CONCURRENTLY t_id_idx;\n",
+        },
+    )
+    admin = pg_server.admin_url(dbname)
+    blocker = pg_server.admin_conn(dbname)
+    blocker.execute("BEGIN")
+    blocker.execute("LOCK TABLE t IN SHARE UPDATE EXCLUSIVE MODE")
+    proc = spawn_cli(
+        ["up"], cwd=app, database_url=database_url, env={"MIGRATE_LOCK_TIMEOUT": "600"}
+    )
+    try:
+        deadline = time.monotonic() + 60
+        waiting: list[tuple[object, ...]] = []
+        while not waiting:
+            assert time.monotonic() < deadline, "the concurrent build never started"
+            time.sleep(0.05)
+            waiting = rows(
+                admin,
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                " AND wait_event_type = 'Lock' AND query LIKE 'CREATE INDEX CONCURRENTLY%%'",
+                (dbname,),
+            )
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        assert [(r[0], r[3], r[4]) for r in history(pg_server, dbname)] == [
+            (1, "applied", None),
+            (2, "partial", 0),
+        ]
+        assert _golang_rows(pg_server, dbname) == [(2, True)]
+        # The killed client's backend still waits (holding the lock): stop it, as a dyno's
+        # server-side session ends.
+        rows(admin, "SELECT pg_terminate_backend(%s)", (waiting[0][0],))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    status = run_cli(["status"], cwd=app, database_url=database_url)
+    assert status.returncode == 0, status.output
+    assert "partial" in status.stdout, status.output
+    assert "dirty" not in status.output, status.output  # our own in-flight mark: no conflict
+    again = run_cli(["up"], cwd=app, database_url=database_url)
+    assert again.returncode == 0, again.output
+    assert _golang_rows(pg_server, dbname) == [(2, False)]
+    assert [(r[0], r[3]) for r in history(pg_server, dbname)] == [(1, "applied"), (2, "applied")]
+    assert rows(
+        admin, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_id_idx'::regclass"
+    ) == [(True,)]
+
+
+def test_a_clean_failure_outside_a_transaction_leaves_golang_migrate_clean(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # The statement failed before anything of its migration committed: nothing is half-done,
+    # so compensation syncs the row back to clean (golang-migrate would leave it dirty; nothing
+    # needs repair).
+    write_migrations(app, {"1_t.up.sql": "CREATE TABLE t (id int);\n"})
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    write_migrations(app, {"2_idx.up.sql": "CREATE INDEX CONCURRENTLY t_x_idx ON t (missing);\n"})
+    failed = run_cli(["up"], cwd=app, database_url=database_url)
+    assert failed.returncode == 1, failed.output
+    assert _golang_rows(pg_server, dbname) == [(1, False)]
+    assert [r[0] for r in history(pg_server, dbname)] == [1]

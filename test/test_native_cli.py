@@ -143,3 +143,41 @@ def test_real_dbmate_works_on_a_database_we_created(
     assert rolled.returncode == 0, rolled.stderr
     assert "Rolling back: 20240103000000_notes.sql" in rolled.stdout
     assert rows(pg_server.admin_url(dbname), "SELECT to_regclass('notes')") == [(None,)]
+
+
+@pytest.mark.db
+def test_real_dbmate_with_its_migrations_table_variable(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # DBMATE_MIGRATIONS_TABLE names dbmate's table for dbmate and for us alike.
+    _dbmate()
+    if pg_server.admin.get("host", "").startswith("/"):
+        pytest.skip("dbmate needs a TCP URL: set TEST_DATABASE_URL")
+    dbmate_url = database_url + "?sslmode=disable"
+    names = sorted(FILES)
+    write_migrations(app, {name: FILES[name] for name in names[:1]})
+    env = {"DBMATE_MIGRATIONS_TABLE": "dbmate_versions"}
+    half = _run_dbmate(app, dbmate_url, "--migrations-table", "dbmate_versions", "up")
+    assert half.returncode == 0, half.stderr
+    write_migrations(app, FILES)
+    ours = run_cli(["up"], cwd=app, database_url=database_url, env=env)
+    assert ours.returncode == 0, ours.output
+    assert "Adopted 1 migration(s) already applied by dbmate" in ours.stdout
+    admin = pg_server.admin_url(dbname)
+    assert rows(admin, "SELECT to_regclass('schema_migrations')") == [(None,)]
+    status = _run_dbmate(app, dbmate_url, "--migrations-table", "dbmate_versions", "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "Applied: 3" in status.stdout, status.stdout
+    assert "Pending: 0" in status.stdout, status.stdout
+    # A fresh database gets dbmate's table under that name, and dbmate reads it.
+    other = pg_server.create_database()
+    try:
+        fresh = run_cli(["up"], cwd=app, database_url=pg_server.url(other), env=env)
+        assert fresh.returncode == 0, fresh.output
+        assert "Created dbmate_versions, dbmate's table" in fresh.stdout
+        other_url = pg_server.url(other) + "?sslmode=disable"
+        rolled = _run_dbmate(app, other_url, "--migrations-table", "dbmate_versions", "rollback")
+        assert rolled.returncode == 0, rolled.stderr
+        assert "Rolling back: 20240103000000_notes.sql" in rolled.stdout
+    finally:
+        pg_server.drop_database(other)

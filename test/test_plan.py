@@ -106,6 +106,21 @@ def test_a_dirty_golang_migrate_table_stops_the_plan(app: Path) -> None:
         make_plan(migrations, _state(exists=False, legacy=GolangMigrateTable(2, dirty=True)))
 
 
+def test_a_dirty_row_marking_our_own_partial_migration_is_resumed(app: Path) -> None:
+    # A killed run of ours left 2 partial and golang-migrate's row dirty at 2, as golang-migrate
+    # would have: that is no conflict, `up` finishes 2. Dirty at a version we did not leave
+    # partial still stops the plan.
+    migrations = _load(app, THREE)
+    rows = (_row(migrations[0]), _row(migrations[1], progress=0))
+    plan = make_plan(migrations, _state(*rows, legacy=GolangMigrateTable(2, dirty=True)))
+    assert [m.version for m in plan.pending] == [2, 3]
+    assert plan.partial == {2: 0}
+    assert not plan.adopt
+    assert not plan.forget
+    with pytest.raises(BadInput, match="dirty at version 1"):
+        make_plan(migrations, _state(*rows, legacy=GolangMigrateTable(1, dirty=True)))
+
+
 def test_dbmate_versions_are_adopted_one_by_one(app: Path) -> None:
     migrations = _load(app, THREE)
     plan = make_plan(migrations, _state(exists=False, legacy=DbmateTable({1, 3})))

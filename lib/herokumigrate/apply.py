@@ -392,9 +392,13 @@ class Applier:
                     self.history.record_partial(
                         conn, last.migration, last.index + 1, spent[last.migration.version]
                     )
-            if finished:
+            if finished or partial:
+                # As golang-migrate: a migration left part-way is marked dirty until it ends.
+                in_flight = last.migration.version if last is not None and partial else None
                 with recording(unit.finishes, "version in the native tool's table"):
-                    self.history.sync_legacy(conn, self.state.legacy, run.applied | finished)
+                    self.history.sync_legacy(
+                        conn, self.state.legacy, run.applied | finished, in_flight
+                    )
         if setup is not None:
             run.created_history = setup.needs_setup
             run.created_native = setup.create_native
@@ -418,9 +422,12 @@ class Applier:
         resuming = run.resume.pop(key, None) == step.index
         committed_before = key in run.committed
         if not resuming:
-            # Record "statement k in flight" first, so a kill during it is visible next time.
+            # Record "statement k in flight" first, so a kill during it is visible next time;
+            # golang-migrate's row turns dirty as golang-migrate sets it before a migration.
             with transaction(conn), recording([step.migration], "partial history row"):
                 self.history.record_partial(conn, step.migration, step.index, 0.0)
+                if not committed_before:
+                    self.history.sync_legacy(conn, self.state.legacy, run.applied, key)
             run.recorded_partial(step.migration, step.index)
             # Committed: if the connection is lost now, compensation must see this migration.
             run.committed.setdefault(key, step.migration)

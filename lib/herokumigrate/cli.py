@@ -114,13 +114,8 @@ def _dispatch(args: Any, config: Config, output: Output) -> int:
             return _render_status_json(output, report)
         return _render_status(output, report, config.path, len(migrations))
     if command == "down":
-        if not args.yes:
-            raise BadInput(
-                f"down {args.count} reverts migrations and may drop tables and their data",
-                fix=f"Run `heroku-migrate down {args.count} --yes` to confirm.",
-            )
         validate(migrations)
-        down = migrator.down(migrations, args.count)
+        down = migrator.down(migrations, args.count, confirmed=args.yes)
         output.step(f"Reverted {len(down.reverted)} migration(s)")
         return EXIT_OK
     if command == "goto":
@@ -134,6 +129,10 @@ def _dispatch(args: Any, config: Config, output: Output) -> int:
             f"Recorded version {forced.version} as current: marked {forced.marked} applied, "
             f"forgot {forced.forgot}"
         )
+        if forced.created is not None:
+            from herokumigrate.firstcontact import created_native
+
+            output.detail(created_native(forced.created))
         return EXIT_OK
     raise BadInput(f"unknown command {command!r}", fix="See `heroku-migrate --help`.")
 
@@ -182,6 +181,10 @@ def _render_plan(output: Output, report: PlanReport) -> int:
         lines.extend(_lint_lines(report, entry))
         none = " takes no table lock the release does not hold already"
         output.detail(f"{entry.migration.label}:" + ("" if lines else none))
+        if entry.migration.reverts_nothing:
+            from herokumigrate.source import REVERTS_NOTHING
+
+            lines.append(REVERTS_NOTHING)
         for line in lines:
             output.detail("  " + line)
     if report.lint is not None and not report.lint.available:
@@ -243,6 +246,7 @@ def _plan_entry_json(report: PlanReport, entry: MigrationLocks) -> dict[str, Any
         "name": m.name,
         "file": m.filename,
         "outcome": "ran" if entry.ran else "failed" if failed else "not run",
+        "down": m.down_kind,
         "locks": [
             {
                 "mode": lock.mode.value if lock.mode else None,

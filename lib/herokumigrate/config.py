@@ -33,6 +33,10 @@ DAY = 86400
 PG_MAX_IDENTIFIER_BYTES = 63
 # The history table's event log is `<history_table>_log` (history.py).
 HISTORY_LOG_SUFFIX = "_log"
+# The native tools' own variables naming their tables, read as the tools read them (dbmate's
+# `--migrations-table`, goose's `-table`) when `migrations_table` is unset (README,
+# "Adopting golang-migrate, dbmate or goose"). golang-migrate's is a URL parameter (database.py).
+TOOL_TABLE_VARS = {"dbmate": "DBMATE_MIGRATIONS_TABLE", "goose": "GOOSE_TABLE"}
 _PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -203,6 +207,8 @@ class Config:
         True, "buildpack: check every migration with PostgreSQL's parser (pglast)", flag=False
     )
     app_dir: Path = Path()
+    # (tool, [schema.]name) from TOOL_TABLE_VARS, checked; empty when `migrations_table` is set.
+    tool_tables: tuple[tuple[str, str], ...] = ()
 
     @property
     def migrations_dir(self) -> Path:
@@ -215,12 +221,17 @@ class Config:
         unset (the native tool's own table)."""
         if self.migrations_table is None:
             return None
-        schema, _, table = self.migrations_table.rpartition(".")
-        return (schema or None, table)
+        return qualified_parts(self.migrations_table)
 
     def env_name(self, key: str) -> str:
         """The environment variable that sets `key`."""
         return env_var_name(key)
+
+
+def qualified_parts(name: str) -> tuple[str | None, str]:
+    """`[schema.]table` as (schema, or None for the search path's; table)."""
+    schema, _, table = name.rpartition(".")
+    return (schema or None, table)
 
 
 SETTINGS: dict[str, Setting] = {
@@ -295,10 +306,10 @@ def _expected(setting: Setting) -> str:
     return f"Set {setting.name} to {wanted.get(setting.kind, 'a non-empty string')}."
 
 
-def _check_identifier(setting: Setting, value: str, origin: str) -> None:
+def _check_identifier(setting: Setting, value: str, origin: str, key: str = "") -> None:
     """A name PostgreSQL keeps as written: no control characters, within the byte limit, and
-    `[schema.]name` where the setting is schema-qualified."""
-    key = setting.name
+    `[schema.]name` where the setting is schema-qualified. `key` names it (the setting)."""
+    key = key or setting.name
     parts = value.split(".") if setting.qualified_identifier else [value]
     if _CONTROL_CHARACTER.search(value) or (
         setting.qualified_identifier
@@ -412,7 +423,20 @@ def load_config(
     app_dir = app_root(env) if app_dir is None else app_dir
     file_values = read_config_file(app_dir)
     values = {key: _resolve(key, env, flags or {}, lambda: file_values)[0] for key in SETTINGS}
-    return Config(app_dir=app_dir, **values)  # type: ignore[arg-type]
+    tools = () if values["migrations_table"] is not None else tool_tables(env)
+    return Config(app_dir=app_dir, tool_tables=tools, **values)  # type: ignore[arg-type]
+
+
+def tool_tables(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The tables the tools' own variables name (TOOL_TABLE_VARS; empty counts as unset, as
+    the tools read them), each checked as `migrations_table` is."""
+    found = []
+    for tool, var in TOOL_TABLE_VARS.items():
+        raw = env.get(var, "").strip()
+        if raw:
+            _check_identifier(SETTINGS["migrations_table"], raw, "environment", key=var)
+            found.append((tool, raw))
+    return tuple(found)
 
 
 def skip_requested_by(

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
     from herokumigrate.config import Config
     from herokumigrate.history import DatabaseState, HistoryTable
+    from herokumigrate.native import NativeHistory
     from herokumigrate.output import Output
     from herokumigrate.plan import ReleasePlan
     from herokumigrate.source import Migration
@@ -56,6 +57,11 @@ def write_first_contact(
         history.accept_checksums(conn, accepted_edits(plan, config))
 
 
+def created_native(native: NativeHistory) -> str:
+    """The line saying a run created the native tool's table."""
+    return f"Created {native.table}, {native.tool}'s table, kept in sync so the tool still works"
+
+
 def labels(migrations: list[Migration]) -> str:
     """`1_a, 2_b`: migration labels for a message."""
     return ", ".join(m.label for m in migrations)
@@ -73,10 +79,7 @@ def report_first_contact(
     """Say what the first-contact set-up recorded."""
     legacy = state.legacy
     if plan.create_native is not None:
-        output.detail(
-            f"Created {plan.create_native.table}, {plan.create_native.tool}'s table, "
-            "kept in sync so the tool still works"
-        )
+        output.detail(created_native(plan.create_native))
     if plan.forget and legacy is not None:
         output.detail(
             f"{legacy.tool} reverted {', '.join(map(str, plan.forget))} since they were "

@@ -290,29 +290,36 @@ class HistoryTable:
             return cur.execute(query, (limit,)).fetchall()
 
     def sync_legacy(
-        self, conn: Conn, legacy: NativeHistory | None, applied: set[int] | None = None
+        self,
+        conn: Conn,
+        legacy: NativeHistory | None,
+        applied: set[int] | None = None,
+        in_flight: int | None = None,
     ) -> None:
-        """Keep a native tool's table matching what is applied (caller's transaction); without
-        `applied`, what our table says now (read back in this transaction).
+        """Keep a native tool's table matching what is applied, and `in_flight` (partly
+        applied) where the tool marks that (caller's transaction); without `applied`, what our
+        table says now (read back in this transaction), its newest partial row in flight.
 
         Runs under the search_path the run began with: a migration's `SET search_path` (or
         `set_config('search_path', '', false)`) cannot hide the table from the sync."""
         if legacy is None:
             return
         if applied is None:
-            applied = self.applied_versions(conn)
+            applied, partial = self._applied_and_partial(conn)
+            in_flight = max(partial) if partial and in_flight is None else in_flight
         current = _current_search_path(conn)
         if self.search_path is None or current == self.search_path:
-            legacy.sync(conn, applied)
+            legacy.sync(conn, applied, in_flight)
             return
         _set_local_search_path(conn, self.search_path)
-        legacy.sync(conn, applied)
+        legacy.sync(conn, applied, in_flight)
         _set_local_search_path(conn, current)
 
-    def applied_versions(self, conn: Conn) -> set[int]:
-        """The versions our table records as fully applied, read now."""
-        query = sql.SQL("SELECT version FROM {} WHERE state = 'applied'").format(self.ident)
-        return {int(str(row[0])) for row in conn.execute(query)}
+    def _applied_and_partial(self, conn: Conn) -> tuple[set[int], set[int]]:
+        """The versions our table records as fully applied, and as partly applied, read now."""
+        query = sql.SQL("SELECT version, state = 'applied' FROM {}").format(self.ident)
+        found = [(int(str(version)), bool(done)) for version, done in conn.execute(query)]
+        return {v for v, done in found if done}, {v for v, done in found if not done}
 
     def accept_checksums(self, conn: Conn, changed: Iterable[Migration]) -> None:
         """Record the edited content of applied migrations as accepted (`allow_changed`): their

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from herokumigrate.database import Target
     from herokumigrate.history import DatabaseState, HistoryRow, LogEvent
     from herokumigrate.locks import LockObserver, MigrationLocks
-    from herokumigrate.native import NativeTables, NativeToolName
+    from herokumigrate.native import NativeHistory, NativeTables, NativeToolName
     from herokumigrate.output import Output
     from herokumigrate.plan import ReleasePlan
     from herokumigrate.planlint import PendingLint
@@ -68,11 +68,13 @@ class GotoResult(NamedTuple):
 
 
 class ForceResult(NamedTuple):
-    """`force VERSION`: how many migrations were marked applied, and forgotten."""
+    """`force VERSION`: how many migrations were marked applied, and forgotten; the native
+    tool's table it created (the database had none)."""
 
     version: int
     marked: int
     forgot: int
+    created: NativeHistory | None = None
 
 
 class StatusEntry(NamedTuple):
@@ -219,13 +221,19 @@ class Migrator:
         problem = tuple(native_problem.lines()) if native_problem is not None else None
         return StatusReport(entries, unknown, pending, tool, events, problem)
 
-    def down(self, migrations: list[Migration], count: int) -> DownResult:
-        """Revert the `count` newest applied migrations, newest first."""
-        from herokumigrate.revert import newest_applied, revert
+    def down(self, migrations: list[Migration], count: int, *, confirmed: bool) -> DownResult:
+        """Revert the `count` newest applied migrations, newest first (only if `confirmed`)."""
+        from herokumigrate.revert import newest_applied, revert, unconfirmed
 
         with self._database_errors(), self._locked() as (session, state):
             self._spell(migrations)
             targets = newest_applied(state, migrations, count)
+            if targets and not confirmed:
+                raise unconfirmed(
+                    f"down {count} reverts migrations and may drop tables and their data",
+                    targets,
+                    fix=f"Run `heroku-migrate down {count} --yes` to confirm.",
+                )
             done = revert(
                 session,
                 self.history,
@@ -240,21 +248,22 @@ class Migrator:
         """Revert what is newer than `version` (only if `confirmed`), then apply what is
         pending up to it."""
         from herokumigrate.plan import make_plan
-        from herokumigrate.revert import newer_than, revert
+        from herokumigrate.revert import newer_than, revert, unconfirmed
 
         with self._database_errors(), self._locked() as (session, state):
             self._spell(migrations)
-            newer = [v for v in state.rows if v > version]
+            newer = newer_than(state, migrations, version)
             if newer and not confirmed:
-                raise BadInput(
+                raise unconfirmed(
                     f"goto {version} would revert {len(newer)} migration(s) and may drop data",
+                    newer,
                     fix=f"Run `heroku-migrate goto {version} --yes` to confirm.",
                 )
             reverted = revert(
                 session,
                 self.history,
                 state,
-                newer_than(state, migrations, version),
+                newer,
                 per_migration=self.config.transaction == "migration",
                 output=self.output,
             )
@@ -269,8 +278,8 @@ class Migrator:
 
         with self._database_errors(), self._locked() as (session, state):
             self._spell(migrations)
-            marked, forgot = force(session, self.history, state, migrations, version)
-        return ForceResult(version, marked, forgot)
+            marked, forgot, created = force(session, self.history, state, migrations, version)
+        return ForceResult(version, marked, forgot, created)
 
     def _apply(
         self,
@@ -370,7 +379,9 @@ class Migrator:
 
 def native_tables(config: Config, target: Target | None) -> NativeTables:
     """Where the native tool's table is: the `migrations_table` setting, else golang-migrate's
-    `x-migrations-table` URL parameter, else the tools' defaults."""
+    `x-migrations-table` URL parameter, else the names DBMATE_MIGRATIONS_TABLE and GOOSE_TABLE
+    give their tools' tables, else the tools' defaults."""
+    from herokumigrate.config import qualified_parts
     from herokumigrate.native import NativeName, NativeTables
 
     parts = config.migrations_table_parts
@@ -379,7 +390,11 @@ def native_tables(config: Config, target: Target | None) -> NativeTables:
     if target is not None and target.migrations_table is not None:
         named = target.migrations_table
         return NativeTables(NativeName(named.name, named.schema))
-    return NativeTables()
+    by_tool: dict[NativeToolName, NativeName] = {}
+    for tool, name in config.tool_tables:
+        schema, table = qualified_parts(name)
+        by_tool[tool] = NativeName(table, schema)  # type: ignore[index]
+    return NativeTables(by_tool=by_tool)
 
 
 def database_error(exc: Exception, output: Output) -> MigrateError:

@@ -117,12 +117,17 @@ class NativeHistory:
         """A state the tool itself would refuse to migrate from (golang-migrate's dirty row)."""
         return None
 
+    def in_flight(self) -> int | None:
+        """The version the table marks as being applied (golang-migrate's dirty row)."""
+        return None
+
     def create(self, conn: Conn) -> None:
         """Create the table as the tool does on a fresh database (caller's transaction)."""
         raise NotImplementedError
 
-    def sync(self, conn: Conn, applied: set[int]) -> None:
-        """Make the table say that exactly `applied` is applied (caller's transaction)."""
+    def sync(self, conn: Conn, applied: set[int], in_flight: int | None = None) -> None:
+        """Make the table say that exactly `applied` is applied, and `in_flight` is being
+        applied where the tool marks that (caller's transaction)."""
         raise NotImplementedError
 
     def adopt(self, migrations: list[Migration], rows: Mapping[int, HistoryRow]) -> list[Migration]:
@@ -179,6 +184,9 @@ class GolangMigrateTable(NativeHistory):
         newest = self.newest()
         return newest is not None and version <= newest
 
+    def in_flight(self) -> int | None:
+        return self.version if self.dirty else None
+
     def problem(self) -> BadInput | None:
         if not self.dirty:
             return None
@@ -197,15 +205,14 @@ class GolangMigrateTable(NativeHistory):
             ).format(self.name.ident)
         )
 
-    def sync(self, conn: Conn, applied: set[int]) -> None:
-        # As golang-migrate's SetVersion: empty the table, write one clean row.
+    def sync(self, conn: Conn, applied: set[int], in_flight: int | None = None) -> None:
+        # As golang-migrate's SetVersion: empty the table, write one row; dirty while a
+        # migration is being applied (set before it runs, cleared after), clean otherwise.
         conn.execute(sql.SQL("TRUNCATE {}").format(self.name.ident))
-        if applied:
+        if in_flight is not None or applied:
             conn.execute(
-                sql.SQL("INSERT INTO {} (version, dirty) VALUES (%s, false)").format(
-                    self.name.ident
-                ),
-                (max(applied),),
+                sql.SQL("INSERT INTO {} (version, dirty) VALUES (%s, %s)").format(self.name.ident),
+                (max(applied) if in_flight is None else in_flight, in_flight is not None),
             )
 
 
@@ -239,8 +246,9 @@ class DbmateTable(NativeHistory):
             sql.SQL("CREATE TABLE {} (version varchar primary key)").format(self.name.ident)
         )
 
-    def sync(self, conn: Conn, applied: set[int]) -> None:
-        # Compared as numbers: dbmate keeps the version as the file name spells it ("001").
+    def sync(self, conn: Conn, applied: set[int], in_flight: int | None = None) -> None:
+        # dbmate marks nothing while a migration runs. Compared as numbers: dbmate keeps the
+        # version as the file name spells it ("001").
         table = self.name.ident
         conn.execute(
             sql.SQL(
@@ -302,9 +310,9 @@ class GooseTable(NativeHistory):
             )
         )
 
-    def sync(self, conn: Conn, applied: set[int]) -> None:
-        # goose reverts with DELETE ... WHERE version_id = v (only versions it says are
-        # applied), and applies with INSERT (v, true).
+    def sync(self, conn: Conn, applied: set[int], in_flight: int | None = None) -> None:
+        # goose marks nothing while a migration runs; it reverts with DELETE ... WHERE
+        # version_id = v (only versions it says are applied), and applies with INSERT (v, true).
         table = self.name.ident
         conn.execute(
             sql.SQL(
@@ -339,10 +347,12 @@ _BY_FORMAT: dict[FormatName, type[NativeHistory]] = {
 @dataclass
 class NativeTables:
     """Where to look for a native tool's table: the configured name (the `migrations_table`
-    setting, else golang-migrate's `x-migrations-table` URL parameter), else the tools'
-    defaults. `spelling` tells how the files write each version."""
+    setting, else golang-migrate's `x-migrations-table` URL parameter), else the names the
+    tools' own variables give (`by_tool`: DBMATE_MIGRATIONS_TABLE, GOOSE_TABLE), then the
+    tools' defaults. `spelling` tells how the files write each version."""
 
     configured: NativeName | None = None
+    by_tool: dict[NativeToolName, NativeName] = field(default_factory=dict)
     spelling: dict[int, str] = field(default_factory=dict)
     # Candidates found holding a table of no tool (another framework's `schema_migrations`):
     # never created over, never synced.
@@ -352,7 +362,8 @@ class NativeTables:
         """The names looked at, in order."""
         if self.configured is not None:
             return [self.configured]
-        return [NativeName("schema_migrations"), NativeName("goose_db_version")]
+        named = [*self.by_tool.values(), NativeName("schema_migrations")]
+        return list(dict.fromkeys([*named, NativeName("goose_db_version")]))
 
     def columns_sql(self) -> sql.Composed:
         """A scalar subquery: a JSON object mapping each candidate's position to its columns
@@ -392,22 +403,32 @@ class NativeTables:
                     table.spelling = self.spelling
                     return table
             self.occupied.add(name)
-            if self.configured is not None:
+            named_by = self._named_by(name)
+            if named_by is not None:
                 shown = ", ".join(f"{k} {v}" for k, v in columns.items())
                 raise BadInput(
                     f"the migrations table {name.shown} exists but is not golang-migrate's, "
                     f"dbmate's or goose's (its columns: {shown})",
-                    fix="Set MIGRATE_MIGRATIONS_TABLE (or x-migrations-table in the URL) to the "
-                    "native tool's table, or unset it.",
+                    fix=f"Set {named_by} to the native tool's table, or unset it.",
                 )
         return None
+
+    def _named_by(self, name: NativeName) -> str | None:
+        """What named this candidate, for messages; None for a tool's default name."""
+        from herokumigrate.config import TOOL_TABLE_VARS
+
+        if self.configured is not None:
+            return "MIGRATE_MIGRATIONS_TABLE (or x-migrations-table in the URL)"
+        tools = [tool for tool, named in self.by_tool.items() if named == name]
+        return TOOL_TABLE_VARS[tools[0]] if tools else None
 
     def for_fresh_database(self, migrations: list[Migration]) -> NativeHistory | None:
         """The table to create on a database that has none: that of the newest file's format."""
         if not migrations:
             return None
         native = _BY_FORMAT[migrations[-1].format]
-        table = native(name=self.configured or NativeName(native.default_table))
+        name = self.configured or self.by_tool.get(native.tool) or NativeName(native.default_table)
+        table = native(name=name)
         if table.name in self.occupied:
             return None
         table.spelling = self.spelling
@@ -446,6 +467,10 @@ def reconcile(
     if native is None:
         return Reconciled([], [], tables.for_fresh_database(migrations))
     problem = native.problem()
+    flight = native.in_flight()
+    marked = rows.get(flight) if flight is not None else None
+    if marked is not None and marked.state.value == "partial":
+        problem = None  # a killed run of ours marked it, as golang-migrate would: `up` resumes
     if problem is not None:
         raise NativeConflict(problem.message, details=problem.details, fix=problem.fix)
     adopted = native.adopt(migrations, rows)

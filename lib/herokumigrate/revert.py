@@ -17,6 +17,7 @@ from herokumigrate.statements import StepFailed, execute
 
 if TYPE_CHECKING:
     from herokumigrate.history import DatabaseState, HistoryRow, HistoryTable
+    from herokumigrate.native import NativeHistory
     from herokumigrate.output import Output
     from herokumigrate.plan import Unit
     from herokumigrate.session import Session
@@ -48,10 +49,16 @@ def run_downs(
         with_lock_retries(session, session.output, attempt)
         for m in unit.finishes:
             done.append(m)
-            if output is not None and m.reverts_nothing:
-                output.detail(f"reverted {m.label} (its down is empty: recorded only, nothing run)")
-            elif output is not None:
-                output.detail(f"reverted {m.label}")
+            if output is not None:
+                output.detail(f"reverted {m.revert_label}")
+
+
+def unconfirmed(message: str, targets: list[Migration], fix: str) -> BadInput:
+    """The refusal of a revert not confirmed with `--yes`, listing what it would revert (a
+    down that reverts nothing is said to)."""
+    shown = ", ".join(m.revert_label for m in targets[:10])
+    more = f" and {len(targets) - 10} more" if len(targets) > 10 else ""
+    return BadInput(message, details=(f"It would revert, newest first: {shown}{more}.",), fix=fix)
 
 
 def _run_down_unit(
@@ -161,13 +168,19 @@ def force(
     state: DatabaseState,
     migrations: list[Migration],
     version: int,
-) -> tuple[int, int]:
+) -> tuple[int, int, NativeHistory | None]:
     """Record that exactly the files up to `version` are applied, running no SQL of theirs.
-    Returns (marked applied, forgotten)."""
+    The native tool's table follows; where there is none, it is created first, as `up` would
+    on a fresh database. Returns (marked applied, forgotten, the native table created)."""
     by_version_checked(migrations, version)
     conn = session.conn
+    legacy = state.legacy
+    created = None if legacy is not None else state.native_tables.for_fresh_database(migrations)
     with transaction(conn):
         history.create(conn)
+        if created is not None:
+            created.create(conn)
+            legacy = created
         drop = [v for v in state.rows if v > version]
         history.delete(conn, drop)
         mark = [
@@ -181,11 +194,11 @@ def force(
         ]
         history.record_applied(conn, ((m, 0.0) for m in mark), "forced")
         applied = {v for v in state.rows if v <= version} | {m.version for m in mark}
-        history.sync_legacy(conn, state.legacy, applied)
+        history.sync_legacy(conn, legacy, applied)
         history.log(
             conn, "forced", f"recorded version {version}: marked {len(mark)}, forgot {len(drop)}"
         )
-    return len(mark), len(drop)
+    return len(mark), len(drop), created
 
 
 def by_version_checked(migrations: list[Migration], version: int) -> dict[int, Migration]:

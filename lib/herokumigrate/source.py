@@ -34,6 +34,7 @@ __all__ = [
     "FORMAT_GOOSE",
     "MAX_FILE_BYTES",
     "MAX_VERSION",
+    "REVERTS_NOTHING",
     "Migration",
     "SourceFile",
     "SqlSection",
@@ -51,6 +52,8 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_VERSION = 2**63 - 1  # the version is stored as bigint, as golang-migrate stores it
 _HASH_CHUNK = 1 << 22  # the checksum encodes this many characters at a time, not the whole file
 
+# How a migration whose down is empty is shown wherever reverting it is (Migration.revert_label).
+REVERTS_NOTHING = "reverts nothing: empty down"
 FORMAT_GOLANG: FormatName = "golang-migrate"
 FORMAT_DBMATE: FormatName = "dbmate"
 FORMAT_GOOSE: FormatName = "goose"
@@ -96,6 +99,18 @@ class Migration:
         """True when the down exists but holds no statement: reverting only forgets it."""
         down = self.down
         return down is not None and down.is_empty
+
+    @property
+    def down_kind(self) -> str:
+        """`sql`, `empty` (reverting runs nothing, only forgets it) or `none` (irreversible)."""
+        if self.down is None:
+            return "none"
+        return "empty" if self.down.is_empty else "sql"
+
+    @property
+    def revert_label(self) -> str:
+        """The label, noting a down that reverts nothing, as `down`, `goto` and `plan` say it."""
+        return f"{self.label} ({REVERTS_NOTHING})" if self.reverts_nothing else self.label
 
     @property
     def filename(self) -> str:
