@@ -23,6 +23,15 @@ SPLIT_CHUNK = 1 << 20
 _LINE_ENDING_STATEMENT = re.compile(r";[ \t\r]*\n")
 
 
+class SectionShape(NamedTuple):
+    """Where a section's statements stand, without their text: how many there are, and those
+    that are not plain SQL (run outside a transaction, or BEGIN/COMMIT the runner skips) by
+    index, in the order of the file."""
+
+    total: int
+    apart: dict[int, Statement]
+
+
 class SourceFile(NamedTuple):
     """A migration file: its path and name. Lighter than pathlib.Path, whose construction cost
     ~6 us per file, a visible share of a no-op release with thousands of files."""
@@ -81,8 +90,31 @@ class SqlSection:
         """True when the section holds no statement but comments, blanks or BEGIN/COMMIT."""
         return not any(s.kind != "transaction_control" for s in self.iter_statements())
 
+    @property
+    def shape(self) -> SectionShape:
+        """How many statements, and where those that are not plain SQL are: noted by the last
+        complete pass of `iter_statements` (validate's, before a run), else by a pass now."""
+        shape = self.__dict__.get("_shape")
+        if shape is None:
+            for _ in self.iter_statements():
+                pass
+            shape = self.__dict__["_shape"]
+        assert isinstance(shape, SectionShape)
+        return shape
+
     def iter_statements(self) -> Iterator[Statement]:
-        """The statements one after another, without keeping them (BadInput on bad SQL)."""
+        """The statements one after another, without keeping them (BadInput on bad SQL). A
+        pass to the end notes the section's `shape`."""
+        count = 0
+        apart: dict[int, Statement] = {}
+        for statement in self._statements():
+            if statement.kind != "sql":
+                apart[count] = statement
+            count += 1
+            yield statement
+        self.__dict__["_shape"] = SectionShape(count, apart)  # frozen: not via setattr
+
+    def _statements(self) -> Iterator[Statement]:
         pos, line = self.start, self.first_line
         for block_start, block_end in self.single_statements:
             yield from self._split_region(pos, block_start, line)
