@@ -2,7 +2,8 @@
 
 A section (one direction of a migration) points into the text of its file rather than copying
 it: a 50 MB file is held once, and its statements are split a chunk at a time (see
-`SqlSection.iter_statements`), so that checking a large file never holds all its statements.
+`SqlSection.iter_statements`), so that checking or applying a large file never holds all
+its statements.
 """
 
 from __future__ import annotations
