@@ -19,6 +19,7 @@ from herokumigrate.history import (
 )
 from herokumigrate.plan import build_units, check_plan, make_plan
 from herokumigrate.source import Migration, load_migrations
+from herokumigrate.statements import batches
 from support import write_migrations
 
 
@@ -163,7 +164,7 @@ def test_one_release_transaction_holds_every_statement(app: Path) -> None:
     units = build_units([(m, m.up, 0) for m in migrations], per_migration=False)
     assert len(units) == 1
     assert not units[0].autocommit
-    assert [s.migration.version for s in units[0].steps] == [1, 2, 3]
+    assert [s.migration.version for s in units[0].steps()] == [1, 2, 3]
     assert units[0].finishes == migrations
 
 
@@ -184,9 +185,10 @@ def test_a_concurrent_index_splits_the_transaction_where_the_file_puts_it(app: P
     )
     units = build_units([(m, m.up, 0) for m in migrations], per_migration=False)
     assert [u.autocommit for u in units] == [False, True, False]
-    assert [s.statement.line for s in units[0].steps] == [1, 1]
+    assert [s.statement.line for s in units[0].steps()] == [1, 1]
     assert units[0].finishes == [migrations[0]]
-    assert units[1].steps[0].index == 1
+    assert units[1].alone is not None
+    assert units[1].alone.index == 1
     assert units[1].finishes == []
     assert units[2].finishes == [migrations[1]]
     assert units[1].migrations() == [migrations[1]]
@@ -198,7 +200,42 @@ def test_file_transaction_control_is_skipped_and_a_resume_starts_mid_file(app: P
         {"1_a.up.sql": "BEGIN;\nCREATE TABLE a (id int);\nCREATE TABLE b (id int);\nCOMMIT;"},
     )
     units = build_units([(m, m.up, 0)], per_migration=False)
-    assert [s.index for s in units[0].steps] == [1, 2]
+    assert [s.index for s in units[0].steps()] == [1, 2]
     resumed = build_units([(m, m.up, 2)], per_migration=False)
-    assert [s.index for s in resumed[0].steps] == [2]
+    assert [s.index for s in resumed[0].steps()] == [2]
     assert resumed[0].finishes == [m]
+
+
+def test_a_unit_read_again_splits_its_file_again(app: Path) -> None:
+    # Units keep positions, not statements: reading goes on where the previous unit stopped,
+    # and reading an earlier unit again (a retry) splits the file again from its start.
+    (m,) = _load(
+        app,
+        {
+            "1_a.up.sql": "CREATE TABLE a (id int);\nCREATE INDEX CONCURRENTLY ai ON a (id);\n"
+            "INSERT INTO a VALUES (1);\nCOMMIT;\nINSERT INTO a VALUES (2);\n"
+        },
+    )
+    units = build_units([(m, m.up, 0)], per_migration=False)
+    assert [u.autocommit for u in units] == [False, True, False]
+    assert [(s.index, s.statement.line) for s in units[0].steps()] == [(0, 1)]
+    assert [(s.index, s.statement.line) for s in units[2].steps()] == [(2, 3), (4, 5)]
+    assert [s.index for s in units[0].steps()] == [0]
+    assert [s.statement.text for s in units[2].steps()] == [
+        "INSERT INTO a VALUES (1);",
+        "INSERT INTO a VALUES (2);",
+    ]
+    assert units[2].finishes == [m]
+
+
+def test_batches_hold_one_section_and_at_most_the_limit_each(app: Path) -> None:
+    migrations = _load(
+        app,
+        {
+            "1_a.up.sql": "SELECT 1;\n" * 5,
+            "2_b.up.sql": "SELECT 'longer than the limit, alone';\nSELECT 2;\n",
+        },
+    )
+    (unit,) = build_units([(m, m.up, 0) for m in migrations], per_migration=False)
+    groups = [[(s.migration.version, s.index) for s in g] for g in batches(unit.steps(), 20)]
+    assert groups == [[(1, 0), (1, 1)], [(1, 2), (1, 3)], [(1, 4)], [(2, 0)], [(2, 1)]]

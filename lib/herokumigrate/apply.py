@@ -260,14 +260,14 @@ class Applier:
                 if observer is not None:
                     observer.begin(conn, units)
                 for unit in units:
-                    if unit.autocommit:
-                        step = unit.steps[0]
+                    if unit.alone is not None:
+                        step = unit.alone
                         self.output.detail(
                             f"{step.migration.label}: would run outside the transaction "
                             f"(line {step.statement.line}): {first_words(step.statement.text)}"
                         )
                         continue
-                    for step in unit.steps:
+                    for step in unit.steps():
                         if step.migration is not previous:
                             self.session.set_local_timeouts()
                             previous = step.migration
@@ -309,10 +309,10 @@ class Applier:
                     else:
                         ms = run.durations.get(m.version, 0.0)
                         self.output.detail(f"{m.label} ({ms:.0f} ms)")
-                if unit.autocommit and time.monotonic() - unit_start >= 1.0:
+                if unit.alone is not None and time.monotonic() - unit_start >= 1.0:
                     self.output.detail(
-                        f"{unit.steps[0].migration.label}: statement at line "
-                        f"{unit.steps[0].statement.line} ran outside the transaction in "
+                        f"{unit.alone.migration.label}: statement at line "
+                        f"{unit.alone.statement.line} ran outside the transaction in "
                         f"{time.monotonic() - unit_start:.1f}s"
                     )
         except StepFailed as exc:
@@ -371,8 +371,8 @@ class Applier:
             self.session.set_local_timeouts()
             if setup is not None:
                 self._write_setup(setup)
-            previous = unit.steps[0].migration if unit.steps else None
-            for batch in batches(unit.steps):
+            previous = unit.spans[0].migration if unit.spans else None
+            for batch in batches(unit.steps()):
                 if batch[0].migration is not previous:
                     # A migration's own SET/RESET must not disarm the next one's protection.
                     self.session.set_local_timeouts()
@@ -385,12 +385,12 @@ class Applier:
                 self.history.record_applied(
                     conn, [(m, spent.get(m.version, 0.0)) for m in unit.finishes]
                 )
-            last = unit.steps[-1] if unit.steps else None
+            last = unit.spans[-1] if unit.spans else None
             partial = last is not None and last.migration.version not in finished
             if last is not None and partial:
                 with recording([last.migration], "partial history row"):
                     self.history.record_partial(
-                        conn, last.migration, last.index + 1, spent[last.migration.version]
+                        conn, last.migration, last.stop, spent[last.migration.version]
                     )
             if finished or partial:
                 # As golang-migrate: a migration left part-way is marked dirty until it ends.
@@ -406,17 +406,17 @@ class Applier:
             report_first_contact(self.output, self.state, setup, self.config)
         run.recorded_applied(unit.finishes)
         if last is not None and partial:
-            run.recorded_partial(last.migration, last.index + 1)
+            run.recorded_partial(last.migration, last.stop)
         for key, ms in spent.items():
             run.durations[key] = run.durations.get(key, 0.0) + ms
         run.applied.update(finished)
 
     def _run_autocommit_unit(self, unit: Unit, run: RunProgress) -> None:
         """One statement outside any transaction, then its progress in the history."""
-        assert len(unit.steps) == 1
+        step = unit.alone
+        assert step is not None
         assert not unit.finishes
         conn = self.session.conn
-        step = unit.steps[0]
         key = step.migration.version
         # An earlier, killed run had this very statement in flight: it may have finished.
         resuming = run.resume.pop(key, None) == step.index
@@ -454,21 +454,26 @@ class Applier:
 
 
 def pinpoint(session: Session, unit: Unit, exc: StepFailed) -> StepFailed:
-    """Find the statement behind an un-pinpointed batch failure by replaying the unit one
-    statement at a time in a transaction that is always rolled back (failure path only)."""
+    """Find the statement behind an un-pinpointed batch failure by replaying the unit in a
+    transaction that is always rolled back (failure path only): the batches before the failing
+    one as they ran, then that one a statement at a time."""
     if exc.pinpointed or exc.error.sqlstate in _NO_REPLAY:
         return exc
     conn = session.conn
-    failing = exc.step.section
-    last = max(i for i, step in enumerate(unit.steps) if step.section is failing)
+    failing = exc.step  # the first statement of the batch that failed
     try:
         with conn.transaction(force_rollback=True):
             previous: Migration | None = None
-            for step in unit.steps[: last + 1]:
-                if step.migration is not previous:
+            for batch in batches(unit.steps()):
+                if batch[0].migration is not previous:
                     session.set_local_timeouts()
-                    previous = step.migration
-                execute(conn, step)
+                    previous = batch[0].migration
+                if batch[0].section is not failing.section or batch[0].index != failing.index:
+                    execute_batch(conn, batch)
+                    continue
+                for step in batch:
+                    execute(conn, step)
+                break  # the failing batch ran without error this time: nothing to report
     except StepFailed as precise:
         if precise.error.sqlstate == exc.error.sqlstate:
             return precise

@@ -215,7 +215,8 @@ class LockObserver:
         """Before the first migration: note the pending migrations, what those run outside
         the transaction would take, the catalog and the locks already held."""
         for unit in units:
-            for step in unit.steps if unit.autocommit else ():
+            step = unit.alone
+            if step is not None:
                 entry = self._entry(step.migration)
                 entry.locks.append(expected_lock(step.statement.text, step.statement.line))
             for m in unit.finishes:

@@ -150,6 +150,7 @@ class Migrator:
             # Every pending file, down sections included (compensation may need them), is
             # sound before anything is locked or written.
             validate(plan.pending)
+            checked = set(plan.pending)
             session.lock()
             # Re-read under the lock: another runner may have applied them meanwhile.
             state = self.history.read(session.conn)
@@ -157,7 +158,8 @@ class Migrator:
             if plan.nothing_to_do:
                 return _up_to_date(migrations, state)
             check_plan(plan, migrations, allow_changed=self.config.allow_changed)  # warned above
-            validate(plan.pending)
+            # Files are read once: only a migration pending now and not before needs checking.
+            validate([m for m in plan.pending if m not in checked])
             return UpResult(self._apply(session, state, plan, dry_run=dry_run, observer=observer))
 
     def plan(self, migrations: list[Migration], *, lint: bool = True) -> PlanReport:

@@ -14,13 +14,15 @@ from herokumigrate.history import HistoryState
 from herokumigrate.native import reconcile
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from herokumigrate.history import DatabaseState
     from herokumigrate.native import NativeHistory
     from herokumigrate.source import Migration, SqlSection
     from herokumigrate.sqlsplit import Statement
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """One statement of a migration's section, in the order of the run."""
 
@@ -30,19 +32,71 @@ class Step:
     statement: Statement
 
 
+@dataclass(frozen=True)
+class Span:
+    """Statements `start` to `stop - 1` of a migration's section: plain SQL, run in order in
+    their unit's transaction. Only their positions are kept; the text is split again as they
+    run (`StepReader`), so that a large file is never held as a list of statements."""
+
+    migration: Migration
+    section: SqlSection
+    start: int
+    stop: int
+
+
+class StepReader:
+    """The steps of spans, split out of their file as they are read. The spans of one run,
+    read in order, split each section once: a span of the section being read continues where
+    the previous one stopped. Going back (a retried unit, a replay to pinpoint an error)
+    splits the section again from its start. One read at a time."""
+
+    def __init__(self) -> None:
+        self._section: SqlSection | None = None
+        self._statements: Iterator[Statement] = iter(())
+        self._next = 0  # the index of the statement `_statements` yields next
+
+    def read(self, span: Span) -> Iterator[Step]:
+        """The span's steps, one at a time."""
+        if self._section is not span.section or self._next > span.start:
+            self._section, self._next = span.section, 0
+            self._statements = span.section.iter_statements()
+        while self._next < span.stop:
+            statement = next(self._statements)
+            index = self._next
+            self._next += 1
+            if index >= span.start:
+                yield Step(span.migration, span.section, index, statement)
+
+
 @dataclass
 class Unit:
-    """A piece of the run that commits as a whole: a transaction, or one autocommit statement."""
+    """A piece of the run that commits as a whole: a transaction (its `spans`), or one
+    autocommit statement (`alone`). Units built together share one StepReader."""
 
-    steps: list[Step] = field(default_factory=list)
-    autocommit: bool = False
+    spans: list[Span] = field(default_factory=list)
+    alone: Step | None = None  # the statement an autocommit unit runs outside any transaction
     finishes: list[Migration] = field(default_factory=list)
+    reader: StepReader = field(default_factory=StepReader, repr=False, compare=False)
+
+    @property
+    def autocommit(self) -> bool:
+        """True for a statement that runs on its own, outside any transaction."""
+        return self.alone is not None
+
+    def steps(self) -> Iterator[Step]:
+        """The unit's statements in order, split from their files as they are read."""
+        if self.alone is not None:
+            yield self.alone
+        for span in self.spans:
+            yield from self.reader.read(span)
 
     def migrations(self) -> list[Migration]:
         """The migrations this unit touches, in order, each once."""
         seen: dict[int, Migration] = {}
-        for step in self.steps:
-            seen.setdefault(step.migration.version, step.migration)
+        if self.alone is not None:
+            seen[self.alone.migration.version] = self.alone.migration
+        for span in self.spans:
+            seen.setdefault(span.migration.version, span.migration)
         for m in self.finishes:
             seen.setdefault(m.version, m)
         return list(seen.values())
@@ -167,29 +221,50 @@ def build_units(items: list[tuple[Migration, SqlSection, int]], per_migration: b
     unit holding its last statement; transaction-control statements in files are skipped,
     since the runner owns the transaction.
     """
+    reader = StepReader()
     units: list[Unit] = []
     current: Unit | None = None
     for migration, section, start in items:
-        if per_migration and current is not None and current.steps:
+        if per_migration and current is not None and current.spans:
             units.append(current)
             current = None
-        for index, statement in enumerate(section.statements):
-            if index < start or statement.kind == "transaction_control":
-                continue
-            autocommit = statement.kind == "no_transaction" or not section.transaction
-            step = Step(migration, section, index, statement)
-            if autocommit:
-                if current is not None and (current.steps or current.finishes):
+        for part in _parts(migration, section, start):
+            if isinstance(part, Step):
+                if current is not None and (current.spans or current.finishes):
                     units.append(current)
-                units.append(Unit([step], autocommit=True))
+                units.append(Unit(alone=part, reader=reader))
                 current = None
             else:
                 if current is None:
-                    current = Unit()
-                current.steps.append(step)
+                    current = Unit(reader=reader)
+                current.spans.append(part)
         if current is None:
-            current = Unit()
+            current = Unit(reader=reader)
         current.finishes.append(migration)
-    if current is not None and (current.steps or current.finishes):
+    if current is not None and (current.spans or current.finishes):
         units.append(current)
     return units
+
+
+def _parts(migration: Migration, section: SqlSection, start: int) -> Iterator[Span | Step]:
+    """A section's statements from `start` on, in order: runs of plain SQL as spans, each
+    statement that must run outside a transaction as a step; BEGIN/COMMIT and kin skipped.
+    A transactional section is not split here: its shape (`SqlSection.shape`) says where
+    its statements that are not plain SQL are."""
+    if not section.transaction:  # every statement runs on its own
+        for index, statement in enumerate(section.iter_statements()):
+            if index >= start and statement.kind != "transaction_control":
+                yield Step(migration, section, index, statement)
+        return
+    shape = section.shape
+    position = start
+    for index, statement in shape.apart.items():  # in the order of the file
+        if index < start:
+            continue
+        if index > position:
+            yield Span(migration, section, position, index)
+        if statement.kind == "no_transaction":
+            yield Step(migration, section, index, statement)
+        position = index + 1
+    if shape.total > position:
+        yield Span(migration, section, position, shape.total)

@@ -66,16 +66,18 @@ def _run_down_unit(
 ) -> None:
     """One commit unit of downs; the migrations it finishes are forgotten in its transaction."""
     conn = session.conn
-    if unit.autocommit:
-        with session.timeouts_outside_transaction(unit.steps[0]):
-            execute(conn, unit.steps[0])
+    if unit.alone is not None:
+        with session.timeouts_outside_transaction(unit.alone):
+            execute(conn, unit.alone)
         return
     gone = {m.version for m in unit.finishes}
     with transaction(conn):
         session.set_local_timeouts()
-        for position, step in enumerate(unit.steps):
-            if position and step.migration is not unit.steps[position - 1].migration:
+        previous = unit.spans[0].migration if unit.spans else None
+        for step in unit.steps():
+            if step.migration is not previous:
                 session.set_local_timeouts()  # a down's own SET must not disarm the next
+                previous = step.migration
             execute(conn, step)
         if gone:
             # The native table follows what our table holds now, not a reading from

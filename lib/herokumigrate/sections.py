@@ -2,7 +2,8 @@
 
 A section (one direction of a migration) points into the text of its file rather than copying
 it: a 50 MB file is held once, and its statements are split a chunk at a time (see
-`SqlSection.iter_statements`), so that checking a large file never holds all its statements.
+`SqlSection.iter_statements`), so that checking or applying a large file never holds all
+its statements.
 """
 
 from __future__ import annotations
@@ -21,6 +22,15 @@ if TYPE_CHECKING:  # the splitter is imported on first use: a no-op release neve
 # Past this size a plain region is split in pieces that end at a line ending in `;`.
 SPLIT_CHUNK = 1 << 20
 _LINE_ENDING_STATEMENT = re.compile(r";[ \t\r]*\n")
+
+
+class SectionShape(NamedTuple):
+    """Where a section's statements stand, without their text: how many there are, and those
+    that are not plain SQL (run outside a transaction, or BEGIN/COMMIT the runner skips) by
+    index, in the order of the file."""
+
+    total: int
+    apart: dict[int, Statement]
 
 
 class SourceFile(NamedTuple):
@@ -81,8 +91,31 @@ class SqlSection:
         """True when the section holds no statement but comments, blanks or BEGIN/COMMIT."""
         return not any(s.kind != "transaction_control" for s in self.iter_statements())
 
+    @property
+    def shape(self) -> SectionShape:
+        """How many statements, and where those that are not plain SQL are: noted by the last
+        complete pass of `iter_statements` (validate's, before a run), else by a pass now."""
+        shape = self.__dict__.get("_shape")
+        if shape is None:
+            for _ in self.iter_statements():
+                pass
+            shape = self.__dict__["_shape"]
+        assert isinstance(shape, SectionShape)
+        return shape
+
     def iter_statements(self) -> Iterator[Statement]:
-        """The statements one after another, without keeping them (BadInput on bad SQL)."""
+        """The statements one after another, without keeping them (BadInput on bad SQL). A
+        pass to the end notes the section's `shape`."""
+        count = 0
+        apart: dict[int, Statement] = {}
+        for statement in self._statements():
+            if statement.kind != "sql":
+                apart[count] = statement
+            count += 1
+            yield statement
+        self.__dict__["_shape"] = SectionShape(count, apart)  # frozen: not via setattr
+
+    def _statements(self) -> Iterator[Statement]:
         pos, line = self.start, self.first_line
         for block_start, block_end in self.single_statements:
             yield from self._split_region(pos, block_start, line)

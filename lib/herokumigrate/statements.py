@@ -10,9 +10,15 @@ from typing import TYPE_CHECKING
 import psycopg
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     from herokumigrate.plan import Step
 
     Conn = psycopg.Connection[tuple[object, ...]]
+
+# SQL characters sent per round trip when a section's statements run in a batch: a large file
+# goes to the server in pieces of about this size, all in the same transaction.
+BATCH_CHARS = 1 << 20
 
 
 class StepFailed(Exception):
@@ -95,15 +101,21 @@ def execute_batch(conn: Conn, steps: list[Step]) -> None:
         raise _batch_failure(steps, starts, exc) from exc
 
 
-def batches(steps: list[Step]) -> list[list[Step]]:
-    """Consecutive steps of the same migration section, grouped."""
-    groups: list[list[Step]] = []
+def batches(steps: Iterable[Step], limit: int = BATCH_CHARS) -> Iterator[list[Step]]:
+    """Consecutive steps of the same migration section, grouped, at most `limit` characters of
+    SQL per group (a longer statement is a group of its own); read lazily, so that a large
+    file is sent a bounded piece at a time."""
+    batch: list[Step] = []
+    size = 0
     for step in steps:
-        if groups and groups[-1][-1].section is step.section:
-            groups[-1].append(step)
-        else:
-            groups.append([step])
-    return groups
+        length = len(step.statement.text)
+        if batch and (batch[-1].section is not step.section or size + length > limit):
+            yield batch
+            batch, size = [], 0
+        batch.append(step)
+        size += length
+    if batch:
+        yield batch
 
 
 def _batch_failure(steps: list[Step], starts: list[int], exc: psycopg.Error) -> StepFailed:
