@@ -355,6 +355,16 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> No
         time.sleep(0.02)
 
 
+def concurrent_builds_waiting(server: Server, dbname: str) -> list[tuple[object, ...]]:
+    """The backends of `dbname` whose CREATE INDEX CONCURRENTLY waits for a lock (their pid)."""
+    return rows(
+        server.admin_url("postgres"),
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+        " AND wait_event_type = 'Lock' AND query LIKE 'CREATE INDEX CONCURRENTLY%%'",
+        (dbname,),
+    )
+
+
 def read_until(
     proc: subprocess.Popen[str], needle: str, timeout: float, stream: str = "stderr"
 ) -> list[str]:

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,13 @@ import pytest
 from support import (
     TEST_ROLE,
     Server,
+    concurrent_builds_waiting,
     history,
     rows,
     run_cli,
     snapshot,
     spawn_cli,
+    wait_until,
     write_migrations,
 )
 
@@ -709,17 +710,12 @@ def test_a_run_killed_outside_a_transaction_leaves_golang_migrate_dirty_until_th
         ["up"], cwd=app, database_url=database_url, env={"MIGRATE_LOCK_TIMEOUT": "600"}
     )
     try:
-        deadline = time.monotonic() + 60
-        waiting: list[tuple[object, ...]] = []
-        while not waiting:
-            assert time.monotonic() < deadline, "the concurrent build never started"
-            time.sleep(0.05)
-            waiting = rows(
-                admin,
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s"
-                " AND wait_event_type = 'Lock' AND query LIKE 'CREATE INDEX CONCURRENTLY%%'",
-                (dbname,),
-            )
+        wait_until(
+            lambda: concurrent_builds_waiting(pg_server, dbname),
+            60,
+            "the concurrent build to wait for its lock",
+        )
+        waiting = concurrent_builds_waiting(pg_server, dbname)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL

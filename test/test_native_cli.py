@@ -75,6 +75,14 @@ def _dbmate() -> str:
     return found
 
 
+def _dbmate_url(pg_server: Server, database_url: str) -> str:
+    """The test database's URL for dbmate (skips without dbmate, or on a socket-only server)."""
+    _dbmate()
+    if pg_server.admin.get("host", "").startswith("/"):
+        pytest.skip("dbmate needs a TCP URL: set TEST_DATABASE_URL")
+    return database_url + "?sslmode=disable"
+
+
 def _run_dbmate(app: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [_dbmate(), "--url", url, "--migrations-dir", "db/migrations", "--no-dump-schema", *args],
@@ -100,10 +108,7 @@ FILES = {
 def test_real_dbmate_round_trip(
     pg_server: Server, dbname: str, database_url: str, app: Path
 ) -> None:
-    _dbmate()
-    if pg_server.admin.get("host", "").startswith("/"):
-        pytest.skip("dbmate needs a TCP URL: set TEST_DATABASE_URL")
-    dbmate_url = database_url + "?sslmode=disable"
+    dbmate_url = _dbmate_url(pg_server, database_url)
     names = sorted(FILES)
     write_migrations(app, {name: FILES[name] for name in names[:1]})
     half = _run_dbmate(app, dbmate_url, "up")
@@ -133,13 +138,11 @@ def test_real_dbmate_round_trip(
 def test_real_dbmate_works_on_a_database_we_created(
     pg_server: Server, dbname: str, database_url: str, app: Path
 ) -> None:
-    _dbmate()
-    if pg_server.admin.get("host", "").startswith("/"):
-        pytest.skip("dbmate needs a TCP URL: set TEST_DATABASE_URL")
+    dbmate_url = _dbmate_url(pg_server, database_url)
     write_migrations(app, FILES)
     ours = run_cli(["up"], cwd=app, database_url=database_url)
     assert ours.returncode == 0, ours.output
-    rolled = _run_dbmate(app, database_url + "?sslmode=disable", "rollback")
+    rolled = _run_dbmate(app, dbmate_url, "rollback")
     assert rolled.returncode == 0, rolled.stderr
     assert "Rolling back: 20240103000000_notes.sql" in rolled.stdout
     assert rows(pg_server.admin_url(dbname), "SELECT to_regclass('notes')") == [(None,)]
@@ -150,10 +153,7 @@ def test_real_dbmate_with_its_migrations_table_variable(
     pg_server: Server, dbname: str, database_url: str, app: Path
 ) -> None:
     # DBMATE_MIGRATIONS_TABLE names dbmate's table for dbmate and for us alike.
-    _dbmate()
-    if pg_server.admin.get("host", "").startswith("/"):
-        pytest.skip("dbmate needs a TCP URL: set TEST_DATABASE_URL")
-    dbmate_url = database_url + "?sslmode=disable"
+    dbmate_url = _dbmate_url(pg_server, database_url)
     names = sorted(FILES)
     write_migrations(app, {name: FILES[name] for name in names[:1]})
     env = {"DBMATE_MIGRATIONS_TABLE": "dbmate_versions"}

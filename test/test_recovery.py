@@ -8,7 +8,6 @@ the run. Every CLI run goes through `run_cli`/`finish` (no password, no tracebac
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import psycopg
@@ -17,6 +16,7 @@ import pytest
 from support import (
     Result,
     Server,
+    concurrent_builds_waiting,
     finish,
     history,
     rows,
@@ -26,6 +26,7 @@ from support import (
     spawn_cli,
     tables,
     up,
+    wait_until,
     write_migrations,
 )
 
@@ -381,17 +382,12 @@ def test_connection_lost_during_first_concurrent_statement_leaves_no_partial_row
         ["up"], cwd=app, database_url=database_url, env={"MIGRATE_LOCK_TIMEOUT": "600"}
     )
     try:
-        deadline = time.monotonic() + 60
-        waiting: list[tuple[object, ...]] = []
-        while not waiting:
-            assert time.monotonic() < deadline, "the concurrent build never started"
-            time.sleep(0.05)
-            waiting = rows(
-                admin,
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s"
-                " AND wait_event_type = 'Lock' AND query LIKE 'CREATE INDEX CONCURRENTLY%%'",
-                (dbname,),
-            )
+        wait_until(
+            lambda: concurrent_builds_waiting(pg_server, dbname),
+            60,
+            "the concurrent build to wait for its lock",
+        )
+        waiting = concurrent_builds_waiting(pg_server, dbname)
         assert [(r[0], r[3], r[4]) for r in history(pg_server, dbname)][-1] == (
             11,
             "partial",
