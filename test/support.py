@@ -7,6 +7,8 @@ URL-encoded) appears in none of the captured output, so the whole suite checks t
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shutil
@@ -260,9 +262,44 @@ def run_cli(
     database_url: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 120,
+    process: bool = False,
 ) -> Result:
-    """Run `python -m herokumigrate ARGS` in `cwd`, checking that no secret was printed."""
-    return finish(spawn_cli(args, cwd=cwd, database_url=database_url, env=env), timeout)
+    """Run `heroku-migrate ARGS` in `cwd` with the environment a dyno would give it, checking
+    that no secret and no traceback was printed.
+
+    It runs in this process (`cli.main(argv)`, output captured), which spares a Python start-up
+    per call; `process=True` runs the real `python -m herokumigrate` in a subprocess instead,
+    for tests about the process itself (signals, its exit status as the OS reports it, what it
+    imports, the launcher). A subprocess is also used when `env` sets a PYTHON* variable (it
+    changes the interpreter, not the runner) and for a call from another thread (the
+    environment and the current directory belong to the whole process)."""
+    in_process = not process and threading.current_thread() is threading.main_thread()
+    if not in_process or any(name.startswith("PYTHON") for name in env or {}):
+        return finish(spawn_cli(args, cwd=cwd, database_url=database_url, env=env), timeout)
+    return _run_in_process(args, cwd, cli_env(database_url, **(env or {})))
+
+
+def _run_in_process(args: list[str], cwd: Path, env: dict[str, str]) -> Result:
+    """`cli.main(args)` with `env` as the whole environment and `cwd` as the current directory
+    (both restored afterwards), stdout and stderr captured."""
+    from herokumigrate import cli
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(args)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    result = Result(code, out.getvalue(), err.getvalue())
+    assert_no_secret(result.output)
+    assert "Traceback" not in result.output, result.output
+    return result
 
 
 def write_migrations(app: Path, files: dict[str, str], folder: str = "db/migrations") -> Path:
