@@ -83,6 +83,10 @@ def _dispatch(args: Any, config: Config, output: Output) -> int:
     command = args.command
     if command == "new":
         return _new(config, output, args.name, args.format)
+    if command == "lint":
+        from herokumigrate.lintcommand import lint_command
+
+        return lint_command(config, output, args.paths, args.report)
     from herokumigrate.source import MANIFEST_ENV, load_migrations, read_manifest, validate
 
     if command == "validate":
