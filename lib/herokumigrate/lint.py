@@ -183,7 +183,8 @@ class ReleaseLint:
         self._schema.transaction = transaction
 
         def created_later(kind: ObjectKind, name: str) -> bool:
-            return any(p > position for p in creations.get((transaction, kind, name), ()))
+            # This statement too: ALTER TABLE t DROP CONSTRAINT t_pkey, ADD PRIMARY KEY (...)
+            return any(p >= position for p in creations.get((transaction, kind, name), ()))
 
         return list(check(statement.node, At(self._schema, created_later)))
 
