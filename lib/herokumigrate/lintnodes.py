@@ -138,24 +138,21 @@ def not_null_columns(expression: Any) -> frozenset[str]:
     return frozenset()
 
 
-def first_column(expression: Any) -> str | None:
-    """The first column an expression names, reading left to right (PostgreSQL names an
-    unnamed CHECK constraint after it)."""
-    if isinstance(expression, dict):
-        reference = expression.get("ColumnRef")
-        if reference is not None:
-            names = strings(f for f in reference.get("fields", ()) if "String" in f)
-            return names[-1] if names else None
-        values: Iterable[Any] = expression.values()
-    elif isinstance(expression, list):
-        values = expression
-    else:
-        return None
-    for value in values:
-        found = first_column(value)
-        if found is not None:
-            return found
-    return None
+def referenced_columns(expression: Any) -> set[str]:
+    """The (unqualified) names of the columns an expression refers to."""
+    found = set()
+    stack = [expression]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            reference = node.get("ColumnRef")
+            if reference is not None:
+                names = strings(f for f in reference.get("fields", ()) if "String" in f)
+                found.update(names[-1:])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
 
 
 def object_name(name1: str, name2: str | None, label: str) -> str:
@@ -191,7 +188,9 @@ def constraint_name(table: str, constraint: Node, column: str | None) -> str:
     if kind == "CONSTR_PRIMARY":
         return object_name(table, None, "pkey")
     if kind == "CONSTR_CHECK":
-        part = column or first_column(constraint.get("raw_expr"))
+        # PostgreSQL: `table_column_check` when the expression names exactly one column.
+        columns = referenced_columns(constraint.get("raw_expr"))
+        part = columns.pop() if len(columns) == 1 else None
     elif kind == "CONSTR_FOREIGN":
         part = "_".join(strings(constraint.get("fk_attrs", ()))) or column
     elif kind == "CONSTR_EXCLUSION":
