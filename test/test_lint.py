@@ -200,10 +200,14 @@ RULE_CASES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "drop-not-null": (
-        ["ALTER TABLE users ALTER COLUMN nick DROP NOT NULL;"],
         [
+            "ALTER TABLE users ALTER COLUMN nick DROP NOT NULL;",
+            "ALTER TABLE orders ALTER COLUMN shop_id DROP NOT NULL;",  # not known: may be
+        ],
+        [
+            "ALTER TABLE users ALTER COLUMN name DROP NOT NULL;",  # nullable: changes nothing
             "ALTER TABLE users ADD COLUMN x text NOT NULL DEFAULT '';\n"
-            "ALTER TABLE users ALTER x DROP NOT NULL;"
+            "ALTER TABLE users ALTER x DROP NOT NULL;",
         ],
     ),
     "drop-default": (

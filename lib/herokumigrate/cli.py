@@ -268,6 +268,7 @@ def _plan_entry_json(report: PlanReport, entry: MigrationLocks) -> dict[str, Any
         "lint": [
             {
                 "rule": f.rule.id,
+                "level": f.rule.level,
                 "category": f.rule.category,
                 "line": f.line,
                 "subject": f.subject,

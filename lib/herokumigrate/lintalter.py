@@ -182,9 +182,10 @@ def _proven_not_null(table: Table, column: str) -> bool:
 
 def _drop_not_null(command: Node, on: AlteredTable) -> Iterator[Hit]:
     name = command.get("name", "")
-    if on.old_column(name):
-        yield "drop-not-null", on.column(name)
     known = on.table.columns.get(name)
+    nullable = known is not None and not known.not_null  # then this changes nothing
+    if on.old_column(name) and not nullable:
+        yield "drop-not-null", on.column(name)
     if known is not None:
         known.not_null = False
     for constraint in on.table.constraints.values():

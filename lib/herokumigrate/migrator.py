@@ -181,7 +181,15 @@ class Migrator:
         if lint and observer.catalog is not None:
             from herokumigrate.planlint import lint_pending
 
-            checked = lint_pending([e.migration for e in pending], observer.catalog.table_exists)
+            from herokumigrate.config import TransactionMode
+
+            pending_ones = [e.migration for e in pending]
+            checked = lint_pending(
+                pending_ones,
+                observer.catalog.table_exists,
+                applied=[m for m in migrations if m not in set(pending_ones)],
+                one_transaction=self.config.transaction == TransactionMode.RELEASE,
+            )
         failed = observer.current if failure is not None else None
         return PlanReport(result, pending, checked, failure, failed)
 
