@@ -10,7 +10,8 @@ from herokumigrate.pgparse import PGLAST_REQUIREMENT
 from support import REPO, run_cli, write_migrations
 
 FILES = {
-    "1_users.up.sql": "CREATE TABLE users (id bigint PRIMARY KEY, name text, email text NOT NULL);\n",
+    "1_users.up.sql": "CREATE TABLE users (id bigint PRIMARY KEY, name text, email text NOT NULL);"
+    "\n",
     "2_users_email.up.sql": "CREATE INDEX users_email ON users (email);\n",
     "3_rename.up.sql": (
         "-- The running release still reads users.name.\n"

@@ -39,6 +39,7 @@ Hit = tuple[str, str]  # (rule id, subject)
 _TEXT_TYPES = frozenset({"varchar", "text"})
 _WIDENED_BY_LENGTH = frozenset({"varchar", "varbit"})
 _INDEXED = frozenset({"CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_EXCLUSION"})
+_VALIDATED = frozenset({"CONSTR_FOREIGN", "CONSTR_CHECK", "CONSTR_NOTNULL"})
 
 
 @dataclass(frozen=True)
@@ -234,23 +235,23 @@ def learn_constraint(
     """Record a constraint added to the table (`column`: the column it is declared on);
     returns its name and what was recorded (None: a kind the rules do not track)."""
     kind = constraint.get("contype")
+    if kind not in _VALIDATED and kind not in _INDEXED:
+        return "", None
     name = constraint_name(on.name.name, constraint, column)
     transaction = on.schema.transaction
     not_valid = bool(constraint.get("skip_validation"))
-    if kind in ("CONSTR_FOREIGN", "CONSTR_CHECK", "CONSTR_NOTNULL"):
+    if kind in _VALIDATED:
         proves = not_null_columns(constraint.get("raw_expr"))
         if kind == "CONSTR_NOTNULL":  # PostgreSQL 18: ADD CONSTRAINT name NOT NULL col
             proves = frozenset(strings(constraint.get("keys", ()))) or frozenset([column or ""])
         recorded = Constraint(proves, not not_valid, transaction if not_valid else None)
-    elif kind in _INDEXED:
+    else:
         on.table.unique_added_in.add(transaction)
         recorded = Constraint(frozenset(), validated=True, unique=True)
         if kind == "CONSTR_PRIMARY":  # its columns become NOT NULL
             for key in strings(constraint.get("keys", ())) or [column or ""]:
                 if key in on.table.columns:
                     on.table.columns[key].not_null = True
-    else:
-        return name, None
     on.table.constraints[name] = recorded
     return name, recorded
 

@@ -255,13 +255,13 @@ def _create_table(node: Node, at: At) -> Iterator[Hit]:
         column = element.get("ColumnDef")
         if column is not None:
             column_name = column.get("colname", "")
-            kinds = {c.get("contype") for c in constraints(column)}
-            not_null = bool({"CONSTR_NOTNULL", "CONSTR_PRIMARY"} & kinds)
             on.table.columns[column_name] = Column(
-                type_ref(column.get("typeName")), not_null, schema.release
+                type_ref(column.get("typeName")), False, schema.release
             )
             for constraint in constraints(column):
-                if constraint.get("contype") != "CONSTR_NOTNULL":
+                if constraint.get("contype") == "CONSTR_NOTNULL":
+                    on.table.columns[column_name].not_null = True
+                else:  # a PRIMARY KEY makes it NOT NULL too
                     learn_constraint(on, constraint, column_name)
         if "Constraint" in element:
             learn_constraint(on, element["Constraint"])

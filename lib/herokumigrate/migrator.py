@@ -179,9 +179,8 @@ class Migrator:
         pending = list(observer.migrations.values())
         checked = None
         if lint and observer.catalog is not None:
-            from herokumigrate.planlint import lint_pending
-
             from herokumigrate.config import TransactionMode
+            from herokumigrate.planlint import lint_pending
 
             pending_ones = [e.migration for e in pending]
             checked = lint_pending(

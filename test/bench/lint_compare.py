@@ -298,6 +298,13 @@ def table(corpus_flags: list[tuple[str, Flags]], safe: Flags) -> list[str]:
             _n(safe.ours.get(label, set()), ours),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    total = ["**every row**", "", ""]
+    for _, flags in corpus_flags:
+        them = set().union(*flags.squawk.values()) if flags.squawk else set()
+        us = set().union(*flags.ours.values()) if flags.ours else set()
+        total += [str(len(them)), str(len(us)), str(len(them & us))]
+    total += [str(sum(map(len, safe.squawk.values()))), str(sum(map(len, safe.ours.values())))]
+    lines.append("| " + " | ".join(total) + " |")
     return lines
 
 
