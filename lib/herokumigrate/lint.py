@@ -105,7 +105,7 @@ class ReleaseLint:
 
     def learn(self, sections: Iterable[ParsedSection]) -> None:
         """Read migrations released before the ones to check: what they create exists."""
-        self._schema.release = CONTEXT
+        self._schema.read_release(CONTEXT)
         for parsed in sections:
             for statement, transaction in zip(
                 parsed.statements, self._transactions_of([parsed]), strict=True
@@ -124,7 +124,7 @@ class ReleaseLint:
         ones only counted). With `reported`, the other sections are read but not reported.
         """
         self._releases += 1
-        self._schema.release = self._releases
+        self._schema.read_release(self._releases)
         transactions = self._transactions_of(sections)
         creations = self._creations(sections, transactions)
         reports = []
@@ -180,7 +180,7 @@ class ReleaseLint:
         check = CHECKS.get(statement.node_type)
         if check is None:
             return []
-        self._schema.transaction = transaction
+        self._schema.read_transaction(transaction)
 
         def created_later(kind: ObjectKind, name: str) -> bool:
             # This statement too: ALTER TABLE t DROP CONSTRAINT t_pkey, ADD PRIMARY KEY (...)

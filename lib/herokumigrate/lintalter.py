@@ -83,7 +83,7 @@ def _add_column(command: Node, on: AlteredTable) -> Iterator[Hit]:
     )
     generates = is_serial(column) or bool({"CONSTR_IDENTITY", "CONSTR_GENERATED"} & set(kinds))
     not_null = bool({"CONSTR_NOTNULL", "CONSTR_PRIMARY"} & set(kinds))
-    on.table.columns[name] = Column(type_ref(column.get("typeName")), not_null, on.schema.release)
+    on.table.add_column(name, Column(type_ref(column.get("typeName")), not_null, on.schema.release))
     for constraint in constraints(column):
         if constraint.get("contype") != "CONSTR_NOTNULL":
             learn_constraint(on, constraint, name)
@@ -116,7 +116,7 @@ def _drop_column(command: Node, on: AlteredTable) -> Iterator[Hit]:
     name = command.get("name", "")
     if on.old_column(name):
         yield "drop-column", on.column(name)
-    on.table.columns.pop(name, None)
+    on.table.drop_column(name)
 
 
 def _alter_type(command: Node, on: AlteredTable) -> Iterator[Hit]:
@@ -127,8 +127,7 @@ def _alter_type(command: Node, on: AlteredTable) -> Iterator[Hit]:
     old_type = known.type if known is not None else None
     if on.existing and not rewrite_free(old_type, new_type, definition, name):
         yield "change-column-type", on.column(name)
-    if known is not None:
-        known.type = new_type
+    on.table.set_type(name, new_type)
 
 
 def rewrite_free(old: TypeRef | None, new: TypeRef | None, definition: Node, column: str) -> bool:
@@ -167,9 +166,7 @@ def _set_not_null(command: Node, on: AlteredTable) -> Iterator[Hit]:
     name = command.get("name", "")
     if on.existing and not _proven_not_null(on.table, name):
         yield "set-not-null", on.column(name)
-    known = on.table.columns.get(name)
-    if known is not None:
-        known.not_null = True
+    on.table.set_not_null(name, True)
 
 
 def _proven_not_null(table: Table, column: str) -> bool:
@@ -187,10 +184,7 @@ def _drop_not_null(command: Node, on: AlteredTable) -> Iterator[Hit]:
     nullable = known is not None and not known.not_null  # then this changes nothing
     if on.old_column(name) and not nullable:
         yield "drop-not-null", on.column(name)
-    if known is not None:
-        known.not_null = False
-    for constraint in on.table.constraints.values():
-        constraint.not_null_columns -= {name}
+    on.table.set_not_null(name, False)
 
 
 def _drop_default(command: Node, on: AlteredTable) -> Iterator[Hit]:
@@ -246,13 +240,11 @@ def learn_constraint(
             proves = frozenset(strings(constraint.get("keys", ()))) or frozenset([column or ""])
         recorded = Constraint(proves, not not_valid, transaction if not_valid else None)
     else:
-        on.table.unique_added_in.add(transaction)
         recorded = Constraint(frozenset(), validated=True, unique=True)
         if kind == "CONSTR_PRIMARY":  # its columns become NOT NULL
             for key in strings(constraint.get("keys", ())) or [column or ""]:
-                if key in on.table.columns:
-                    on.table.columns[key].not_null = True
-    on.table.constraints[name] = recorded
+                on.table.set_not_null(key, True)
+    on.table.add_constraint(name, recorded, transaction)
     return name, recorded
 
 
@@ -274,17 +266,14 @@ def _add_constraint(command: Node, on: AlteredTable) -> Iterator[Hit]:
 
 def _validate_constraint(command: Node, on: AlteredTable) -> Iterator[Hit]:
     name = command.get("name", "")
-    constraint = on.table.constraints.get(name)
-    if constraint is None:
-        return
-    if on.existing and constraint.not_valid_in == on.schema.transaction:
+    constraint = on.table.validate_constraint(name)
+    if constraint is not None and on.existing and constraint.not_valid_in == on.schema.transaction:
         yield "validate-in-same-transaction", f"{on.name} {name}"
-    constraint.validated = True
 
 
 def _drop_constraint(command: Node, on: AlteredTable) -> Iterator[Hit]:
     name = command.get("name", "")
-    constraint = on.table.constraints.pop(name, None)
+    constraint = on.table.drop_constraint(name)
     if constraint is None or not constraint.unique or not on.existing:
         return
     replaced = on.schema.transaction in on.table.unique_added_in or on.created_later(

@@ -105,8 +105,8 @@ def _rename(node: Node, at: At) -> Iterator[Hit]:
         schema.rename_index(table.name, node.get("newname", ""))
     elif kind == "OBJECT_TABCONSTRAINT":
         known = schema.table(table)
-        if known is not None and node.get("subname") in known.constraints:
-            known.constraints[node.get("newname", "")] = known.constraints.pop(node["subname"])
+        if known is not None:
+            known.rename_constraint(node.get("subname", ""), node.get("newname", ""))
     elif kind in _OBJECT_KINDS:
         object_kind = _OBJECT_KINDS[kind]
         name, written = _object_name(node)
@@ -114,8 +114,7 @@ def _rename(node: Node, at: At) -> Iterator[Hit]:
             yield "rename-object", f"{object_kind} {written}"
         if object_kind == "materialized view":
             schema.rename_table(table, node.get("newname", ""))
-        release = schema.objects.pop((object_kind, name), schema.release)
-        schema.objects[(object_kind, node.get("newname", ""))] = release
+        schema.rename_object(object_kind, name, node.get("newname", ""))
 
 
 def _rename_column(node: Node, at: At) -> Iterator[Hit]:
@@ -127,8 +126,8 @@ def _rename_column(node: Node, at: At) -> Iterator[Hit]:
         if schema.existing(table) and not schema.new_column(table, column):
             yield "rename-column", f"{table}.{column}"
         known = schema.table(table)
-        if known is not None and column in known.columns:
-            known.columns[node.get("newname", "")] = known.columns.pop(column)
+        if known is not None:
+            known.rename_column(column, node.get("newname", ""))
     elif relation in ("OBJECT_VIEW", "OBJECT_MATVIEW"):
         kind = _OBJECT_KINDS[relation]
         if not schema.object_is_new(kind, table.name):
@@ -166,7 +165,7 @@ def _drop(node: Node, at: At) -> Iterator[Hit]:
             index = qualified(item.get("List", {}).get("items", []))
             if not node.get("concurrent") and not schema.index_is_new(index.name):
                 yield "drop-index-without-concurrently", str(index)
-            schema.indexes.pop(index.name, None)
+            schema.drop_index(index.name)
         elif kind in _OBJECT_KINDS:
             object_kind = _OBJECT_KINDS[kind]
             name, written = _object_name({"object": item})
@@ -255,12 +254,12 @@ def _create_table(node: Node, at: At) -> Iterator[Hit]:
         column = element.get("ColumnDef")
         if column is not None:
             column_name = column.get("colname", "")
-            on.table.columns[column_name] = Column(
-                type_ref(column.get("typeName")), False, schema.release
+            on.table.add_column(
+                column_name, Column(type_ref(column.get("typeName")), False, schema.release)
             )
             for constraint in constraints(column):
                 if constraint.get("contype") == "CONSTR_NOTNULL":
-                    on.table.columns[column_name].not_null = True
+                    on.table.set_not_null(column_name, True)
                 else:  # a PRIMARY KEY makes it NOT NULL too
                     learn_constraint(on, constraint, column_name)
         if "Constraint" in element:
@@ -289,14 +288,13 @@ def _create_view(node: Node, at: At) -> Iterator[Hit]:
 
 
 def _create_function(node: Node, at: At) -> Iterator[Hit]:
-    name = strings(node.get("funcname", ()))[-1]
-    at.schema.create_object("function", name)
-    volatility = "volatile"
+    volatility = "volatile"  # unless declared IMMUTABLE or STABLE
     for option in node.get("options", ()):
         definition = option.get("DefElem", {})
         if definition.get("defname") == "volatility":
             volatility = definition.get("arg", {}).get("String", {}).get("sval", volatility)
-    at.schema.volatile_functions[name.lower()] = volatility == "volatile"
+    name = strings(node.get("funcname", ()))[-1]
+    at.schema.create_function(name, volatile=volatility == "volatile")
     yield from ()
 
 

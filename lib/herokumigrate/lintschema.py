@@ -14,7 +14,7 @@ does not know the search path.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple
 
 CONTEXT = 0
@@ -82,6 +82,54 @@ class Table:
     unique_added_in: set[int] = field(default_factory=set)
     """The transactions that added a UNIQUE/PRIMARY KEY constraint or unique index to it."""
 
+    def add_column(self, name: str, column: Column) -> None:
+        """Record a column (CREATE TABLE, ADD COLUMN)."""
+        self.columns[name] = column
+
+    def drop_column(self, name: str) -> None:
+        """Forget a column."""
+        self.columns.pop(name, None)
+
+    def rename_column(self, name: str, new_name: str) -> None:
+        """Follow RENAME COLUMN."""
+        if name in self.columns:
+            self.columns[new_name] = self.columns.pop(name)
+
+    def set_type(self, name: str, type_: TypeRef | None) -> None:
+        """Follow ALTER COLUMN ... TYPE."""
+        if name in self.columns:
+            self.columns[name].type = type_
+
+    def set_not_null(self, name: str, not_null: bool) -> None:
+        """Follow SET/DROP NOT NULL (a dropped NOT NULL also voids the CHECKs proving it)."""
+        if name in self.columns:
+            self.columns[name].not_null = not_null
+        if not not_null:
+            for constraint in self.constraints.values():
+                constraint.not_null_columns -= {name}
+
+    def add_constraint(self, name: str, constraint: Constraint, transaction: int) -> None:
+        """Record a constraint added by `transaction`."""
+        self.constraints[name] = constraint
+        if constraint.unique:
+            self.unique_added_in.add(transaction)
+
+    def validate_constraint(self, name: str) -> Constraint | None:
+        """Follow VALIDATE CONSTRAINT; the constraint as it was before, if known."""
+        constraint = self.constraints.get(name)
+        if constraint is not None:
+            self.constraints[name] = replace(constraint, validated=True)
+        return constraint
+
+    def drop_constraint(self, name: str) -> Constraint | None:
+        """Forget a constraint; it, if known."""
+        return self.constraints.pop(name, None)
+
+    def rename_constraint(self, name: str, new_name: str) -> None:
+        """Follow RENAME CONSTRAINT."""
+        if name in self.constraints:
+            self.constraints[new_name] = self.constraints.pop(name)
+
 
 class Schema:
     """Tables, indexes and other objects the migrations read so far created."""
@@ -94,6 +142,14 @@ class Schema:
         self.table_exists = table_exists
         self.release = CONTEXT  # the release being read
         self.transaction = 0  # the transaction being read (a number per transaction)
+
+    def read_release(self, release: int) -> None:
+        """What follows belongs to `release` (CONTEXT: released before the one checked)."""
+        self.release = release
+
+    def read_transaction(self, transaction: int) -> None:
+        """What follows runs in `transaction`."""
+        self.transaction = transaction
 
     # ----- tables -----------------------------------------------------------------------------
 
@@ -142,7 +198,7 @@ class Schema:
         for by_schema in self.tables.values():
             for table in by_schema.values():
                 if table.constraints.get(name, Constraint(frozenset(), True)).unique:
-                    table.constraints[new_name] = table.constraints.pop(name)
+                    table.rename_constraint(name, new_name)
 
     def existing(self, name: TableName) -> bool:
         """Whether the table was there before the release being read: then the rules about
@@ -170,6 +226,10 @@ class Schema:
         """Remember an index and its table."""
         self.indexes[name] = (table, self.release)
 
+    def drop_index(self, name: str) -> None:
+        """Forget an index."""
+        self.indexes.pop(name, None)
+
     def index_is_new(self, name: str) -> bool:
         """Whether the release being read created the index, or the table it is on."""
         known = self.indexes.get(name)
@@ -190,3 +250,13 @@ class Schema:
     def drop_object(self, kind: ObjectKind, name: str) -> None:
         """Forget an object."""
         self.objects.pop((kind, name), None)
+
+    def rename_object(self, kind: ObjectKind, name: str, new_name: str) -> None:
+        """Follow RENAME: the object keeps the release that created it."""
+        release = self.objects.pop((kind, name), self.release)
+        self.objects[(kind, new_name)] = release
+
+    def create_function(self, name: str, *, volatile: bool) -> None:
+        """Remember a function the release being read creates, and whether it is VOLATILE."""
+        self.create_object("function", name)
+        self.volatile_functions[name.lower()] = volatile
