@@ -121,7 +121,13 @@ def _add_lint(lint: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="migration files to check as one release (default: every file, each alone)",
     )
-    lint.add_argument("--format", dest="report", choices=REPORT_FORMATS, default="text")
+    lint.add_argument(
+        "--format",
+        dest="report",
+        choices=REPORT_FORMATS,
+        default="text",
+        help="json: one document on stdout (default: text)",
+    )
 
 
 def _add_setting_flag(group: argparse._ArgumentGroup, setting: Setting) -> None:
