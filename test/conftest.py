@@ -55,10 +55,13 @@ def pg_server() -> Iterator[Server]:
     """The session's PostgreSQL server."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
-        yield server_from_url(url)
+        server = server_from_url(url)
+        yield server
+        server.finish_drops()
         return
     server, handle = start_embedded()
     yield server
+    server.finish_drops()
     del handle  # cleanup_mode="delete": stopped and removed at exit
 
 
@@ -67,7 +70,7 @@ def dbname(pg_server: Server) -> Iterator[str]:
     """A fresh, empty database for one test, dropped afterwards."""
     name = pg_server.create_database()
     yield name
-    pg_server.drop_database(name)
+    pg_server.drop_database_soon(name)
 
 
 @pytest.fixture
