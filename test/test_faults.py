@@ -430,7 +430,7 @@ def test_kill_9_at_random_moments_applies_all_or_nothing(pg_server: Server, app:
             n += 1
             assert n <= 3 * kills, f"too few runs could be killed: {outcomes}"
             if not fresh:
-                pg_server.drop_database(dbname)
+                pg_server.drop_database_soon(dbname)
                 dbname = pg_server.create_database()
             url = pg_server.url(dbname)
             moment = kill_moment(rng)
@@ -468,7 +468,7 @@ def test_kill_9_at_random_moments_applies_all_or_nothing(pg_server: Server, app:
         print(f"{kills} kills -9 of a {KILL_MIGRATIONS}-migration run in {elapsed:.1f}s: {counts}")
     finally:
         monitor.close()
-        pg_server.drop_database(dbname)
+        pg_server.drop_database_soon(dbname)
 
 
 # ----- 4. the runner's backend terminated mid-run -----------------------------------------------
