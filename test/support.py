@@ -162,8 +162,14 @@ class _Dropper:
         assert not self.failures, f"test databases not dropped: {self.failures}"
 
 
+# Serializes the role's set-up between test sessions sharing a server (xdist workers, other
+# checkouts): two concurrent ALTER ROLEs fail with "tuple concurrently updated".
+_ROLE_LOCK_KEY = 0x686D5F726F6C65  # "hm_role"
+
+
 def _prepare_role(server: Server) -> None:
-    with server.admin_conn() as conn:
+    with server.admin_conn() as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ROLE_LOCK_KEY,))
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (TEST_ROLE,)).fetchone()
         verb = "ALTER" if exists else "CREATE"
         conn.execute(
