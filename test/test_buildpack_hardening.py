@@ -110,6 +110,31 @@ def test_python_app_built_before_heroku_python_gets_the_order_hint(
 
 @needs_unshare
 @needs_pythons
+def test_non_ascii_release_line_is_wired_shown_and_run_and_capitalised_one_reported(
+    heroku24: Heroku24Builds, tmp_path: Path, database_url: str
+) -> None:
+    app = heroku24.app()
+    (app / "Procfile").write_bytes(
+        "web: bin/server\nRelease: ./old-seed\nrelease: echo 'café Å 😅' > seeded.txt\n".encode()
+    )
+    build = heroku24.compile(app)
+    assert build.result.returncode == 0, build.output
+    assert (
+        "       release: ./.heroku-migrate/bin/heroku-migrate up && "
+        "{ echo 'café Å 😅' > seeded.txt; }\n" in build.result.stdout
+    )
+    assert " !     Procfile line 2 declares `Release:`, which Heroku never runs" in (
+        build.result.stderr
+    )
+    assert "rename `Release:` to `release:`" in build.result.stderr
+    app = move_app(build, tmp_path / "app")
+    result = run_release(app, database_url, hide_python=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (app / "seeded.txt").read_text(encoding="utf-8") == "café Å 😅\n"
+
+
+@needs_unshare
+@needs_pythons
 def test_build_log_prints_values_of_known_settings_only(heroku24: Heroku24Builds) -> None:
     secret = "hunter2-" + secrets.token_hex(8)
     build = heroku24.compile(

@@ -366,6 +366,13 @@ def wire_release_phase(
                 "the same lines plus the release line (the target is unchanged)"
             )
         out.detail(wiring.release_line)
+        for number, name in wiring.miscased:
+            out.warn(
+                f"Procfile line {number} declares `{name}:`, which Heroku never runs in the "
+                "release phase: process types are case-sensitive, only `release:` is.",
+                f"If that command should run at each release, rename `{name}:` to `release:` and "
+                "push again: the build then runs it after the migrations succeed.",
+            )
         language = default_web_at_risk(build_dir, wiring)
         if language is not None:
             out.warn(*_web_process_advice(language, wiring))
