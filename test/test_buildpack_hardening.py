@@ -218,6 +218,40 @@ def test_damaged_cached_bytecode_is_rebuilt_not_shipped(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@needs_unshare
+@needs_pythons
+@pytest.mark.parametrize("damage", ["truncated library", "edited module", "added module"])
+def test_damaged_cached_parser_is_unpacked_again_never_run(
+    heroku24: Heroku24Builds, tmp_path: Path, damage: str
+) -> None:
+    (unpacked,) = (heroku24.cache / "heroku-migrate/parser").iterdir()
+    (library,) = unpacked.glob("pglast/parser.*.so")
+    intact = library.read_bytes()
+    marker = tmp_path / "the-cached-module-ran"
+    payload = f"open({str(marker)!r}, 'w').close()\n"
+    if damage == "truncated library":
+        library.write_bytes(intact[:1_000_000])  # cut inside its loaded segments: SIGBUS
+    elif damage == "edited module":
+        init = unpacked / "pglast/__init__.py"
+        init.write_text(init.read_text() + payload)
+    else:
+        (unpacked / "pglast/sitecustom.py").write_text(payload)
+        init = unpacked / "pglast/__init__.py"
+        init.write_text(init.read_text() + "from pglast import sitecustom\n")
+    build = heroku24.compile(offline=True)
+    assert build.result.returncode == 0, build.output
+    assert " !     The cached parser is damaged (pglast/" in build.result.stderr
+    assert "PostgreSQL's parser: pglast" in build.result.stdout
+    assert "statement boundaries agree" in build.result.stdout
+    assert not marker.exists()
+    (repaired,) = (heroku24.cache / "heroku-migrate/parser").iterdir()
+    assert next(repaired.glob("pglast/parser.*.so")).read_bytes() == intact
+    assert not (repaired / "pglast/sitecustom.py").exists()
+    again = heroku24.compile(offline=True)
+    assert again.result.returncode == 0, again.output
+    assert "damaged" not in again.output  # importing it added nothing to the checked folder
+
+
 # --------------------------------------------------------------------------------------------
 # Heroku CI
 
