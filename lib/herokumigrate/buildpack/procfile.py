@@ -178,10 +178,10 @@ def _miscased(lines: list[bytes]) -> tuple[tuple[int, str], ...]:
 def wire(procfile: Path) -> Wiring:
     """Make the Procfile's `release:` run the migrations first; see `WiringAction`."""
     content, link = _read(procfile)
+    added_line = f"release: {RELEASE_COMMAND}"
     if content is None:
-        line = f"release: {RELEASE_COMMAND}"
-        _write(procfile, _raw(line) + b"\n")
-        return Wiring("created", line)
+        _write(procfile, _raw(added_line) + b"\n")
+        return Wiring("created", added_line)
     lines = content.split(b"\n")
     miscased = _miscased(lines)
     found: Wiring | None = None
@@ -207,9 +207,8 @@ def wire(procfile: Path) -> Wiring:
     newline = b"\r\n" if b"\r\n" in content else b"\n"
     if content and not content.endswith(b"\n"):
         content += newline
-    line = f"release: {RELEASE_COMMAND}"
-    _write(procfile, content + _raw(line) + newline)
-    return Wiring("added", line, replaced_link=link, miscased=miscased)
+    _write(procfile, content + _raw(added_line) + newline)
+    return Wiring("added", added_line, replaced_link=link, miscased=miscased)
 
 
 _WEB_LINE = re.compile(rb"^(\xef\xbb\xbf)?[ \t]*web[ \t]*:", re.MULTILINE)
