@@ -374,7 +374,9 @@ def test_launcher_explains_a_missing_interpreter(tmp_path: Path, kind: str) -> N
 # A stand-in for the recorded interpreter: prints what the launcher gave it.
 FAKE_PYTHON = """#!/bin/sh
 echo "app_root=$HEROKU_MIGRATE_APP_ROOT"
-echo "pythonpath=$PYTHONPATH"
+echo "flags=$1 $2 $3"
+echo "sys.path first=$5:$6"
+shift 6
 echo "args=$*"
 """
 
@@ -416,7 +418,9 @@ def test_launcher_finds_its_app_from_its_own_location_not_the_working_directory(
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[:2] == [
+    assert result.stdout.splitlines() == [
         f"app_root={app}",
-        f"pythonpath={home}/lib:{home}/site",
+        "flags=-I -S -c",
+        f"sys.path first={home}/lib:{home}/site",
+        "args=status",
     ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shutil
 from pathlib import Path
 
 import pytest
@@ -308,3 +309,86 @@ def test_status_runs_from_any_directory(
     result = run_command(app, f"{command[how]} status", database_url, cwd=cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "20260101120000" in result.stdout
+
+
+# The app's Python settings a dyno may carry (heroku/python exports some; others come from config
+# vars): the launcher runs the release as if none were set.
+HOSTILE_PYTHON_SETTINGS = {
+    "PYTHONINSPECT": "1",  # was: `up` succeeded, then exited 1 (the release failed)
+    "PYTHONPLATLIBDIR": "nonsense",  # was: Fatal Python error
+    "PYTHONEXECUTABLE": "/bin/false",
+    "PYTHONVERBOSE": "1",  # was: a thousand lines of imports in the release log
+    "PYTHONHASHSEED": "nonsense",  # was: Fatal Python error
+    "PYTHONINTMAXSTRDIGITS": "1",
+    "PYTHONPROFILEIMPORTTIME": "1",
+    "PYTHONWARNINGS": "error",
+    "PYTHONDEVMODE": "1",
+    "PYTHONMALLOC": "nonsense",
+    "PYTHONIOENCODING": "ascii:strict",
+    "PYTHONOPTIMIZE": "2",
+    "PYTHONSTARTUP": "/bin/false",
+    "PYTHONUTF8": "0",
+    "PYTHONHOME": "/nonexistent",
+    "PYTHONPATH": "{hostile}",
+    "PYTHONUSERBASE": "{hostile}",
+    "PYTHONPYCACHEPREFIX": "/nonexistent",
+}
+
+
+@needs_unshare
+@needs_pythons
+def test_release_ignores_every_python_setting_of_the_app(
+    heroku24: Heroku24Builds, tmp_path: Path, database_url: str
+) -> None:
+    build = heroku24.compile()
+    assert build.result.returncode == 0, build.output
+    app = move_app(build, tmp_path / "app")
+    hostile = tmp_path / "hostile"
+    for module in ("herokumigrate/__init__.py", "psycopg/__init__.py", "sitecustomize.py"):
+        (hostile / module).parent.mkdir(parents=True, exist_ok=True)
+        (hostile / module).write_text("raise SystemExit('imported from the app: ' + __name__)\n")
+    (app / "psycopg.py").write_text("raise SystemExit('imported from the app directory')\n")
+    assert run_release(app, database_url, hide_python=True).returncode == 0
+    baseline = run_release(app, database_url, hide_python=True)
+    assert baseline.returncode == 0, baseline.stdout + baseline.stderr
+    assert "up to date" in baseline.stdout
+    for name, value in HOSTILE_PYTHON_SETTINGS.items():
+        setting = f"{name}={value.format(hostile=hostile)}"
+        result = run_command(
+            app,
+            f"export {setting}; ./.heroku-migrate/bin/heroku-migrate up",
+            database_url,
+            hide_python=True,
+        )
+        assert (setting, result.returncode, result.stderr) == (setting, 0, ""), result.stdout
+        assert (setting, result.stdout) == (setting, baseline.stdout)
+
+
+@needs_unshare
+@needs_pythons
+@pytest.mark.parametrize("library", ["not a library", "an executable"])
+def test_a_broken_libpq_on_ld_library_path_is_an_environment_problem(
+    heroku24: Heroku24Builds, tmp_path: Path, database_url: str, library: str
+) -> None:
+    build = heroku24.compile()
+    assert build.result.returncode == 0, build.output
+    app = move_app(build, tmp_path / "app")
+    folder = tmp_path / "libs"
+    folder.mkdir()
+    if library == "not a library":
+        (folder / "libpq.so.5").write_text("not a library\n")
+    else:
+        shutil.copyfile("/bin/true", folder / "libpq.so.5")
+    result = run_command(
+        app,
+        f"export LD_LIBRARY_PATH={folder}; ./.heroku-migrate/bin/heroku-migrate up",
+        database_url,
+        hide_python=True,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(" !     heroku-migrate cannot load the shared library libpq.so.5 (")
+    assert "LD_LIBRARY_PATH is set" in lines[1]
+    assert lines[2].startswith(" !     Check LD_LIBRARY_PATH:")
+    assert "internal error" not in result.stderr
+    assert "a bug" not in result.stderr
