@@ -244,12 +244,15 @@ def run_in_root(
     env: Mapping[str, str],
     binds: tuple[Path, ...] = (),
     timeout: float = 900,
+    network: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run `command` chrooted into `overlay` with exactly `env` (`env -i`), /proc and /dev
-    mounted, and each of `binds` (host folders) at the same path inside."""
+    mounted, and each of `binds` (host folders) at the same path inside; with `network` False,
+    in a network namespace of its own (no network at all, not even loopback)."""
     argv = [
         "unshare",
         "--mount",
+        *([] if network else ["--net"]),
         "--propagation",
         "private",
         "sh",

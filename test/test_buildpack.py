@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from support import tree_contents
+
 # Before the import: the harness's asserts get pytest's messages, and it is also our plugin.
 pytest.register_assert_rewrite("buildpack_harness")
 
@@ -157,6 +159,9 @@ def test_warm_rebuild_downloads_nothing_and_needs_no_network(
     assert warm.result.stdout.count("(cached)") == 3
     assert f"Python {python_version(PYTHON_312)} from the build cache" in warm.result.stdout
     assert_no_build_path(warm)
+    # The same runner, cold or warm: same files, same bytes, same modes.
+    cold = tree_contents(heroku24_cold_build.build_dir / ".heroku-migrate")
+    assert tree_contents(warm.build_dir / ".heroku-migrate") == cold
     app = move_app(warm, tmp_path / "app")
     result = run_release(app, database_url, hide_python=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -285,6 +290,19 @@ def test_heroku22_uses_the_stacks_python(
     record = (build.build_dir / ".heroku-migrate/interpreter").read_text()
     assert "kind=stack\npython=/usr/bin/python3\n" in record
     assert_no_build_path(build)
+    warm = compile_app(
+        buildpack,
+        copy_app(EXAMPLE, tmp_path / "tmp"),
+        tmp_path / "cache",
+        python_dir=build_pythons["3.10"],
+        stack="heroku-22",
+        offline=True,
+    )
+    assert warm.result.returncode == 0, warm.output
+    assert "from the build cache" in warm.result.stdout
+    assert tree_contents(warm.build_dir / ".heroku-migrate") == tree_contents(
+        build.build_dir / ".heroku-migrate"
+    )
     app = move_app(build, tmp_path / "app")
     result = run_release(app, database_url)
     assert result.returncode == 0, result.stdout + result.stderr
