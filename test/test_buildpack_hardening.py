@@ -21,6 +21,7 @@ from buildpack_harness import (  # noqa: E402
     move_app,
     needs_pythons,
     needs_unshare,
+    run_bin,
     run_command,
     run_release,
     tables,
@@ -274,11 +275,56 @@ def test_test_compile_builds_and_test_setup_migrates_the_ci_database(
     build = heroku24.compile(app, script="test-compile")
     assert build.result.returncode == 0, build.output
     assert "app.json's test-setup runs the migrations before the tests" in build.result.stdout
+    assert (app / "Procfile").read_text() == "web: bin/server\n"  # CI has no release phase
     # What Heroku CI then does: test-setup from $HOME in a dyno, .profile.d sourced.
     app = move_app(build, tmp_path / "app")
     result = run_command(app, "heroku-migrate up", database_url, hide_python=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert {"users", "orders"} <= tables(database_url)
+
+
+@needs_unshare
+@needs_pythons
+def test_bin_test_migrates_the_ci_database_or_checks_the_files_without_one(
+    heroku24: Heroku24Builds, buildpack: Path, tmp_path: Path, database_url: str
+) -> None:
+    build = heroku24.compile(script="test-compile")
+    assert build.result.returncode == 0, build.output
+    app, env_dir = build.build_dir, tmp_path / "env"
+    env_dir.mkdir()
+    without_database = run_bin(buildpack, "test", app, env_dir)
+    assert without_database.returncode == 0, without_database.stdout + without_database.stderr
+    assert "No DATABASE_URL in this test run: checking the migration files" in (
+        without_database.stdout
+    )
+    assert "Validated 5 migration(s)" in without_database.stdout
+    migrated = run_bin(buildpack, "test", app, env_dir, env={"DATABASE_URL": database_url})
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert "Applied 5 migration(s)" in migrated.stdout
+    not_built = run_bin(buildpack, "test", tmp_path, env_dir)
+    assert not_built.returncode == 1
+    assert "Heroku CI did not build with this buildpack" in not_built.stderr
+
+
+@needs_unshare
+@needs_pythons
+def test_the_app_build_warns_that_heroku_ci_would_not_run_this_buildpack(
+    heroku24: Heroku24Builds,
+) -> None:
+    app = heroku24.app()
+    (app / "app.json").write_text(
+        '{"environments": {"test": {"scripts": {"test-setup": "heroku-migrate up"}}}}'
+    )
+    build = heroku24.compile(app)
+    assert build.result.returncode == 0, build.output
+    assert (
+        " !     app.json's Heroku CI scripts run heroku-migrate, but app.json lists no buildpacks"
+        in build.result.stderr
+    )
+    assert (
+        '{"buildpacks": [{"url": "heroku/go"}, {"url": "https://github.com/heroku-buildpack-'
+        in (build.result.stderr)
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import herokumigrate
 from herokumigrate.buildpack import (
+    BUILDPACK_URL,
     SLUG_DIR,
     checksums,
     envdir,
@@ -24,6 +25,7 @@ from herokumigrate.buildpack import (
     wheels,
 )
 from herokumigrate.buildpack.checks import MANIFEST, RUNNER_SOURCE, check_migrations, read_settings
+from herokumigrate.buildpack.heroku_ci import check_ci_settings
 from herokumigrate.buildpack.procfile import (
     RELEASE_COMMAND,
     LanguageBuildpack,
@@ -38,7 +40,6 @@ from herokumigrate.config import CONFIG_FILE, Config
 from herokumigrate.output import Output
 
 BUILDPACK_DIR = RUNNER_SOURCE.parent.parent
-BUILDPACK_URL = "https://github.com/heroku-buildpack-migrate/heroku-buildpack-migrate"
 
 WORTH_TIMING = 1.0  # seconds: a step that took less says nothing by its duration
 # Files by which heroku/python recognises an app (its bin/detect).
@@ -64,11 +65,15 @@ def _step(out: Output, title: str) -> Iterator[None]:
         out.detail(f"(took {seconds:.1f}s)")
 
 
-def compile_app(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) -> None:
-    """Run every compile step; raises `MigrateError` (explained) when the build must fail."""
+def compile_app(
+    build_dir: Path, cache_dir: Path, env_dir: Path, out: Output, *, heroku_ci: bool = False
+) -> None:
+    """Run every compile step; raises `MigrateError` (explained) when the build must fail.
+    For Heroku CI (`bin/test-compile`), the same build without the release-phase wiring: CI has
+    no release phase."""
     check_stack(os.environ.get("STACK", ""))  # an unsupported stack stops the build at once
     with usable_cache(cache_dir, out) as cache_root:
-        _compile(build_dir, cache_root, env_dir, out)
+        _compile(build_dir, cache_root, env_dir, out, heroku_ci=heroku_ci)
 
 
 @contextmanager
@@ -93,7 +98,9 @@ def usable_cache(cache_dir: Path, out: Output) -> Iterator[Path]:
     yield cache_dir
 
 
-def _compile(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) -> None:
+def _compile(
+    build_dir: Path, cache_dir: Path, env_dir: Path, out: Output, *, heroku_ci: bool
+) -> None:
     started = time.monotonic()
     slug = build_dir / SLUG_DIR
     cache = cache_dir / "heroku-migrate"
@@ -126,13 +133,22 @@ def _compile(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) -> No
         normalise_modes(slug)
         out.detail(f"{launcher.LAUNCHER} (on PATH on dynos: heroku run heroku-migrate status)")
 
-    wire_release_phase(build_dir, config, settings, out)
+    if heroku_ci:
+        out.step("Heroku CI has no release phase: the Procfile is left as it is")
+    else:
+        wire_release_phase(build_dir, config, settings, out)
+        check_ci_settings(build_dir, out)
 
     size = _tree_size(slug) + _tree_size(build_dir / launcher.PROFILE_SCRIPT)
     out.step(
         f"heroku-migrate installed in {time.monotonic() - started:.1f}s "
         f"({size / 1e6:.1f} MB in {SLUG_DIR}/)"
     )
+    _python_app_hint(build_dir, python, out)
+
+
+def _python_app_hint(build_dir: Path, python: interpreter.ReleasePython, out: Output) -> None:
+    """A Python app built before heroku/python carries a second interpreter: say how not to."""
     if python.kind == "bundled" and any((build_dir / m).is_file() for m in PYTHON_APP_MARKERS):
         bundled = _tree_size(build_dir / interpreter.BUNDLE_DIR)
         out.detail(
