@@ -412,7 +412,7 @@ SAME_CHECKS = [
     SameCheck(
         "url var",
         "SELECT 1;\n",
-        {"MIGRATE_DATABASE_URL_VAR": "postgres://u:pw@db.example.com/x"},
+        {"MIGRATE_DATABASE_URL_VAR": "u:pw@db.example.com/x"},  # a URL minus its scheme
         "MIGRATE_DATABASE_URL_VAR",
     ),
 ]

@@ -345,10 +345,15 @@ def _check_identifier(setting: Setting, value: str, origin: str, key: str = "") 
             )
 
 
+def is_config_var_name(value: str) -> bool:
+    """Whether `value` is a config var's name as Heroku advises them: letters, digits and `_`."""
+    return _CONFIG_VAR_NAME.match(value) is not None
+
+
 def _check_config_var_name(setting: Setting, value: str, origin: str) -> None:
-    """A config var's name, as Heroku advises them (letters, digits and `_`). The value is never
-    shown: given a URL instead of a name, it holds a password."""
-    if _CONFIG_VAR_NAME.match(value):
+    """A config var's name (`is_config_var_name`). The value is never shown: given a URL
+    instead of a name, it holds a password."""
+    if is_config_var_name(value):
         return
     what = "a URL" if "://" in value else "something that is not a config var's name"
     raise BadInput(

@@ -21,7 +21,14 @@ from pathlib import Path
 import herokumigrate
 from herokumigrate.buildpack import BuildFailed, interpreter
 from herokumigrate.buildpack.lintstep import check_release_safety
-from herokumigrate.config import CONFIG_FILE, Config, load_config, unknown_env_settings
+from herokumigrate.config import (
+    CONFIG_FILE,
+    SETTINGS,
+    Config,
+    is_config_var_name,
+    load_config,
+    unknown_env_settings,
+)
 from herokumigrate.errors import EXIT_BAD_INPUT
 from herokumigrate.output import Output
 
@@ -56,23 +63,32 @@ def read_settings(
     build_dir: Path, settings: dict[str, str], wheel_files: list[Path], out: Output
 ) -> Config:
     """The app's settings from its config vars and `migrate.toml`, checked now rather than at
-    release time. Only the values of known settings are printed, once they passed their checks:
-    a `MIGRATE_*` variable that is not a setting may hold anything, a password included, and so
-    may a setting given the wrong thing (a URL where a config var's name belongs)."""
+    release time. Only the values of known settings are printed: a `MIGRATE_*` variable that is
+    not one may hold anything, a password included, and so may a setting that names a config
+    var when it holds something else (the database URL itself)."""
     # A pure-Python wheel is a zip archive Python imports from: tomli for Python 3.10.
     sys.path.extend(str(path) for path in wheel_files if str(path) not in sys.path)
     unknown = unknown_env_settings(settings)
     for name in unknown:
         out.add_secret(settings[name])
-    config = load_config(build_dir, settings)
     for name, value in settings.items():
         if name not in unknown:
-            out.detail(f"{name}={_one_line(value)} (config var)")
+            out.detail(f"{name}={_shown_value(name, value, out)} (config var)")
     for name in unknown:
         out.warn(f"Config var {name} is not a heroku-migrate setting; it is ignored.")
     if (build_dir / CONFIG_FILE).is_file():
         out.detail(f"{CONFIG_FILE} found")
-    return config
+    return load_config(build_dir, settings)
+
+
+def _shown_value(name: str, value: str, out: Output) -> str:
+    """A known setting's value for the build log; not shown (and kept secret) when it should
+    name a config var and does not."""
+    names_config_var = any(s.env_var == name and s.names_config_var for s in SETTINGS.values())
+    if names_config_var and not is_config_var_name(value.strip()):
+        out.add_secret(value.strip())
+        return "(not a config var's name: not shown)"
+    return _one_line(value)
 
 
 def validate(
