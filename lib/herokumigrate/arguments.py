@@ -6,7 +6,7 @@ given in both places, the later one wins, as a repeated flag does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,8 @@ from herokumigrate.formats import FORMAT_NAMES, FormatName
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
+
+    from herokumigrate.lintcommand import ReportFormat
 
 # The file layouts `heroku-migrate new` can write: every registered format.
 NEW_FORMATS = FORMAT_NAMES
@@ -40,6 +42,8 @@ class Arguments:
     version: int = 0  # goto, force
     name: str = ""  # new
     format: FormatName = NEW_FORMATS[0]  # new
+    paths: list[Path] = field(default_factory=list)  # lint
+    report: ReportFormat = "text"  # lint --format
 
 
 def parse_command_line(argv: Sequence[str]) -> tuple[Arguments, dict[str, object]]:
@@ -102,7 +106,28 @@ def build_parser() -> argparse.ArgumentParser:
     new = command("new", "create a new migration")
     new.add_argument("name", help="what it does, e.g. add_users_email_index")
     new.add_argument("--format", choices=NEW_FORMATS, default=NEW_FORMATS[0])
+    _add_lint(command("lint", "release-safety lint of the files (no database; needs pglast)"))
     return parser
+
+
+def _add_lint(lint: argparse.ArgumentParser) -> None:
+    """`lint [PATH...] [--format json]` (lintcommand.py)."""
+    from herokumigrate.lintcommand import REPORT_FORMATS
+
+    lint.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="migration files to check as one release (default: every file, each alone)",
+    )
+    lint.add_argument(
+        "--format",
+        dest="report",
+        choices=REPORT_FORMATS,
+        default="text",
+        help="json: one document on stdout (default: text)",
+    )
 
 
 def _add_setting_flag(group: argparse._ArgumentGroup, setting: Setting) -> None:

@@ -88,6 +88,10 @@ def _dispatch(args: Any, config: Config, output: Output) -> int:
     command = args.command
     if command == "new":
         return _new(config, output, args.name, args.format)
+    if command == "lint":
+        from herokumigrate.lintcommand import lint_command
+
+        return lint_command(config, output, args.paths, args.report)
     from herokumigrate.source import MANIFEST_ENV, load_migrations, read_manifest, validate
 
     if command == "validate":
@@ -269,6 +273,7 @@ def _plan_entry_json(report: PlanReport, entry: MigrationLocks) -> dict[str, Any
         "lint": [
             {
                 "rule": f.rule.id,
+                "level": f.rule.level,
                 "category": f.rule.category,
                 "line": f.line,
                 "subject": f.subject,

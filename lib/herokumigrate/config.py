@@ -205,8 +205,8 @@ class Config:
     release_phase: bool = _setting(True, "buildpack: wire `release:` in the Procfile", flag=False)
     lint: LintMode = _setting(  # noqa: RUF009 -- a field spec, not a shared default
         LintMode.WARN,
-        "buildpack: release-safety lint of new migrations: `warn`, `error` (fails the build) "
-        "or `off`",
+        "buildpack: release-safety lint of new migrations: `warn`, `error` (error-level "
+        "findings fail the build) or `off`",
         flag=False,
     )
     parse: bool = _setting(

@@ -179,9 +179,16 @@ class Migrator:
         pending = list(observer.migrations.values())
         checked = None
         if lint and observer.catalog is not None:
+            from herokumigrate.config import TransactionMode
             from herokumigrate.planlint import lint_pending
 
-            checked = lint_pending([e.migration for e in pending], observer.catalog.table_exists)
+            pending_ones = [e.migration for e in pending]
+            checked = lint_pending(
+                pending_ones,
+                observer.catalog.table_exists,
+                applied=[m for m in migrations if m not in set(pending_ones)],
+                one_transaction=self.config.transaction == TransactionMode.RELEASE,
+            )
         failed = observer.current if failure is not None else None
         return PlanReport(result, pending, checked, failure, failed)
 

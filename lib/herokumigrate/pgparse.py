@@ -29,6 +29,9 @@ _STATEMENT = re.compile(r'\{"stmt":\{"(\w+)":')
 _DECODER = json.JSONDecoder()
 _NO_PARSE_RE = re.compile(r"^[ \t]*--[ \t]*heroku-migrate:no-parse[ \t]*$", re.MULTILINE)
 GOOSE_FORMAT = "goose"
+PGLAST_REQUIREMENT = "pglast==8.8"
+"""The pglast the build pins (buildpack/build_wheels.txt) and the tests use: what to install to
+run `heroku-migrate lint` (a test keeps the three equal)."""
 
 
 class ParserUnavailable(Exception):

@@ -32,15 +32,25 @@ class PendingLint:
 
 
 def lint_pending(
-    migrations: list[Migration], table_exists: Callable[[TableName], bool]
+    migrations: list[Migration],
+    table_exists: Callable[[TableName], bool],
+    *,
+    applied: list[Migration] | None = None,
+    one_transaction: bool = True,
 ) -> PendingLint:
-    """Lint `migrations` (pending, in order); never raises for a missing parser or bad SQL."""
+    """Lint `migrations` (pending, in order) as one release after `applied` (read for what
+    they created); never raises for a missing parser or bad SQL."""
     from herokumigrate.pgparse import ParserUnavailable
 
     try:
         from herokumigrate.lint import lint_migrations
 
-        reports = lint_migrations(migrations, table_exists=table_exists)
+        reports = lint_migrations(
+            migrations,
+            table_exists=table_exists,
+            context=applied or [],
+            one_transaction=one_transaction,
+        )
     except ParserUnavailable:
         return PendingLint(available=False)
     except BadInput as exc:

@@ -6,7 +6,8 @@ with pglast already unpacked in the build cache.
     .venv/bin/python test/bench/lint_bench.py --files 2000 --runs 3
 
 Figures (wall clock, and this process's CPU time): cold (no record of a previous build: every
-file is linted) and warm (nothing new: every file is still parsed and cross-checked, none
+file is linted), one new (a typical push: one file is linted, after every older one is read for
+what it creates) and warm (nothing new: every file is still parsed and cross-checked, none
 linted), best and median of the runs, plus load_migrations alone (what the check reads before
 parsing). Not collected by pytest.
 """
@@ -93,12 +94,19 @@ def main() -> None:
         def warm() -> None:
             lintstep.check_release_safety(app, config, {}, cache, quiet)
 
+        newest = sorted((app / "db/migrations").glob("*.up.sql"))[-1]
+
+        def one_new() -> None:
+            newest.write_text(newest.read_text() + "-- edited\n")  # a changed file is new
+            lintstep.check_release_safety(app, config, {}, cache, quiet)
+
         def load() -> None:
             load_migrations(config.migrations_dir, app)
 
         figures = {
             "load_migrations": timed(load, args.runs),
             "check, cold (all new)": timed(cold, args.runs),
+            "check, one new": timed(one_new, args.runs),
             "check, warm (none new)": timed(warm, args.runs),
         }
         report = captured.getvalue()

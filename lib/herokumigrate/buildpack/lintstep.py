@@ -4,7 +4,8 @@ that are new since the app's previous build.
 
 Which files are new: the cache keeps the versions and checksums this check passed last time. A
 cold cache makes every file new, and the report says so. A file whose checksum changed counts as
-new too. Tables that older files create count as existing; the new files' own tables are exempt.
+new too. The new files are checked as one release after the older ones (read for what they
+create: tables that older files create count as existing; the new files' own are exempt).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from herokumigrate import lint
 from herokumigrate.buildpack import BuildFailed, parser
-from herokumigrate.config import Config
+from herokumigrate.config import Config, TransactionMode
 from herokumigrate.output import Output
 from herokumigrate.pgparse import ParsedSection, check_boundaries, parse_section, skips_parsing
 from herokumigrate.source import Migration, load_migrations
@@ -44,6 +45,7 @@ def check_release_safety(
     new = [m for m in migrations if previous is None or previous.get(str(m.version)) != m.checksum]
     to_lint = {m.version for m in new} if mode != "off" else set()
     checked: list[ParsedSection] = []
+    context: list[ParsedSection] = []  # the older files, read for what they create
     unparsed = []
     for migration in migrations:
         sections = [s for s in (migration.up, migration.down) if s is not None]
@@ -51,12 +53,13 @@ def check_release_safety(
             unparsed.append(migration.filename)
             continue
         for section in sections:
-            # Only the up sections to lint need their trees decoded; the rest, boundaries.
-            trees = section is migration.up and migration.version in to_lint
+            # Only up sections need their trees decoded (when some file is new); the rest,
+            # boundaries.
+            trees = section is migration.up and bool(to_lint)
             parsed = parse_section(pg_parser, section, trees=trees, wanted=lint.NODES_READ)
             check_boundaries(parsed, migration.format)
             if trees:
-                checked.append(parsed)
+                (checked if migration.version in to_lint else context).append(parsed)
     parsed_count = len(migrations) - len(unparsed)
     out.detail(
         f"{parsed_count} migration(s) parsed; statement boundaries agree with the release's "
@@ -70,13 +73,16 @@ def check_release_safety(
         return
     if previous is None:
         out.detail("No record of a previous build in the cache: every migration counts as new")
-    reports = lint.lint_sections(checked, parser=pg_parser)
-    problems = _report(reports, len(new), mode, out)
-    if problems and mode == "error":
-        files = sum(1 for r in reports if r.findings)
+    one_transaction = config.transaction == TransactionMode.RELEASE
+    reports = lint.lint_sections(
+        checked, parser=pg_parser, context=context, one_transaction=one_transaction
+    )
+    errors = _report(reports, len(new), mode, out)
+    if errors and mode == "error":
+        files = sum(1 for r in reports if r.errors)
         raise BuildFailed(
-            f"Release-safety lint: {problems} problem(s) in {files} file(s), listed above; "
-            'lint = "error" fails the build.',
+            f"Release-safety lint: {errors} error(s) in {files} file(s), listed above; "
+            'lint = "error" fails the build on them.',
             fix="Make each change the safe way the report says, or allow one on purpose with a "
             "comment naming its rule (-- heroku-migrate:allow RULE) above the statement, or set "
             "MIGRATE_LINT=warn.",
@@ -84,37 +90,46 @@ def check_release_safety(
     _remember(state, config.path, migrations)
 
 
+def _counts(findings: int, errors: int) -> str:
+    return f"{errors} error(s), {findings - errors} warning(s)"
+
+
 def _report(reports: list[lint.FileReport], new: int, mode: lint.LintMode, out: Output) -> int:
-    """Detail lines grouped by file, with counts; a warning line when something was found."""
-    problems = sum(len(r.findings) for r in reports)
+    """Detail lines grouped by file, with counts; a warning line when something was found.
+    Returns the number of error-level findings."""
+    found = sum(len(r.findings) for r in reports)
+    errors = sum(r.errors for r in reports)
     silenced = sum(r.suppressed for r in reports)
     files = sum(1 for r in reports if r.findings)
-    kind = "problem" if mode == "error" else "warning"
-    summary = f"{problems} {kind}(s) in {files} file(s)" if problems else f"no {kind}s"
+    summary = f"{_counts(found, errors)} in {files} file(s)" if found else "nothing found"
     allowed = f", {silenced} allowed by comments" if silenced else ""
     out.detail(f"Release-safety lint of {new} new migration(s): {summary}{allowed}")
     for report in reports:
         silenced_here = f", {report.suppressed} allowed" if report.suppressed else ""
-        out.detail(f"{report.file}: {len(report.findings)} {kind}(s){silenced_here}")
+        out.detail(f"{report.file}: {_counts(len(report.findings), report.errors)}{silenced_here}")
         for finding in report.findings:
             rule = finding.rule
-            out.detail(f"  line {finding.line}: {rule.id} ({rule.category}): {finding.subject}")
+            out.detail(
+                f"  line {finding.line}: {rule.id} ({rule.level}, {rule.category}): "
+                f"{finding.subject}"
+            )
             out.detail(f"    why: {rule.why}")
             out.detail(f"    instead: {rule.instead}")
         for note in report.notes:
             out.detail(f"  {note}")
-    if problems:
+    if found:
         first = next(r.findings[0] for r in reports if r.findings)
         out.detail(
             "To allow one on purpose, put a comment naming its rule above the statement: "
             f"-- {lint.ALLOW_DIRECTIVE} {first.rule.id}"
         )
-        if mode == "warn":
+        if mode == "warn" or not errors:
+            then = "MIGRATE_LINT=error makes errors fail it" if mode == "warn" else "no errors"
             out.warn(
                 f"Release-safety lint: {summary} (listed under the validate step). "
-                "The build goes on; set MIGRATE_LINT=error to make them fail it."
+                f"The build goes on ({then})."
             )
-    return problems
+    return errors
 
 
 def _recall(state: Path, path_setting: str) -> dict[str, str] | None:
