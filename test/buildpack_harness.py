@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from support import assert_no_secret
+from support import assert_no_secret, tree_contents
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -129,6 +129,9 @@ class Build:
     added: list[Path]
     export: str
     """What bin/compile left in the buildpack's `export` file for later buildpacks."""
+    runner: dict[str, str]
+    """`tree_contents` of the `.heroku-migrate` it left (empty if none), taken at once: the
+    build folder may be moved later."""
 
     @property
     def output(self) -> str:
@@ -247,7 +250,9 @@ def compile_app(
     added = sorted(build_dir / rel for rel, data in after.items() if before.get(rel) != data)
     export = buildpack / "export"
     exported = export.read_text() if export.exists() else ""
-    return Build(build_dir, cache_dir, result, seconds, added, exported)
+    runner = build_dir / ".heroku-migrate"
+    runner_tree = tree_contents(runner) if runner.is_dir() else {}
+    return Build(build_dir, cache_dir, result, seconds, added, exported, runner_tree)
 
 
 def release_command(app_dir: Path) -> str:

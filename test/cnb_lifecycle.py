@@ -11,7 +11,8 @@ spec (buildpacks/spec, buildpack.md) describes it, for the parts this buildpack 
   project.toml's `[[com.heroku.phase.release]]`);
 - layers between builds (a cache layer restored with its `<layer>.toml` minus `[types]`; a
   launch-only layer's metadata restored without its contents) and in the exported image (launch
-  layers only);
+  layers only, and the app directory, every file's mtime set to 1980-01-01T00:00:01Z as the
+  exporter's archive.NormalizingTarWriter sets it);
 - the launch environment: each launch layer's `bin/` on PATH and `lib/` on LD_LIBRARY_PATH (later
   buildpacks first), then its `env/` and `env.launch/` files with the suffix rules.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -202,6 +204,22 @@ def restore_for_rebuild(layers_dir: Path) -> None:
         metadata.write_text(f"metadata = {_toml_value(table.get('metadata', {}))}\n")
 
 
+# The mtime of every file in an exported image (lifecycle's archive.NormalizingTarWriter).
+EXPORTED_MTIME = 315532801  # 1980-01-01T00:00:01Z
+
+
+def _export_tree(source: Path, destination: Path) -> None:
+    """Copy a folder into the image as the exporter writes a layer: every mtime normalised."""
+    shutil.copytree(source, destination, symlinks=True)
+    for path in [destination, *destination.rglob("*")]:
+        os.utime(path, (EXPORTED_MTIME, EXPORTED_MTIME), follow_symlinks=False)
+
+
+def export_app(app_dir: Path, image_app_dir: Path) -> None:
+    """The app directory in the image, at the same path."""
+    _export_tree(app_dir, image_app_dir)
+
+
 def export_launch_layers(layers_dir: Path, image_layers_dir: Path) -> list[str]:
     """Copy the launch layers (contents and metadata) to the image, at the same path; their
     names."""
@@ -209,7 +227,7 @@ def export_launch_layers(layers_dir: Path, image_layers_dir: Path) -> list[str]:
     for name in layer_names(layers_dir):
         if "launch" in layer_types(layers_dir, name) and (layers_dir / name).is_dir():
             image_layers_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(layers_dir / name, image_layers_dir / name, symlinks=True)
+            _export_tree(layers_dir / name, image_layers_dir / name)
             shutil.copy2(layers_dir / f"{name}.toml", image_layers_dir / f"{name}.toml")
             exported.append(name)
     return exported

@@ -215,6 +215,15 @@ class Overlay:
             shutil.copyfile(HOST_CA_BUNDLE, certs / "ca-certificates.crt")
 
 
+def build_image(standin: StandIn, folder: Path) -> Overlay:
+    """A writable stand-in for the stack's build image as Heroku CI uses it (build, then tests):
+    the build root over the run root, since a build image has every library of its run image
+    (libpq, which the tests' `heroku-migrate up` loads, included) plus Python. Run `ldconfig`
+    in it first: the loader's cache is the build root's."""
+    lowers = f"{ensure_root(standin, 'build')}:{ensure_root(standin, 'run')}"
+    return Overlay.create(Path(lowers), folder)  # overlayfs: several lower folders, first on top
+
+
 # Run as `unshare --mount --propagation private sh -c MOUNT_AND_CHROOT sh LOWER UPPER WORK
 # MERGED BIND... -- COMMAND...`: every mount lives in that namespace and ends with it.
 MOUNT_AND_CHROOT = r"""
@@ -244,12 +253,15 @@ def run_in_root(
     env: Mapping[str, str],
     binds: tuple[Path, ...] = (),
     timeout: float = 900,
+    network: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run `command` chrooted into `overlay` with exactly `env` (`env -i`), /proc and /dev
-    mounted, and each of `binds` (host folders) at the same path inside."""
+    mounted, and each of `binds` (host folders) at the same path inside; with `network` False,
+    in a network namespace of its own (no network at all, not even loopback)."""
     argv = [
         "unshare",
         "--mount",
+        *([] if network else ["--net"]),
         "--propagation",
         "private",
         "sh",

@@ -8,6 +8,7 @@ URL-encoded) appears in none of the captured output, so the whole suite checks t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import queue
@@ -513,3 +514,19 @@ class Probe(threading.Thread):
         self.join(30)
         self.conn.close()
         return max(self.waits)
+
+
+def tree_contents(folder: Path) -> dict[str, str]:
+    """Every entry under `folder`: a file's sha256 and mode, a link's target, a folder's mode;
+    what a build added must be the same, cold or warm."""
+    contents = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.is_symlink():
+            contents[name] = f"link to {os.readlink(path)}"
+        elif path.is_file():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            contents[name] = f"file {oct(path.stat().st_mode & 0o777)} {digest}"
+        else:
+            contents[name] = f"folder {oct(path.stat().st_mode & 0o777)}"
+    return contents

@@ -142,6 +142,14 @@ def _set_env(**values: str) -> Prepare:
     return prepare
 
 
+def _url_var_set_to_the_url(ctx: Ctx) -> None:
+    """MIGRATE_DATABASE_URL_VAR given the database URL itself (password included), not the name
+    of the config var that holds it."""
+    assert ctx.url is not None
+    ctx.env["MIGRATE_DATABASE_URL_VAR"] = ctx.url
+    ctx.secrets.append(ctx.url)
+
+
 def _config_file(text: str | bytes) -> Prepare:
     def prepare(ctx: Ctx) -> None:
         path = ctx.app / "migrate.toml"
@@ -694,6 +702,20 @@ CASES = [
         "HEROKU_POSTGRESQL_RED_URL",
         "HEROKU_POSTGRESQL_RED_URL",
         prepare=_set_env(MIGRATE_DATABASE_URL_VAR="HEROKU_POSTGRESQL_RED_URL"),
+    ),
+    Case(
+        "env-url-var-is-the-url",
+        "MIGRATE_DATABASE_URL_VAR: database_url_var holds a URL",
+        "not to its value: e.g. MIGRATE_DATABASE_URL_VAR=HEROKU_POSTGRESQL_RED_URL",
+        prepare=_url_var_set_to_the_url,
+        offline=True,
+    ),
+    Case(
+        "toml-url-var-not-a-name",
+        "migrate.toml: database_url_var holds something that is not a config var's name",
+        "MIGRATE_DATABASE_URL_VAR=HEROKU_POSTGRESQL_RED_URL",
+        prepare=_config_file('database_url_var = "u:pw@db.example.com/x"\n'),
+        offline=True,
     ),
     # --- flags and commands
     Case(

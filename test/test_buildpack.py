@@ -157,6 +157,9 @@ def test_warm_rebuild_downloads_nothing_and_needs_no_network(
     assert warm.result.stdout.count("(cached)") == 3
     assert f"Python {python_version(PYTHON_312)} from the build cache" in warm.result.stdout
     assert_no_build_path(warm)
+    # The same runner, cold or warm: same files, same bytes, same modes.
+    assert warm.runner
+    assert warm.runner == heroku24_cold_build.runner
     app = move_app(warm, tmp_path / "app")
     result = run_release(app, database_url, hide_python=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -285,6 +288,18 @@ def test_heroku22_uses_the_stacks_python(
     record = (build.build_dir / ".heroku-migrate/interpreter").read_text()
     assert "kind=stack\npython=/usr/bin/python3\n" in record
     assert_no_build_path(build)
+    warm = compile_app(
+        buildpack,
+        copy_app(EXAMPLE, tmp_path / "tmp"),
+        tmp_path / "cache",
+        python_dir=build_pythons["3.10"],
+        stack="heroku-22",
+        offline=True,
+    )
+    assert warm.result.returncode == 0, warm.output
+    assert "from the build cache" in warm.result.stdout
+    assert warm.runner
+    assert warm.runner == build.runner
     app = move_app(build, tmp_path / "app")
     result = run_release(app, database_url)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -374,7 +389,9 @@ def test_launcher_explains_a_missing_interpreter(tmp_path: Path, kind: str) -> N
 # A stand-in for the recorded interpreter: prints what the launcher gave it.
 FAKE_PYTHON = """#!/bin/sh
 echo "app_root=$HEROKU_MIGRATE_APP_ROOT"
-echo "pythonpath=$PYTHONPATH"
+echo "flags=$1 $2 $3"
+echo "sys.path first=$5:$6"
+shift 6
 echo "args=$*"
 """
 
@@ -416,7 +433,9 @@ def test_launcher_finds_its_app_from_its_own_location_not_the_working_directory(
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[:2] == [
+    assert result.stdout.splitlines() == [
         f"app_root={app}",
-        f"pythonpath={home}/lib:{home}/site",
+        "flags=-I -S -c",
+        f"sys.path first={home}/lib:{home}/site",
+        "args=status",
     ]

@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 import pytest
@@ -307,6 +308,20 @@ def example_with_layers(tmp_path: Path) -> tuple[Path, Path, Path]:
     return app, tmp_path / "layers" / BUILDPACK_ID.replace("/", "_"), platform
 
 
+def python_launch_layer(all_layers: Path) -> str:
+    """heroku/python's `python` layer (build and launch) with a python3 running this machine's,
+    as an earlier buildpack of the group leaves it; the PATH that puts it first."""
+    python_layer = all_layers / "heroku_python/python"
+    (python_layer / "bin").mkdir(parents=True)
+    wrapper = python_layer / "bin/python3"
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("python3", path=HOST_PATH)} "$@"\n')
+    wrapper.chmod(0o755)
+    (all_layers / "heroku_python/python.toml").write_text(
+        "[types]\nbuild = true\nlaunch = true\ncache = true\n"
+    )
+    return f"{python_layer}/bin:{HOST_PATH}"
+
+
 WIRED = [{"name": "heroku-migrate", "metadata": {"release-phase": True}}]
 NOT_WIRED = [{"name": "heroku-migrate", "metadata": {"release-phase": False}}]
 
@@ -326,6 +341,10 @@ def test_cnb_build_makes_a_launch_layer_and_a_cache_layer_reused_offline(
     assert "Config var MIGRATE_NOT_A_SETTING is not a heroku-migrate setting" in output
     assert not list(tmp_path.rglob("pwned"))  # read as data, never evaluated
     assert "Validated 5 migration(s) in db/migrations" in output
+    assert "PostgreSQL's parser: pglast" in output
+    assert "No record of a previous build in the cache: every migration counts as new" in output
+    assert "Release-safety lint of 5 new migration(s)" in output
+    assert (layers / "runner/.heroku-migrate/manifest.json").is_file()
     # heroku/release-phase missing: the build says how to add it, and in which order.
     assert "heroku/release-phase is not in this build's group before heroku-migrate" in output
     assert 'uri = "heroku/release-phase"' in output
@@ -354,6 +373,9 @@ def test_cnb_build_makes_a_launch_layer_and_a_cache_layer_reused_offline(
     assert "downloaded" not in output
     assert "from the build cache" in output
     assert "declared to heroku/release-phase" in output
+    # The lint's record of what it checked is in the cache layer: nothing is new.
+    assert "No record of a previous build" not in output
+    assert "Release-safety lint of 0 new migration(s)" in output
     assert "is not in this build's group" not in output
 
 
@@ -364,6 +386,87 @@ def test_cnb_build_fails_on_a_broken_migration(buildpack: Path, tmp_path: Path) 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "The build stopped because of the problem above" in result.stderr
     assert not (tmp_path / "layers/bp/runner.toml").exists()
+
+
+class SameCheck(NamedTuple):
+    """An app (the example plus one migration) and config vars, and what fails both builds."""
+
+    case: str
+    migration: str
+    config_vars: dict[str, str]
+    failure: str | None  # a ` !     ` line holds it; None: both builds pass
+
+
+SAME_CHECKS = [
+    SameCheck("syntax", "create tabel oops;\n", {}, "3_extra.up.sql: line 1"),
+    SameCheck(
+        "lint error",
+        "ALTER TABLE legacy RENAME COLUMN a TO b;\n",
+        {"MIGRATE_LINT": "error"},
+        'lint = "error" fails the build',
+    ),
+    SameCheck("parse off", "create tabel oops;\n", {"MIGRATE_PARSE": "false"}, None),
+    SameCheck(
+        "lint off", "ALTER TABLE legacy RENAME COLUMN a TO b;\n", {"MIGRATE_LINT": "off"}, None
+    ),
+    SameCheck(
+        "url var",
+        "SELECT 1;\n",
+        {"MIGRATE_DATABASE_URL_VAR": "u:pw@db.example.com/x"},  # a URL minus its scheme
+        "MIGRATE_DATABASE_URL_VAR",
+    ),
+]
+
+
+def classic_compile(
+    buildpack: Path, app: Path, tmp_path: Path, config_vars: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """bin/compile of `app` for heroku-22 (the run image's python3: nothing bundled)."""
+    build_dir = shutil.copytree(app, tmp_path / "classic/build_0123456789abcdef")
+    env_dir = tmp_path / "classic/env"
+    env_dir.mkdir()
+    for name, value in config_vars.items():
+        (env_dir / name).write_text(value)
+    argv = [
+        str(buildpack / "bin/compile"),
+        str(build_dir),
+        str(tmp_path / "classic/cache"),
+        str(env_dir),
+    ]
+    return run(argv, tmp_path, {"HOME": "/app", "STACK": "heroku-22"})
+
+
+def bangs(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The ` !     ` lines of a build's output, in order."""
+    return [line for line in result.stderr.splitlines() if line.startswith(" !     ")]
+
+
+@pytest.mark.buildpack
+@pytest.mark.parametrize("check", SAME_CHECKS, ids=[check.case for check in SAME_CHECKS])
+def test_cnb_build_checks_exactly_what_the_classic_compile_checks(
+    buildpack: Path, tmp_path: Path, check: SameCheck
+) -> None:
+    app, layers, platform = example_with_layers(tmp_path)
+    (app / "db/migrations/3_extra.up.sql").write_text(check.migration)
+    for name, value in check.config_vars.items():
+        (platform / "env" / name).write_text(value)
+    classic = classic_compile(buildpack, app, tmp_path, check.config_vars)
+    cnb = host_build(
+        buildpack, app, layers, WIRED, platform, path=python_launch_layer(layers.parent)
+    )
+    for result in (classic, cnb):
+        expected = 0 if check.failure is None else 1
+        assert result.returncode == expected, result.stdout + result.stderr
+        assert "pw@" not in result.stdout + result.stderr
+    if check.failure is not None:
+        assert any(check.failure in line for line in bangs(cnb)), cnb.stderr
+    assert bangs(cnb) == bangs(classic)
+    validating = [
+        line for line in cnb.stdout.splitlines() if "parse" in line.lower() or "lint" in line
+    ]
+    assert validating == [
+        line for line in classic.stdout.splitlines() if "parse" in line.lower() or "lint" in line
+    ]
 
 
 def test_cache_layer_made_for_another_target_is_emptied(tmp_path: Path) -> None:
@@ -413,17 +516,9 @@ def test_cnb_build_reuses_an_earlier_buildpacks_python_launch_layer(
     """heroku/python's `python` layer (build and launch) puts its python3 first on PATH: the
     runner uses it instead of bundling one."""
     app, layers, platform = example_with_layers(tmp_path)
-    python_layer = layers.parent / "heroku_python/python"
-    (python_layer / "bin").mkdir(parents=True)
-    wrapper = python_layer / "bin/python3"
-    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("python3", path=HOST_PATH)} "$@"\n')
-    wrapper.chmod(0o755)
-    (layers.parent / "heroku_python/python.toml").write_text(
-        "[types]\nbuild = true\nlaunch = true\ncache = true\n"
-    )
-    result = host_build(
-        buildpack, app, layers, WIRED, platform, path=f"{python_layer}/bin:{HOST_PATH}"
-    )
+    path = python_launch_layer(layers.parent)
+    wrapper = layers.parent / "heroku_python/python/bin/python3"
+    result = host_build(buildpack, app, layers, WIRED, platform, path=path)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert f"from an earlier buildpack's layer ({wrapper})" in output
@@ -548,7 +643,7 @@ def test_fir_lifecycle_on_heroku_26_standin_applies_migrations_once(
     # export: the app and the launch layers, at the same paths, into the run root
     run_root = standins.Overlay.create(run_lower, tmp_path / "run")
     run_root.add_host_files(ca_bundle=False)
-    shutil.copytree(upper / "workspace", run_root.upper / "workspace", symlinks=True)
+    lifecycle.export_app(upper / "workspace", run_root.upper / "workspace")
     image_layers = run_root.upper / str(own_layers).lstrip("/")
     assert lifecycle.export_launch_layers(host_layers, image_layers) == ["runner"]
     assert not (run_lower / "usr/bin/python3").exists()
@@ -567,6 +662,17 @@ def test_fir_lifecycle_on_heroku_26_standin_applies_migrations_once(
     assert second.returncode == 0, second.stdout + second.stderr
     assert "up to date" in second.stdout
     assert "Applied" not in second.stdout
+    # The no-op answered from the build's manifest, as on Heroku: it read no migration file.
+    # Proof: garbling one (same size, the image's mtime) goes unnoticed, where reading it would
+    # fail the release ("changed after it was applied").
+    garbled = run_root.upper / "workspace/db/migrations/20260101120000_create_users.up.sql"
+    size = garbled.stat().st_size
+    garbled.write_bytes(b"-" * size)
+    os.utime(garbled, (lifecycle.EXPORTED_MTIME, lifecycle.EXPORTED_MTIME))
+    garbled_release = in_app(run_root, release[0], launch_env, binds)
+    assert garbled_release.returncode == 0, garbled_release.stdout + garbled_release.stderr
+    assert "up to date" in garbled_release.stdout
+    shutil.copyfile(upper / "workspace/db/migrations/20260101120000_create_users.up.sql", garbled)
     status = in_app(run_root, ["heroku-migrate", "status"], launch_env, binds)  # heroku run
     assert status.returncode == 0, status.stdout + status.stderr
     no_python = in_app(run_root, ["sh", "-c", "command -v python3 || echo none"], launch_env)

@@ -214,3 +214,101 @@ def test_a_procfile_that_is_a_folder_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(BuildFailed) as failure:
         procfile.wire(tmp_path / "Procfile")
     assert failure.value.message.startswith("Procfile is a folder")
+
+
+# --------------------------------------------------------------------------------------------
+# Non-ASCII release lines: bytes in, the same bytes out (but for the wiring), valid shell
+
+# Each holds 0x85 in UTF-8 (Latin-1's NEL, a line break to str.splitlines), or is a character
+# str.splitlines or str.strip treats as a break or a blank (NEL, NBSP, U+2028, form feed).
+# Cyrillic ha and Hebrew vav written as escapes (ruff: they look like x and l).
+NON_ASCII = [
+    "Å",
+    "ą",
+    "\u0445",
+    "م",
+    "\u05d5",
+    "😅",
+    "酅",
+    "café",
+    "\u0085",
+    "\u00a0",
+    "\u2028",
+    "\x0c",
+]
+R = RELEASE_COMMAND.encode()
+
+
+# Every wiring path: (name, Procfile before, Procfile after, action); {t} stands for the text,
+# {q} for the text inside single quotes inside `eval '...'`, {R} for the release command.
+WIRING_PATHS: list[tuple[str, bytes, bytes, procfile.WiringAction]] = [
+    ("braces", b"release: echo '{t}' && rake x\n", b"release: {R} && { echo '{t}' && rake x; }\n",
+     "wrapped"),
+    ("eval", b"release: echo '{t}' # {t}\n", b"release: {R} && eval 'echo {q} # {t}'\n", "wrapped"),
+    ("background", b"release: ./{t} &\r\n", b"release: {R} && eval './{t} &'\r\n", "wrapped"),
+    ("wired already", b"release: {R} && { echo '{t}'; }\n", b"release: {R} && { echo '{t}'; }\n",
+     "unchanged"),
+    ("added", b"web: echo '{t}'\r\nworker: {t}",
+     b"web: echo '{t}'\r\nworker: {t}\r\nrelease: {R}\r\n", "added"),
+    ("bom", b"\xef\xbb\xbfrelease: echo {t}\r\nweb: {t}\r\n",
+     b"\xef\xbb\xbfrelease: {R} && { echo {t}; }\r\nweb: {t}\r\n", "wrapped"),
+]  # fmt: skip
+
+
+def _fill(template: bytes, text: str) -> bytes:
+    t = text.encode()
+    return template.replace(b"{q}", b"'\\''" + t + b"'\\''").replace(b"{t}", t).replace(b"{R}", R)
+
+
+def _release_command_is_valid_shell(procfile_bytes: bytes, tmp_path: Path) -> None:
+    (line,) = [
+        li
+        for li in procfile_bytes.split(b"\n")
+        if li.lstrip(b"\xef\xbb\xbf").startswith(b"release:")
+    ]
+    script = tmp_path / "release.sh"
+    script.write_bytes(line.split(b":", 1)[1].rstrip(b"\r") + b"\n")
+    check = subprocess.run(["bash", "-n", str(script)], capture_output=True, check=False)
+    assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.parametrize("text", NON_ASCII)
+def test_non_ascii_release_lines_are_wired_byte_for_byte_on_every_path(
+    tmp_path: Path, text: str
+) -> None:
+    for path, before_template, after_template, action in WIRING_PATHS:
+        before, after = _fill(before_template, text), _fill(after_template, text)
+        folder = tmp_path / path
+        folder.mkdir()
+        wiring, written = _wire(folder, before)
+        assert (path, wiring.action) == (path, action)
+        assert (path, written) == (path, after)
+        _release_command_is_valid_shell(written, folder)
+        if action != "added":
+            assert text in wiring.release_line  # shown as the text it is, not as Latin-1
+        again, rewritten = _wire(folder, None)
+        assert (path, again.action, rewritten) == (path, "unchanged", after)
+
+
+def test_a_procfile_that_is_not_utf8_is_kept_byte_for_byte(tmp_path: Path) -> None:
+    before = b"web: caf\xe9 \x85\xff\r\nrelease: echo \xe9\x85 \x85\r\n"
+    wiring, written = _wire(tmp_path, before)
+    assert wiring.action == "wrapped"
+    assert written == b"web: caf\xe9 \x85\xff\r\nrelease: " + R + b" && { echo \xe9\x85 \x85; }\r\n"
+    _release_command_is_valid_shell(written, tmp_path)
+    assert wiring.release_line == f"release: {RELEASE_COMMAND} && {{ echo \ufffd \ufffd; }}"
+
+
+@pytest.mark.parametrize("name", ["Release", "RELEASE", "rElease"])
+def test_a_capitalised_release_line_is_reported(tmp_path: Path, name: str) -> None:
+    before = f"web: x\n{name}: ./seed\n".encode()
+    wiring, written = _wire(tmp_path, before)
+    assert wiring.action == "added"
+    assert written == before + b"release: " + R + b"\n"
+    assert wiring.miscased == ((2, name),)
+    assert _wire(tmp_path, None)[0].miscased == ((2, name),)  # still there once wired
+
+
+def test_a_lowercase_release_line_is_not_reported_as_capitalised(tmp_path: Path) -> None:
+    wiring, _ = _wire(tmp_path, b"releases: x\nrelease: y\n")
+    assert wiring.miscased == ()

@@ -31,7 +31,7 @@ import pytest
 import standins
 from herokumigrate.buildpack import BuildFailed, stacks, stdlib
 from herokumigrate.source import load_migrations, read_manifest, write_manifest
-from support import EXAMPLE, REPO, Server, assert_no_secret
+from support import EXAMPLE, REPO, Server, assert_no_secret, tree_contents
 
 MB = 1_000_000
 SLUG_SIZE_GOAL = 20 * MB  # issue 10: the bundled interpreter's slug, uncompressed
@@ -175,6 +175,10 @@ class StandInBuild:
     built: Path
     """The built app, as bin/compile left it (host path, in the build root's overlay)."""
     run_root: standins.Overlay
+    warm: subprocess.CompletedProcess[str]
+    """A second compile of the same app with the cache the first left, and no network."""
+    warm_seconds: float
+    warm_built: Path
 
     @property
     def app(self) -> Path:
@@ -204,12 +208,32 @@ def build_on_standin(stack: str, folder: Path) -> StandInBuild:
         env=env,
     )
     seconds = time.monotonic() - started
+    warm_name = f"build_{secrets.token_hex(8)}"
+    shutil.copytree(EXAMPLE, tmp / warm_name)
+    started = time.monotonic()
+    warm = standins.run_in_root(
+        build_root,
+        ["/buildpack/bin/compile", f"/tmp/{warm_name}", "/tmp/cache", "/tmp/env"],
+        env=env,
+        network=False,
+    )
+    warm_seconds = time.monotonic() - started
     run_root = standins.Overlay.create(standins.ensure_root(standin, "run"), folder / "run")
     run_root.add_host_files(ca_bundle=False)
     if compiled.returncode == 0:
         standins.pack_slug(tmp / name, folder / "slug.tgz")
         standins.unpack_slug(folder / "slug.tgz", run_root.upper / "app")
-    return StandInBuild(standin, detect, compiled, seconds, tmp / name, run_root)
+    return StandInBuild(
+        standin,
+        detect,
+        compiled,
+        seconds,
+        tmp / name,
+        run_root,
+        warm,
+        warm_seconds,
+        tmp / warm_name,
+    )
 
 
 @pytest.fixture(scope="module", params=list(standins.STANDINS))
@@ -224,7 +248,10 @@ def standin_build(
         pytest.skip(why_not)
     stack = str(request.param)
     build = build_on_standin(stack, tmp_path_factory.mktemp(stack))
-    print(f"\n{stack} stand-in ({build.standin.suite}): bin/compile {build.seconds:.1f}s")
+    print(
+        f"\n{stack} stand-in ({build.standin.suite}): bin/compile cold {build.seconds:.1f}s, "
+        f"warm {build.warm_seconds:.1f}s (offline)"
+    )
     return build
 
 
@@ -269,6 +296,16 @@ def tables(database_url: str) -> set[str]:
     return {str(row[0]) for row in rows}
 
 
+def gzipped_bytes(app: Path, *parts: str) -> int:
+    """What `parts` of the app add to the slug as Heroku counts it: a gzip'd tar archive."""
+    packed = subprocess.run(
+        ["tar", "--format=gnu", "-czf", "-", "-C", str(app), *parts],
+        capture_output=True,
+        check=True,
+    )
+    return len(packed.stdout)
+
+
 def tree_bytes(path: Path) -> int:
     """`du -sb` of a folder: what it adds to the uncompressed slug."""
     out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True)
@@ -297,9 +334,29 @@ def test_standin_build_detects_and_compiles(standin_build: StandInBuild) -> None
         assert "kind=stack" in record
         assert not (build.app / ".heroku-migrate/python").exists()
     size = tree_bytes(build.app / ".heroku-migrate")
-    print(f"\n{stack.name}: .heroku-migrate is {size / MB:.1f} MB (du -sb)")
+    packed = gzipped_bytes(build.app, ".heroku-migrate", ".profile.d/heroku-migrate.sh")
+    print(
+        f"\n{stack.name}: .heroku-migrate is {size / MB:.1f} MB (du -sb), "
+        f"{packed / MB:.1f} MB gzip'd in the slug (tar czf)"
+    )
     if stack.run_python is None:
         assert size <= SLUG_SIZE_GOAL
+
+
+@pytest.mark.buildpack
+@pytest.mark.standin
+def test_standin_warm_rebuild_is_offline_and_adds_the_same_files(
+    standin_build: StandInBuild,
+) -> None:
+    """A rebuild with the cache the first build left needs no network, and its
+    `.heroku-migrate` holds the same files with the same bytes and modes."""
+    build = standin_build
+    assert build.compile.returncode == 0, build.compile.stdout + build.compile.stderr
+    assert build.warm.returncode == 0, build.warm.stdout + build.warm.stderr
+    assert "downloaded" not in build.warm.stdout
+    assert tree_contents(build.warm_built / ".heroku-migrate") == tree_contents(
+        build.built / ".heroku-migrate"
+    )
 
 
 @pytest.mark.buildpack

@@ -21,6 +21,7 @@ from herokumigrate.config import (
     unknown_env_settings,
 )
 from herokumigrate.errors import EXIT_MIGRATION_FAILED, EXIT_OK, BadInput, MigrateError
+from herokumigrate.libraries import unloadable_library
 from herokumigrate.output import Output
 
 if TYPE_CHECKING:
@@ -69,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         output.error("Interrupted; an open transaction was rolled back by the server.")
         return 130
     except Exception as exc:  # the one place that reports bugs: one redacted line, no traceback
+        environment = unloadable_library(exc, os.environ)
+        if environment is not None:  # LD_LIBRARY_PATH or the stack, not a bug
+            output.error(*environment.lines())
+            return environment.exit_code
         message = " ".join(str(exc).split())
         output.error(
             f"internal error in heroku-migrate: {type(exc).__name__}: {message} "

@@ -38,6 +38,7 @@ HISTORY_LOG_SUFFIX = "_log"
 # "Adopting golang-migrate, dbmate or goose"). golang-migrate's is a URL parameter (database.py).
 TOOL_TABLE_VARS = {"dbmate": "DBMATE_MIGRATIONS_TABLE", "goose": "GOOSE_TABLE"}
 _PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
+_CONFIG_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -75,6 +76,7 @@ class Setting(NamedTuple):
     max_bytes: int | None = None  # identifiers: at most this many UTF-8 bytes (per part)
     max_bytes_reason: str = ""
     qualified_identifier: bool = False  # `[schema.]name` of letters, digits, `_` and `$`
+    names_config_var: bool = False  # the name of a config var (never its value, e.g. a URL)
     flag: bool = True  # also a command-line flag; False: read by the buildpack only
 
     @property
@@ -119,6 +121,7 @@ def _setting(
     max_bytes: int | None = None,
     max_bytes_reason: str = "",
     qualified_identifier: bool = False,
+    names_config_var: bool = False,
     flag: bool = True,
 ) -> _T:
     """A `Config` field that is a setting: its default plus how it is parsed and documented
@@ -132,6 +135,7 @@ def _setting(
         max_bytes=max_bytes,
         max_bytes_reason=max_bytes_reason,
         qualified_identifier=qualified_identifier,
+        names_config_var=names_config_var,
         flag=flag,
     )
     return field(default=default, metadata={"setting": spec})
@@ -143,7 +147,9 @@ class Config:
 
     path: str = _setting("db/migrations", "folder holding the migrations, relative to the app root")
     database_url_var: str = _setting(
-        "DATABASE_URL", "config var holding the database URL (e.g. HEROKU_POSTGRESQL_RED_URL)"
+        "DATABASE_URL",
+        "config var holding the database URL (e.g. HEROKU_POSTGRESQL_RED_URL)",
+        names_config_var=True,
     )
     history_schema: str = _setting(
         "public", "schema of the history table", max_bytes=PG_MAX_IDENTIFIER_BYTES
@@ -277,6 +283,8 @@ def _convert(key: str, raw: object, origin: str) -> object:
         )
     if isinstance(value, str) and setting.kind is str and setting.max_bytes is not None:
         _check_identifier(setting, value, origin)
+    if isinstance(value, str) and setting.names_config_var:
+        _check_config_var_name(setting, value, origin)
     return value
 
 
@@ -335,6 +343,25 @@ def _check_identifier(setting: Setting, value: str, origin: str, key: str = "") 
                 fix=f"Set {key} to a name of at most {limit} bytes (PostgreSQL cuts identifiers "
                 f"at {PG_MAX_IDENTIFIER_BYTES} bytes{why}).",
             )
+
+
+def is_config_var_name(value: str) -> bool:
+    """Whether `value` is a config var's name as Heroku advises them: letters, digits and `_`."""
+    return _CONFIG_VAR_NAME.match(value) is not None
+
+
+def _check_config_var_name(setting: Setting, value: str, origin: str) -> None:
+    """A config var's name (`is_config_var_name`). The value is never shown: given a URL
+    instead of a name, it holds a password."""
+    if is_config_var_name(value):
+        return
+    what = "a URL" if "://" in value else "something that is not a config var's name"
+    raise BadInput(
+        f"{origin}: {setting.name} holds {what}; it must name the config var that holds the "
+        "database URL",
+        fix=f"Set {setting.env_var} to that config var's name, not to its value: e.g. "
+        f"{setting.env_var}=HEROKU_POSTGRESQL_RED_URL (`heroku config` lists them).",
+    )
 
 
 def _show(raw: object) -> str:

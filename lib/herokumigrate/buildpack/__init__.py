@@ -11,6 +11,7 @@ from herokumigrate.errors import MigrateError
 
 SLUG_DIR = ".heroku-migrate"
 """Everything the build adds lives under this folder of the app (plus `.profile.d` and Procfile)."""
+BUILDPACK_URL = "https://github.com/heroku-buildpack-migrate/heroku-buildpack-migrate"
 
 
 class BuildFailed(MigrateError):

@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,15 +16,16 @@ from pathlib import Path
 
 import herokumigrate
 from herokumigrate.buildpack import (
+    BUILDPACK_URL,
     SLUG_DIR,
-    BuildFailed,
     checksums,
     envdir,
     interpreter,
     launcher,
     wheels,
 )
-from herokumigrate.buildpack.lintstep import check_release_safety
+from herokumigrate.buildpack.checks import MANIFEST, RUNNER_SOURCE, check_migrations, read_settings
+from herokumigrate.buildpack.heroku_ci import check_ci_settings
 from herokumigrate.buildpack.procfile import (
     RELEASE_COMMAND,
     LanguageBuildpack,
@@ -37,15 +36,11 @@ from herokumigrate.buildpack.procfile import (
     wire,
 )
 from herokumigrate.buildpack.stacks import check as check_stack
-from herokumigrate.config import CONFIG_FILE, Config, load_config, unknown_env_settings
-from herokumigrate.errors import EXIT_BAD_INPUT
+from herokumigrate.config import CONFIG_FILE, Config
 from herokumigrate.output import Output
 
-RUNNER_SOURCE = Path(herokumigrate.__file__).parent
 BUILDPACK_DIR = RUNNER_SOURCE.parent.parent
-BUILDPACK_URL = "https://github.com/heroku-buildpack-migrate/heroku-buildpack-migrate"
 
-MANIFEST = "manifest.json"  # the validated folder, read by the release (source.read_manifest)
 WORTH_TIMING = 1.0  # seconds: a step that took less says nothing by its duration
 # Files by which heroku/python recognises an app (its bin/detect).
 PYTHON_APP_MARKERS = (
@@ -70,11 +65,15 @@ def _step(out: Output, title: str) -> Iterator[None]:
         out.detail(f"(took {seconds:.1f}s)")
 
 
-def compile_app(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) -> None:
-    """Run every compile step; raises `MigrateError` (explained) when the build must fail."""
+def compile_app(
+    build_dir: Path, cache_dir: Path, env_dir: Path, out: Output, *, heroku_ci: bool = False
+) -> None:
+    """Run every compile step; raises `MigrateError` (explained) when the build must fail.
+    For Heroku CI (`bin/test-compile`), the same build without the release-phase wiring: CI has
+    no release phase."""
     check_stack(os.environ.get("STACK", ""))  # an unsupported stack stops the build at once
     with usable_cache(cache_dir, out) as cache_root:
-        _compile(build_dir, cache_root, env_dir, out)
+        _compile(build_dir, cache_root, env_dir, out, heroku_ci=heroku_ci)
 
 
 @contextmanager
@@ -99,7 +98,9 @@ def usable_cache(cache_dir: Path, out: Output) -> Iterator[Path]:
     yield cache_dir
 
 
-def _compile(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) -> None:
+def _compile(
+    build_dir: Path, cache_dir: Path, env_dir: Path, out: Output, *, heroku_ci: bool
+) -> None:
     started = time.monotonic()
     slug = build_dir / SLUG_DIR
     cache = cache_dir / "heroku-migrate"
@@ -111,10 +112,8 @@ def _compile(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) -> No
     with _step(out, "Reading settings"):
         config = read_settings(build_dir, settings, wheel_files, out)
 
-    manifest = cache / MANIFEST
     with _step(out, f"Validating migrations in {config.path}"):
-        validate(build_dir, config, settings, wheel_files, manifest=manifest, out=out)
-        check_release_safety(build_dir, config, settings, cache, out)
+        manifest = check_migrations(build_dir, config, settings, wheel_files, cache=cache, out=out)
 
     with _step(out, "Choosing the Python for the release phase"):
         if slug.exists():
@@ -134,13 +133,22 @@ def _compile(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) -> No
         normalise_modes(slug)
         out.detail(f"{launcher.LAUNCHER} (on PATH on dynos: heroku run heroku-migrate status)")
 
-    wire_release_phase(build_dir, config, settings, out)
+    if heroku_ci:
+        out.step("Heroku CI has no release phase: the Procfile is left as it is")
+    else:
+        wire_release_phase(build_dir, config, settings, out)
+        check_ci_settings(build_dir, out)
 
     size = _tree_size(slug) + _tree_size(build_dir / launcher.PROFILE_SCRIPT)
     out.step(
         f"heroku-migrate installed in {time.monotonic() - started:.1f}s "
         f"({size / 1e6:.1f} MB in {SLUG_DIR}/)"
     )
+    _python_app_hint(build_dir, python, out)
+
+
+def _python_app_hint(build_dir: Path, python: interpreter.ReleasePython, out: Output) -> None:
+    """A Python app built before heroku/python carries a second interpreter: say how not to."""
     if python.kind == "bundled" and any((build_dir / m).is_file() for m in PYTHON_APP_MARKERS):
         bundled = _tree_size(build_dir / interpreter.BUNDLE_DIR)
         out.detail(
@@ -241,102 +249,6 @@ def _runtime_key(python: interpreter.ReleasePython, wheel_files: list[Path]) -> 
     return digest.hexdigest()[:16]
 
 
-def _one_line(value: str) -> str:
-    """A config var's value as one printable line: quoted and escaped when it needs it."""
-    value = value.strip()
-    return value if value.isprintable() else repr(value)
-
-
-def read_settings(
-    build_dir: Path, settings: dict[str, str], wheel_files: list[Path], out: Output
-) -> Config:
-    """The app's settings from its config vars and `migrate.toml`, checked now rather than at
-    release time. Only the values of known settings are printed: a `MIGRATE_*` variable that is
-    not one may hold anything, a password included."""
-    # A pure-Python wheel is a zip archive Python imports from: tomli for Python 3.10.
-    sys.path.extend(str(path) for path in wheel_files if str(path) not in sys.path)
-    unknown = unknown_env_settings(settings)
-    for name in unknown:
-        out.add_secret(settings[name])
-    for name, value in settings.items():
-        if name not in unknown:
-            out.detail(f"{name}={_one_line(value)} (config var)")
-    for name in unknown:
-        out.warn(f"Config var {name} is not a heroku-migrate setting; it is ignored.")
-    if (build_dir / CONFIG_FILE).is_file():
-        out.detail(f"{CONFIG_FILE} found")
-    return load_config(build_dir, settings)
-
-
-def validate(
-    build_dir: Path,
-    config: Config,
-    settings: dict[str, str],
-    wheel_files: list[Path],
-    *,
-    manifest: Path,
-    out: Output,
-) -> None:
-    """Run the runner's offline `validate` on the app's migration files, with the settings from
-    the config vars (the dependencies are imported straight from their wheels). It writes the
-    manifest that lets a release with nothing pending skip reading the files."""
-    if not config.migrations_dir.is_dir():
-        origin = (
-            f"the {config.env_name('path')} config var"
-            if settings.get(config.env_name("path"), "").strip()
-            else f"`path` in {CONFIG_FILE}"
-            if (build_dir / CONFIG_FILE).is_file()
-            else "the default"
-        )
-        raise BuildFailed(
-            f"The migrations folder {config.path}/ does not exist (set by {origin}).",
-            fix=f"Create it with your first migration (mkdir -p {config.path}, add e.g. "
-            f"{config.path}/1_create_users.up.sql, commit), or point `path` in {CONFIG_FILE} "
-            "at the folder that holds your migrations.",
-        )
-    env = interpreter.build_env()
-    # Only real settings: the others were reported already, and may hold anything.
-    unknown = set(unknown_env_settings(settings))
-    env.update((name, value) for name, value in settings.items() if name not in unknown)
-    env["PYTHONPATH"] = os.pathsep.join([str(RUNNER_SOURCE.parent), *map(str, wheel_files)])
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["NO_COLOR"] = "1"
-    # `-c` rather than `-m`, with sys.path[0] (the app's directory) removed: an app file must
-    # not shadow a module of the runner.
-    code = (
-        "import sys; del sys.path[0]; import runpy; "
-        "runpy.run_module('herokumigrate', run_name='__main__', alter_sys=True)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-s", "-c", code, "validate", "--manifest", str(manifest)],
-        cwd=build_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    # Its report belongs under this step: its own `-----> ` line becomes a detail.
-    for line in result.stdout.splitlines():
-        out.detail(line.removeprefix("-----> ").strip())
-    # On success, what it printed on stderr are its warnings (protected settings changed).
-    bang = out.warn if result.returncode == 0 else out.error
-    for line in result.stderr.splitlines():
-        bang(line.removeprefix(" !     "))
-    if result.returncode == EXIT_BAD_INPUT:
-        raise BuildFailed(
-            "The build stopped because of the problem above, so that it cannot fail your release.",
-            fix="Fix what it names, commit, and push again. "
-            "Check locally with: heroku-migrate validate",
-        )
-    if result.returncode != 0:
-        raise BuildFailed(f"heroku-migrate validate failed with exit status {result.returncode}.")
-    if not any(config.migrations_dir.glob("*.sql")):
-        out.detail(
-            f"{config.path}/ holds no migration yet: the release phase has nothing to apply "
-            f"until you add one (e.g. {config.path}/1_create_users.up.sql)."
-        )
-
-
 def wire_release_phase(
     build_dir: Path, config: Config, settings: dict[str, str], out: Output
 ) -> None:
@@ -366,6 +278,13 @@ def wire_release_phase(
                 "the same lines plus the release line (the target is unchanged)"
             )
         out.detail(wiring.release_line)
+        for number, name in wiring.miscased:
+            out.warn(
+                f"Procfile line {number} declares `{name}:`, which Heroku never runs in the "
+                "release phase: process types are case-sensitive, only `release:` is.",
+                f"If that command should run at each release, rename `{name}:` to `release:` and "
+                "push again: the build then runs it after the migrations succeed.",
+            )
         language = default_web_at_risk(build_dir, wiring)
         if language is not None:
             out.warn(*_web_process_advice(language, wiring))

@@ -52,3 +52,28 @@ buildpack::run_step() {
 	exec "${python}" -E -s -c 'import sys; sys.path[0] = sys.argv.pop(1); from herokumigrate.buildpack.main import main; sys.exit(main(sys.argv[1:]))' \
 		"${BUILDPACK_LIB_DIR}" "$@"
 }
+
+# bin/test (Heroku CI, when app.json sets no `test` script), with the app's config vars and
+# .profile.d loaded: `heroku-migrate up` with the runner bin/test-compile installed, which tests
+# that the migrations apply to the CI database from scratch. The runner brings its own Python, so
+# nothing here needs the build image's. With no database attached, the files are checked alone.
+buildpack::ci_test() {
+	if [[ $# -ne 2 ]]; then
+		echo " !     Usage: bin/test BUILD_DIR ENV_DIR" >&2
+		exit 2
+	fi
+	local runner="$1/.heroku-migrate/bin/heroku-migrate" url_var=${MIGRATE_DATABASE_URL_VAR:-DATABASE_URL}
+	if [[ ! -x "${runner}" ]]; then
+		echo " !     heroku-migrate is not installed in $1: Heroku CI did not build with this buildpack." >&2
+		echo " !     List it in app.json's buildpacks, after the app's language buildpack (docs/heroku-ci.md)." >&2
+		exit 1
+	fi
+	trap - ERR
+	# A name that is no variable's is left to the runner, which explains it.
+	if [[ ! "${url_var}" =~ ^[A-Za-z_][A-Za-z0-9_]*$ || -n "${!url_var:-}" ]]; then
+		exec "${runner}" up
+	fi
+	echo "-----> No ${url_var} in this test run: checking the migration files without a database"
+	echo "       (add \"heroku-postgresql:in-dyno\" to app.json's environments.test.addons to apply them)"
+	exec "${runner}" validate
+}

@@ -6,8 +6,11 @@ layers instead of the slug.
   unchanged; `bin/heroku-migrate` links to the launcher, and the lifecycle puts every launch
   layer's `bin/` on PATH, which is how heroku/release-phase's `heroku-migrate up` and
   `heroku run heroku-migrate status` find it.
-- `cache` (cache only): the downloaded wheels, the bundled interpreter and the compiled runner,
-  restored by the lifecycle on the next build, so a rebuild needs no network.
+- `cache` (cache only): the downloaded wheels, the parser, the bundled interpreter, the compiled
+  runner and the lint's record of the files it checked, restored by the lifecycle on the next
+  build, so a rebuild needs no network and lints only the new migrations.
+
+The checks are the classic build's own (`checks`): the same settings, parser and lint.
 
 Config vars come from `<platform>/env/` (one file per variable), read as data. The Procfile is
 never touched: the release command is declared in detect's plan (see `cnb_plan`).
@@ -25,6 +28,7 @@ from pathlib import Path
 import herokumigrate
 from herokumigrate.buildpack import SLUG_DIR, BuildFailed, envdir, interpreter, launcher, wheels
 from herokumigrate.buildpack import build as classic
+from herokumigrate.buildpack.checks import MANIFEST, check_migrations, read_settings
 from herokumigrate.buildpack.cnb_plan import (
     RELEASE_PHASE_BUILDPACK,
     Wiring,
@@ -36,6 +40,9 @@ from herokumigrate.output import Output
 RUNNER_LAYER = "runner"
 CACHE_LAYER = "cache"
 TARGET_RECORD = "target.txt"  # in the cache layer: what its contents were built for
+# The lifecycle exports every file of the image, the app's included, with this mtime
+# (1980-01-01T00:00:01Z, lifecycle's archive.NormalizingTarWriter).
+EXPORTED_MTIME = 315532801
 SUPPORTED_ARCHES = ("amd64", "arm64")
 
 
@@ -159,6 +166,18 @@ def choose_python(
     return interpreter.bundle(runner / interpreter.BUNDLE_DIR, cache, out)
 
 
+def as_exported(migrations_dir: Path) -> None:
+    """Give the migration files the mtime the exported image will give them, so that the
+    manifest (which records it) matches them at release and a release with nothing pending
+    skips reading them, as on Heroku. A file that cannot be touched keeps its mtime: the
+    release then reads the files, which is slower, never wrong."""
+    for path in migrations_dir.glob("*.sql"):
+        try:
+            os.utime(path, (EXPORTED_MTIME, EXPORTED_MTIME), follow_symlinks=False)
+        except OSError:
+            continue
+
+
 def build(
     app_dir: Path, layers_dir: Path, plan_path: Path, platform_dir: Path, out: Output
 ) -> None:
@@ -174,19 +193,19 @@ def build(
     wheel_files = [wheels.fetch(pinned, cache / "wheels", out) for pinned in wheels.PINNED]
 
     out.step("Reading settings")
-    config = classic.read_settings(app_dir, settings, wheel_files, out)
+    config = read_settings(app_dir, settings, wheel_files, out)
     wiring = wiring_from_plan(read_buildpack_plan(plan_path), platform_dir)
 
     out.step(f"Validating migrations in {config.path}")
-    classic.validate(
-        app_dir, config, settings, wheel_files, manifest=cache / classic.MANIFEST, out=out
-    )
+    as_exported(config.migrations_dir)
+    manifest = check_migrations(app_dir, config, settings, wheel_files, cache=cache, out=out)
 
     out.step("Choosing the Python for the release phase")
     runner = layers_dir / RUNNER_LAYER
     if runner.exists():
         shutil.rmtree(runner)
     (runner / SLUG_DIR).mkdir(parents=True)
+    shutil.copyfile(manifest, runner / SLUG_DIR / MANIFEST)
     classic.discard_damaged_bundles(cache, out)
     python = choose_python(layers_dir, runner, cache_layer, out)
     classic.record_bundles(cache)

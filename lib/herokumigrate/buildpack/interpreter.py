@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from herokumigrate.buildpack import SLUG_DIR, BuildFailed, stacks, stdlib, wheels
+from herokumigrate.buildpack import SLUG_DIR, BuildFailed, checksums, stacks, stdlib, wheels
 from herokumigrate.output import Output
 
 MINIMUM_VERSION = (3, 10)
@@ -233,7 +233,9 @@ def bundle(destination: Path, cache_dir: Path, out: Output) -> ReleasePython:
     if destination.exists():
         shutil.rmtree(destination)
     copy_tree(cached, destination)
-    (destination / ".complete").unlink()
+    # The cache's own bookkeeping stays there: a warm build's slug holds exactly the cold one's.
+    for bookkeeping in (".complete", checksums.RECORD):
+        (destination / bookkeeping).unlink(missing_ok=True)
     library_path = f"{BUNDLE_DIR}/lib" if any(destination.glob("lib/*.so*")) else ""
     # The build's own interpreter is the same one: it precompiles the runner for the bundle.
     return ReleasePython("bundled", f"{BUNDLE_DIR}/bin/python3", version, executable, library_path)

@@ -49,9 +49,6 @@ fi
 if [[ -n "${library_path}" ]]; then
 	export LD_LIBRARY_PATH="${app}/${library_path}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
 fi
-# Only the runner and its pinned dependencies: not the app's PYTHONPATH, not site-packages (-S),
-# not the current directory (dropped from sys.path, so an app file cannot shadow a module).
-export PYTHONPATH="${home}/lib:${home}/site"
 # Relative settings (the migrations folder, migrate.toml) are resolved against the app, wherever
 # the command is run from (`cd db && heroku-migrate status`).
 export HEROKU_MIGRATE_APP_ROOT="${app_root:-${app}}"
@@ -59,6 +56,13 @@ if [[ -f "${home}/manifest.json" ]]; then
 	# What the build validated: lets a release with nothing pending skip reading every file.
 	export HEROKU_MIGRATE_MANIFEST="${home}/manifest.json"
 fi
-unset PYTHONHOME PYTHONPYCACHEPREFIX PYTHONOPTIMIZE PYTHONSTARTUP PYTHONSAFEPATH
-# The entry point imported directly (not through runpy, whose import costs a no-op release ~3 ms).
-exec "${python}" -S -c 'import sys; del sys.path[0]; from herokumigrate.cli import main; sys.exit(main())' "$@"
+# Isolated from the app's Python: every PYTHON* variable is unset (the app's PYTHONPATH and
+# PYTHONHOME, PYTHONINSPECT, PYTHONVERBOSE, ...: even with -I, CPython still reads
+# PYTHONEXECUTABLE to find its own files), and -I ignores them anyway, with the user's
+# site-packages and the current directory, so an app file cannot shadow a module; -S skips
+# site-packages too. Only the runner and its pinned dependencies are importable: their folders,
+# passed as the first two arguments, go first on sys.path. The entry point is imported directly
+# (not through runpy, whose import costs a no-op release ~3 ms).
+unset "${!PYTHON@}"
+exec "${python}" -I -S -c 'import sys; sys.path[:0] = sys.argv[1:3]; del sys.argv[1:3]; from herokumigrate.cli import main; sys.exit(main())' \
+	"${home}/lib" "${home}/site" "$@"

@@ -60,7 +60,7 @@ def _test_compile(args: Sequence[str], out: BuildOutput) -> int:
     usage = "bin/test-compile BUILD_DIR CACHE_DIR ENV_DIR"
     build_dir, cache_dir, env_dir = _paths(args, usage)
     out.show_relative_to(build_dir)
-    compile_app(build_dir, cache_dir, env_dir, out)
+    compile_app(build_dir, cache_dir, env_dir, out, heroku_ci=True)
     explain_test_setup(build_dir, out)
     return 0
 

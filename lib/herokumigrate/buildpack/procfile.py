@@ -1,9 +1,10 @@
 """Wire the release phase in the app's Procfile.
 
 Only the last buildpack's `bin/release` counts, so a `release` default process type would depend
-on buildpack order; the Procfile, read from the compiled slug, does not. Every line other than
-`release:` is kept byte for byte (the file is handled as Latin-1, which maps every byte to one
-character and back), and so are the line endings.
+on buildpack order; the Procfile, read from the compiled slug, does not. The Procfile is handled
+as bytes: lines end at `\\n` only (a `\\r` before it stays where it is), and every line other than
+`release:` is kept byte for byte, whatever its encoding. Text is decoded as UTF-8 only to match
+commands and to show them in the build log.
 
 The Procfile is written by replacing it (a new file renamed over it), never through a symbolic
 link: a link into the app is replaced by a regular file with the target's lines (the target is
@@ -24,9 +25,12 @@ from typing import Literal
 from herokumigrate.buildpack import SLUG_DIR, BuildFailed
 
 RELEASE_COMMAND = f"./{SLUG_DIR}/bin/heroku-migrate up"
-# A UTF-8 byte order mark decodes to these three characters in Latin-1.
-_RELEASE_LINE = re.compile(r"^(\xef\xbb\xbf)?([ \t]*release[ \t]*:[ \t]*)(.*?)([ \t]*)(\r?)$")
+_RELEASE_LINE = re.compile(rb"^(\xef\xbb\xbf)?([ \t]*release[ \t]*:[ \t]*)(.*?)([ \t]*)(\r?)$")
+# A process type spelled `Release:` or `RELEASE:`: not the release phase (process types are
+# case-sensitive), which the build warns about.
+_MISCASED_RELEASE = re.compile(rb"^(?:\xef\xbb\xbf)?[ \t]*(release)[ \t]*:", re.IGNORECASE)
 _GOLANG_MIGRATE_RECIPE = re.compile(r"migration\.sh|\bmigrate\b.*-database|\bdown\s+--?all\b")
+_BLANKS = " \t"  # what Procfile lines are trimmed of: never a Unicode space or line separator
 
 WiringAction = Literal["created", "added", "wrapped", "unchanged"]
 """`created` (no Procfile), `added` (no release line), `wrapped` (migrations now run before the
@@ -35,7 +39,8 @@ existing release command), `unchanged` (the release line already runs `heroku-mi
 
 @dataclass(frozen=True)
 class Wiring:
-    """What `wire` did: the release line now in the Procfile, and how it got there."""
+    """What `wire` did: the release line now in the Procfile, and how it got there (as text to
+    show: bytes that are not UTF-8 appear as U+FFFD)."""
 
     action: WiringAction
     release_line: str
@@ -43,6 +48,23 @@ class Wiring:
     """The release command that was there before, if any."""
     replaced_link: str = ""
     """The target of the symbolic link the Procfile was, when it was replaced by a file."""
+    miscased: tuple[tuple[int, str], ...] = ()
+    """(line number, name) of each `Release:`-like line, which Heroku does not run in the release
+    phase: process types are case-sensitive."""
+
+
+def _text(raw: bytes) -> str:
+    """Bytes as text that encodes back to the same bytes (`_raw`), whatever they hold."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _shown(raw: bytes) -> str:
+    """Bytes as text for the build log."""
+    return raw.decode("utf-8", "replace")
 
 
 def chain(existing: str) -> str:
@@ -52,13 +74,13 @@ def chain(existing: str) -> str:
     failure) when the migrations failed. A command that may hold a `#` comment, or ends in `&`, is
     passed to `eval` in single quotes instead, which bash parses exactly like the original line.
     """
-    command = existing.strip()
+    command = existing.strip(_BLANKS)
     if command.endswith(";") and not command.endswith(";;"):
-        command = command[:-1].rstrip()
+        command = command[:-1].rstrip(_BLANKS)
     if not command:
         return RELEASE_COMMAND
     if "#" in command or command.endswith("&"):
-        quoted = "'" + existing.strip().replace("'", "'\\''") + "'"
+        quoted = "'" + existing.strip(_BLANKS).replace("'", "'\\''") + "'"
         return f"{RELEASE_COMMAND} && eval {quoted}"
     return f"{RELEASE_COMMAND} && {{ {command}; }}"
 
@@ -105,8 +127,8 @@ def looks_like_golang_migrate_recipe(command: str) -> bool:
     return _GOLANG_MIGRATE_RECIPE.search(command) is not None
 
 
-def _read(procfile: Path) -> tuple[str | None, str]:
-    """The Procfile's text (None when there is none) and the link target it came through."""
+def _read(procfile: Path) -> tuple[bytes | None, str]:
+    """The Procfile's bytes (None when there is none) and the link target it came through."""
     try:
         info = procfile.lstat()
     except FileNotFoundError:
@@ -118,7 +140,7 @@ def _read(procfile: Path) -> tuple[str | None, str]:
             "phase yourself.",
         )
     if not stat.S_ISLNK(info.st_mode):
-        return procfile.read_bytes().decode("latin-1"), ""
+        return procfile.read_bytes(), ""
     link = os.readlink(procfile)
     app = procfile.parent.resolve()
     target = procfile.resolve()
@@ -129,56 +151,67 @@ def _read(procfile: Path) -> tuple[str | None, str]:
             fix="Commit the Procfile as a regular file (git rm Procfile, then add the file), or "
             "set MIGRATE_RELEASE_PHASE=false and wire the release phase yourself.",
         )
-    return target.read_bytes().decode("latin-1"), link
+    return target.read_bytes(), link
 
 
-def _write(procfile: Path, text: str) -> None:
-    """Replace the Procfile (never writing through a link) with `text`, mode 0644."""
+def _write(procfile: Path, content: bytes) -> None:
+    """Replace the Procfile (never writing through a link) with `content`, mode 0644."""
     scratch = procfile.with_name(".Procfile.heroku-migrate")
     scratch.unlink(missing_ok=True)
     descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(descriptor, "wb") as stream:
-        stream.write(text.encode("latin-1"))
+        stream.write(content)
     os.chmod(scratch, 0o644)
     os.replace(scratch, procfile)
 
 
+def _miscased(lines: list[bytes]) -> tuple[tuple[int, str], ...]:
+    """(line number, name) of each process type that spells `release` with capitals."""
+    found = []
+    for number, line in enumerate(lines, 1):
+        match = _MISCASED_RELEASE.match(line)
+        if match is not None and match.group(1) != b"release":
+            found.append((number, _shown(match.group(1))))
+    return tuple(found)
+
+
 def wire(procfile: Path) -> Wiring:
     """Make the Procfile's `release:` run the migrations first; see `WiringAction`."""
-    text, link = _read(procfile)
-    if text is None:
-        line = f"release: {RELEASE_COMMAND}"
-        _write(procfile, line + "\n")
-        return Wiring("created", line)
-    lines = text.splitlines(keepends=True)
+    content, link = _read(procfile)
+    added_line = f"release: {RELEASE_COMMAND}"
+    if content is None:
+        _write(procfile, _raw(added_line) + b"\n")
+        return Wiring("created", added_line)
+    lines = content.split(b"\n")
+    miscased = _miscased(lines)
     found: Wiring | None = None
-    for index, raw in enumerate(lines):
-        body = raw.rstrip("\n")
-        match = _RELEASE_LINE.match(body)
+    for index, line in enumerate(lines):
+        match = _RELEASE_LINE.match(line)
         if match is None:
             continue
         bom, prefix, command, _trailing, cr = match.groups()
-        if is_wired(command):
-            found = found or Wiring("unchanged", (prefix + command).strip(), command)
+        if is_wired(_text(command)):
+            shown = _shown(prefix + command).strip(_BLANKS)
+            found = found or Wiring("unchanged", shown, _shown(command), miscased=miscased)
             continue
-        if not command.strip() and prefix.endswith(":"):
-            prefix += " "  # `release:` alone: `release: ./…`, not `release:./…`
-        new_body = f"{bom or ''}{prefix}{chain(command)}{cr}"
-        lines[index] = new_body + raw[len(body) :]
-        found = Wiring("wrapped", (prefix + chain(command)).strip(), command, link)
+        if not command and prefix.endswith(b":"):
+            prefix += b" "  # `release:` alone: `release: ./…`, not `release:./…`
+        chained = _raw(chain(_text(command)))
+        lines[index] = (bom or b"") + prefix + chained + cr
+        shown = _shown(prefix + chained).strip(_BLANKS)
+        found = Wiring("wrapped", shown, _shown(command), link, miscased)
     if found is not None:
         if found.action == "wrapped":
-            _write(procfile, "".join(lines))
+            _write(procfile, b"\n".join(lines))
         return found
-    newline = "\r\n" if "\r\n" in text else "\n"
-    if text and not text.endswith("\n"):
-        text += newline
-    line = f"release: {RELEASE_COMMAND}"
-    _write(procfile, text + line + newline)
-    return Wiring("added", line, replaced_link=link)
+    newline = b"\r\n" if b"\r\n" in content else b"\n"
+    if content and not content.endswith(b"\n"):
+        content += newline
+    _write(procfile, content + _raw(added_line) + newline)
+    return Wiring("added", added_line, replaced_link=link, miscased=miscased)
 
 
-_WEB_LINE = re.compile(r"^(\xef\xbb\xbf)?[ \t]*web[ \t]*:", re.MULTILINE)
+_WEB_LINE = re.compile(rb"^(\xef\xbb\xbf)?[ \t]*web[ \t]*:", re.MULTILINE)
 
 DefaultWebSource = Literal["procfile", "release"]
 """How a language buildpack supplies a default `web` process: by writing a Procfile during its
@@ -217,8 +250,8 @@ def default_web_at_risk(build_dir: Path, wiring: Wiring) -> LanguageBuildpack | 
     defaults come from their `bin/release`, which counts only for the last buildpack.
     """
     procfile = build_dir / "Procfile"
-    text = procfile.read_bytes().decode("latin-1") if procfile.is_file() else ""
-    if _WEB_LINE.search(text):
+    content = procfile.read_bytes() if procfile.is_file() else b""
+    if _WEB_LINE.search(content):
         return None
     for language in LANGUAGE_BUILDPACKS:
         if not (build_dir / language.marker).is_file():
