@@ -25,11 +25,9 @@ from herokumigrate.pgparse import ParsedSection, ParsedStatement
 from herokumigrate.sqlsplit import NO_TRANSACTION, TRANSACTION_CONTROL
 
 if TYPE_CHECKING:
-    from herokumigrate.source import Migration
+    from herokumigrate.migration import Migration
 
 Category = Literal["breaks the running release", "blocks the table", "risky shape"]
-LintMode = Literal["warn", "error", "off"]
-LINT_MODES: tuple[LintMode, ...] = ("warn", "error", "off")
 ALLOW_DIRECTIVE = "heroku-migrate:allow"
 _ALLOW_RE = re.compile(r"heroku-migrate:allow\b([^\n]*)")
 _COMMENT_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})

@@ -88,10 +88,10 @@ def main() -> None:
 
         def cold() -> None:
             (cache / lintstep.STATE_FILE).unlink(missing_ok=True)
-            lintstep.check_release_safety(app, config, {}, cache, quiet)
+            lintstep.check_release_safety(app, config, cache, quiet)
 
         def warm() -> None:
-            lintstep.check_release_safety(app, config, {}, cache, quiet)
+            lintstep.check_release_safety(app, config, cache, quiet)
 
         def load() -> None:
             load_migrations(config.migrations_dir, app)

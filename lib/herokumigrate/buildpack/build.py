@@ -114,7 +114,7 @@ def _compile(build_dir: Path, cache_dir: Path, env_dir: Path, out: Output) -> No
     manifest = cache / MANIFEST
     with _step(out, f"Validating migrations in {config.path}"):
         validate(build_dir, config, settings, wheel_files, manifest=manifest, out=out)
-        check_release_safety(build_dir, config, settings, cache, out)
+        check_release_safety(build_dir, config, cache, out)
 
     with _step(out, "Choosing the Python for the release phase"):
         if slug.exists():
@@ -281,19 +281,7 @@ def validate(
     the config vars (the dependencies are imported straight from their wheels). It writes the
     manifest that lets a release with nothing pending skip reading the files."""
     if not config.migrations_dir.is_dir():
-        origin = (
-            f"the {config.env_name('path')} config var"
-            if settings.get(config.env_name("path"), "").strip()
-            else f"`path` in {CONFIG_FILE}"
-            if (build_dir / CONFIG_FILE).is_file()
-            else "the default"
-        )
-        raise BuildFailed(
-            f"The migrations folder {config.path}/ does not exist (set by {origin}).",
-            fix=f"Create it with your first migration (mkdir -p {config.path}, add e.g. "
-            f"{config.path}/1_create_users.up.sql, commit), or point `path` in {CONFIG_FILE} "
-            "at the folder that holds your migrations.",
-        )
+        raise _no_migrations_folder(build_dir, config, settings)
     env = interpreter.build_env()
     # Only real settings: the others were reported already, and may hold anything.
     unknown = set(unknown_env_settings(settings))
@@ -335,6 +323,23 @@ def validate(
             f"{config.path}/ holds no migration yet: the release phase has nothing to apply "
             f"until you add one (e.g. {config.path}/1_create_users.up.sql)."
         )
+
+
+def _no_migrations_folder(build_dir: Path, config: Config, settings: dict[str, str]) -> BuildFailed:
+    """The error for a migrations folder that does not exist, naming what set its path."""
+    origin = (
+        f"the {config.env_name('path')} config var"
+        if settings.get(config.env_name("path"), "").strip()
+        else f"`path` in {CONFIG_FILE}"
+        if (build_dir / CONFIG_FILE).is_file()
+        else "the default"
+    )
+    return BuildFailed(
+        f"The migrations folder {config.path}/ does not exist (set by {origin}).",
+        fix=f"Create it with your first migration (mkdir -p {config.path}, add e.g. "
+        f"{config.path}/1_create_users.up.sql, commit), or point `path` in {CONFIG_FILE} "
+        "at the folder that holds your migrations.",
+    )
 
 
 def wire_release_phase(

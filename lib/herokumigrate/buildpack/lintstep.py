@@ -14,21 +14,20 @@ from pathlib import Path
 
 from herokumigrate import lint
 from herokumigrate.buildpack import BuildFailed, parser
-from herokumigrate.config import Config
+from herokumigrate.config import Config, LintMode
+from herokumigrate.migration import Migration
 from herokumigrate.output import Output
 from herokumigrate.pgparse import ParsedSection, check_boundaries, parse_section, skips_parsing
-from herokumigrate.source import Migration, load_migrations
+from herokumigrate.source import load_migrations
 
 STATE_FILE = "lint-state.json"
 _STATE_FORMAT = 1
 
 
-def check_release_safety(
-    build_dir: Path, config: Config, config_vars: dict[str, str], cache: Path, out: Output
-) -> None:
+def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Output) -> None:
     """Parse and lint the app's migrations; raises BadInput (a broken file, a split that
     disagrees with PostgreSQL's) or BuildFailed (lint findings with `lint = "error"`)."""
-    mode: lint.LintMode = config.lint.value
+    mode = config.lint
     if not config.parse:
         out.detail(
             "PostgreSQL's parser is off (MIGRATE_PARSE or parse in migrate.toml): "
@@ -42,7 +41,7 @@ def check_release_safety(
     state = cache / STATE_FILE
     previous = _recall(state, config.path)
     new = [m for m in migrations if previous is None or previous.get(str(m.version)) != m.checksum]
-    to_lint = {m.version for m in new} if mode != "off" else set()
+    to_lint = {m.version for m in new} if mode is not LintMode.OFF else set()
     checked: list[ParsedSection] = []
     unparsed = []
     for migration in migrations:
@@ -64,7 +63,7 @@ def check_release_safety(
     )
     if unparsed:
         out.detail(f"Not parsed (-- heroku-migrate:no-parse): {', '.join(unparsed)}")
-    if mode == "off":
+    if mode is LintMode.OFF:
         out.detail("Release-safety lint is off (MIGRATE_LINT or lint in migrate.toml)")
         _remember(state, config.path, migrations)
         return
@@ -72,7 +71,7 @@ def check_release_safety(
         out.detail("No record of a previous build in the cache: every migration counts as new")
     reports = lint.lint_sections(checked, parser=pg_parser)
     problems = _report(reports, len(new), mode, out)
-    if problems and mode == "error":
+    if problems and mode is LintMode.ERROR:
         files = sum(1 for r in reports if r.findings)
         raise BuildFailed(
             f"Release-safety lint: {problems} problem(s) in {files} file(s), listed above; "
@@ -84,12 +83,12 @@ def check_release_safety(
     _remember(state, config.path, migrations)
 
 
-def _report(reports: list[lint.FileReport], new: int, mode: lint.LintMode, out: Output) -> int:
+def _report(reports: list[lint.FileReport], new: int, mode: LintMode, out: Output) -> int:
     """Detail lines grouped by file, with counts; a warning line when something was found."""
     problems = sum(len(r.findings) for r in reports)
     silenced = sum(r.suppressed for r in reports)
     files = sum(1 for r in reports if r.findings)
-    kind = "problem" if mode == "error" else "warning"
+    kind = "problem" if mode is LintMode.ERROR else "warning"
     summary = f"{problems} {kind}(s) in {files} file(s)" if problems else f"no {kind}s"
     allowed = f", {silenced} allowed by comments" if silenced else ""
     out.detail(f"Release-safety lint of {new} new migration(s): {summary}{allowed}")
@@ -109,7 +108,7 @@ def _report(reports: list[lint.FileReport], new: int, mode: lint.LintMode, out: 
             "To allow one on purpose, put a comment naming its rule above the statement: "
             f"-- {lint.ALLOW_DIRECTIVE} {first.rule.id}"
         )
-        if mode == "warn":
+        if mode is LintMode.WARN:
             out.warn(
                 f"Release-safety lint: {summary} (listed under the validate step). "
                 "The build goes on; set MIGRATE_LINT=error to make them fail it."
