@@ -81,9 +81,11 @@ class RunProgress:
 
 class ConnectionLost(NamedTuple):
     """The connection died (terminated backend, network): the server rolled back the open
-    transaction."""
+    transaction; `during_autocommit_run`: the run had statements outside a transaction, one
+    of which may have been in flight."""
 
     error: psycopg.Error
+    during_autocommit_run: bool
 
     def describe(self) -> str:
         """The first line of the error."""
@@ -98,13 +100,21 @@ class RunFailed(Exception):
     """A run stopped: `run` says what it committed (nothing has been compensated yet), `cause`
     why, as golang-migrate's typed errors carry what the caller needs."""
 
-    def __init__(self, run: RunProgress, cause: FailureCause, *, outside: bool) -> None:
+    def __init__(self, run: RunProgress, cause: FailureCause) -> None:
         super().__init__(cause.describe())
         self.run = run
         self.cause = cause
-        # It stopped in (or around) a statement outside a transaction: an INVALID index may
-        # be left, and a lost connection may have let that statement finish.
-        self.outside_transaction = outside
+
+    @property
+    def outside_transaction(self) -> bool:
+        """It stopped in (or around) a statement outside a transaction: an INVALID index may
+        be left, and a lost connection may have let that statement finish."""
+        cause = self.cause
+        if isinstance(cause, StepFailed):
+            return cause.step.statement.kind is NO_TRANSACTION or not cause.step.section.transaction
+        if isinstance(cause, ConnectionLost):
+            return cause.during_autocommit_run
+        return False
 
     @property
     def committed(self) -> list[Migration]:
@@ -151,17 +161,13 @@ class Applier:
         started = time.monotonic()
         try:
             count = sum(self._run_unit(unit, records) for unit in units)
-        except StepFailed as exc:
-            statement = exc.step.statement
-            outside = statement.kind is NO_TRANSACTION or not exc.step.section.transaction
-            raise RunFailed(run, exc, outside=outside) from None
-        except RecordFailed as exc:
-            # Our own bookkeeping failed: the same path as a failing statement of the migration.
-            raise RunFailed(run, exc, outside=False) from None
+        except (StepFailed, RecordFailed) as exc:
+            # Our own bookkeeping failing takes the path of a failing statement of the migration.
+            raise RunFailed(run, exc) from None
         except psycopg.OperationalError as exc:
             # Committed parts still need compensating.
-            outside = any(u.autocommit for u in units)
-            raise RunFailed(run, ConnectionLost(exc), outside=outside) from None
+            lost = ConnectionLost(exc, any(u.autocommit for u in units))
+            raise RunFailed(run, lost) from None
         elapsed = time.monotonic() - started
         self.output.step(f"Applied {count} migration(s) in {elapsed:.2f}s")
         return count
@@ -179,7 +185,7 @@ class Applier:
         try:
             count = self._rehearse(plan, units, observer)
         except StepFailed as exc:
-            raise RunFailed(RunProgress(), exc, outside=False) from None
+            raise RunFailed(RunProgress(), exc) from None
         self.output.step(f"Dry run: {count} migration(s) ran and were rolled back")
         return 0
 

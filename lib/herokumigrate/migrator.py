@@ -12,7 +12,6 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from herokumigrate.checks import Checks
 from herokumigrate.errors import BadInput, MigrateError, MigrationFailed
 from herokumigrate.history import HistoryState, HistoryTable
 from herokumigrate.ledger import Ledger
@@ -134,7 +133,6 @@ class Migrator:
         """`up` (or `plan` with `dry_run`, shown to `observer`). `migrations` may be None when
         the build's manifest gave the `fingerprint`: the files are then read only if the quick
         check finds work."""
-        checks = Checks("plan" if dry_run else "up", self.config, self.output)
         if fingerprint is None:
             assert migrations is not None
             fingerprint = Fingerprint.of(migrations)
@@ -142,6 +140,9 @@ class Migrator:
             # Most releases have nothing to apply: one query answers them.
             if self._ledger(session, fingerprint).matches(session.conn, fingerprint):
                 return UpResult(0, up_to_date=True, recorded=len(fingerprint.migrations))
+            from herokumigrate.checks import Checks  # past the quick check: there is work
+
+            checks = Checks("plan" if dry_run else "up", self.config, self.output)
             files = migrations if migrations is not None else self._load()
             ledger = self._ledger(session, Fingerprint.of(files))
             # Checked before anything is locked or written; then again under the lock, where
@@ -204,6 +205,7 @@ class Migrator:
 
     def down(self, migrations: list[Migration], count: int, *, confirmed: bool) -> DownResult:
         """Revert the `count` newest applied migrations, newest first (only if `confirmed`)."""
+        from herokumigrate.checks import Checks
         from herokumigrate.revert import newest_applied, revert, unconfirmed
 
         Checks("down", self.config, self.output).files(migrations)
@@ -222,6 +224,7 @@ class Migrator:
     def goto(self, migrations: list[Migration], target: str, *, confirmed: bool) -> GotoResult:
         """Revert what is newer than `target` (only if `confirmed`), then apply what is
         pending up to it."""
+        from herokumigrate.checks import Checks
         from herokumigrate.revert import newer_than, revert, unconfirmed
 
         version = _version(target, migrations)

@@ -45,7 +45,7 @@ def read_folder(directory: Path, app_root: Path | None, problems: FileProblems) 
     for entry in list_folder(directory, app_root, problems):
         folder.offer(entry, formats)
     migrations = _of_one_syntax(folder.assemble(), formats, problems)
-    migrations.sort(key=lambda m: m.version)
+    migrations.sort(key=lambda m: m.version.key)
     return migrations
 
 
@@ -55,7 +55,8 @@ class Folder:
     def __init__(self, problems: FileProblems) -> None:
         self.problems = problems
         self._texts: dict[str, str] = {}
-        self._owners: dict[Version, Claim] = {}  # the primary claim that owns each version
+        # The primary claim that owns each version, by its key (hashed in C: thousands of files).
+        self._owners: dict[tuple[object, ...], Claim] = {}
         self._claims: list[tuple[MigrationFormat, Claim]] = []
 
     def text(self, path: SourceFile) -> str:
@@ -67,7 +68,7 @@ class Folder:
 
     def owner(self, version: Version) -> SourceFile | None:
         """The primary entry that owns `version`."""
-        claim = self._owners.get(version)
+        claim = self._owners.get(version.key)
         return claim.entry.path if claim is not None else None
 
     def problem(self, path: SourceFile, error: BadInput) -> None:
@@ -84,9 +85,11 @@ class Folder:
             except BadInput as exc:
                 self.problem(entry.path, exc)
                 return
+            if found is None:
+                continue
             if isinstance(found, Claim):
                 claims.append((fmt, found))
-            elif isinstance(found, Unmarked):
+            else:
                 unmarked.append(found)
         if len(claims) > 1:
             self.problem(entry.path, _claimed_twice(entry, [c for _, c in claims]))
@@ -99,7 +102,7 @@ class Folder:
 
     def _keep(self, fmt: MigrationFormat, claim: Claim) -> None:
         if claim.primary:
-            owner = self._owners.get(claim.version)
+            owner = self._owners.get(claim.version.key)
             if owner is not None:
                 self.problem(
                     claim.entry.path,
@@ -110,21 +113,21 @@ class Folder:
                     ),
                 )
                 return
-            self._owners[claim.version] = claim
+            self._owners[claim.version.key] = claim
         self._claims.append((fmt, claim))
 
     def assemble(self) -> list[Migration]:
         """Each claimed version's migration, from its parts (the primary one first)."""
-        groups: dict[tuple[str, Version], tuple[MigrationFormat, list[Claim]]] = {}
+        groups: dict[tuple[str, tuple[object, ...]], tuple[MigrationFormat, list[Claim]]] = {}
         for fmt, claim in self._claims:
-            parts = groups.setdefault((fmt.name, claim.version), (fmt, []))[1]
+            parts = groups.setdefault((fmt.name, claim.version.key), (fmt, []))[1]
             if claim.primary:
                 parts.insert(0, claim)
             else:
                 parts.append(claim)
         migrations = []
-        for (_, version), (fmt, parts) in groups.items():
-            migration = fmt.assemble(version, parts, self)
+        for fmt, parts in groups.values():
+            migration = fmt.assemble(parts[0].version, parts, self)
             if migration is not None:
                 migrations.append(migration)
         return migrations
@@ -206,17 +209,20 @@ def list_folder(
     root = (app_root or directory).resolve()
     listed = []
     for entry in _scan(directory):
-        if entry.name.startswith("."):
+        name = entry.name
+        if name.startswith("."):
             continue  # editor droppings
-        problem = _entry_problem(entry, root)
-        if problem is not None:
-            found.add(entry.name, problem)
-            continue
+        # Most entries are plain files with printable names: checked without a call.
+        if not name.isprintable() or (name.endswith(".sql") and entry.is_symlink()):
+            problem = _entry_problem(entry, root)
+            if problem is not None:
+                found.add(name, problem)
+                continue
         try:
             is_dir = entry.is_dir()  # from the directory listing: no extra system call
         except OSError:
             is_dir = False
-        listed.append(FolderEntry(SourceFile(entry.path, entry.name), is_dir))
+        listed.append(FolderEntry(SourceFile(entry.path, name), is_dir))
     if problems is None:
         found.raise_if_any()
     return listed

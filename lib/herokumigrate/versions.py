@@ -13,27 +13,51 @@ version as the file names it (`001`), which a tool that stores text (dbmate) kee
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 # Our history table's `version` column is bigint, as golang-migrate's.
 MAX_VERSION = 2**63 - 1
-# ASCII digits only: `\d` and int() would also take other scripts' digits (U+0661 is 1).
-_DIGITS = re.compile(r"[0-9]+\Z", re.ASCII)
 
 
-@dataclass(frozen=True, order=True)
 class Version:
-    """One migration's identity and place in the order (see the module's docstring)."""
+    """One migration's identity and place in the order (see the module's docstring). Immutable
+    by convention; equality, hash and order are the key's (written out, not a dataclass's: a
+    release with nothing to do builds and compares thousands of them)."""
 
-    key: tuple[object, ...]
-    canonical: str = field(compare=False)
-    written: str = field(compare=False)
-    number: int | None = field(default=None, compare=False)
+    __slots__ = ("_hash", "canonical", "key", "number", "written")
+
+    def __init__(
+        self, key: tuple[object, ...], canonical: str, written: str, number: int | None = None
+    ) -> None:
+        self.key = key
+        self.canonical = canonical
+        self.written = written
+        self.number = number
+        self._hash = hash(key)
+
+    def __repr__(self) -> str:
+        return f"Version({self.key!r}, {self.canonical!r}, {self.written!r}, {self.number!r})"
 
     def __str__(self) -> str:
         return self.canonical
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Version) and self.key == other.key
+
+    def __lt__(self, other: Version) -> bool:
+        return self.key < other.key
+
+    def __le__(self, other: Version) -> bool:
+        return self.key <= other.key
+
+    def __gt__(self, other: Version) -> bool:
+        return self.key > other.key
+
+    def __ge__(self, other: Version) -> bool:
+        return self.key >= other.key
 
     @property
     def json(self) -> int | str:
@@ -68,7 +92,8 @@ class IntegerVersions:
 
     def parse(self, written: str) -> Version:
         """`0180` -> Version((180,), "180", "0180", 180)."""
-        if not _DIGITS.match(written):
+        # ASCII digits only: isdigit() and int() alone would also take other scripts' digits.
+        if not (written.isascii() and written.isdigit()):
             raise ValueError(f"version {written!r} is not made of the digits 0-9")
         number = int(written)
         if number > MAX_VERSION:

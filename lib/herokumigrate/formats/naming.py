@@ -46,8 +46,10 @@ def claim_one_file(
     `first_annotation`, which gives its line): claimed, as `<tool> (line N)`; `marker` when
     the name fits but the annotation is missing."""
     name = entry.name
+    if entry.is_folder or name.endswith((".up.sql", ".down.sql")):
+        return None
     found = ONE_FILE_RE.match(name)
-    if entry.is_folder or found is None or name.endswith((".up.sql", ".down.sql")):
+    if found is None:
         return None
     version = version_in_name(entry.path, syntax, found.group(1))
     line = first_annotation(folder.text(entry.path))

@@ -1,5 +1,5 @@
 """The tools' own history tables ("native" tables): golang-migrate's and dbmate's
-`schema_migrations`, goose's `goose_db_version`. Found (tables.py), adopted on first contact
+`schema_migrations`, goose's `goose_db_version`. Found (native_tables.py), adopted on first contact
 (reconcile.py), created on a fresh database as the tool itself would, and kept in sync in the
 same transaction as our history, so the tool still works on the database after us (README,
 "Adopting golang-migrate, dbmate or goose").
