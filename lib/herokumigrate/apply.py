@@ -309,7 +309,10 @@ class _UpRecords:
         done = [AppliedMigration(m, spent.get(m.version, 0.0)) for m in unit.finishes]
         left = self._partial(unit)
         partial = None if left is None else (left[0], left[1], spent[left[0].version])
-        self.book.applied(conn, done, applied=self.run.applied | finished, partial=partial)
+        applied = self.run.applied | finished
+        self.book.applied(
+            conn, done, applied=applied, partial=partial, earlier_ms=self.run.durations
+        )
 
     def committed(self, unit: Unit, spent: dict[Version, float]) -> None:
         run = self.run

@@ -96,7 +96,7 @@ class NativeTables:
             columns = found.get(str(index))
             if not columns:
                 continue
-            for native in native_table_classes():
+            for native in _by_name_first(name):
                 if native.recognizes(columns):
                     return NativeReading(native.read(conn, name), frozenset(occupied))
             occupied.add(name)
@@ -130,6 +130,13 @@ class NativeTables:
         native = format_named(migrations[-1].format).native_table()
         name = self.configured or self.by_tool.get(native.tool) or NativeName(native.default_table)
         return None if name in occupied else native(name=name)
+
+
+def _by_name_first(name: NativeName) -> list[type[NativeTable]]:
+    """Every tool's table class, those whose default name this is first (registry order
+    otherwise): a table under a tool's own name is that tool's when its columns say so."""
+    classes = native_table_classes()
+    return sorted(classes, key=lambda cls: cls.default_table != name.table)
 
 
 def _or_list(items: str) -> str:

@@ -18,7 +18,7 @@ from herokumigrate.native import AppliedMigration, NativeChange
 from herokumigrate.statements import connection_lost, one_line
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     from herokumigrate.history import Conn, HistoryTable
     from herokumigrate.migration import Migration
@@ -101,10 +101,13 @@ class Bookkeeping:
         *,
         applied: set[Version],
         partial: tuple[Migration, int, float] | None = None,
+        earlier_ms: Mapping[Version, float] | None = None,
     ) -> None:
-        """Record `done` as applied and, with `partial`, a migration run up to statement k
-        (with its time in ms so far); the tool's table follows (`applied`: everything applied
-        once this commits), marking the partial one in flight where the tool does."""
+        """Record `done` as applied (each with the ms of this transaction; our rows add them
+        up) and, with `partial`, a migration run up to statement k (and its ms here); the
+        tool's table follows (`applied`: everything applied once this commits), each migration
+        with its whole time in this run (`earlier_ms`: its parts committed before), the partial
+        one marked in flight where the tool does."""
         if not done and partial is None:
             return
         finished = [a.migration for a in done]
@@ -114,9 +117,14 @@ class Bookkeeping:
             migration, progress, ms = partial
             with recording([migration], "partial history row"):
                 self.history.record_partial(conn, migration, progress, ms)
+        before = earlier_ms or {}
+        whole = [
+            a._replace(duration_ms=a.duration_ms + before.get(a.migration.version, 0.0))
+            for a in done
+        ]
         flight = partial[0].version if partial is not None else None
         with recording(finished, "version in the native tool's table"):
-            self.follow(conn, NativeChange(frozenset(applied), done, (), flight), read_back=False)
+            self.follow(conn, NativeChange(frozenset(applied), whole, (), flight), read_back=False)
 
     def in_flight(
         self, conn: Conn, migration: Migration, progress: int, applied: set[Version] | None

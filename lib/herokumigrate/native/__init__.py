@@ -10,7 +10,11 @@ This module is the contract each tool's table class provides (one module per too
 - `tool`, `default_table`, `up_command`: the tool's name, its table's default name, and the
   command that applies migrations with the tool (for the fix of a disagreement).
 - `recognizes(columns)`: whether a table with these columns (name -> type) is the tool's: a
-  table is told by its columns, never by its name.
+  table is told by its columns, never by its name. Every tool's check is tried on a table found
+  (those whose default name it has first, then in the registry's order), so each must hold
+  only for its own tool's tables: dbmate's (a text `version`, no `dirty`) would also take
+  Flyway's or Diesel's under a configured name, so a tool with a text `version` column makes
+  dbmate's check exclude a column only its own table has.
 - `read(conn, name)`: the table as it is (a new object: nothing is filled in later): what it
   says is applied (`applied()`, or only `newest()` for a one-row table), and a failure state
   the tool itself refuses to migrate from (`failure()`: golang-migrate's dirty row, Prisma's
