@@ -31,7 +31,7 @@ import pytest
 from psycopg import sql
 
 from herokumigrate.lock import lock_key
-from herokumigrate.source import MAX_FILE_BYTES
+from herokumigrate.migration import MAX_FILE_BYTES
 from support import (
     TEST_PASSWORD,
     TEST_ROLE,

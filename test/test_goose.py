@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from herokumigrate.errors import BadInput
-from herokumigrate.formats import FORMAT_NAMES, new_migration_files
-from herokumigrate.source import FORMAT_GOOSE, check_folder, load_migrations
+from herokumigrate.formats import new_migration_files
+from herokumigrate.source import load_migrations
 from herokumigrate.sqlsplit import classify
+from herokumigrate.tools import TOOL_NAMES
+from herokumigrate.validation import check_folder
 
 
 def _folder(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -61,7 +63,12 @@ CONCURRENT_INDEX = (
 def test_statement_blocks_are_one_statement_with_file_lines(tmp_path: Path) -> None:
     folder = _folder(tmp_path, {"00001_accounts.sql": PLPGSQL})
     [m] = load_migrations(folder)
-    assert (m.version, m.version_text, m.name, m.format) == (1, "00001", "accounts", FORMAT_GOOSE)
+    assert (m.version.number, m.version.written, m.name, m.format) == (
+        1,
+        "00001",
+        "accounts",
+        "goose",
+    )
     assert m.label == "00001_accounts"
     assert m.up.transaction is True
     create, function, trigger = m.up.statements
@@ -212,7 +219,7 @@ def test_envsub_off_alone_changes_nothing_and_is_accepted(tmp_path: Path) -> Non
 # ----- `new` templates ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", FORMAT_NAMES)
+@pytest.mark.parametrize("fmt", TOOL_NAMES)
 def test_new_migration_template_loads_as_a_no_op_in_its_format(tmp_path: Path, fmt: str) -> None:
     assert fmt in ("golang-migrate", "dbmate", "goose")
     files = new_migration_files(fmt, "20260101120000", "add_users", "add users")  # type: ignore[arg-type]

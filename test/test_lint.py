@@ -17,7 +17,8 @@ from herokumigrate import lint, pgparse
 from herokumigrate.config import load_config
 from herokumigrate.errors import BadInput
 from herokumigrate.pgparse import ParsedSection
-from herokumigrate.source import SourceFile, SqlSection, load_migrations
+from herokumigrate.sections import SourceFile, SqlSection
+from herokumigrate.source import load_migrations
 from herokumigrate.sqlsplit import Statement
 
 PARSER = pgparse.load_parser()

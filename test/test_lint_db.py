@@ -16,7 +16,7 @@ from herokumigrate import pgparse
 from herokumigrate.lintalter import rewrite_free
 from herokumigrate.lintnodes import constraint_name, type_ref
 from herokumigrate.lintschema import TypeRef
-from herokumigrate.source import SourceFile, SqlSection
+from herokumigrate.sections import SourceFile, SqlSection
 from support import Server, rows, run_cli, scalar
 
 pytestmark = pytest.mark.db

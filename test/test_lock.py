@@ -13,13 +13,9 @@ from psycopg import sql
 
 from herokumigrate.database import connect, read_target
 from herokumigrate.errors import LockTimeout
-from herokumigrate.lock import (
-    MigrationsTable,
-    golang_migrate_lock_id,
-    lock_key,
-    migration_lock,
-)
+from herokumigrate.lock import MigrationsTable, golang_migrate_lock_id, lock_key
 from herokumigrate.output import Output
+from herokumigrate.session import migration_lock
 from pgbouncer import PgBouncer
 from support import TEST_ROLE, Server, history, run_cli, snapshot, write_migrations
 

@@ -9,18 +9,26 @@ from pathlib import Path
 import pytest
 
 from herokumigrate.errors import BadInput
-from herokumigrate.history import (
-    DatabaseState,
-    DbmateTable,
-    GolangMigrateTable,
-    HistoryRow,
-    HistoryState,
-    NativeHistory,
-)
+from herokumigrate.history import HistoryRow, HistoryState
+from herokumigrate.ledger import DatabaseState
+from herokumigrate.migration import Migration
+from herokumigrate.native import NativeTable
+from herokumigrate.native.dbmate import DbmateTable
+from herokumigrate.native.golang_migrate import GolangMigrateTable
 from herokumigrate.plan import build_units, check_plan, make_plan
-from herokumigrate.source import Migration, load_migrations
+from herokumigrate.source import load_migrations
 from herokumigrate.statements import batches
+from herokumigrate.versions import INTEGER, Version
 from support import write_migrations
+
+
+def v(number: int) -> Version:
+    """The integer version `number`, as golang-migrate, dbmate and goose write them."""
+    return INTEGER.of(number)
+
+
+def numbers(versions: list[Version]) -> list[int | None]:
+    return [version.number for version in versions]
 
 
 def _load(app: Path, files: dict[str, str]) -> list[Migration]:
@@ -37,9 +45,9 @@ def _row(m: Migration, *, progress: int | None = None, checksum: str | None = No
 
 
 def _state(
-    *rows: HistoryRow, legacy: NativeHistory | None = None, exists: bool = True
+    *rows: HistoryRow, native: NativeTable | None = None, exists: bool = True
 ) -> DatabaseState:
-    return DatabaseState(exists, {r.version: r for r in rows}, legacy)
+    return DatabaseState(exists, {r.version: r for r in rows}, native)
 
 
 THREE = {
@@ -54,16 +62,16 @@ def test_first_contact_plans_set_up_and_every_file(app: Path) -> None:
     migrations = _load(app, THREE)
     plan = make_plan(migrations, _state(exists=False))
     assert plan.needs_setup
-    assert [m.version for m in plan.pending] == [1, 2, 3]
+    assert numbers([m.version for m in plan.pending]) == [1, 2, 3]
     assert not plan.nothing_to_do
 
 
 def test_applied_migrations_are_not_pending_and_unknown_ones_are_listed(app: Path) -> None:
     m1, m2, m3 = _load(app, THREE)
-    unknown = HistoryRow(9, "gone", "x", None, 0.0, HistoryState.APPLIED, None, "heroku-migrate")
+    unknown = HistoryRow(v(9), "gone", "x", None, 0.0, HistoryState.APPLIED, None, "heroku-migrate")
     plan = make_plan([m1, m2, m3], _state(_row(m1), _row(m2), unknown))
-    assert [m.version for m in plan.pending] == [3]
-    assert plan.unknown == [9]
+    assert numbers([m.version for m in plan.pending]) == [3]
+    assert numbers(plan.unknown) == [9]
     assert not plan.needs_setup
 
 
@@ -84,27 +92,27 @@ def test_a_changed_applied_file_is_detected(app: Path) -> None:
 def test_a_partial_migration_is_pending_with_its_progress(app: Path) -> None:
     m1, m2, m3 = _load(app, THREE)
     plan = make_plan([m1, m2, m3], _state(_row(m1), _row(m2, progress=1)))
-    assert [m.version for m in plan.pending] == [2, 3]
-    assert plan.partial == {2: 1}
+    assert numbers([m.version for m in plan.pending]) == [2, 3]
+    assert {k.number: p for k, p in plan.partial.items()} == {2: 1}
 
 
 def test_a_target_limits_what_is_pending(app: Path) -> None:
     migrations = _load(app, THREE)
-    plan = make_plan(migrations, _state(exists=False), target=2)
-    assert [m.version for m in plan.pending] == [1, 2]
+    plan = make_plan(migrations, _state(exists=False), target=v(2))
+    assert numbers([m.version for m in plan.pending]) == [1, 2]
 
 
 def test_golang_migrate_version_adopts_every_file_up_to_it(app: Path) -> None:
     migrations = _load(app, THREE)
-    plan = make_plan(migrations, _state(exists=False, legacy=GolangMigrateTable(2)))
-    assert [m.version for m in plan.adopt] == [1, 2]
-    assert [m.version for m in plan.pending] == [3]
+    plan = make_plan(migrations, _state(exists=False, native=GolangMigrateTable(v(2))))
+    assert numbers([m.version for m in plan.adopt]) == [1, 2]
+    assert numbers([m.version for m in plan.pending]) == [3]
 
 
 def test_a_dirty_golang_migrate_table_stops_the_plan(app: Path) -> None:
     migrations = _load(app, THREE)
     with pytest.raises(BadInput, match="dirty at version 2"):
-        make_plan(migrations, _state(exists=False, legacy=GolangMigrateTable(2, dirty=True)))
+        make_plan(migrations, _state(exists=False, native=GolangMigrateTable(v(2), dirty=True)))
 
 
 def test_a_dirty_row_marking_our_own_partial_migration_is_resumed(app: Path) -> None:
@@ -113,20 +121,20 @@ def test_a_dirty_row_marking_our_own_partial_migration_is_resumed(app: Path) -> 
     # partial still stops the plan.
     migrations = _load(app, THREE)
     rows = (_row(migrations[0]), _row(migrations[1], progress=0))
-    plan = make_plan(migrations, _state(*rows, legacy=GolangMigrateTable(2, dirty=True)))
-    assert [m.version for m in plan.pending] == [2, 3]
-    assert plan.partial == {2: 0}
+    plan = make_plan(migrations, _state(*rows, native=GolangMigrateTable(v(2), dirty=True)))
+    assert numbers([m.version for m in plan.pending]) == [2, 3]
+    assert {k.number: p for k, p in plan.partial.items()} == {2: 0}
     assert not plan.adopt
     assert not plan.forget
     with pytest.raises(BadInput, match="dirty at version 1"):
-        make_plan(migrations, _state(*rows, legacy=GolangMigrateTable(1, dirty=True)))
+        make_plan(migrations, _state(*rows, native=GolangMigrateTable(v(1), dirty=True)))
 
 
 def test_dbmate_versions_are_adopted_one_by_one(app: Path) -> None:
     migrations = _load(app, THREE)
-    plan = make_plan(migrations, _state(exists=False, legacy=DbmateTable({1, 3})))
-    assert [m.version for m in plan.adopt] == [1, 3]
-    assert [m.version for m in plan.pending] == [2]
+    plan = make_plan(migrations, _state(exists=False, native=DbmateTable(frozenset({v(1), v(3)}))))
+    assert numbers([m.version for m in plan.adopt]) == [1, 3]
+    assert numbers([m.version for m in plan.pending]) == [2]
 
 
 def test_check_plan_refuses_a_changed_file_unless_allowed(app: Path) -> None:
@@ -141,8 +149,8 @@ def test_check_plan_refuses_a_changed_file_unless_allowed(app: Path) -> None:
 def test_check_plan_warns_about_unknown_and_older_pending(app: Path) -> None:
     m1, m2, m3 = _load(app, THREE)
     unknown = [
-        HistoryRow(v, "x", "x", None, 0.0, HistoryState.APPLIED, None, "heroku-migrate")
-        for v in range(100, 112)
+        HistoryRow(v(n), "x", "x", None, 0.0, HistoryState.APPLIED, None, "heroku-migrate")
+        for n in range(100, 112)
     ]
     plan = make_plan([m1, m2, m3], _state(_row(m1), _row(m3), *unknown))
     warnings = check_plan(plan, [m1, m2, m3], allow_changed=False)
@@ -164,14 +172,14 @@ def test_one_release_transaction_holds_every_statement(app: Path) -> None:
     units = build_units([(m, m.up, 0) for m in migrations], per_migration=False)
     assert len(units) == 1
     assert not units[0].autocommit
-    assert [s.migration.version for s in units[0].steps()] == [1, 2, 3]
+    assert [s.migration.version.number for s in units[0].steps()] == [1, 2, 3]
     assert units[0].finishes == migrations
 
 
 def test_per_migration_gives_each_migration_its_own_unit(app: Path) -> None:
     migrations = _load(app, THREE)
     units = build_units([(m, m.up, 0) for m in migrations], per_migration=True)
-    assert [[m.version for m in u.finishes] for u in units] == [[1], [2], [3]]
+    assert [[m.version.number for m in u.finishes] for u in units] == [[1], [2], [3]]
 
 
 def test_a_concurrent_index_splits_the_transaction_where_the_file_puts_it(app: Path) -> None:
@@ -237,5 +245,5 @@ def test_batches_hold_one_section_and_at_most_the_limit_each(app: Path) -> None:
         },
     )
     (unit,) = build_units([(m, m.up, 0) for m in migrations], per_migration=False)
-    groups = [[(s.migration.version, s.index) for s in g] for g in batches(unit.steps(), 20)]
+    groups = [[(s.migration.version.number, s.index) for s in g] for g in batches(unit.steps(), 20)]
     assert groups == [[(1, 0), (1, 1)], [(1, 2), (1, 3)], [(1, 4)], [(2, 0)], [(2, 1)]]

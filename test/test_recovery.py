@@ -512,7 +512,7 @@ def test_allow_changed_records_the_accepted_checksum_once(
     assert first.returncode == 0, first.output
     assert "changed since they ran: 1_a.up.sql (allowed)" in first.stderr, first.output
     assert "Accepted the edit of 1_a" in first.stdout, first.output
-    from herokumigrate.source import checksum_of
+    from herokumigrate.migration import checksum_of
 
     assert history(pg_server, dbname)[0][2] == checksum_of(edited)
     events = rows(
@@ -728,7 +728,11 @@ def test_history_reads_ignore_functions_shadowing_the_catalog(
     catalog functions we call: our reads call pg_catalog's, and see our tables."""
     baseline(app, database_url)
     from herokumigrate.history import HistoryTable
+    from herokumigrate.ledger import Ledger
+    from herokumigrate.manifest import Fingerprint
+    from herokumigrate.native_tables import NativeTables
     from herokumigrate.source import load_migrations
+    from herokumigrate.versions import INTEGER
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA evil")
@@ -740,11 +744,12 @@ def test_history_reads_ignore_functions_shadowing_the_catalog(
             "CREATE FUNCTION evil.current_setting(text) RETURNS text LANGUAGE sql AS 'SELECT 1'"
         )
         conn.execute("SELECT set_config('search_path', 'evil, pg_catalog, public', false)")
-        table = HistoryTable("public", "heroku_migrate_history")
-        state = table.read(conn)
+        table = HistoryTable("public", "heroku_migrate_history", INTEGER)
+        ledger = Ledger(table, NativeTables())
+        state = ledger.read(conn)
         assert state.exists
-        assert sorted(state.rows) == [1]
+        assert [v.number for v in sorted(state.rows)] == [1]
         assert table.log_exists(conn)
-        assert table.search_path == "evil, pg_catalog, public"
+        assert state.search_path == "evil, pg_catalog, public"
         migrations = load_migrations(app / "db" / "migrations", app)
-        assert table.matches(conn, [(m.version, m.checksum) for m in migrations])
+        assert ledger.matches(conn, Fingerprint.of(migrations))

@@ -11,18 +11,14 @@ from pathlib import Path
 import pytest
 
 from herokumigrate.errors import BadInput
-from herokumigrate.source import (
-    FORMAT_DBMATE,
-    FORMAT_GOLANG,
-    MAX_VERSION,
-    check_folder,
-    checksum_of,
-    list_migration_files,
-    load_migrations,
-    read_manifest,
-    validate,
-    write_manifest,
-)
+from herokumigrate.manifest import read_manifest, write_manifest
+from herokumigrate.migration import checksum_of
+from herokumigrate.source import list_folder, load_migrations
+from herokumigrate.validation import check_folder, validate
+from herokumigrate.versions import MAX_VERSION
+
+FORMAT_GOLANG = "golang-migrate"
+FORMAT_DBMATE = "dbmate"
 
 
 def _folder(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
@@ -62,7 +58,7 @@ def test_golang_pair_is_one_migration(tmp_path: Path) -> None:
         },
     )
     [m] = load_migrations(folder)
-    assert (m.version, m.name, m.format) == (20240101120000, "create_users", FORMAT_GOLANG)
+    assert (m.version.number, m.name, m.format) == (20240101120000, "create_users", FORMAT_GOLANG)
     assert m.filename == "20240101120000_create_users.up.sql"
     assert m.label == "20240101120000_create_users"
     assert m.up.sql == "CREATE TABLE users (id int);\n"
@@ -91,13 +87,13 @@ def test_golang_statement_lines_are_file_lines(tmp_path: Path) -> None:
 def test_largest_bigint_version_is_accepted(tmp_path: Path) -> None:
     folder = _folder(tmp_path, {f"{MAX_VERSION}_last.up.sql": "SELECT 1;\n"})
     [m] = load_migrations(folder)
-    assert m.version == 2**63 - 1
+    assert m.version.number == 2**63 - 1
 
 
 def test_leading_zeros_are_the_same_version_as_without(tmp_path: Path) -> None:
     folder = _folder(tmp_path, {"0007_a.up.sql": "SELECT 1;\n"})
     [m] = load_migrations(folder)
-    assert m.version == 7
+    assert m.version.number == 7
 
 
 def test_version_is_shown_as_written(tmp_path: Path) -> None:
@@ -110,9 +106,13 @@ def test_version_is_shown_as_written(tmp_path: Path) -> None:
         },
     )
     first, second = load_migrations(folder)
-    assert (first.version, first.version_text, first.label) == (180, "0180", "0180_2.15.0_schema")
+    assert (first.version.number, first.version.written, first.label) == (
+        180,
+        "0180",
+        "0180_2.15.0_schema",
+    )
     assert first.filename == "0180_2.15.0_schema.up.sql"
-    assert (second.version, second.label) == (181, "0181_x")
+    assert (second.version.number, second.label) == (181, "0181_x")
 
 
 def test_versions_equal_as_integers_are_a_duplicate(tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_control_characters_in_a_name_are_an_error_printed_escaped(
 def test_dbmate_sections_and_their_lines(tmp_path: Path) -> None:
     folder = _folder(tmp_path, {"20240102_create_users.sql": DBMATE_FILE})
     [m] = load_migrations(folder)
-    assert (m.version, m.name, m.format) == (20240102, "create_users", FORMAT_DBMATE)
+    assert (m.version.number, m.name, m.format) == (20240102, "create_users", FORMAT_DBMATE)
     assert m.up.first_line == 1
     assert m.down is not None
     assert m.down.first_line == 8
@@ -203,7 +203,7 @@ def test_dbmate_transaction_false_per_section(tmp_path: Path) -> None:
 def test_dbmate_without_title_or_down(tmp_path: Path) -> None:
     folder = _folder(tmp_path, {"5.sql": "-- migrate:up\nSELECT 1;\n"})
     [m] = load_migrations(folder)
-    assert (m.version, m.name, m.label, m.down) == (5, "", "5", None)
+    assert (m.version.number, m.name, m.label, m.down) == (5, "", "5", None)
 
 
 def test_dbmate_empty_down_section_reverts_nothing(tmp_path: Path) -> None:
@@ -296,7 +296,7 @@ def test_both_formats_share_a_folder_sorted_by_version(tmp_path: Path) -> None:
             "1_a.up.sql": "SELECT 1;\n",
         },
     )
-    assert [(m.version, m.format) for m in load_migrations(folder)] == [
+    assert [(m.version.number, m.format) for m in load_migrations(folder)] == [
         (1, FORMAT_GOLANG),
         (2, FORMAT_DBMATE),
         (10, FORMAT_GOLANG),
@@ -316,7 +316,7 @@ def test_non_sql_files_dotfiles_and_subfolders_are_skipped(tmp_path: Path) -> No
     )
     (folder / "archive").mkdir()
     (folder / "archive" / "0_old.up.sql").write_text("SELECT 0;\n")
-    assert [m.version for m in load_migrations(folder)] == [1]
+    assert [m.version.number for m in load_migrations(folder)] == [1]
 
 
 def test_symlink_inside_the_app_is_followed(tmp_path: Path) -> None:
@@ -336,7 +336,7 @@ def test_symlink_outside_the_app_is_refused(tmp_path: Path) -> None:
     outside.write_text("SELECT 1;\n")
     (folder / "1_a.up.sql").symlink_to(outside)
     with pytest.raises(BadInput, match=r"^1_a\.up\.sql: is a symlink leading outside the app"):
-        list_migration_files(folder, app_root=app)
+        list_folder(folder, app_root=app)
 
 
 def test_validate_counts(tmp_path: Path) -> None:
@@ -398,13 +398,17 @@ def test_manifest_stands_for_the_files_only_while_they_are_unchanged(tmp_path: P
     manifest = tmp_path / "out" / "manifest.json"
     write_manifest(manifest, folder, "db/migrations", migrations)
     expected = [(m.version, m.checksum) for m in migrations]
-    assert read_manifest(str(manifest), folder, "db/migrations") == expected
+    found = read_manifest(str(manifest), folder, "db/migrations")
+    assert found is not None
+    assert found.migrations == expected
     # Another migrations path setting, an added file, an edited file: the files must be read.
     assert read_manifest(str(manifest), folder, "other/path") is None
     (folder / "3_c.up.sql").write_text("SELECT 1;\n")
     assert read_manifest(str(manifest), folder, "db/migrations") is None
     (folder / "3_c.up.sql").unlink()
-    assert read_manifest(str(manifest), folder, "db/migrations") == expected
+    found = read_manifest(str(manifest), folder, "db/migrations")
+    assert found is not None
+    assert found.migrations == expected
     (folder / "1_a.up.sql").write_text("CREATE TABLE a (id bigint);\n")
     assert read_manifest(str(manifest), folder, "db/migrations") is None
     assert read_manifest(str(tmp_path / "missing.json"), folder, "db/migrations") is None

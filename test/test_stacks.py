@@ -30,7 +30,8 @@ import pytest
 
 import standins
 from herokumigrate.buildpack import BuildFailed, stacks, stdlib
-from herokumigrate.source import load_migrations, read_manifest, write_manifest
+from herokumigrate.manifest import read_manifest, write_manifest
+from herokumigrate.source import load_migrations
 from support import EXAMPLE, REPO, Server, assert_no_secret, tree_contents
 
 MB = 1_000_000
@@ -149,7 +150,9 @@ def test_manifest_survives_packing_as_a_slug(tmp_path: Path) -> None:
     standins.unpack_slug(tmp_path / "slug.tgz", dyno)
     unpacked = dyno / "db/migrations"
     assert all(path.stat().st_mtime_ns % 1_000_000_000 == 0 for path in unpacked.iterdir())
-    assert read_manifest(str(manifest), unpacked, "db/migrations") == expected
+    found = read_manifest(str(manifest), unpacked, "db/migrations")
+    assert found is not None
+    assert found.migrations == expected
 
     # Still not a stand-in for the files once one of them is edited (a later buildpack).
     edited = unpacked / "20260102090000_create_orders.up.sql"

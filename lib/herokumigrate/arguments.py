@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from herokumigrate import __version__
 from herokumigrate.config import SETTINGS, Setting
 from herokumigrate.errors import BadInput
-from herokumigrate.formats import FORMAT_NAMES, FormatName
+from herokumigrate.tools import TOOL_NAMES, ToolName
 
 if TYPE_CHECKING:
     import argparse
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from herokumigrate.lintcommand import ReportFormat
 
 # The file layouts `heroku-migrate new` can write: every registered format.
-NEW_FORMATS = FORMAT_NAMES
+NEW_FORMATS = TOOL_NAMES
 # The release phase's command line (buildpack/procfile.py writes `heroku-migrate up`).
 RELEASE_ARGV = ("up",)
 
@@ -39,9 +39,9 @@ class Arguments:
     manifest: Path | None = None  # validate (the build writes it)
     count: int = 0  # down
     yes: bool = False  # down, goto
-    version: int = 0  # goto, force
+    version: str = "0"  # goto, force: as written (the files' syntax reads it)
     name: str = ""  # new
-    format: FormatName = NEW_FORMATS[0]  # new
+    format: ToolName = NEW_FORMATS[0]  # new
     paths: list[Path] = field(default_factory=list)  # lint
     report: ReportFormat = "text"  # lint --format
 
@@ -171,9 +171,9 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _version_arg(text: str) -> int:
+def _version_arg(text: str) -> str:
     import argparse
 
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a version (digits), got {text!r}")
-    return int(text)
+    if not text.strip() or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"expected a version, got {text!r}")
+    return text.strip()

@@ -11,9 +11,10 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from herokumigrate.arguments import parse_command_line
+from herokumigrate.arguments import Arguments, parse_command_line
 from herokumigrate.config import (
     Config,
+    LintMode,
     app_root,
     load_config,
     release_skipped_message,
@@ -25,10 +26,10 @@ from herokumigrate.libraries import unloadable_library
 from herokumigrate.output import Output
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import Callable
 
-    from herokumigrate.formats import FormatName
     from herokumigrate.locks import MigrationLocks
+    from herokumigrate.migration import Migration
     from herokumigrate.migrator import Migrator, PlanReport, StatusEntry, StatusReport, UpResult
 
 
@@ -84,78 +85,94 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_signals.uninstall()
 
 
-def _dispatch(args: Any, config: Config, output: Output) -> int:
-    command = args.command
-    if command == "new":
-        return _new(config, output, args.name, args.format)
-    if command == "lint":
-        from herokumigrate.lintcommand import lint_command
+def _dispatch(args: Arguments, config: Config, output: Output) -> int:
+    """Run the command `args` names (COMMANDS: one handler each)."""
+    handler = COMMANDS.get(args.command or "")
+    if handler is None:
+        raise BadInput(f"unknown command {args.command!r}", fix="See `heroku-migrate --help`.")
+    return handler(args, config, output)
 
-        return lint_command(config, output, args.paths, args.report)
-    from herokumigrate.source import MANIFEST_ENV, load_migrations, read_manifest, validate
 
-    if command == "validate":
-        return _validate(config, output, args.manifest)
+def _files(config: Config) -> list[Migration]:
+    from herokumigrate.source import load_migrations
 
-    if command == "up" and not args.dry_run and os.environ.get(MANIFEST_ENV):
-        # The release phase: the build's manifest spares reading every file when none changed.
-        fingerprint = read_manifest(os.environ[MANIFEST_ENV], config.migrations_dir, config.path)
-        if fingerprint is not None:
-            migrator = _migrator(config, output)
-            return _render_up(output, migrator.up(None, dry_run=False, fingerprint=fingerprint))
-    if command == "up" and args.json and not args.dry_run:
+    return load_migrations(config.migrations_dir, config.app_dir)
+
+
+def _up(args: Arguments, config: Config, output: Output) -> int:
+    if args.dry_run:
+        return _plan(args, config, output)
+    if args.json:
         raise BadInput(
             "up --json is only for a dry run",
             fix="Run `heroku-migrate plan --json` (or `up --dry-run --json`).",
         )
-    migrations = load_migrations(config.migrations_dir, config.app_dir)
-    migrator = _migrator(config, output)
-    if command in ("up", "plan"):
-        if command == "plan" or args.dry_run:
-            rehearsal = migrator.plan(migrations, lint=config.lint != "off")
-            if args.json:
-                return _render_plan_json(output, rehearsal)
-            return _render_plan(output, rehearsal)
-        return _render_up(output, migrator.up(migrations, dry_run=False))
-    if command == "status":
-        report = migrator.status(migrations)
-        if args.json:
-            return _render_status_json(output, report)
-        return _render_status(output, report, config.path, len(migrations))
-    if command == "down":
-        validate(migrations)
-        down = migrator.down(migrations, args.count, confirmed=args.yes)
-        output.step(f"Reverted {len(down.reverted)} migration(s)")
-        return EXIT_OK
-    if command == "goto":
-        validate(migrations)
-        goto = migrator.goto(migrations, args.version, confirmed=args.yes)
-        output.step(f"At version {goto.version}: reverted {goto.reverted}, applied {goto.applied}")
-        return EXIT_OK
-    if command == "force":
-        forced = migrator.force(migrations, args.version)
-        output.step(
-            f"Recorded version {forced.version} as current: marked {forced.marked} applied, "
-            f"forgot {forced.forgot}"
-        )
-        if forced.created is not None:
-            from herokumigrate.firstcontact import created_native
+    from herokumigrate.manifest import MANIFEST_ENV, read_manifest
 
-            output.detail(created_native(forced.created))
-        return EXIT_OK
-    raise BadInput(f"unknown command {command!r}", fix="See `heroku-migrate --help`.")
+    if os.environ.get(MANIFEST_ENV):
+        # The release phase: the build's manifest spares reading every file when none changed.
+        fingerprint = read_manifest(os.environ[MANIFEST_ENV], config.migrations_dir, config.path)
+        if fingerprint is not None:
+            migrator = _migrator(config, output)
+            return _render_up(output, migrator.up(None, fingerprint=fingerprint))
+    migrations = _files(config)
+    return _render_up(output, _migrator(config, output).up(migrations))
 
 
-def _validate(config: Config, output: Output, manifest: Path | None) -> int:
+def _plan(args: Arguments, config: Config, output: Output) -> int:
+    migrations = _files(config)
+    rehearsal = _migrator(config, output).plan(migrations, lint=config.lint is not LintMode.OFF)
+    if args.json:
+        return _render_plan_json(output, rehearsal)
+    return _render_plan(output, rehearsal)
+
+
+def _status(args: Arguments, config: Config, output: Output) -> int:
+    migrations = _files(config)
+    report = _migrator(config, output).status(migrations)
+    if args.json:
+        return _render_status_json(output, report)
+    return _render_status(output, report, config.path, len(migrations))
+
+
+def _down(args: Arguments, config: Config, output: Output) -> int:
+    migrations = _files(config)
+    down = _migrator(config, output).down(migrations, args.count, confirmed=args.yes)
+    output.step(f"Reverted {len(down.reverted)} migration(s)")
+    return EXIT_OK
+
+
+def _goto(args: Arguments, config: Config, output: Output) -> int:
+    migrations = _files(config)
+    goto = _migrator(config, output).goto(migrations, args.version, confirmed=args.yes)
+    output.step(f"At version {goto.version}: reverted {goto.reverted}, applied {goto.applied}")
+    return EXIT_OK
+
+
+def _force(args: Arguments, config: Config, output: Output) -> int:
+    migrations = _files(config)
+    forced = _migrator(config, output).force(migrations, args.version)
+    output.step(
+        f"Recorded version {forced.version} as current: marked {forced.marked} applied, "
+        f"forgot {forced.forgot}"
+    )
+    if forced.created is not None:
+        from herokumigrate.firstcontact import created_native
+
+        output.detail(created_native(forced.created))
+    return EXIT_OK
+
+
+def _validate(args: Arguments, config: Config, output: Output) -> int:
     """Check every file offline (the build runs this; it imports nothing of the database
     side, which the build may lack): every problem in one error, else the report."""
-    from herokumigrate.source import check_folder
+    from herokumigrate.validation import check_folder
 
     migrations, report = check_folder(config.migrations_dir, config.app_dir)
-    if manifest is not None:
-        from herokumigrate.source import write_manifest
+    if args.manifest is not None:
+        from herokumigrate.manifest import write_manifest
 
-        write_manifest(manifest, config.migrations_dir, config.path, migrations)
+        write_manifest(args.manifest, config.migrations_dir, config.path, migrations)
     output.step(f"Validated {report.migrations} migration(s) in {config.path}")
     for line in report.details():
         output.detail(line)
@@ -191,7 +208,7 @@ def _render_plan(output: Output, report: PlanReport) -> int:
         none = " takes no table lock the release does not hold already"
         output.detail(f"{entry.migration.label}:" + ("" if lines else none))
         if entry.migration.reverts_nothing:
-            from herokumigrate.source import REVERTS_NOTHING
+            from herokumigrate.migration import REVERTS_NOTHING
 
             lines.append(REVERTS_NOTHING)
         for line in lines:
@@ -251,7 +268,7 @@ def _plan_entry_json(report: PlanReport, entry: MigrationLocks) -> dict[str, Any
     failed = report.failed is not None and report.failed.version == m.version
     findings = report.lint.findings.get(m.version, []) if report.lint else []
     return {
-        "version": m.version,
+        "version": m.version.json,
         "name": m.name,
         "file": m.filename,
         "outcome": "ran" if entry.ran else "failed" if failed else "not run",
@@ -302,7 +319,7 @@ def _render_status_json(output: Output, report: StatusReport) -> int:
     doc = {
         "migrations": [
             {
-                "version": e.migration.version,
+                "version": e.migration.version.json,
                 "name": e.migration.name,
                 "file": e.migration.filename,
                 "status": _status_text(e),
@@ -312,11 +329,11 @@ def _render_status_json(output: Output, report: StatusReport) -> int:
             for e in report.entries
         ],
         "unknown": [
-            {"version": row.version, "name": row.name, "applied_at": str(row.applied_at)}
+            {"version": row.version.json, "name": row.name, "applied_at": str(row.applied_at)}
             for row in report.unknown
         ],
-        "pending": report.pending,
-        "legacy": report.legacy,
+        "pending": [v.json for v in report.pending],
+        "native": report.native,
         "native_problem": (
             {"message": report.native_problem[0], "details": list(report.native_problem[1:])}
             if report.native_problem
@@ -357,10 +374,11 @@ def _render_status(output: Output, report: StatusReport, path: str, files: int) 
     return EXIT_OK
 
 
-def _new(config: Config, output: Output, name: str, fmt: FormatName) -> int:
+def _new(args: Arguments, config: Config, output: Output) -> int:
     import datetime as dt
     import re
 
+    name, fmt = args.name, args.format
     slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     if not slug:
         raise BadInput(
@@ -387,6 +405,26 @@ def _new(config: Config, output: Output, name: str, fmt: FormatName) -> int:
         output.detail(str(path.relative_to(config.app_dir) if path.is_absolute() else path))
     output.detail("Write the SQL, then push: the release phase applies it.")
     return EXIT_OK
+
+
+# Each command's handler: the arguments, the settings and the output in, the exit code out.
+def _lint(args: Arguments, config: Config, output: Output) -> int:
+    from herokumigrate.lintcommand import lint_command
+
+    return lint_command(config, output, args.paths, args.report)
+
+
+COMMANDS: dict[str, Callable[[Arguments, Config, Output], int]] = {
+    "up": _up,
+    "plan": _plan,
+    "status": _status,
+    "validate": _validate,
+    "down": _down,
+    "goto": _goto,
+    "force": _force,
+    "new": _new,
+    "lint": _lint,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
+from herokumigrate.config import TransactionMode
 from herokumigrate.errors import MigrationFailed
 from herokumigrate.halfway import exact_undo, ran_statements, undo_index_builds
 from herokumigrate.history import HistoryState
 from herokumigrate.indexes import drop_new_invalid_indexes
-from herokumigrate.recording import RecordFailed, recording
+from herokumigrate.native import NativeChange
+from herokumigrate.recording import RecordFailed
 from herokumigrate.revert import run_downs
 from herokumigrate.signals import transaction
 from herokumigrate.snapshot import WHAT_IS_COMPARED, take_snapshot
@@ -30,10 +32,13 @@ from herokumigrate.statements import StepFailed, connection_lost, one_line
 if TYPE_CHECKING:
     from herokumigrate.apply import RunFailed
     from herokumigrate.config import Config
-    from herokumigrate.history import DatabaseState, HistoryTable
+    from herokumigrate.history import Conn, RecordedState
+    from herokumigrate.ledger import DatabaseState
+    from herokumigrate.migration import Migration
     from herokumigrate.output import Output
-    from herokumigrate.session import Session
-    from herokumigrate.source import Migration
+    from herokumigrate.recording import Bookkeeping
+    from herokumigrate.runner import UnitRunner
+    from herokumigrate.versions import Version
 
 
 class _CannotUndo(Exception):
@@ -41,10 +46,7 @@ class _CannotUndo(Exception):
 
 
 def compensate(
-    session: Session,
-    history: HistoryTable,
-    state: DatabaseState,
-    failed: RunFailed,
+    runner: UnitRunner, book: Bookkeeping, state: DatabaseState, failed: RunFailed
 ) -> list[str]:
     """Undo what the failed run committed: INVALID indexes, then its migrations newest first.
 
@@ -52,8 +54,9 @@ def compensate(
     if another run changed it in the gap, nothing is compensated (its work would be undone).
     Returns the report, one line per thing done or left; never raises for a database error.
     """
+    session = runner.session
     try:
-        if session.reconnect_if_lost() and history.read(session.conn).recorded() != failed.expected:
+        if session.reconnect_if_lost() and _recorded(book, session.conn) != failed.run.expected:
             return [
                 "the history changed while the connection was lost: another run took the "
                 "migration lock meanwhile, so nothing was compensated (that could undo its work)",
@@ -61,7 +64,7 @@ def compensate(
                 "included); `heroku-migrate status` shows the state, `heroku-migrate up` "
                 "finishes what is pending.",
             ]
-        return _Compensation(session, history, state, failed).run()
+        return _Compensation(runner, book, state, failed).run()
     except psycopg.Error as exc:
         return [
             f"could not compensate: {one_line(str(exc))}",
@@ -73,10 +76,12 @@ class _Compensation:
     """One compensation: its steps, and the report they write."""
 
     def __init__(
-        self, session: Session, history: HistoryTable, state: DatabaseState, failed: RunFailed
+        self, runner: UnitRunner, book: Bookkeeping, state: DatabaseState, failed: RunFailed
     ) -> None:
-        self.session = session
-        self.history = history
+        self.runner = runner
+        self.session = runner.session
+        self.book = book
+        self.history = book.history
         self.state = state
         self.failed = failed
         self.lines: list[str] = []
@@ -89,7 +94,7 @@ class _Compensation:
         # The downs run as on a fresh connection, whatever search_path a migration set.
         conn.execute("RESET search_path")
         dropped, left = drop_new_invalid_indexes(
-            conn, self.failed.invalid_before, self.session.config.statement_timeout
+            conn, self.failed.run.invalid_before, self.session.statement_timeout
         )
         for name in dropped:
             self.lines.append(f"dropped INVALID index {name} left by the failed build")
@@ -137,7 +142,7 @@ class _Compensation:
             return f"forgot {m.label} (it applies nothing)"
         if m.down is None:
             raise _CannotUndo(f"{m.label}: has no down migration; cannot undo it")
-        run_downs(self.session, self.history, self.state, [m], per_migration=True, done=[])
+        run_downs(self.runner, self.book, [m], per_migration=True, done=[])
         if m.reverts_nothing and not m.applies_nothing:
             self.changes_remain.append(m)
             return (
@@ -149,8 +154,8 @@ class _Compensation:
     def _undo_what_ran(self, m: Migration) -> str | None:
         """For a migration this run left half-applied, undo exactly what ran of it when that
         is known; None when its down must decide."""
-        row = self.failed.expected.get(m.version)
-        before = self.failed.before
+        row = self.failed.run.expected.get(m.version)
+        before = self.failed.run.before
         if row is None or row[0] is not HistoryState.PARTIAL or before is None:
             return None
         resumed = self.state.rows.get(m.version)
@@ -166,11 +171,10 @@ class _Compensation:
         return f"undid what ran of the half-applied {m.label}: {what}"
 
     def _forget(self, m: Migration) -> None:
-        """Delete the history row of an undone migration, and sync the native table."""
+        """Delete the history row of an undone migration; the native table follows."""
         conn = self.session.conn
-        with transaction(conn), recording([m], "history row"):
-            self.history.delete(conn, [m.version])
-            self.history.sync_legacy(conn, self.state.legacy)
+        with transaction(conn):
+            self.book.forget(conn, [m])
 
     def _in_flight(self, m: Migration, progress: int) -> bool:
         """True when statement `progress` of `m` ran outside a transaction as the run stopped
@@ -178,23 +182,24 @@ class _Compensation:
         statements = m.up.statements
         if progress >= len(statements):
             return False
-        outside = statements[progress].kind == NO_TRANSACTION or not m.up.transaction
-        step = self.failed.step_failed.step if self.failed.step_failed is not None else None
+        outside = statements[progress].kind is NO_TRANSACTION or not m.up.transaction
+        cause = self.failed.cause
+        step = cause.step if isinstance(cause, StepFailed) else None
         failed_itself = step is not None and step.migration is m and step.index == progress
         return outside and not failed_itself
 
     def _sync_native(self) -> None:
         """Make the native tool's table say what our history really holds now."""
-        if self.state.legacy is None:
+        native = self.book.native
+        if native is None:
             return
         conn = self.session.conn
         try:
             with transaction(conn):
-                self.history.sync_legacy(conn, self.state.legacy)
+                self.book.follow(conn, NativeChange(frozenset()))
         except psycopg.Error as exc:
             self.lines.append(
-                f"could not sync {self.state.legacy.tool}'s table with the history: "
-                f"{one_line(str(exc))}"
+                f"could not sync {native.tool}'s table with the history: {one_line(str(exc))}"
             )
 
     def _drop_first_release_tables(self) -> None:
@@ -215,7 +220,7 @@ class _Compensation:
                 if found is None or found[0]:
                     return
                 self.history.drop(conn)
-                native = self.failed.created_native
+                native = self.failed.run.created_native
                 if native is not None:  # created with our tables: it goes with them
                     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(native.name.ident))
         except psycopg.errors.UndefinedTable:
@@ -223,14 +228,14 @@ class _Compensation:
         except psycopg.Error as exc:
             self.lines.append(f"could not drop the history tables: {one_line(str(exc))}")
             return
-        created = self.failed.created_native
+        created = self.failed.run.created_native
         also = f" and {created.table}" if created is not None else ""
         self.lines.append(f"dropped the history tables{also} this first release created")
         self._drop_created_schema()
 
     def _drop_created_schema(self) -> None:
         """The history schema too, when this run created it (nothing else is in it then)."""
-        before = self.failed.before
+        before = self.failed.run.before
         schema = self.history.schema
         if before is None or schema == "public":
             return
@@ -246,7 +251,7 @@ class _Compensation:
     def _outcome(self, stopped: bool) -> str:
         """The last line: what is left, and whether the schema is checked as before."""
         difference = None
-        before = self.failed.before
+        before = self.failed.run.before
         if before is not None:
             try:
                 difference = before.compare(take_snapshot(self.session.conn))
@@ -279,12 +284,8 @@ class _Compensation:
 
 
 def headline(failed: RunFailed, output: Output) -> str:
-    """The first line of the error: the failing statement, or the lost connection."""
-    if failed.step_failed is not None:
-        return failed.step_failed.describe()
-    if failed.record_failed is not None:
-        return failed.record_failed.describe()
-    return f"the connection to the database was lost: {one_line(output.redact(str(failed.lost)))}"
+    """The first line of the error: its cause (redacted)."""
+    return output.redact(failed.cause.describe())
 
 
 def failure_error(
@@ -297,7 +298,8 @@ def failure_error(
 ) -> MigrationFailed:
     """The error for a failed run; `report` is what `compensate` did (None: not called)."""
     text = headline(failed, output)
-    fix = failed.record_failed.fix if failed.record_failed is not None else fix_for(failed.error)
+    cause = failed.cause
+    fix = cause.fix if isinstance(cause, RecordFailed) else fix_for(cause.error)
     if dry_run:
         return MigrationFailed(text, details=("Dry run: everything was rolled back.",), fix=fix)
     if report is None:
@@ -306,9 +308,9 @@ def failure_error(
             details=("Everything this run did was rolled back: the database is unchanged.",),
             fix=fix,
         )
-    if not (failed.committed or failed.created_history):
+    if not (failed.committed or failed.run.created_history):
         why = "the failing statement ran outside a transaction"
-    elif config.transaction == "migration":
+    elif config.transaction is TransactionMode.MIGRATION:
         why = "earlier migrations of this run were committed one by one"
         why += " (MIGRATE_TRANSACTION=migration)"
     else:
@@ -354,3 +356,9 @@ def _remaining_state(committed: list[Migration], done: list[Migration]) -> str:
         + ", ".join(left)
         + ". Repair by hand, then record the truth with `heroku-migrate force VERSION`."
     )
+
+
+def _recorded(book: Bookkeeping, conn: Conn) -> dict[Version, RecordedState]:
+    """Each recorded version's state and progress, as the history says now."""
+    rows = book.history.read(conn) or {}
+    return {v: (r.state, r.progress) for v, r in rows.items()}

@@ -14,9 +14,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from herokumigrate.errors import BadInput
+
+if TYPE_CHECKING:
+    from herokumigrate.tools import ToolName
 
 CONFIG_FILE = "migrate.toml"
 ENV_PREFIX = "MIGRATE_"
@@ -36,7 +39,7 @@ HISTORY_LOG_SUFFIX = "_log"
 # The native tools' own variables naming their tables, read as the tools read them (dbmate's
 # `--migrations-table`, goose's `-table`) when `migrations_table` is unset (README,
 # "Adopting golang-migrate, dbmate or goose"). golang-migrate's is a URL parameter (database.py).
-TOOL_TABLE_VARS = {"dbmate": "DBMATE_MIGRATIONS_TABLE", "goose": "GOOSE_TABLE"}
+TOOL_TABLE_VARS: dict[ToolName, str] = {"dbmate": "DBMATE_MIGRATIONS_TABLE", "goose": "GOOSE_TABLE"}
 _PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
 _CONFIG_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
@@ -214,7 +217,7 @@ class Config:
     )
     app_dir: Path = Path()
     # (tool, [schema.]name) from TOOL_TABLE_VARS, checked; empty when `migrations_table` is set.
-    tool_tables: tuple[tuple[str, str], ...] = ()
+    tool_tables: tuple[tuple[ToolName, str], ...] = ()
 
     @property
     def migrations_dir(self) -> Path:
@@ -454,10 +457,10 @@ def load_config(
     return Config(app_dir=app_dir, tool_tables=tools, **values)  # type: ignore[arg-type]
 
 
-def tool_tables(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+def tool_tables(env: Mapping[str, str]) -> tuple[tuple[ToolName, str], ...]:
     """The tables the tools' own variables name (TOOL_TABLE_VARS; empty counts as unset, as
     the tools read them), each checked as `migrations_table` is."""
-    found = []
+    found: list[tuple[ToolName, str]] = []
     for tool, var in TOOL_TABLE_VARS.items():
         raw = env.get(var, "").strip()
         if raw:

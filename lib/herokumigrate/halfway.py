@@ -20,8 +20,8 @@ from herokumigrate.sqlsplit import TRANSACTION_CONTROL
 if TYPE_CHECKING:
     import psycopg
 
+    from herokumigrate.migration import Migration
     from herokumigrate.snapshot import SchemaSnapshot
-    from herokumigrate.source import Migration
     from herokumigrate.sqlsplit import Statement
 
     Conn = psycopg.Connection[tuple[object, ...]]

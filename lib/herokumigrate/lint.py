@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from herokumigrate.lintchecks import CHECKS, NODES_READ, At, creations
 from herokumigrate.lintrules import RULES, Rule
@@ -31,16 +31,14 @@ from herokumigrate.pgparse import ParsedSection, ParsedStatement
 from herokumigrate.sqlsplit import NO_TRANSACTION, TRANSACTION_CONTROL
 
 if TYPE_CHECKING:
-    from herokumigrate.source import Migration
+    from herokumigrate.migration import Migration
 
 __all__ = [
     "ALLOW_DIRECTIVE",
-    "LINT_MODES",
     "NODES_READ",
     "RULES",
     "FileReport",
     "Finding",
-    "LintMode",
     "ReleaseLint",
     "Rule",
     "TableName",
@@ -48,8 +46,6 @@ __all__ = [
     "lint_sections",
 ]
 
-LintMode = Literal["warn", "error", "off"]
-LINT_MODES: tuple[LintMode, ...] = ("warn", "error", "off")
 ALLOW_DIRECTIVE = "heroku-migrate:allow"
 _ALLOW_RE = re.compile(r"heroku-migrate:allow\b([^\n]*)")
 _COMMENT_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})

@@ -23,8 +23,9 @@ from herokumigrate.errors import EXIT_MIGRATION_FAILED, EXIT_OK, BadInput
 if TYPE_CHECKING:
     from herokumigrate.config import Config
     from herokumigrate.lint import FileReport, Finding
+    from herokumigrate.migration import Migration
     from herokumigrate.output import Output
-    from herokumigrate.source import Migration
+    from herokumigrate.versions import Version
 
 ReportFormat = Literal["text", "json"]
 REPORT_FORMATS: tuple[ReportFormat, ...] = ("text", "json")
@@ -69,7 +70,7 @@ def lint_command(config: Config, output: Output, paths: list[Path], report: Repo
 def run_lint(
     parser: object,
     migrations: list[Migration],
-    wanted: set[int] | None,
+    wanted: set[Version] | None,
     *,
     one_transaction: bool = True,
 ) -> LintRun:
@@ -113,12 +114,12 @@ def _load_parser() -> object:
 def _one_transaction(config: Config) -> bool:
     from herokumigrate.config import TransactionMode
 
-    return config.transaction == TransactionMode.RELEASE
+    return config.transaction is TransactionMode.RELEASE
 
 
-def _selected(migrations: list[Migration], paths: list[Path], config: Config) -> set[int]:
+def _selected(migrations: list[Migration], paths: list[Path], config: Config) -> set[Version]:
     """The versions of the migrations whose file (up or down) each PATH names."""
-    by_file: dict[str, int] = {}
+    by_file: dict[str, Version] = {}
     for m in migrations:
         files = [m.up.path, m.down_file] if m.down_file is not None else [m.up.path]
         for source in files:

@@ -1,16 +1,10 @@
 """The migration lock: session advisory locks, polled with `pg_try_advisory_lock`.
 
-One run holds several keys at once, so that our runner and golang-migrate exclude each other
-whichever way golang-migrate was started:
-
-- ours: golang-migrate's formula for `public.schema_migrations` in the server's
-  `current_database()` (the key every release of heroku-migrate has taken);
-- golang-migrate's library (`WithInstance`): its formula with `current_database()`;
-- golang-migrate's CLI (`migrate -database postgres://...`): its formula with the URL's path,
-  leading slash included (`/dbname`).
-
-The two golang-migrate keys name its migrations table (`x-migrations-table`) in the server's
-`current_schema()`, as `database/postgres/postgres.go` does.
+One run holds several keys at once: ours, golang-migrate's formula for `public.schema_migrations`
+in the server's `current_database()` (the key every release of heroku-migrate has taken), and
+each tool's own keys (`NativeTable.lock_keys`, given a `LockScope`: golang-migrate's library and
+CLI keys), so that our runner and the tools exclude each other however they are started.
+`session.migration_lock` gathers them.
 """
 
 from __future__ import annotations
@@ -47,6 +41,19 @@ class MigrationsTable:
     schema: str | None = None
 
 
+@dataclass(frozen=True)
+class LockScope:
+    """What a tool's lock keys are computed from: the server's `current_database()` and
+    `current_schema()` (None: no schema), the database URL's path as golang-migrate's CLI sees
+    it (`/dbname`; None when the database was not given as a URL), and the migrations table
+    the settings name (golang-migrate's `x-migrations-table`, else its default)."""
+
+    database: str
+    schema: str | None
+    url_path: str | None
+    table: MigrationsTable
+
+
 def golang_migrate_lock_id(database_name: str, *additional_names: str) -> int:
     """golang-migrate's `GenerateAdvisoryLockId`: crc32 (IEEE) times its salt, as a uint32.
 
@@ -60,34 +67,6 @@ def golang_migrate_lock_id(database_name: str, *additional_names: str) -> int:
 def lock_key(dbname: str, schema: str = "public", table: str = "schema_migrations") -> int:
     """golang-migrate's advisory lock id for its migrations table `schema.table` in `dbname`."""
     return golang_migrate_lock_id(dbname, schema, table)
-
-
-def migration_lock(
-    conn: psycopg.Connection[tuple[object, ...]],
-    output: Output,
-    *,
-    table: MigrationsTable | None = None,
-    url_path: str | None = None,
-) -> AdvisoryLock:
-    """The migration lock for this database, not yet taken: our key and golang-migrate's two.
-
-    `table` is golang-migrate's migrations table (default `schema_migrations`); `url_path` the
-    database URL's path as golang-migrate's CLI sees it (`/dbname`, see `Target.url_path`), or
-    None when the database was not given as a URL. One query reads the server's names.
-    """
-    table = table or MigrationsTable()
-    row = conn.execute("SELECT current_database(), current_schema()").fetchone()
-    assert row is not None
-    database, current_schema = str(row[0]), row[1]
-    keys = [lock_key(database)]
-    schema = table.schema if table.schema is not None else current_schema
-    # Without a current schema golang-migrate refuses to start (ErrNoSchema): no key to share.
-    if schema is not None:
-        keys.append(golang_migrate_lock_id(database, str(schema), table.name))
-        # An empty path makes golang-migrate fall back to current_database(): the key above.
-        if url_path:
-            keys.append(golang_migrate_lock_id(url_path, str(schema), table.name))
-    return AdvisoryLock(conn, keys, output)
 
 
 class AdvisoryLock:
@@ -108,7 +87,7 @@ class AdvisoryLock:
 
     @property
     def key(self) -> int:
-        """Our own key (the first); the others are golang-migrate's."""
+        """Our own key (the first); the others are the tools'."""
         return self.keys[0]
 
     def on(self, conn: psycopg.Connection[tuple[object, ...]]) -> AdvisoryLock:

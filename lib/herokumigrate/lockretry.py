@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
     from herokumigrate.config import Config
     from herokumigrate.output import Output
-    from herokumigrate.session import Session
 
 # What a retry can get past: the other session lets go, or one side of the deadlock gives way.
 RETRYABLE = (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
@@ -76,50 +75,46 @@ class LockRetryPolicy:
 
 
 def with_lock_retries(
-    session: Session,
+    policy: LockRetryPolicy,
     output: Output,
-    attempt: Callable[[], None],
+    attempt: Callable[[float], None],
     *,
     sleep: Callable[[float], None] = time.sleep,
     before_retry: Callable[[StepFailed], None] | None = None,
 ) -> None:
-    """Run `attempt` (a transaction that commits or rolls back as a whole, or one autocommit
-    statement) until it gets through, retrying on lock timeout or deadlock as the session's
-    settings say; each attempt's lock_timeout is in `session.lock_timeout`.
+    """Run `attempt(lock_timeout)` (a transaction that commits or rolls back as a whole, or one
+    autocommit statement) until it gets through, retrying on lock timeout or deadlock as
+    `policy` says; each attempt gets its own lock_timeout.
 
     Raises the last StepFailed once the budget (or `retries`) is spent, and any other
     StepFailed at once. `before_retry` cleans up after a failed attempt (an INVALID index)."""
-    policy = LockRetryPolicy.from_config(session.config)
     started = clock()
     retry = 0
-    try:
-        while True:
-            session.lock_timeout = policy.attempt_lock_timeout(retry)
-            try:
-                attempt()
-                return
-            except StepFailed as exc:
-                if not isinstance(exc.error, RETRYABLE):
-                    raise
-                retry += 1
-                pause = policy.pause(retry)
-                if not policy.may_retry(retry, started, pause, clock()):
-                    output.warn(
-                        f"Gave up after {retry - 1} retries in {clock() - started:.0f}s "
-                        "(lock_retry_budget / retries)"
-                    )
-                    raise
-                output.detail(
-                    f"{exc.step.migration.label}: line {exc.step.statement.line}: "
-                    f"{_conflict(exc, session.lock_timeout)}, rolled back; "
-                    f"{policy.describe_retry(retry, started, clock())} in {pause:.1f}s "
-                    "(the app's queries are not kept waiting meanwhile)"
+    while True:
+        lock_timeout = policy.attempt_lock_timeout(retry)
+        try:
+            attempt(lock_timeout)
+            return
+        except StepFailed as exc:
+            if not isinstance(exc.error, RETRYABLE):
+                raise
+            retry += 1
+            pause = policy.pause(retry)
+            if not policy.may_retry(retry, started, pause, clock()):
+                output.warn(
+                    f"Gave up after {retry - 1} retries in {clock() - started:.0f}s "
+                    "(lock_retry_budget / retries)"
                 )
-                if before_retry is not None:
-                    before_retry(exc)
-                sleep(pause)
-    finally:
-        session.lock_timeout = session.config.lock_timeout
+                raise
+            output.detail(
+                f"{exc.step.migration.label}: line {exc.step.statement.line}: "
+                f"{_conflict(exc, lock_timeout)}, rolled back; "
+                f"{policy.describe_retry(retry, started, clock())} in {pause:.1f}s "
+                "(the app's queries are not kept waiting meanwhile)"
+            )
+            if before_retry is not None:
+                before_retry(exc)
+            sleep(pause)
 
 
 def _conflict(exc: StepFailed, lock_timeout: float) -> str:

@@ -21,9 +21,10 @@ from herokumigrate.sqllex import tokens
 
 if TYPE_CHECKING:
     from herokumigrate.lint import TableName
+    from herokumigrate.migration import Migration
     from herokumigrate.plan import Unit
-    from herokumigrate.source import Migration
     from herokumigrate.statements import Conn
+    from herokumigrate.versions import Version
 
 RelationKind = Literal[
     "table", "index", "sequence", "view", "materialized view", "foreign table", "other"
@@ -205,7 +206,7 @@ class LockObserver:
 
     def __init__(self, exclude_schema: str, exclude_tables: list[str]) -> None:
         self.exclude = (exclude_schema, exclude_tables)
-        self.migrations: dict[int, MigrationLocks] = {}  # every pending one, in order
+        self.migrations: dict[Version, MigrationLocks] = {}  # every pending one, in order
         self.catalog: Catalog | None = None
         self.current: Migration | None = None  # whose statements run now
         self._held: set[str] = set()  # "oid/AccessShareLock": the pairs held so far

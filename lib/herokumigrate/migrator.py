@@ -1,5 +1,6 @@
 """The core API: each command as a method that returns a result, holding the sequence that
-makes it safe (connect, lock, re-read the history under the lock, re-plan, run).
+makes it safe, as golang-migrate's: lock, read the history (and the tool's table: dirty?) under
+the lock, plan, run. Each command's checks are checks.py's.
 
 The CLI renders the results; progress lines are printed here, as the run goes.
 """
@@ -13,21 +14,27 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from herokumigrate.errors import BadInput, MigrateError, MigrationFailed
 from herokumigrate.history import HistoryState, HistoryTable
+from herokumigrate.ledger import Ledger
+from herokumigrate.manifest import Fingerprint
 from herokumigrate.session import Session
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from herokumigrate.config import Config
-    from herokumigrate.database import Target
-    from herokumigrate.history import DatabaseState, HistoryRow, LogEvent
+    from herokumigrate.history import HistoryRow, LogEvent
+    from herokumigrate.ledger import DatabaseState
     from herokumigrate.locks import LockObserver, MigrationLocks
-    from herokumigrate.native import NativeHistory, NativeTables, NativeToolName
+    from herokumigrate.migration import Migration
+    from herokumigrate.native import NativeTable
     from herokumigrate.output import Output
     from herokumigrate.plan import ReleasePlan
     from herokumigrate.planlint import PendingLint
+    from herokumigrate.recording import Bookkeeping
+    from herokumigrate.runner import UnitRunner
     from herokumigrate.signals import Interrupted
-    from herokumigrate.source import Migration
+    from herokumigrate.tools import ToolName
+    from herokumigrate.versions import Version
 
 StatusKind = Literal["pending", "partial", "applied", "adopted", "changed"]
 
@@ -62,7 +69,7 @@ class DownResult(NamedTuple):
 class GotoResult(NamedTuple):
     """`goto VERSION`: how many migrations were reverted, then applied."""
 
-    version: int
+    version: Version
     reverted: int
     applied: int
 
@@ -71,10 +78,10 @@ class ForceResult(NamedTuple):
     """`force VERSION`: how many migrations were marked applied, and forgotten; the native
     tool's table it created (the database had none)."""
 
-    version: int
+    version: Version
     marked: int
     forgot: int
-    created: NativeHistory | None = None
+    created: NativeTable | None = None
 
 
 class StatusEntry(NamedTuple):
@@ -83,7 +90,7 @@ class StatusEntry(NamedTuple):
     migration: Migration
     kind: StatusKind
     row: HistoryRow | None  # None: never recorded by us
-    tool: NativeToolName | None = None  # for "adopted": the tool that applied it
+    tool: ToolName | None = None  # for "adopted": the tool that applied it
 
 
 class StatusReport(NamedTuple):
@@ -91,8 +98,8 @@ class StatusReport(NamedTuple):
 
     entries: list[StatusEntry]
     unknown: list[HistoryRow]  # recorded, but not in these files
-    pending: list[int]
-    legacy: NativeToolName | None
+    pending: list[Version]
+    native: ToolName | None
     events: list[LogEvent]
     # The native table's disagreement (or golang-migrate's dirty row) `up` refuses, as the
     # lines of its error; None when it agrees.
@@ -114,14 +121,13 @@ class Migrator:
         self.output = output
         self.sleep = sleep
         self.open_session = open_session
-        self.history = HistoryTable(config.history_schema, config.history_table)
 
     def up(
         self,
         migrations: list[Migration] | None,
         *,
-        dry_run: bool,
-        fingerprint: list[tuple[int, str]] | None = None,
+        dry_run: bool = False,
+        fingerprint: Fingerprint | None = None,
         observer: LockObserver | None = None,
     ) -> UpResult:
         """`up` (or `plan` with `dry_run`, shown to `observer`). `migrations` may be None when
@@ -129,38 +135,27 @@ class Migrator:
         check finds work."""
         if fingerprint is None:
             assert migrations is not None
-            fingerprint = [(m.version, m.checksum) for m in migrations]
+            fingerprint = Fingerprint.of(migrations)
         with self._database_errors(), self._session() as session:
             # Most releases have nothing to apply: one query answers them.
-            if self.history.matches(session.conn, fingerprint):
-                return UpResult(0, up_to_date=True, recorded=len(fingerprint))
-            # Only now: a release with nothing to do never imports the rest of the core.
-            from herokumigrate.plan import check_plan, make_plan
-            from herokumigrate.source import load_migrations, validate
+            if self._ledger(session, fingerprint).matches(session.conn, fingerprint):
+                return UpResult(0, up_to_date=True, recorded=len(fingerprint.migrations))
+            from herokumigrate.checks import Checks  # past the quick check: there is work
 
-            if migrations is None:
-                migrations = load_migrations(self.config.migrations_dir, self.config.app_dir)
-            self._spell(migrations)
-            state = self.history.read(session.conn)
-            plan = make_plan(migrations, state)
-            for warning in check_plan(plan, migrations, allow_changed=self.config.allow_changed):
-                self.output.warn(*warning)
+            checks = Checks("plan" if dry_run else "up", self.config, self.output)
+            files = migrations if migrations is not None else self._load()
+            ledger = self._ledger(session, Fingerprint.of(files))
+            # Checked before anything is locked or written; then again under the lock, where
+            # another runner may have applied them meanwhile.
+            plan = checks.plan(self._plan(ledger, session, files), files)
+            if not plan.nothing_to_do:
+                session.lock()
+                plan = checks.plan(self._plan(ledger, session, files), files)
             if plan.nothing_to_do:
-                return _up_to_date(migrations, state)
-            # Every pending file, down sections included (compensation may need them), is
-            # sound before anything is locked or written.
-            validate(plan.pending)
-            checked = set(plan.pending)
-            session.lock()
-            # Re-read under the lock: another runner may have applied them meanwhile.
-            state = self.history.read(session.conn)
-            plan = make_plan(migrations, state)
-            if plan.nothing_to_do:
-                return _up_to_date(migrations, state)
-            check_plan(plan, migrations, allow_changed=self.config.allow_changed)  # warned above
-            # Files are read once: only a migration pending now and not before needs checking.
-            validate([m for m in plan.pending if m not in checked])
-            return UpResult(self._apply(session, state, plan, dry_run=dry_run, observer=observer))
+                return _up_to_date(files, plan.state)
+            return UpResult(
+                self._apply(session, ledger, plan, files, dry_run=dry_run, observer=observer)
+            )
 
     def plan(self, migrations: list[Migration], *, lint: bool = True) -> PlanReport:
         """`plan`: rehearse `up` in a transaction that is rolled back, noting the locks each
@@ -168,8 +163,8 @@ class Migrator:
         here). A failed rehearsal is reported in the result, not raised."""
         from herokumigrate.locks import LockObserver
 
-        history = self.history
-        observer = LockObserver(history.schema, [history.table, history.table + "_log"])
+        schema, table = self.config.history_schema, self.config.history_table
+        observer = LockObserver(schema, [table, table + "_log"])
         failure: MigrationFailed | None = None
         result: UpResult | None = None
         try:
@@ -194,37 +189,22 @@ class Migrator:
 
     def status(self, migrations: list[Migration]) -> StatusReport:
         """What is applied, pending, partial or changed, and the newest log events."""
-        from herokumigrate.native import NativeConflict
         from herokumigrate.plan import make_plan
+        from herokumigrate.reconcile import NativeConflict
 
         with self._database_errors(), self._session() as session:
-            state = self.history.read(session.conn)
-            events = self.history.last_events(session.conn) if state.exists else []
+            ledger = self._ledger(session, Fingerprint.of(migrations))
+            state = ledger.read(session.conn)
+            events = ledger.history.last_events(session.conn) if state.exists else []
         native_problem: NativeConflict | None = None
         try:
             plan = make_plan(migrations, state)
         except NativeConflict as conflict:
             # `up` refuses; status is exactly when the user needs to see it.
             native_problem = conflict
-            plan = make_plan(migrations, dataclasses.replace(state, legacy=None))
-        changed = {m.version for m in plan.changed}
-        adopted = {m.version for m in plan.adopt}
-        tool = state.legacy.tool if state.legacy else None
-        entries = []
-        for m in migrations:
-            row = state.rows.get(m.version)
-            kind: StatusKind
-            if m.version in adopted:
-                kind = "adopted"
-            elif row is None:
-                kind = "pending"
-            elif row.state is HistoryState.PARTIAL:
-                kind = "partial"
-            elif m.version in changed:
-                kind = "changed"
-            else:
-                kind = "applied"
-            entries.append(StatusEntry(m, kind, row, tool if kind == "adopted" else None))
+            plan = make_plan(migrations, dataclasses.replace(state, native=None))
+        tool = state.native.tool if state.native else None
+        entries = [_status_entry(m, plan, tool) for m in migrations]
         unknown = [state.rows[v] for v in plan.unknown]
         pending = [m.version for m in plan.pending]
         problem = tuple(native_problem.lines()) if native_problem is not None else None
@@ -232,10 +212,11 @@ class Migrator:
 
     def down(self, migrations: list[Migration], count: int, *, confirmed: bool) -> DownResult:
         """Revert the `count` newest applied migrations, newest first (only if `confirmed`)."""
+        from herokumigrate.checks import Checks
         from herokumigrate.revert import newest_applied, revert, unconfirmed
 
-        with self._database_errors(), self._locked() as (session, state):
-            self._spell(migrations)
+        Checks("down", self.config, self.output).files(migrations)
+        with self._database_errors(), self._locked(migrations) as (ledger, state, runner):
             targets = newest_applied(state, migrations, count)
             if targets and not confirmed:
                 raise unconfirmed(
@@ -243,24 +224,20 @@ class Migrator:
                     targets,
                     fix=f"Run `heroku-migrate down {count} --yes` to confirm.",
                 )
-            done = revert(
-                session,
-                self.history,
-                state,
-                targets,
-                per_migration=self.config.transaction == "migration",
-                output=self.output,
-            )
+            book = self._book(ledger, state, migrations, state.native)
+            done = revert(runner, book, targets, transaction_mode=self.config.transaction)
         return DownResult(done)
 
-    def goto(self, migrations: list[Migration], version: int, *, confirmed: bool) -> GotoResult:
-        """Revert what is newer than `version` (only if `confirmed`), then apply what is
+    def goto(self, migrations: list[Migration], target: str, *, confirmed: bool) -> GotoResult:
+        """Revert what is newer than `target` (only if `confirmed`), then apply what is
         pending up to it."""
-        from herokumigrate.plan import make_plan
+        from herokumigrate.checks import Checks
         from herokumigrate.revert import newer_than, revert, unconfirmed
 
-        with self._database_errors(), self._locked() as (session, state):
-            self._spell(migrations)
+        version = _version(target, migrations)
+        checks = Checks("goto", self.config, self.output)
+        checks.files(migrations)
+        with self._database_errors(), self._locked(migrations) as (ledger, state, runner):
             newer = newer_than(state, migrations, version)
             if newer and not confirmed:
                 raise unconfirmed(
@@ -268,33 +245,47 @@ class Migrator:
                     newer,
                     fix=f"Run `heroku-migrate goto {version} --yes` to confirm.",
                 )
-            reverted = revert(
-                session,
-                self.history,
-                state,
-                newer,
-                per_migration=self.config.transaction == "migration",
-                output=self.output,
-            )
-            after = self.history.read(session.conn)
-            plan = make_plan(migrations, after, target=version)
-            applied = 0 if plan.nothing_to_do else self._apply(session, after, plan)
+            book = self._book(ledger, state, migrations, state.native)
+            reverted = revert(runner, book, newer, transaction_mode=self.config.transaction)
+            plan = checks.plan(self._plan(ledger, runner.session, migrations, version), migrations)
+            session = runner.session
+            applied = 0
+            if not plan.nothing_to_do:
+                applied = self._apply(session, ledger, plan, migrations)
         return GotoResult(version, len(reverted), applied)
 
-    def force(self, migrations: list[Migration], version: int) -> ForceResult:
-        """Record that exactly the files up to `version` are applied, running none of them."""
+    def force(self, migrations: list[Migration], target: str) -> ForceResult:
+        """Record that exactly the files up to `target` are applied, running none of them."""
         from herokumigrate.revert import force
 
-        with self._database_errors(), self._locked() as (session, state):
-            self._spell(migrations)
-            marked, forgot, created = force(session, self.history, state, migrations, version)
+        version = _version(target, migrations)
+        with self._database_errors(), self._locked(migrations) as (ledger, state, runner):
+            fresh = ledger.native_tables.for_fresh_database(migrations, state.occupied)
+            book = self._book(ledger, state, migrations, state.native or fresh)
+            marked, forgot = force(runner.session.conn, book, state, migrations, version)
+        created = book.native if state.native is None else None
         return ForceResult(version, marked, forgot, created)
+
+    def _plan(
+        self,
+        ledger: Ledger,
+        session: Session,
+        migrations: list[Migration],
+        target: Version | None = None,
+    ) -> ReleasePlan:
+        """The plan against the history as read now."""
+        from herokumigrate.plan import make_plan
+
+        state = ledger.read(session.conn)
+        fresh = ledger.native_tables.for_fresh_database(migrations, state.occupied)
+        return make_plan(migrations, state, target=target, fresh_native=fresh)
 
     def _apply(
         self,
         session: Session,
-        state: DatabaseState,
+        ledger: Ledger,
         plan: ReleasePlan,
+        files: list[Migration],
         *,
         dry_run: bool = False,
         observer: LockObserver | None = None,
@@ -304,38 +295,33 @@ class Migrator:
         from herokumigrate.compensate import compensate, failure_error, headline
         from herokumigrate.signals import Interrupted
 
-        applier = Applier(session, self.history, state, self.config, self.output, sleep=self.sleep)
+        history = ledger.history
+        applier = Applier(session, history, self.config, self.output, files, sleep=self.sleep)
         try:
-            return applier.apply(plan, dry_run=dry_run, observer=observer)
+            if dry_run:
+                return applier.rehearse(plan, observer)
+            return applier.apply(plan)
         except Interrupted as stop:
             # The statement was cancelled and the transaction rolled back on the way here.
-            self._record_interruption(session, state, stop)
-            raise
+            raise self._interrupted(session, ledger, plan.state, stop) from None
         except RunFailed as failed:
             if dry_run:
                 raise failure_error(failed, self.output, self.config, dry_run=True) from None
-            report = (
-                compensate(session, self.history, state, failed)
-                if failed.needs_compensation
-                else None
-            )
+            report = None
+            if failed.needs_compensation:
+                book = self._book(ledger, plan.state, files, plan.native)
+                report = compensate(applier.runner, book, plan.state, failed)
             logged = headline(failed, self.output)
             if report is not None:
                 logged += " | " + " ".join(report)
-            self.history.log_if_present(session.conn, "failed", self.output.redact(logged))
+            history.log_if_present(session.conn, "failed", self.output.redact(logged))
             raise failure_error(failed, self.output, self.config, report=report) from None
 
-    def _spell(self, migrations: list[Migration]) -> None:
-        """Tell the native table how the files write each version (dbmate keeps "001")."""
-        self.history.native.spelling.update(
-            (m.version, m.version_text) for m in migrations if m.version_text
-        )
-
-    def _record_interruption(
-        self, session: Session, state: DatabaseState, stop: Interrupted
-    ) -> None:
-        """Find what the interrupted run committed (from the history, not from memory: the
-        signal may have come during a COMMIT), and log the event."""
+    def _interrupted(
+        self, session: Session, ledger: Ledger, state: DatabaseState, stop: Interrupted
+    ) -> Interrupted:
+        """The interruption, with what the interrupted run committed: found in the history,
+        not from memory (the signal may have come during a COMMIT); the event is logged."""
         import psycopg
 
         from herokumigrate.signals import settle
@@ -343,37 +329,66 @@ class Migrator:
         with contextlib.suppress(psycopg.Error):
             settle(session.conn)  # a statement outside a transaction may still be in flight
             if session.lost:
-                return
+                return stop
             if session.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 session.conn.rollback()
-            now = self.history.read(session.conn)
+            now = ledger.history.read(session.conn) or {}
             before = state.recorded()
-            stop.committed = [
+            committed = [
                 f"{row.version}_{row.name} ({row.state.value})"
-                for version, row in sorted(now.rows.items())
+                for version, row in sorted(now.items())
                 if before.get(version) != (row.state, row.progress)
             ]
             detail = f"{stop.name}: rolled back; committed before it: " + (
-                ", ".join(stop.committed) or "nothing"
+                ", ".join(committed) or "nothing"
             )
-            self.history.log_if_present(session.conn, "interrupted", detail)
+            ledger.history.log_if_present(session.conn, "interrupted", detail)
+            return stop.with_committed(committed)
+        return stop
+
+    def _load(self) -> list[Migration]:
+        from herokumigrate.source import load_migrations
+
+        return load_migrations(self.config.migrations_dir, self.config.app_dir)
+
+    def _ledger(self, session: Session, fingerprint: Fingerprint) -> Ledger:
+        """Our history (in the files' version syntax) and the tool's table, for `session`."""
+        from herokumigrate.native_tables import NativeTables
+
+        config = self.config
+        history = HistoryTable(config.history_schema, config.history_table, fingerprint.syntax)
+        return Ledger(history, NativeTables.from_settings(config, session.target))
+
+    @staticmethod
+    def _book(
+        ledger: Ledger, state: DatabaseState, files: list[Migration], native: NativeTable | None
+    ) -> Bookkeeping:
+        """The bookkeeping of a run that starts from `state`, keeping `native` in sync."""
+        from herokumigrate.recording import Bookkeeping
+
+        return Bookkeeping(ledger.history, native, state.search_path, files)
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[Session]:
         """A session, closed (its lock released) at the end."""
         session = self.open_session(self.config, self.output)
-        self.history.native = native_tables(self.config, session.target)
         try:
             yield session
         finally:
             session.close()
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[tuple[Session, DatabaseState]]:
-        """A session holding the migration lock, and the history read under it."""
+    def _locked(
+        self, migrations: list[Migration]
+    ) -> Iterator[tuple[Ledger, DatabaseState, UnitRunner]]:
+        """A session holding the migration lock, the history read under it, and the runner."""
+        from herokumigrate.runner import UnitRunner
+
         with self._session() as session:
             session.lock()
-            yield session, self.history.read(session.conn)
+            ledger = self._ledger(session, Fingerprint.of(migrations))
+            state = ledger.read(session.conn)
+            yield ledger, state, UnitRunner(session, self.output, sleep=self.sleep)
 
     @contextlib.contextmanager
     def _database_errors(self) -> Iterator[None]:
@@ -386,24 +401,35 @@ class Migrator:
             raise database_error(exc, self.output) from None
 
 
-def native_tables(config: Config, target: Target | None) -> NativeTables:
-    """Where the native tool's table is: the `migrations_table` setting, else golang-migrate's
-    `x-migrations-table` URL parameter, else the names DBMATE_MIGRATIONS_TABLE and GOOSE_TABLE
-    give their tools' tables, else the tools' defaults."""
-    from herokumigrate.config import qualified_parts
-    from herokumigrate.native import NativeName, NativeTables
+def _status_entry(m: Migration, plan: ReleasePlan, tool: ToolName | None) -> StatusEntry:
+    """What the history says of one file."""
+    row = plan.state.rows.get(m.version)
+    kind: StatusKind
+    if m in plan.adopt:
+        kind = "adopted"
+    elif row is None:
+        kind = "pending"
+    elif row.state is HistoryState.PARTIAL:
+        kind = "partial"
+    elif m in plan.changed:
+        kind = "changed"
+    else:
+        kind = "applied"
+    return StatusEntry(m, kind, row, tool if kind == "adopted" else None)
 
-    parts = config.migrations_table_parts
-    if parts is not None:
-        return NativeTables(NativeName(parts[1], parts[0]))
-    if target is not None and target.migrations_table is not None:
-        named = target.migrations_table
-        return NativeTables(NativeName(named.name, named.schema))
-    by_tool: dict[NativeToolName, NativeName] = {}
-    for tool, name in config.tool_tables:
-        schema, table = qualified_parts(name)
-        by_tool[tool] = NativeName(table, schema)  # type: ignore[index]
-    return NativeTables(by_tool=by_tool)
+
+def _version(text: str, migrations: list[Migration]) -> Version:
+    """The version `goto`/`force` name, in the files' syntax (`0`: none of them)."""
+    from herokumigrate.formats import syntax_of
+
+    try:
+        return syntax_of(migrations).parse(text)
+    except ValueError as exc:
+        raise BadInput(
+            f"{exc}",
+            fix="Pick a version from `heroku-migrate status`, or 0 for none "
+            "(`heroku-migrate --help`).",
+        ) from None
 
 
 def database_error(exc: Exception, output: Output) -> MigrateError:

@@ -17,10 +17,13 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from herokumigrate.errors import BadInput
-from herokumigrate.source import SqlSection
+from herokumigrate.sections import SqlSection
+
+if TYPE_CHECKING:
+    from herokumigrate.tools import ToolName
 
 NO_PARSE_DIRECTIVE = "heroku-migrate:no-parse"
 """A `-- heroku-migrate:no-parse` line in a file: PostgreSQL's parser skips it (syntax newer than
@@ -28,7 +31,7 @@ the parser's PostgreSQL version); no syntax check, no split cross-check and no l
 _STATEMENT = re.compile(r'\{"stmt":\{"(\w+)":')
 _DECODER = json.JSONDecoder()
 _NO_PARSE_RE = re.compile(r"^[ \t]*--[ \t]*heroku-migrate:no-parse[ \t]*$", re.MULTILINE)
-GOOSE_FORMAT = "goose"
+GOOSE_FORMAT: ToolName = "goose"
 PGLAST_REQUIREMENT = "pglast==8.8"
 """The pglast the build pins (buildpack/build_wheels.txt) and the tests use: what to install to
 run `heroku-migrate lint` (a test keeps the three equal)."""
@@ -154,7 +157,7 @@ def _syntax_error(section: SqlSection, message: str, position: int | None) -> Ba
     )
 
 
-def check_boundaries(parsed: ParsedSection, migration_format: str) -> None:
+def check_boundaries(parsed: ParsedSection, migration_format: ToolName) -> None:
     """BadInput when the runtime splitter would cut the section other than PostgreSQL does.
 
     Each of the splitter's statements must be exactly one of the parser's: same line, same text.

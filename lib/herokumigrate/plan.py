@@ -11,15 +11,18 @@ from typing import TYPE_CHECKING
 
 from herokumigrate.errors import BadInput
 from herokumigrate.history import HistoryState
-from herokumigrate.native import reconcile
+from herokumigrate.reconcile import reconcile
+from herokumigrate.sqlsplit import NO_TRANSACTION, TRANSACTION_CONTROL
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from herokumigrate.history import DatabaseState
-    from herokumigrate.native import NativeHistory
-    from herokumigrate.source import Migration, SqlSection
+    from herokumigrate.ledger import DatabaseState
+    from herokumigrate.migration import Migration
+    from herokumigrate.native import NativeTable
+    from herokumigrate.sections import SqlSection
     from herokumigrate.sqlsplit import Statement
+    from herokumigrate.versions import Version
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +95,7 @@ class Unit:
 
     def migrations(self) -> list[Migration]:
         """The migrations this unit touches, in order, each once."""
-        seen: dict[int, Migration] = {}
+        seen: dict[Version, Migration] = {}
         if self.alone is not None:
             seen[self.alone.migration.version] = self.alone.migration
         for span in self.spans:
@@ -104,18 +107,27 @@ class Unit:
 
 @dataclass
 class ReleasePlan:
-    """What `up` would do: pending migrations, and what the database knows that the files don't."""
+    """What `up` would do: pending migrations, and what the database (`state`, as read) knows
+    that the files don't."""
 
+    state: DatabaseState
     pending: list[Migration]
-    unknown: list[int]
+    unknown: list[Version]
     changed: list[Migration]
     adopt: list[Migration]
-    partial: dict[int, int]  # version -> statements already done
+    partial: dict[Version, int]  # version -> statements already done
     needs_setup: bool
     # Recorded by us, reverted by the native tool since: forgotten, then applied again.
-    forget: list[int] = field(default_factory=list)
+    forget: list[Version] = field(default_factory=list)
     # The native tool's table to create, as the tool would (the database has none).
-    create_native: NativeHistory | None = None
+    create_native: NativeTable | None = None
+    # Edited applied files whose new checksum the run records (`allow_changed`; checks.py).
+    accept: list[Migration] = field(default_factory=list)
+
+    @property
+    def native(self) -> NativeTable | None:
+        """The tool's table the run keeps in sync: the one found, or the one it creates."""
+        return self.state.native or self.create_native
 
     @property
     def nothing_to_do(self) -> bool:
@@ -126,16 +138,15 @@ class ReleasePlan:
 
 
 def make_plan(
-    migrations: list[Migration], state: DatabaseState, *, target: int | None = None
+    migrations: list[Migration],
+    state: DatabaseState,
+    *,
+    target: Version | None = None,
+    fresh_native: NativeTable | None = None,
 ) -> ReleasePlan:
-    """Compare files with the recorded state (adopting legacy state) and list what is pending."""
-    settled = reconcile(
-        state.legacy,
-        migrations,
-        state.rows,
-        history_exists=state.exists,
-        tables=state.native_tables,
-    )
+    """Compare files with the recorded state (adopting the native tool's) and list what is
+    pending; `fresh_native` is the tool's table to create when the database has none."""
+    settled = reconcile(state.native, migrations, state.rows, history_exists=state.exists)
     rows = {v: row for v, row in state.rows.items() if v not in settled.forget}
     adopted = settled.adopt
     adopted_versions = {m.version for m in adopted}
@@ -145,13 +156,13 @@ def make_plan(
         m
         for m in migrations
         if m.version in rows
-        and rows[m.version].state == HistoryState.APPLIED
+        and rows[m.version].state is HistoryState.APPLIED
         and rows[m.version].checksum != m.checksum
     ]
     partial = {
         v: row.progress or 0
         for v, row in rows.items()
-        if row.state == HistoryState.PARTIAL and v in by_version
+        if row.state is HistoryState.PARTIAL and v in by_version
     }
     pending = [
         m
@@ -161,6 +172,7 @@ def make_plan(
         and (target is None or m.version <= target)
     ]
     return ReleasePlan(
+        state,
         pending,
         unknown,
         changed,
@@ -168,7 +180,7 @@ def make_plan(
         partial,
         not state.exists,
         settled.forget,
-        settled.create,
+        fresh_native if state.native is None else None,
     )
 
 
@@ -202,8 +214,8 @@ def check_plan(
     if plan.pending:
         pending = {m.version for m in plan.pending}
         applied = [m.version for m in migrations if m.version not in pending]
-        newest = max(applied, default=0)
-        older = [m.label for m in plan.pending if m.version < newest]
+        newest = max(applied, default=None)
+        older = [m.label for m in plan.pending if newest is not None and m.version < newest]
         if older:
             warnings.append(
                 (
@@ -253,7 +265,7 @@ def _parts(migration: Migration, section: SqlSection, start: int) -> Iterator[Sp
     its statements that are not plain SQL are."""
     if not section.transaction:  # every statement runs on its own
         for index, statement in enumerate(section.iter_statements()):
-            if index >= start and statement.kind != "transaction_control":
+            if index >= start and statement.kind is not TRANSACTION_CONTROL:
                 yield Step(migration, section, index, statement)
         return
     shape = section.shape
@@ -263,7 +275,7 @@ def _parts(migration: Migration, section: SqlSection, start: int) -> Iterator[Sp
             continue
         if index > position:
             yield Span(migration, section, position, index)
-        if statement.kind == "no_transaction":
+        if statement.kind is NO_TRANSACTION:
             yield Step(migration, section, index, statement)
         position = index + 1
     if shape.total > position:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from herokumigrate.lint import Finding, TableName
-    from herokumigrate.source import Migration
+    from herokumigrate.migration import Migration
+    from herokumigrate.versions import Version
 
 NOT_AVAILABLE = "lint: not available here (the build runs it)"
 
@@ -26,8 +27,8 @@ class PendingLint:
     """What the lint said of the pending migrations; `available` False: pglast is not here."""
 
     available: bool
-    findings: dict[int, list[Finding]] = field(default_factory=dict)  # by version
-    notes: dict[int, list[str]] = field(default_factory=dict)  # by version
+    findings: dict[Version, list[Finding]] = field(default_factory=dict)  # by version
+    notes: dict[Version, list[str]] = field(default_factory=dict)  # by version
     problem: str = ""  # the parser refused a file (the rehearsal reports its own error)
 
 
@@ -56,8 +57,8 @@ def lint_pending(
     except BadInput as exc:
         return PendingLint(available=True, problem=" ".join(exc.message.split()))
     versions = {m.up.path.name: m.version for m in migrations}
-    findings: dict[int, list[Finding]] = {}
-    notes: dict[int, list[str]] = {}
+    findings: dict[Version, list[Finding]] = {}
+    notes: dict[Version, list[str]] = {}
     for report in reports:
         version = versions.get(report.file)
         if version is not None:

@@ -1,56 +1,86 @@
-"""Reverting: `down`, the revert half of `goto`, `force`, and the one routine that runs downs,
-shared with compensation after a failed `up`.
+"""Reverting: `down`, the revert half of `goto`, `force`, and the downs of migrations run unit
+by unit (the runner's routine), shared with compensation after a failed `up`.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
+from herokumigrate.config import TransactionMode
 from herokumigrate.errors import BadInput, MigrationFailed
 from herokumigrate.history import HistoryState
-from herokumigrate.lockretry import with_lock_retries
+from herokumigrate.native import AppliedMigration, NativeChange
 from herokumigrate.plan import build_units
-from herokumigrate.recording import RecordFailed, recording
+from herokumigrate.recording import RecordFailed
 from herokumigrate.signals import transaction
-from herokumigrate.statements import StepFailed, execute
+from herokumigrate.statements import StepFailed
 
 if TYPE_CHECKING:
-    from herokumigrate.history import DatabaseState, HistoryRow, HistoryTable
-    from herokumigrate.native import NativeHistory
+    from herokumigrate.history import HistoryRow
+    from herokumigrate.ledger import DatabaseState
+    from herokumigrate.migration import Migration
     from herokumigrate.output import Output
-    from herokumigrate.plan import Unit
-    from herokumigrate.session import Session
-    from herokumigrate.source import Migration
+    from herokumigrate.plan import Step, Unit
+    from herokumigrate.recording import Bookkeeping
+    from herokumigrate.runner import UnitRunner
+    from herokumigrate.session import Conn
+    from herokumigrate.versions import Version
 
 
 def run_downs(
-    session: Session,
-    history: HistoryTable,
-    state: DatabaseState,
+    runner: UnitRunner,
+    book: Bookkeeping,
     targets: list[Migration],
     *,
     per_migration: bool,
     done: list[Migration],
     output: Output | None = None,
 ) -> None:
-    """Run the downs of `targets` in this order, each migration forgotten (and the legacy
-    table synced with what our history then holds) in the transaction of its last statement.
+    """Run the downs of `targets` in this order, each migration forgotten (and the native
+    table following what our history then holds) in the transaction of its last statement.
 
     Appends every reverted migration to `done`, so that a caller knows how far a failure got;
-    with `output`, says "reverted <label>" for each. A lock timeout or deadlock is retried as
-    in `up`. Raises StepFailed, or RecordFailed when forgetting a migration fails.
+    with `output`, says "reverted <label>" for each. Units run as in `up` (runner.py: lock
+    retries, timeouts). Raises StepFailed, or RecordFailed when forgetting a migration fails.
     """
     items = [(m, m.down, 0) for m in targets if m.down is not None]
+    records = _DownRecords(book, done, output)
     for unit in build_units(items, per_migration):
-        # Like `up`: short, growing lock waits with pauses between, so that the app's queries
-        # on the table are not kept waiting behind a down's lock request (lockretry.py).
-        attempt = functools.partial(_run_down_unit, session, history, state, unit)
-        with_lock_retries(session, session.output, attempt)
+        runner.run(unit, records)
+
+
+class _DownRecords:
+    """The downs' bookkeeping (runner.UnitRecords): a unit forgets the migrations it
+    finishes, in its transaction."""
+
+    def __init__(self, book: Bookkeeping, done: list[Migration], output: Output | None) -> None:
+        self.book = book
+        self.done = done
+        self.output = output
+
+    def at_start(self, conn: Conn, unit: Unit) -> None:
+        """Nothing before a down's statements."""
+
+    def after_statements(self, conn: Conn, unit: Unit, spent: dict[Version, float]) -> None:
+        if unit.finishes:
+            # The native table follows what our table holds now, not a reading from before
+            # the run (which lacks what this run adopted or applied).
+            self.book.forget(conn, unit.finishes, "removal from the history")
+
+    def committed(self, unit: Unit, spent: dict[Version, float]) -> None:
         for m in unit.finishes:
-            done.append(m)
-            if output is not None:
-                output.detail(f"reverted {m.revert_label}")
+            self.done.append(m)
+            if self.output is not None:
+                self.output.detail(f"reverted {m.revert_label}")
+
+    def before_alone(self, conn: Conn, step: Step) -> bool:
+        return False  # a down's progress outside a transaction is not recorded
+
+    def alone_failed(self, conn: Conn, step: Step) -> None:
+        """Nothing to forget."""
+
+    def alone_ran(self, conn: Conn, step: Step, ms: float) -> None:
+        """Nothing to record."""
 
 
 def unconfirmed(message: str, targets: list[Migration], fix: str) -> BadInput:
@@ -59,32 +89,6 @@ def unconfirmed(message: str, targets: list[Migration], fix: str) -> BadInput:
     shown = ", ".join(m.revert_label for m in targets[:10])
     more = f" and {len(targets) - 10} more" if len(targets) > 10 else ""
     return BadInput(message, details=(f"It would revert, newest first: {shown}{more}.",), fix=fix)
-
-
-def _run_down_unit(
-    session: Session, history: HistoryTable, state: DatabaseState, unit: Unit
-) -> None:
-    """One commit unit of downs; the migrations it finishes are forgotten in its transaction."""
-    conn = session.conn
-    if unit.alone is not None:
-        with session.timeouts_outside_transaction(unit.alone):
-            execute(conn, unit.alone)
-        return
-    gone = {m.version for m in unit.finishes}
-    with transaction(conn):
-        session.set_local_timeouts()
-        previous = unit.spans[0].migration if unit.spans else None
-        for step in unit.steps():
-            if step.migration is not previous:
-                session.set_local_timeouts()  # a down's own SET must not disarm the next
-                previous = step.migration
-            execute(conn, step)
-        if gone:
-            # The native table follows what our table holds now, not a reading from
-            # before the run (which lacks what this run adopted or applied).
-            with recording(unit.finishes, "removal from the history"):
-                history.delete(conn, gone)
-                history.sync_legacy(conn, state.legacy)
 
 
 def newest_applied(
@@ -96,7 +100,9 @@ def newest_applied(
     return [revertible(v, by_version, state.rows) for v in versions]
 
 
-def newer_than(state: DatabaseState, migrations: list[Migration], version: int) -> list[Migration]:
+def newer_than(
+    state: DatabaseState, migrations: list[Migration], version: Version
+) -> list[Migration]:
     """The recorded migrations newer than `version`, newest first, each checked revertible."""
     by_version = by_version_checked(migrations, version)
     newer = sorted((v for v in state.rows if v > version), reverse=True)
@@ -104,7 +110,7 @@ def newer_than(state: DatabaseState, migrations: list[Migration], version: int) 
 
 
 def revertible(
-    version: int, by_version: dict[int, Migration], rows: dict[int, HistoryRow]
+    version: Version, by_version: dict[Version, Migration], rows: dict[Version, HistoryRow]
 ) -> Migration:
     """The migration of a recorded `version`, if it can be reverted; BadInput says why not."""
     m = by_version.get(version)
@@ -129,26 +135,24 @@ def revertible(
 
 
 def revert(
-    session: Session,
-    history: HistoryTable,
-    state: DatabaseState,
+    runner: UnitRunner,
+    book: Bookkeeping,
     targets: list[Migration],
     *,
-    per_migration: bool,
-    output: Output,
+    transaction_mode: TransactionMode,
 ) -> list[Migration]:
     """Run the downs of `targets`, newest first; MigrationFailed says how far it got."""
     if not targets:
         return []
+    output, history = runner.output, book.history
     output.step(f"Reverting {len(targets)} migration(s), newest first")
     done: list[Migration] = []
+    per_migration = transaction_mode is TransactionMode.MIGRATION
     try:
-        run_downs(
-            session, history, state, targets, per_migration=per_migration, done=done, output=output
-        )
+        run_downs(runner, book, targets, per_migration=per_migration, done=done, output=output)
     except (StepFailed, RecordFailed) as exc:
         headline = exc.describe()
-        history.log_if_present(session.conn, "down failed", output.redact(headline))
+        history.log_if_present(runner.session.conn, "down failed", output.redact(headline))
         still = ", ".join(m.label for m in targets if m not in done)
         raise MigrationFailed(
             headline,
@@ -158,31 +162,28 @@ def revert(
             ),
             fix="Fix the down migration and run the command again.",
         ) from None
-    conn = session.conn
+    conn = runner.session.conn
     with transaction(conn):
         history.log(conn, "down", "reverted " + ", ".join(str(m.version) for m in done))
     return done
 
 
 def force(
-    session: Session,
-    history: HistoryTable,
+    conn: Conn,
+    book: Bookkeeping,
     state: DatabaseState,
     migrations: list[Migration],
-    version: int,
-) -> tuple[int, int, NativeHistory | None]:
+    version: Version,
+) -> tuple[int, int]:
     """Record that exactly the files up to `version` are applied, running no SQL of theirs.
-    The native tool's table follows; where there is none, it is created first, as `up` would
-    on a fresh database. Returns (marked applied, forgotten, the native table created)."""
+    The native tool's table follows (`book`); where there is none, `book`'s is created first,
+    as `up` would on a fresh database. Returns (marked applied, forgotten)."""
     by_version_checked(migrations, version)
-    conn = session.conn
-    legacy = state.legacy
-    created = None if legacy is not None else state.native_tables.for_fresh_database(migrations)
+    history = book.history
     with transaction(conn):
         history.create(conn)
-        if created is not None:
-            created.create(conn)
-            legacy = created
+        if state.native is None and book.native is not None:
+            book.native.create(conn)
         drop = [v for v in state.rows if v > version]
         history.delete(conn, drop)
         mark = [
@@ -196,17 +197,22 @@ def force(
         ]
         history.record_applied(conn, ((m, 0.0) for m in mark), "forced")
         applied = {v for v in state.rows if v <= version} | {m.version for m in mark}
-        history.sync_legacy(conn, legacy, applied)
+        created = state.native is None
+        marked = book.with_files(applied) if created else [AppliedMigration(m, 0.0) for m in mark]
+        book.follow(conn, NativeChange(frozenset(applied), marked, drop), read_back=False)
         history.log(
             conn, "forced", f"recorded version {version}: marked {len(mark)}, forgot {len(drop)}"
         )
-    return len(mark), len(drop), created
+    return len(mark), len(drop)
 
 
-def by_version_checked(migrations: list[Migration], version: int) -> dict[int, Migration]:
+NO_VERSION = "0"  # `goto 0`, `force 0`: none of the migrations
+
+
+def by_version_checked(migrations: list[Migration], version: Version) -> dict[Version, Migration]:
     """Migrations by version, after checking that `version` is one of them (or 0: none)."""
     by_version = {m.version: m for m in migrations}
-    if version != 0 and version not in by_version:
+    if version.canonical != NO_VERSION and version not in by_version:
         raise BadInput(
             f"version {version} is not one of the migration files",
             fix="Pick a version from `heroku-migrate status`, or 0 for none.",

@@ -89,7 +89,9 @@ class SqlSection:
     @property
     def is_empty(self) -> bool:
         """True when the section holds no statement but comments, blanks or BEGIN/COMMIT."""
-        return not any(s.kind != "transaction_control" for s in self.iter_statements())
+        from herokumigrate.sqlsplit import TRANSACTION_CONTROL
+
+        return not any(s.kind is not TRANSACTION_CONTROL for s in self.iter_statements())
 
     @property
     def shape(self) -> SectionShape:
@@ -106,10 +108,12 @@ class SqlSection:
     def iter_statements(self) -> Iterator[Statement]:
         """The statements one after another, without keeping them (BadInput on bad SQL). A
         pass to the end notes the section's `shape`."""
+        from herokumigrate.sqlsplit import SQL
+
         count = 0
         apart: dict[int, Statement] = {}
         for statement in self._statements():
-            if statement.kind != "sql":
+            if statement.kind is not SQL:
                 apart[count] = statement
             count += 1
             yield statement

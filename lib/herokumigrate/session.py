@@ -14,14 +14,13 @@ one and never keeps its own reference, so a reconnect cannot leave anyone with a
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
-from herokumigrate.lock import AdvisoryLock, MigrationsTable, migration_lock
+from herokumigrate.lock import AdvisoryLock, LockScope, MigrationsTable, lock_key
 from herokumigrate.signals import settle, watch_connection
 
 if TYPE_CHECKING:
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
 
     from herokumigrate.config import Config
     from herokumigrate.database import Target
+    from herokumigrate.native import NativeTable
     from herokumigrate.output import Output
     from herokumigrate.plan import Step
 
@@ -50,15 +50,16 @@ class Session:
     ) -> None:
         """Connect with `open_connection(wait)`, waiting up to `config.connect_wait`.
 
-        `target` (the parsed URL) tells the lock golang-migrate's table and URL path."""
+        `target` (the parsed URL) tells the lock the tools' table and URL path, and brings
+        golang-migrate's `x-statement-timeout`, used when the setting leaves it unset."""
         self.config = config
         self.output = output
         self._open = open_connection
         self._target = target
+        from_url = target.statement_timeout if target is not None else None
+        self.statement_timeout = config.statement_timeout or from_url or 0.0
         self._conn = open_connection(config.connect_wait)
         self._lock: AdvisoryLock | None = None
-        # The lock_timeout of the current attempt (the retry loop grows it up to the setting).
-        self.lock_timeout = config.lock_timeout
         watch_connection(lambda: self._conn)  # a forced exit on SIGTERM cancels its statement
 
     @classmethod
@@ -67,9 +68,6 @@ class Session:
         from herokumigrate.database import connect, read_target
 
         target = read_target(os.environ, config.database_url_var, output)
-        if target.statement_timeout and not config.statement_timeout:
-            # golang-migrate's x-statement-timeout, when our setting leaves it unset.
-            config = dataclasses.replace(config, statement_timeout=target.statement_timeout)
 
         def open_connection(wait: float) -> Conn:
             return connect(
@@ -103,14 +101,14 @@ class Session:
             self._lock = migration_lock(
                 self._conn,
                 self.output,
-                table=self._golang_migrate_table(),
+                table=self._tools_table(),
                 url_path=target.url_path if target is not None else None,
             )
         self._lock.acquire(self.config.lock_wait)
 
-    def _golang_migrate_table(self) -> MigrationsTable | None:
-        """The table golang-migrate's keys name: the `migrations_table` setting, else the URL's
-        `x-migrations-table`, else its default (as native.py picks the table to keep)."""
+    def _tools_table(self) -> MigrationsTable | None:
+        """The table the tools' keys name: the `migrations_table` setting, else the URL's
+        `x-migrations-table`, else their default (as native_tables.py finds the table)."""
         parts = self.config.migrations_table_parts
         if parts is not None:
             schema, table = parts
@@ -129,25 +127,29 @@ class Session:
             self.lock()
         return True
 
-    def set_local_timeouts(self) -> None:
-        """(Re-)assert our timeouts for the open transaction: `SET LOCAL`, gone at its end.
+    def set_local_timeouts(self, lock_timeout: float | None = None) -> None:
+        """(Re-)assert our timeouts for the open transaction: `SET LOCAL`, gone at its end;
+        `lock_timeout` is the current attempt's (lockretry.py), else the setting.
 
         Called at the start of every transaction and before each migration in it."""
-        self._conn.execute(self.timeouts_sql(local=True))
+        self._conn.execute(self.timeouts_sql(local=True, lock_timeout=lock_timeout))
 
     def timeouts_sql(self, *, local: bool, lock_timeout: float | None = None) -> sql.Composed:
-        """SET [LOCAL] lock_timeout (the current attempt's, unless given) and
-        statement_timeout (the configured one)."""
+        """SET [LOCAL] lock_timeout (the given one, else the setting) and statement_timeout."""
         scope = sql.SQL("SET LOCAL " if local else "SET ")
+        if lock_timeout is None:
+            lock_timeout = self.config.lock_timeout
         return sql.SQL("{}lock_timeout = {}; {}statement_timeout = {}").format(
             scope,
-            sql.Literal(milliseconds(self.lock_timeout if lock_timeout is None else lock_timeout)),
+            sql.Literal(milliseconds(lock_timeout)),
             scope,
-            sql.Literal(milliseconds(self.config.statement_timeout)),
+            sql.Literal(milliseconds(self.statement_timeout)),
         )
 
     @contextlib.contextmanager
-    def timeouts_outside_transaction(self, step: Step) -> Iterator[None]:
+    def timeouts_outside_transaction(
+        self, step: Step, lock_timeout: float | None = None
+    ) -> Iterator[None]:
         """Our timeouts around one statement that runs outside a transaction: `SET`, then
         `RESET` however the statement ends (a lost connection takes them with it).
 
@@ -155,7 +157,7 @@ class Session:
         runs without lock_timeout; statement_timeout still applies."""
         conn = self._conn
         exempt = waits_only_for_snapshots(step.statement.text)
-        conn.execute(self.timeouts_sql(local=False, lock_timeout=0.0 if exempt else None))
+        conn.execute(self.timeouts_sql(local=False, lock_timeout=0.0 if exempt else lock_timeout))
         try:
             yield
         finally:
@@ -175,11 +177,34 @@ class Session:
         self.release()
         self._conn.close()
 
-    def __enter__(self) -> Session:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def migration_lock(
+    conn: Conn,
+    output: Output,
+    *,
+    table: MigrationsTable | None = None,
+    url_path: str | None = None,
+    tools: tuple[type[NativeTable], ...] | None = None,
+) -> AdvisoryLock:
+    """The migration lock for this database, not yet taken: our key and every tool's
+    (`tools`, default: every registered tool's table class).
+
+    `table` is the tools' migrations table the settings name (default `schema_migrations`);
+    `url_path` the database URL's path as golang-migrate's CLI sees it (`/dbname`, see
+    `Target.url_path`), or None when the database was not given as a URL. One query reads the
+    server's names."""
+    if tools is None:
+        from herokumigrate.formats import native_table_classes
+
+        tools = native_table_classes()
+    row = conn.execute("SELECT current_database(), current_schema()").fetchone()
+    assert row is not None
+    schema = str(row[1]) if row[1] is not None else None
+    scope = LockScope(str(row[0]), schema, url_path, table or MigrationsTable())
+    keys = [lock_key(scope.database)]
+    for tool in tools:
+        keys.extend(tool.lock_keys(scope))
+    return AdvisoryLock(conn, keys, output)
 
 
 def waits_only_for_snapshots(text: str) -> bool:

@@ -46,12 +46,16 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class Interrupted(KeyboardInterrupt):
     """SIGTERM or SIGINT arrived; raised in the main thread by the signal handler."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, committed: list[str] | None = None) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         # What the run had committed when the signal came, as found after the rollback
         # (None: not known, the signal came outside `up`'s apply step).
-        self.committed: list[str] | None = None
+        self.committed = committed
+
+    def with_committed(self, committed: list[str]) -> Interrupted:
+        """The same interruption, knowing what the run had committed."""
+        return Interrupted(self.signum, committed)
 
     def lines(self) -> list[str]:
         """The error lines the CLI prints."""

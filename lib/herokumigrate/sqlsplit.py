@@ -67,8 +67,8 @@ __all__ = [
 
 
 class StatementKind(str, Enum):
-    """What the runner does with a statement (see `classify`). A `str`, so that a kind still
-    compares equal to its value: `kind == "transaction_control"`."""
+    """What the runner does with a statement (see `classify`); compared by member
+    (`kind is NO_TRANSACTION`)."""
 
     SQL = "sql"
     """Runs in the migration's transaction."""

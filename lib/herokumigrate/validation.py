@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from herokumigrate.errors import BadInput
+from herokumigrate.problems import FileProblems
 
 if TYPE_CHECKING:
-    from herokumigrate.problems import FileProblems
+    from pathlib import Path
+
+    from herokumigrate.migration import Migration
     from herokumigrate.sections import SqlSection
-    from herokumigrate.source import Migration
 
 NAMES_SHOWN = 10  # a note lists at most this many migrations by name
 WARNINGS_SHOWN = 50
@@ -37,7 +39,7 @@ class ValidationReport:
     warnings: list[str] = field(default_factory=list)  # each one ` !     ` line
 
     def counts(self) -> dict[str, int]:
-        """The four counts, as `source.validate` has always returned them."""
+        """The four counts, as `validate` returns them."""
         return {
             "migrations": self.migrations,
             "statements": self.statements,
@@ -62,6 +64,29 @@ class ValidationReport:
                 f"forgets them: {_names(self.reverts_nothing)}"
             )
         return lines
+
+
+def check_folder(
+    directory: Path, app_root: Path | None = None
+) -> tuple[list[Migration], ValidationReport]:
+    """`validate`: load every file and split every section, reporting every problem of the
+    folder (bad names, files and SQL) in one BadInput; else the migrations and the report."""
+    from herokumigrate.source import read_folder
+
+    problems = FileProblems()
+    migrations = read_folder(directory, app_root, problems)
+    report = check_migrations(migrations, problems)
+    problems.raise_if_any()
+    return migrations, report
+
+
+def validate(migrations: list[Migration]) -> dict[str, int]:
+    """Split every section (one BadInput listing every bad SQL); counts for the report.
+    `check_migrations` also returns the notes and warnings to print."""
+    problems = FileProblems()
+    report = check_migrations(migrations, problems)
+    problems.raise_if_any()
+    return report.counts()
 
 
 def check_migrations(migrations: list[Migration], problems: FileProblems) -> ValidationReport:
@@ -98,15 +123,15 @@ def check_migrations(migrations: list[Migration], problems: FileProblems) -> Val
 def _check_section(section: SqlSection, report: ValidationReport) -> tuple[int, int, bool]:
     """(statements, statements that must run outside a transaction, whether any is more than
     BEGIN/COMMIT) of one section; warnings about protected settings go to `report`."""
-    from herokumigrate.sqlsplit import session_setting
+    from herokumigrate.sqlsplit import NO_TRANSACTION, TRANSACTION_CONTROL, session_setting
 
     count = outside = 0
     has_sql = False
     for statement in section.iter_statements():
         count += 1
-        if statement.kind == "no_transaction":
+        if statement.kind is NO_TRANSACTION:
             outside += 1
-        if statement.kind != "transaction_control":
+        if statement.kind is not TRANSACTION_CONTROL:
             has_sql = True
         if _MAYBE_SETTING.match(statement.text) is None or _SET_LOCAL.match(statement.text):
             continue

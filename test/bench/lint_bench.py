@@ -89,10 +89,10 @@ def main() -> None:
 
         def cold() -> None:
             (cache / lintstep.STATE_FILE).unlink(missing_ok=True)
-            lintstep.check_release_safety(app, config, {}, cache, quiet)
+            lintstep.check_release_safety(app, config, cache, quiet)
 
         def warm() -> None:
-            lintstep.check_release_safety(app, config, {}, cache, quiet)
+            lintstep.check_release_safety(app, config, cache, quiet)
 
         newest = sorted((app / "db/migrations").glob("*.up.sql"))[-1]
 

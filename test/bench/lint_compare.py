@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "lib"))
 
 from herokumigrate.lintrules import RULES  # noqa: E402
-from herokumigrate.source import SourceFile, SqlSection, load_migrations  # noqa: E402
+from herokumigrate.sections import SourceFile, SqlSection  # noqa: E402
+from herokumigrate.source import load_migrations  # noqa: E402
 
 # One row per hazard: (what, squawk's rules, ours). squawk's safety rules that are on by
 # default in squawk-cli 2.70; the rest are listed in MOOT and STYLE (see docs/lint.md).

@@ -49,7 +49,7 @@ def check_migrations(
     when one fails the build. Returns the manifest to install beside the runner."""
     manifest = cache / MANIFEST
     validate(app_dir, config, settings, wheel_files, manifest=manifest, out=out)
-    check_release_safety(app_dir, config, settings, cache, out)
+    check_release_safety(app_dir, config, cache, out)
     return manifest
 
 

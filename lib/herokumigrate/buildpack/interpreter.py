@@ -396,7 +396,7 @@ def _precompile_stdlib(executable: Path, prefix: Path, stdlib_dir: Path) -> None
     where `module.py` was, which Python imports without the source): half the size. Compiled by
     the build's interpreter, the very one bundled."""
     args = precompile_args(prefix, [stdlib_dir], jobs=0)
-    args.insert(args.index("-q"), "-b")  # legacy locations: importable without the source
+    args.insert(args.index("-q"), "-b")  # each .pyc beside its source: imported without it
     compiled = subprocess.run(
         [str(executable), "-E", "-s", *args],
         capture_output=True,

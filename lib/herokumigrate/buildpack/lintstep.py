@@ -15,21 +15,20 @@ from pathlib import Path
 
 from herokumigrate import lint
 from herokumigrate.buildpack import BuildFailed, parser
-from herokumigrate.config import Config, TransactionMode
+from herokumigrate.config import Config, LintMode, TransactionMode
+from herokumigrate.migration import Migration
 from herokumigrate.output import Output
 from herokumigrate.pgparse import ParsedSection, check_boundaries, parse_section, skips_parsing
-from herokumigrate.source import Migration, load_migrations
+from herokumigrate.source import load_migrations
 
 STATE_FILE = "lint-state.json"
 _STATE_FORMAT = 1
 
 
-def check_release_safety(
-    build_dir: Path, config: Config, config_vars: dict[str, str], cache: Path, out: Output
-) -> None:
+def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Output) -> None:
     """Parse and lint the app's migrations; raises BadInput (a broken file, a split that
     disagrees with PostgreSQL's) or BuildFailed (lint findings with `lint = "error"`)."""
-    mode: lint.LintMode = config.lint.value
+    mode = config.lint
     if not config.parse:
         out.detail(
             "PostgreSQL's parser is off (MIGRATE_PARSE or parse in migrate.toml): "
@@ -43,7 +42,7 @@ def check_release_safety(
     state = cache / STATE_FILE
     previous = _recall(state, config.path)
     new = [m for m in migrations if previous is None or previous.get(str(m.version)) != m.checksum]
-    to_lint = {m.version for m in new} if mode != "off" else set()
+    to_lint = {m.version for m in new} if mode is not LintMode.OFF else set()
     checked: list[ParsedSection] = []
     context: list[ParsedSection] = []  # the older files, read for what they create
     unparsed = []
@@ -67,18 +66,18 @@ def check_release_safety(
     )
     if unparsed:
         out.detail(f"Not parsed (-- heroku-migrate:no-parse): {', '.join(unparsed)}")
-    if mode == "off":
+    if mode is LintMode.OFF:
         out.detail("Release-safety lint is off (MIGRATE_LINT or lint in migrate.toml)")
         _remember(state, config.path, migrations)
         return
     if previous is None:
         out.detail("No record of a previous build in the cache: every migration counts as new")
-    one_transaction = config.transaction == TransactionMode.RELEASE
+    one_transaction = config.transaction is TransactionMode.RELEASE
     reports = lint.lint_sections(
         checked, parser=pg_parser, context=context, one_transaction=one_transaction
     )
     errors = _report(reports, len(new), mode, out)
-    if errors and mode == "error":
+    if errors and mode is LintMode.ERROR:
         files = sum(1 for r in reports if r.errors)
         raise BuildFailed(
             f"Release-safety lint: {errors} error(s) in {files} file(s), listed above; "
@@ -94,7 +93,7 @@ def _counts(findings: int, errors: int) -> str:
     return f"{errors} error(s), {findings - errors} warning(s)"
 
 
-def _report(reports: list[lint.FileReport], new: int, mode: lint.LintMode, out: Output) -> int:
+def _report(reports: list[lint.FileReport], new: int, mode: LintMode, out: Output) -> int:
     """Detail lines grouped by file, with counts; a warning line when something was found.
     Returns the number of error-level findings."""
     found = sum(len(r.findings) for r in reports)
@@ -123,8 +122,10 @@ def _report(reports: list[lint.FileReport], new: int, mode: lint.LintMode, out: 
             "To allow one on purpose, put a comment naming its rule above the statement: "
             f"-- {lint.ALLOW_DIRECTIVE} {first.rule.id}"
         )
-        if mode == "warn" or not errors:
-            then = "MIGRATE_LINT=error makes errors fail it" if mode == "warn" else "no errors"
+        if mode is LintMode.WARN or not errors:
+            then = (
+                "MIGRATE_LINT=error makes errors fail it" if mode is LintMode.WARN else "no errors"
+            )
             out.warn(
                 f"Release-safety lint: {summary} (listed under the validate step). "
                 f"The build goes on ({then})."

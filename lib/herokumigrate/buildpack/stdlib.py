@@ -156,8 +156,3 @@ def needed_top_level(
         path, is_package = found
         pending.extend(_imports(path.read_bytes(), module, is_package))
     return kept | ALWAYS_KEPT
-
-
-def needed_extensions(dynload: Path, kept: set[str]) -> set[str]:
-    """File names in lib-dynload of the extension modules among `kept` (by module name)."""
-    return {path.name for path in dynload.glob("*.so") if path.name.split(".")[0] in kept}

@@ -1,20 +1,70 @@
-"""Migration file formats: what each native tool's files look like, and how to read them.
+"""Migration formats: how each tool's migrations are found in the migrations folder, named,
+ordered and read. This module is the seam every format plugs into, and its registry.
 
-One module per format, registered here. golang-migrate pairs `{version}_{title}.up.sql` with
-`.down.sql` by name; the others keep both directions in one `{version}_{title}.sql` and are told
-apart by their annotations (`AnnotatedFormat`). Adding a format: write its module (the protocol
-below), add its name to `FormatName` and its object to `ANNOTATED`.
+Adding a format (a tool whose files and table we read as the tool does) takes exactly:
+
+1. its name in `tools.ToolName` (the registry: the order is the order formats are tried);
+2. one module, `formats/<name>.py` (`-` written `_`), whose `FORMAT` provides `MigrationFormat`;
+3. one module, `native/<name>.py`, whose class provides `native.NativeTable` (the tool's own
+   history table), returned by the format's `native_table()`.
+
+Nothing else changes: the folder is read (`source.load_migrations`), planned, applied,
+reverted and recorded, and the tool's table found, adopted, created and kept in sync, through
+these two contracts. (A tool whose own environment variable names its table, as dbmate's
+DBMATE_MIGRATIONS_TABLE, also lists it in `config.TOOL_TABLE_VARS`.)
+
+What `MigrationFormat` must provide:
+
+- `name`: its `ToolName`.
+- `syntax` (`versions.VersionSyntax`): how the version text the tool writes becomes a
+  `Version`: its identity (equal keys = the same migration), its ordering key (a tuple
+  comparable within the syntax: integers for golang-migrate, dbmate and goose; numeric dotted
+  parts for Flyway; the string for Diesel; an ICU-like key then the name for Prisma), the
+  canonical text our history stores, and the text as written. A migration the tool runs with no
+  version (Flyway's repeatable `R__` files) gets a key that sorts after every versioned one
+  (say `(1, description)` against `(0, *parts)`) and `number` None. Migrations of two syntaxes
+  never share a folder (source.py refuses it). `syntax.column_type` says how our history table
+  is created for it: `bigint` for integers (what every release before this one created, and
+  what `heroku rollback` to an old slug reads), `text` otherwise.
+- `naming`: how its migrations are named, for the fix of a file no format reads.
+- `claim(entry, folder)`: whether an entry of the folder (a file, or a subfolder for tools that
+  keep one folder per migration: `<name>/migration.sql`, `<name>/up.sql` + `down.sql` +
+  `metadata.toml`) is one of its migrations or a part of one. A `Claim` gives the version from
+  the name, the title, and whether the entry is the migration's primary part (the one that
+  owns the version: golang-migrate's `.up.sql`, not its `.down.sql`; Flyway's `V…sql`, not its
+  `.sql.conf`). A format that shares a naming with another tells its files apart by their
+  content (`folder.text(entry)`): it answers `Unmarked` when the name fits but the content
+  lacks its marker. None: not its entry. BadInput: its entry, but malformed (a version out of
+  range). A name no format claims is an error for a `.sql` file, ignored otherwise. A format
+  reads a subfolder's files through `source.list_folder` (names and symlinks checked); the
+  build's manifest covers subfolders.
+- `assemble(version, parts, folder)`: the `Migration` from its claimed parts (the primary one
+  first, when one claims the version; a format reports parts without one): its up and down
+  sections
+  (`sections.SqlSection`, which carry the transaction opt-out), its checksum. Problems are
+  reported with `folder.problem` (the migration is then left out: None).
+- `native_table()`: its native-table class (imported on call: reading files needs no driver).
+- `new_files(version, slug, title)`: the files `heroku-migrate new` writes.
+
+Execution stays the runner's: statements are split and run by `sections`/`runner`, in one
+transaction per release or per migration, a statement PostgreSQL refuses in a transaction
+alone. A tool that sends a file as one simple query (Prisma, sqlx, Diesel) is read into the
+same statements.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
+import importlib
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+from herokumigrate.tools import TOOL_NAMES, ToolName
 
 if TYPE_CHECKING:
-    from herokumigrate.sections import SourceFile, SqlSection
-
-FormatName = Literal["golang-migrate", "dbmate", "goose"]
-FORMAT_NAMES: tuple[FormatName, ...] = ("golang-migrate", "dbmate", "goose")
+    from herokumigrate.errors import BadInput
+    from herokumigrate.migration import Migration
+    from herokumigrate.native import NativeTable
+    from herokumigrate.sections import SourceFile
+    from herokumigrate.versions import Version, VersionSyntax
 
 
 class NewFile(NamedTuple):
@@ -24,37 +74,105 @@ class NewFile(NamedTuple):
     content: str
 
 
-class AnnotatedFormat(Protocol):
-    """A format whose one `.sql` file holds both directions, marked by annotation comments."""
+class FolderEntry(NamedTuple):
+    """A file or subfolder of the migrations folder (dotfiles are never listed)."""
 
-    name: FormatName
-    example: str  # the annotation that starts an up section, for messages
+    path: SourceFile
+    is_folder: bool
 
-    def first_annotation(self, text: str) -> int | None:
-        """The line of the first line this format would read as an annotation, or None."""
+    @property
+    def name(self) -> str:
+        """Its name within the migrations folder."""
+        return self.path.name
 
-    def parse(self, path: SourceFile, text: str) -> tuple[SqlSection, SqlSection | None]:
-        """The up section and the down section (None: the file has none), or BadInput."""
+
+class Claim(NamedTuple):
+    """An entry a format reads as one of its migrations, or a part of one."""
+
+    entry: FolderEntry
+    version: Version
+    title: str
+    primary: bool = True  # the part that owns the version (an up file, a migration's folder)
+    because: str = ""  # how its content told the format (`dbmate (line 1)`), for messages
+
+
+class Unmarked(NamedTuple):
+    """The entry's name fits the format but its content lacks the format's marker."""
+
+    marker: str  # what starts the format's up section: `'-- migrate:up'`
+    tool: ToolName
+
+
+class FolderReader(Protocol):
+    """What a format may ask of the folder being read (source.py's `Folder`)."""
+
+    def text(self, path: SourceFile) -> str:
+        """The file's text, read once and checked (BadInput: unreadable, binary, not UTF-8)."""
+
+    def owner(self, version: Version) -> SourceFile | None:
+        """The primary entry that owns `version`, whatever its format; None when none does."""
+
+    def problem(self, path: SourceFile, error: BadInput) -> None:
+        """Report a problem of a file; every problem of the folder is reported at once."""
+
+
+class MigrationFormat(Protocol):
+    """A format: see the module's docstring for what each member must do."""
+
+    @property
+    def name(self) -> ToolName:
+        """The format's (and its tool's) name."""
+
+    @property
+    def syntax(self) -> VersionSyntax:
+        """How its versions are written and compared."""
+
+    @property
+    def naming(self) -> str:
+        """How its migrations are named: `{version}_{title}.sql with '-- migrate:up' (dbmate)`."""
+
+    def claim(self, entry: FolderEntry, folder: FolderReader) -> Claim | Unmarked | None:
+        """Whether `entry` is (a part of) one of its migrations."""
+
+    def assemble(
+        self, version: Version, parts: list[Claim], folder: FolderReader
+    ) -> Migration | None:
+        """The migration of `version` from its parts; None after reporting a problem."""
+
+    def native_table(self) -> type[NativeTable]:
+        """The class of the tool's own history table."""
 
     def new_files(self, version: str, slug: str, title: str) -> list[NewFile]:
         """The files of a new, empty migration."""
 
 
-def annotated_formats() -> tuple[AnnotatedFormat, ...]:
-    """Every format told apart by annotations, in the order they are tried."""
-    from herokumigrate.formats import dbmate, goose
+def format_named(name: ToolName) -> MigrationFormat:
+    """The format of a registered name (its module is imported on first use)."""
+    module = importlib.import_module(f"herokumigrate.formats.{name.replace('-', '_')}")
+    found: MigrationFormat = module.FORMAT
+    return found
 
-    return (dbmate.FORMAT, goose.FORMAT)
+
+def registered_formats() -> tuple[MigrationFormat, ...]:
+    """Every format, in the order they are tried."""
+    return tuple(format_named(name) for name in TOOL_NAMES)
 
 
-def new_migration_files(fmt: FormatName, version: str, slug: str, title: str) -> list[NewFile]:
-    """The files `heroku-migrate new TITLE --format FMT` writes, for `version` (digits) and
+def native_table_classes() -> tuple[type[NativeTable], ...]:
+    """Every tool's table class, in the order a found table is recognized by its columns."""
+    return tuple(fmt.native_table() for fmt in registered_formats())
+
+
+def syntax_of(migrations: list[Migration]) -> VersionSyntax:
+    """The version syntax of a folder's migrations (they share one); integers for none."""
+    if migrations:
+        return format_named(migrations[0].format).syntax
+    from herokumigrate.versions import INTEGER
+
+    return INTEGER
+
+
+def new_migration_files(name: ToolName, version: str, slug: str, title: str) -> list[NewFile]:
+    """The files `heroku-migrate new TITLE --format NAME` writes, for `version` (digits) and
     `slug` (the title reduced to `[a-z0-9_]`)."""
-    if fmt == "golang-migrate":
-        from herokumigrate.formats import golang
-
-        return golang.new_files(version, slug, title)
-    for annotated in annotated_formats():
-        if annotated.name == fmt:
-            return annotated.new_files(version, slug, title)
-    raise ValueError(fmt)  # unreachable: FormatName lists exactly the registered formats
+    return format_named(name).new_files(version, slug, title)

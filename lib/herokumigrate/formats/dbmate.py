@@ -11,11 +11,18 @@ import re
 from typing import TYPE_CHECKING
 
 from herokumigrate.errors import BadInput
-from herokumigrate.formats import FormatName, NewFile
+from herokumigrate.formats import NewFile, Unmarked
+from herokumigrate.formats.naming import assemble_one_file, claim_one_file
 from herokumigrate.sections import SqlSection
+from herokumigrate.tools import ToolName
+from herokumigrate.versions import INTEGER
 
 if TYPE_CHECKING:
+    from herokumigrate.formats import Claim, FolderEntry, FolderReader
+    from herokumigrate.migration import Migration
+    from herokumigrate.native import NativeTable
     from herokumigrate.sections import SourceFile
+    from herokumigrate.versions import Version
 
 _MARKER_RE = re.compile(r"^--\s*migrate:(\w+)(.*)$", re.MULTILINE)
 _OPTION_RE = re.compile(r"^(\w+):(\S+)$")
@@ -24,8 +31,26 @@ _OPTION_RE = re.compile(r"^(\w+):(\S+)$")
 class DbmateFormat:
     """The dbmate format (see the module's docstring)."""
 
-    name: FormatName = "dbmate"
-    example = "-- migrate:up"
+    name: ToolName = "dbmate"
+    syntax = INTEGER
+    naming = "{version}_{title}.sql with '-- migrate:up' (dbmate)"
+
+    def claim(self, entry: FolderEntry, folder: FolderReader) -> Claim | Unmarked | None:
+        """A `{version}_{title}.sql` file holding dbmate's annotations."""
+        marker = Unmarked("'-- migrate:up'", self.name)
+        return claim_one_file(entry, folder, self.syntax, self.first_annotation, marker)
+
+    def assemble(
+        self, version: Version, parts: list[Claim], folder: FolderReader
+    ) -> Migration | None:
+        """The file's up and down sections (one part: the file)."""
+        return assemble_one_file(self.name, self.parse, version, parts[0], folder)
+
+    def native_table(self) -> type[NativeTable]:
+        """dbmate's `schema_migrations (version varchar)`."""
+        from herokumigrate.native.dbmate import DbmateTable
+
+        return DbmateTable
 
     def first_annotation(self, text: str) -> int | None:
         """The line of the first `-- migrate:` marker."""

@@ -18,11 +18,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from herokumigrate.errors import BadInput
-from herokumigrate.formats import FormatName, NewFile
+from herokumigrate.formats import NewFile, Unmarked
+from herokumigrate.formats.naming import assemble_one_file, claim_one_file
 from herokumigrate.sections import SqlSection
+from herokumigrate.tools import ToolName
+from herokumigrate.versions import INTEGER
 
 if TYPE_CHECKING:
+    from herokumigrate.formats import Claim, FolderEntry, FolderReader
+    from herokumigrate.migration import Migration
+    from herokumigrate.native import NativeTable
     from herokumigrate.sections import SourceFile
+    from herokumigrate.versions import Version
 
 _ANNOTATIONS = {
     "up": "Up",
@@ -46,8 +53,26 @@ class _Line:
 class GooseFormat:
     """The goose format (see the module's docstring)."""
 
-    name: FormatName = "goose"
-    example = "-- +goose Up"
+    name: ToolName = "goose"
+    syntax = INTEGER
+    naming = "{version}_{title}.sql with '-- +goose Up' (goose)"
+
+    def claim(self, entry: FolderEntry, folder: FolderReader) -> Claim | Unmarked | None:
+        """A `{version}_{title}.sql` file holding goose's annotations."""
+        marker = Unmarked("'-- +goose Up'", self.name)
+        return claim_one_file(entry, folder, self.syntax, self.first_annotation, marker)
+
+    def assemble(
+        self, version: Version, parts: list[Claim], folder: FolderReader
+    ) -> Migration | None:
+        """The file's up and down sections (one part: the file)."""
+        return assemble_one_file(self.name, self.parse, version, parts[0], folder)
+
+    def native_table(self) -> type[NativeTable]:
+        """goose's `goose_db_version`."""
+        from herokumigrate.native.goose import GooseTable
+
+        return GooseTable
 
     def first_annotation(self, text: str) -> int | None:
         """The line of the first line goose would read as an annotation."""
