@@ -216,6 +216,9 @@ class Config:
         True, "buildpack: check every migration with PostgreSQL's parser (pglast)", flag=False
     )
     app_dir: Path = Path()
+    # Where `path` came from: a flag, a config var or migrate.toml, or, unset, why the folder
+    # found is the tool's (locations.py: "the default", "Prisma Migrate's folder").
+    path_origin: str = "the default"
     # (tool, [schema.]name) from TOOL_TABLE_VARS, checked; empty when `migrations_table` is set.
     tool_tables: tuple[tuple[ToolName, str], ...] = ()
 
@@ -452,9 +455,21 @@ def load_config(
     env = os.environ if env is None else env
     app_dir = app_root(env) if app_dir is None else app_dir
     file_values = read_config_file(app_dir)
-    values = {key: _resolve(key, env, flags or {}, lambda: file_values)[0] for key in SETTINGS}
+    resolved = {key: _resolve(key, env, flags or {}, lambda: file_values) for key in SETTINGS}
+    values = {key: value for key, (value, _) in resolved.items()}
+    path_origin = resolved["path"][1]
+    if path_origin == "default":
+        from herokumigrate.locations import find_migrations_folder
+
+        found = find_migrations_folder(app_dir)
+        values["path"], path_origin = found.path, found.because
     tools = () if values["migrations_table"] is not None else tool_tables(env)
-    return Config(app_dir=app_dir, tool_tables=tools, **values)  # type: ignore[arg-type]
+    return Config(
+        app_dir=app_dir,
+        tool_tables=tools,
+        path_origin=path_origin,
+        **values,  # type: ignore[arg-type]
+    )
 
 
 def tool_tables(env: Mapping[str, str]) -> tuple[tuple[ToolName, str], ...]:

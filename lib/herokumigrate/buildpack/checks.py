@@ -30,9 +30,13 @@ from herokumigrate.config import (
     unknown_env_settings,
 )
 from herokumigrate.errors import EXIT_BAD_INPUT
+from herokumigrate.locations import holds_migrations
 from herokumigrate.output import Output
 
 RUNNER_SOURCE = Path(herokumigrate.__file__).parent
+# Where `path` comes from when the user sets it (config.Config.path_origin); otherwise it was
+# found where a tool keeps migrations (locations.py), which the build says.
+_SET_BY = frozenset({CONFIG_FILE, SETTINGS["path"].env_var, SETTINGS["path"].flag_name})
 MANIFEST = "manifest.json"  # the validated folder, read by the release (source.read_manifest)
 
 
@@ -48,9 +52,21 @@ def check_migrations(
     """Every check of the app's migrations (see the module docstring); raises `MigrateError`
     when one fails the build. Returns the manifest to install beside the runner."""
     manifest = cache / MANIFEST
+    if config.path_origin not in _SET_BY:
+        out.detail(f"Migrations folder: {config.path}/ ({config.path_origin}; `path` sets another)")
     validate(app_dir, config, settings, wheel_files, manifest=manifest, out=out)
     check_release_safety(app_dir, config, cache, out)
     return manifest
+
+
+def _origin_of_path(config: Config) -> str:
+    """What set the `path` setting, as a build message says it."""
+    origin = config.path_origin
+    if origin == CONFIG_FILE:
+        return f"`path` in {CONFIG_FILE}"
+    if origin == config.env_name("path"):
+        return f"the {origin} config var"
+    return origin
 
 
 def _one_line(value: str) -> str:
@@ -104,13 +120,7 @@ def validate(
     the config vars (the dependencies are imported straight from their wheels). It writes the
     manifest that lets a release with nothing pending skip reading the files."""
     if not config.migrations_dir.is_dir():
-        origin = (
-            f"the {config.env_name('path')} config var"
-            if settings.get(config.env_name("path"), "").strip()
-            else f"`path` in {CONFIG_FILE}"
-            if (build_dir / CONFIG_FILE).is_file()
-            else "the default"
-        )
+        origin = _origin_of_path(config)
         raise BuildFailed(
             f"The migrations folder {config.path}/ does not exist (set by {origin}).",
             fix=f"Create it with your first migration (mkdir -p {config.path}, add e.g. "
@@ -153,7 +163,7 @@ def validate(
         )
     if result.returncode != 0:
         raise BuildFailed(f"heroku-migrate validate failed with exit status {result.returncode}.")
-    if not any(config.migrations_dir.glob("*.sql")):
+    if not holds_migrations(config.migrations_dir):
         out.detail(
             f"{config.path}/ holds no migration yet: the release phase has nothing to apply "
             f"until you add one (e.g. {config.path}/1_create_users.up.sql)."

@@ -171,7 +171,7 @@ def as_exported(migrations_dir: Path) -> None:
     manifest (which records it) matches them at release and a release with nothing pending
     skips reading them, as on Heroku. A file that cannot be touched keeps its mtime: the
     release then reads the files, which is slower, never wrong."""
-    for path in migrations_dir.glob("*.sql"):
+    for path in migrations_dir.rglob("*"):  # subfolders too: one folder per migration
         try:
             os.utime(path, (EXPORTED_MTIME, EXPORTED_MTIME), follow_symlinks=False)
         except OSError:

@@ -43,6 +43,9 @@ What `MigrationFormat` must provide:
   sections
   (`sections.SqlSection`, which carry the transaction opt-out), its checksum. Problems are
   reported with `folder.problem` (the migration is then left out: None).
+- `folders(app_dir)`: where its tool keeps migrations in an app (`FolderCandidate`s: the
+  conventional folders, and one the tool's own config file names, e.g. `diesel.toml`), for an
+  app that sets no `path` (locations.py chooses among every format's).
 - `native_table()`: its native-table class (imported on call: reading files needs no driver).
 - `new_files(version, slug, title)`: the files `heroku-migrate new` writes.
 
@@ -60,6 +63,8 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from herokumigrate.tools import TOOL_NAMES, ToolName
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from herokumigrate.errors import BadInput
     from herokumigrate.migration import Migration
     from herokumigrate.native import NativeTable
@@ -72,6 +77,14 @@ class NewFile(NamedTuple):
 
     name: str
     content: str
+
+
+class FolderCandidate(NamedTuple):
+    """A folder a tool keeps its migrations in, relative to the app root, and why it is one
+    (`"Prisma Migrate's folder"`, `"named by diesel.toml"`), for messages."""
+
+    path: str
+    because: str
 
 
 class FolderEntry(NamedTuple):
@@ -138,6 +151,9 @@ class MigrationFormat(Protocol):
         self, version: Version, parts: list[Claim], folder: FolderReader
     ) -> Migration | None:
         """The migration of `version` from its parts; None after reporting a problem."""
+
+    def folders(self, app_dir: Path) -> list[FolderCandidate]:
+        """Where its tool keeps migrations in the app at `app_dir`."""
 
     def native_table(self) -> type[NativeTable]:
         """The class of the tool's own history table."""

@@ -11,13 +11,15 @@ import re
 from typing import TYPE_CHECKING
 
 from herokumigrate.errors import BadInput
-from herokumigrate.formats import NewFile, Unmarked
+from herokumigrate.formats import FolderCandidate, NewFile, Unmarked
 from herokumigrate.formats.naming import assemble_one_file, claim_one_file
 from herokumigrate.sections import SqlSection
 from herokumigrate.tools import ToolName
 from herokumigrate.versions import INTEGER
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from herokumigrate.formats import Claim, FolderEntry, FolderReader
     from herokumigrate.migration import Migration
     from herokumigrate.native import NativeTable
@@ -45,6 +47,11 @@ class DbmateFormat:
     ) -> Migration | None:
         """The file's up and down sections (one part: the file)."""
         return assemble_one_file(self.name, self.parse, version, parts[0], folder)
+
+    def folders(self, app_dir: Path) -> list[FolderCandidate]:
+        """Where its users keep the files (no config file of the tool names a folder)."""
+        del app_dir
+        return [FolderCandidate("db/migrations", "dbmate's default")]
 
     def native_table(self) -> type[NativeTable]:
         """dbmate's `schema_migrations (version varchar)`."""

@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING
 
 from herokumigrate.errors import BadInput
-from herokumigrate.formats import Claim, NewFile
+from herokumigrate.formats import Claim, FolderCandidate, NewFile
 from herokumigrate.formats.naming import version_in_name
 from herokumigrate.migration import Migration, sha256_of
 from herokumigrate.sections import SqlSection, shown_name
@@ -19,6 +19,8 @@ from herokumigrate.tools import ToolName
 from herokumigrate.versions import INTEGER
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from herokumigrate.formats import FolderEntry, FolderReader
     from herokumigrate.native import NativeTable
     from herokumigrate.versions import Version
@@ -83,6 +85,14 @@ class GolangMigrateFormat:
         down_file = down.entry.path if down is not None else None
         checksum = sha256_of(text, 0, len(text))
         return Migration(version, up.title, self.name, section, checksum, down_file=down_file)
+
+    def folders(self, app_dir: Path) -> list[FolderCandidate]:
+        """Where its users keep the files (no config file of the tool names a folder)."""
+        del app_dir
+        return [
+            FolderCandidate("db/migrations", "golang-migrate's usual folder"),
+            FolderCandidate("migrations", "golang-migrate's usual folder"),
+        ]
 
     def native_table(self) -> type[NativeTable]:
         """golang-migrate's one-row `schema_migrations`."""

@@ -18,13 +18,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from herokumigrate.errors import BadInput
-from herokumigrate.formats import NewFile, Unmarked
+from herokumigrate.formats import FolderCandidate, NewFile, Unmarked
 from herokumigrate.formats.naming import assemble_one_file, claim_one_file
 from herokumigrate.sections import SqlSection
 from herokumigrate.tools import ToolName
 from herokumigrate.versions import INTEGER
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from herokumigrate.formats import Claim, FolderEntry, FolderReader
     from herokumigrate.migration import Migration
     from herokumigrate.native import NativeTable
@@ -67,6 +69,14 @@ class GooseFormat:
     ) -> Migration | None:
         """The file's up and down sections (one part: the file)."""
         return assemble_one_file(self.name, self.parse, version, parts[0], folder)
+
+    def folders(self, app_dir: Path) -> list[FolderCandidate]:
+        """Where its users keep the files (no config file of the tool names a folder)."""
+        del app_dir
+        return [
+            FolderCandidate("db/migrations", "goose's usual folder"),
+            FolderCandidate("migrations", "goose's usual folder"),
+        ]
 
     def native_table(self) -> type[NativeTable]:
         """goose's `goose_db_version`."""
