@@ -26,6 +26,10 @@ This module is the contract each tool's table class provides (one module per too
   checksums, descriptions and scripts), those it reverted, and the migration left part-way where
   the tool marks one; `change.applied` is everything applied once it commits, for tables that
   keep one row (golang-migrate) or are rewritten to match (dbmate, goose).
+- `resolve(conn, version, outcome)`: settle the failure `failure()` reports for `version` as the
+  tool's own repair command does (`prisma migrate resolve --applied/--rolled-back`, `flyway
+  repair`), for `heroku-migrate resolve`; a table with no failure state keeps the default
+  (nothing to settle).
 - `lock_keys(scope)`: the tool's session advisory lock keys, held together with ours so the
   tool and this runner exclude each other (golang-migrate's two; Prisma's 72707369; sqlx's
   derived from the database name). A tool that locks per transaction (Flyway) takes its lock
@@ -35,7 +39,7 @@ This module is the contract each tool's table class provides (one module per too
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
 
 from psycopg import sql
 
@@ -98,6 +102,11 @@ class NativeChange(NamedTuple):
     recorded: Sequence[AppliedMigration] = ()
     removed: Sequence[Version] = ()
     in_flight: Version | None = None
+
+
+# How `heroku-migrate resolve` settles a failed migration: it is applied (its effects are in
+# the database, fixed by hand) or rolled back (none of them are).
+Resolution = Literal["applied", "rolled-back"]
 
 
 class NativeFailure(NamedTuple):
@@ -172,6 +181,12 @@ class NativeTable:
     def in_flight(self) -> Version | None:
         """The version the table marks as being applied (golang-migrate's dirty row)."""
         return None
+
+    def resolve(self, conn: Conn, version: Version, outcome: Resolution) -> None:
+        """Settle the failure recorded for `version` as the tool's repair does (caller's
+        transaction, under our lock)."""
+        del conn, version, outcome
+        raise NotImplementedError(f"{self.tool}'s table records no failure to resolve")
 
     def create(self, conn: Conn) -> None:
         """Create the table as the tool does on a fresh database (caller's transaction)."""
