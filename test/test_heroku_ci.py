@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 import standins
 from herokumigrate.buildpack.heroku_ci import check_ci_settings, explain_test_setup
@@ -176,7 +177,8 @@ class CiRun:
 
 
 def heroku_ci(app_json: dict[str, object], folder: Path, database_url: str) -> CiRun:
-    """migrations_example with `app_json`, through Heroku CI on the heroku-24 build root."""
+    """migrations_example with `app_json`, through Heroku CI on the heroku-24 build root (the
+    test server's socket folder shared with it, when the URL names one)."""
     why_not = standins.can_build_roots()
     if why_not:
         pytest.skip(why_not)
@@ -209,7 +211,10 @@ def heroku_ci(app_json: dict[str, object], folder: Path, database_url: str) -> C
         "TEST_SETUP": scripts.get("test-setup", ""),
         "TEST": scripts.get("test", ""),
     }
-    result = standins.run_in_root(root, ["/bin/bash", "-c", HEROKU_CI], env=env, timeout=600)
+    binds = standins.socket_binds(str(conninfo_to_dict(database_url).get("host") or ""))
+    result = standins.run_in_root(
+        root, ["/bin/bash", "-c", HEROKU_CI], env=env, binds=binds, timeout=600
+    )
     assert_no_secret(result.stdout + result.stderr)
     return CiRun(result)
 
