@@ -6,6 +6,7 @@ Cold and warm compile times are printed (`pytest -s`), never asserted.
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -63,7 +64,8 @@ def test_detect_rejects_an_app_without_migrations(buildpack: Path) -> None:
     result = run_bin(buildpack, "detect", FIXTURES / "no_migrations")
     assert result.returncode == 1
     assert result.stdout == ""
-    assert "no db/migrations/ folder, no migrate.toml" in result.stderr
+    assert "no db/migrations/ folder, no SQL migrations in " in result.stderr
+    assert "migrations/, no migrate.toml" in result.stderr
     assert 'create migrate.toml with path = "your/folder"' in result.stderr
 
 
@@ -439,3 +441,24 @@ def test_launcher_finds_its_app_from_its_own_location_not_the_working_directory(
         f"sys.path first={home}/lib:{home}/site",
         "args=status",
     ]
+
+
+def test_no_module_the_slug_ships_imports_a_build_time_only_one_at_import() -> None:
+    """The slug leaves out the build steps and the lint (build.BUILD_TIME_ONLY); a shipped module
+    may import them only inside a function that handles their absence, never at import time."""
+    from herokumigrate.buildpack.build import BUILD_TIME_ONLY
+
+    package = REPO / "lib" / "herokumigrate"
+    left_out = {name.removesuffix(".py") for name in BUILD_TIME_ONLY}
+    assert all((package / name).exists() for name in BUILD_TIME_ONLY)
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package)
+        if relative.parts[0] in BUILD_TIME_ONLY:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module level only; TYPE_CHECKING blocks never run
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                assert not (parts[0] == "herokumigrate" and set(parts[1:2]) & left_out), (
+                    f"{relative} imports {node.module} at import time"
+                )

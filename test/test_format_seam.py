@@ -11,6 +11,7 @@ import io
 import re
 import sys
 import types
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import psycopg
@@ -19,7 +20,7 @@ from psycopg import sql
 
 from herokumigrate import formats
 from herokumigrate.config import load_config
-from herokumigrate.formats import Claim, FolderEntry, FolderReader, NewFile
+from herokumigrate.formats import Claim, FolderCandidate, FolderEntry, FolderReader, NewFile
 from herokumigrate.migration import Migration, sha256_of
 from herokumigrate.migrator import Migrator
 from herokumigrate.native import NativeName, NativeTable
@@ -118,6 +119,10 @@ class ToyFormat:
         section = SqlSection(path, text)
         checksum = sha256_of(text, 0, len(text))
         return Migration(version, parts[0].title, self.name, section, checksum)  # type: ignore[arg-type]
+
+    def folders(self, app_dir: Path) -> list[FolderCandidate]:
+        del app_dir
+        return [FolderCandidate("db/toyway", "toyway's folder")]
 
     def native_table(self) -> type[NativeTable]:
         return ToyTable

@@ -423,6 +423,11 @@ def test_standin_runs_every_runner_command(
     assert down.returncode == 0, down.stdout + down.stderr
     assert "users" in tables(database_url)
     assert run("heroku-migrate up").returncode == 0
+    lint = run("heroku-migrate lint")  # build time, laptop and CI only: said so on a dyno
+    assert lint.returncode == 2, lint.stdout + lint.stderr
+    assert "heroku-migrate lint is not installed in the slug" in lint.stderr
+    shipped = {p.name for p in (build.app / ".heroku-migrate/lib/herokumigrate").glob("*.py")}
+    assert not shipped & {"lint.py", "pgparse.py", "lintrules.py"}, shipped
     new = run("heroku-migrate new add_index")
     assert new.returncode == 0, new.stdout + new.stderr
     assert any("add_index" in path.name for path in (build.app / "db/migrations").iterdir())

@@ -98,8 +98,15 @@ def run_lint(
 
 
 def _load_parser() -> object:
-    from herokumigrate.pgparse import PGLAST_REQUIREMENT, ParserUnavailable, load_parser
-
+    try:
+        from herokumigrate.pgparse import PGLAST_REQUIREMENT, ParserUnavailable, load_parser
+    except ImportError:  # a slug: the lint's modules are build-time only (buildpack/build.py)
+        raise BadInput(
+            "heroku-migrate lint is not installed in the slug: the build lints new migrations, "
+            "and `plan` shows what a release would do",
+            fix="Run `heroku-migrate lint` on a laptop or in CI (pip install "
+            "heroku-buildpack-migrate pglast), or read the build log's lint report.",
+        ) from None
     try:
         return load_parser()
     except ParserUnavailable as exc:

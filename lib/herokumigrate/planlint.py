@@ -41,11 +41,12 @@ def lint_pending(
 ) -> PendingLint:
     """Lint `migrations` (pending, in order) as one release after `applied` (read for what
     they created); never raises for a missing parser or bad SQL."""
-    from herokumigrate.pgparse import ParserUnavailable
-
     try:
         from herokumigrate.lint import lint_migrations
-
+        from herokumigrate.pgparse import ParserUnavailable
+    except ImportError:  # a slug: the lint's modules are build-time only (buildpack/build.py)
+        return PendingLint(available=False)
+    try:
         reports = lint_migrations(
             migrations,
             table_exists=table_exists,

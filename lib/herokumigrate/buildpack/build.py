@@ -40,6 +40,18 @@ from herokumigrate.config import CONFIG_FILE, Config
 from herokumigrate.output import Output
 
 BUILDPACK_DIR = RUNNER_SOURCE.parent.parent
+# The runner's parts the slug never runs: the build steps, and the release-safety lint with
+# PostgreSQL's parser (pglast is never in the slug; `plan` and `lint` say so without them).
+BUILD_TIME_ONLY = (
+    "buildpack",
+    "pgparse.py",
+    "lint.py",
+    "lintalter.py",
+    "lintchecks.py",
+    "lintnodes.py",
+    "lintrules.py",
+    "lintschema.py",
+)
 
 WORTH_TIMING = 1.0  # seconds: a step that took less says nothing by its duration
 # Files by which heroku/python recognises an app (its bin/detect).
@@ -193,7 +205,7 @@ def install_runtime(
     shutil.copytree(
         RUNNER_SOURCE,
         slug / "lib" / RUNNER_SOURCE.name,
-        ignore=shutil.ignore_patterns("buildpack", "__pycache__", "*.pyc"),
+        ignore=shutil.ignore_patterns(*BUILD_TIME_ONLY, "__pycache__", "*.pyc"),
     )
     interpreter.precompile(python, build_dir, [slug / "lib", slug / "site"], out)
     for stale in cache.glob("runtime-*"):
@@ -241,7 +253,7 @@ def _runtime_key(python: interpreter.ReleasePython, wheel_files: list[Path]) -> 
     digest = hashlib.sha256(interpreter.BUNDLE_FORMAT.encode())
     for path in sorted(RUNNER_SOURCE.rglob("*.py")):
         relative = path.relative_to(RUNNER_SOURCE)
-        if relative.parts[0] != "buildpack":
+        if relative.parts[0] not in BUILD_TIME_ONLY:
             digest.update(str(relative).encode() + b"\0" + path.read_bytes() + b"\0")
     for wheel_file in wheel_files:
         digest.update(wheel_file.name.encode() + b"\0")
