@@ -19,7 +19,7 @@ from psycopg import sql
 
 from herokumigrate import formats
 from herokumigrate.config import load_config
-from herokumigrate.formats import Claim, FolderEntry, FolderReader, NewFile
+from herokumigrate.formats import Claim, FolderCandidate, FolderEntry, FolderReader, NewFile
 from herokumigrate.migration import Migration, sha256_of
 from herokumigrate.migrator import Migrator
 from herokumigrate.native import NativeName, NativeTable
@@ -118,6 +118,10 @@ class ToyFormat:
         section = SqlSection(path, text)
         checksum = sha256_of(text, 0, len(text))
         return Migration(version, parts[0].title, self.name, section, checksum)  # type: ignore[arg-type]
+
+    def folders(self, app_dir: Path) -> list[FolderCandidate]:
+        del app_dir
+        return []
 
     def native_table(self) -> type[NativeTable]:
         return ToyTable
