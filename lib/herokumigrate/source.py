@@ -78,16 +78,25 @@ def app_signs(
     formats: tuple[MigrationFormat, ...], directory: Path, app_root: Path | None
 ) -> dict[ToolName, str]:
     """What the app's own files say of the tools that keep migrations in `directory` (a
-    `FolderCandidate.app_sign`, e.g. `Cargo.toml depends on sqlx`), by tool."""
-    if app_root is None:
-        return {}
+    `FolderCandidate.app_sign`, e.g. `Cargo.toml depends on sqlx`), by tool: read at the app's
+    root, and at the folder's parent (a crate in a subfolder keeps its `migrations/` there)."""
     here = os.path.realpath(directory)
+    roots = dict.fromkeys(r for r in (app_root, directory.parent) if r is not None)
     signs: dict[ToolName, str] = {}
-    for fmt in formats:
-        for candidate in fmt.folders(app_root):
-            if candidate.app_sign and os.path.realpath(app_root / candidate.path) == here:
-                signs.setdefault(fmt.name, candidate.app_sign)
+    for root in roots:
+        where = "" if root == app_root else f"{_relative(root, app_root)}/"
+        for fmt in formats:
+            for candidate in fmt.folders(root):
+                if candidate.app_sign and os.path.realpath(root / candidate.path) == here:
+                    signs.setdefault(fmt.name, where + candidate.app_sign)
     return signs
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    try:
+        return str(path.relative_to(root)) if root is not None else str(path)
+    except ValueError:
+        return str(path)
 
 
 class Folder:
