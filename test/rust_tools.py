@@ -82,9 +82,12 @@ def diesel_folder(folder: Path) -> list[ToolMigration]:
         version = path.name.split("_")[0].replace("-", "")
         in_transaction = True
         if (path / "metadata.toml").exists():
-            value = tomllib.loads((path / "metadata.toml").read_text()).get(
-                "run_in_transaction", False
-            )
+            try:  # Diesel's `unwrap_or_default`: a file it cannot read counts as none
+                value = tomllib.loads((path / "metadata.toml").read_text()).get(
+                    "run_in_transaction", False
+                )
+            except tomllib.TOMLDecodeError:
+                value = True
             in_transaction = value if isinstance(value, bool) else True
         found.append(
             ToolMigration((version,), version, path.name, path / "up.sql", in_transaction, b"")
