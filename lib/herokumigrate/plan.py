@@ -207,15 +207,18 @@ def check_plan(
     """Stop on edited applied files (unless allowed); return warnings about the unusual but
     legal, each as the lines of one warning."""
     warnings: list[tuple[str, ...]] = []
+    other_tool = _other_tool(plan, migrations)
     if plan.changed:
         names = ", ".join(m.filename for m in plan.changed)
         if not allow_changed:
+            # Read as another tool's files, every file's checksum is another: say that first.
+            first = f"{other_tool[0]}. Otherwise: r" if other_tool else "R"
             raise BadInput(
                 f"{plan.changed[0].filename}: changed after it was applied "
                 f"({len(plan.changed)} file(s): {names})",
-                fix="Restore the applied content (git log -p -- <file>) and put the change in a "
-                "new migration (heroku-migrate new NAME); or set MIGRATE_ALLOW_CHANGED=true "
-                "to accept the edit.",
+                fix=f"{first}estore the applied content (git log -p -- <file>) and put the "
+                "change in a new migration (heroku-migrate new NAME); or set "
+                "MIGRATE_ALLOW_CHANGED=true to accept the edit.",
             )
         warnings.append((f"Applied migration(s) changed since they ran: {names} (allowed)",))
     if plan.unknown:
@@ -261,19 +264,26 @@ def _tool_warnings(plan: ReleasePlan, migrations: list[Migration]) -> list[tuple
                 "This is expected after `heroku rollback`; they stay applied.",
             )
         )
-    readers = {tool for m in migrations for tool in folder_group(m.format)}
-    if readers and native.tool not in readers:
-        tools = " and ".join(sorted({m.format for m in migrations}))
-        warnings.append(
-            (
-                f"The database's {native.table} is {native.tool}'s, but the files were read as "
-                f"{tools}'s; it is kept in sync all the same",
-                f"If {native.tool} applies this folder, set the `tool` setting "
-                f"(MIGRATE_TOOL={native.tool}) so that its files are read as {native.tool} "
-                "reads them.",
-            )
-        )
+    other_tool = _other_tool(plan, migrations)
+    if other_tool:
+        warnings.append(other_tool[::-1])
     return warnings
+
+
+def _other_tool(plan: ReleasePlan, migrations: list[Migration]) -> tuple[str, str] | None:
+    """(the fix, the finding) when the tool's table found is one whose files these are not
+    read as (a folder whose names two tools share, read as the other's): None otherwise."""
+    native = plan.state.native
+    readers = {tool for m in migrations for tool in folder_group(m.format)}
+    if native is None or not readers or native.tool in readers:
+        return None
+    tools = " and ".join(sorted({m.format for m in migrations}))
+    return (
+        f"If {native.tool} applies this folder, set the `tool` setting "
+        f"(MIGRATE_TOOL={native.tool}) so that its files are read as {native.tool} reads them",
+        f"The database's {native.table} is {native.tool}'s, but the files were read as "
+        f"{tools}'s; it is kept in sync all the same",
+    )
 
 
 def build_units(items: list[tuple[Migration, SqlSection, int]], per_migration: bool) -> list[Unit]:
