@@ -275,3 +275,13 @@ def test_a_revert_deletes_diesels_row_as_diesel_does(
     assert diesel_would_apply(database_url, folder) == ["202405011010100000", "202406010000000000"]
     status = run_cli(["status"], cwd=app, database_url=database_url)
     assert "202405011010100000  pending" in status.stdout, status.output
+
+
+def test_diesels_table_is_told_from_dbmates_by_its_columns() -> None:
+    from herokumigrate.native.dbmate import DbmateTable
+    from herokumigrate.native.diesel import DieselTable
+
+    diesel = {"version": "character varying(50)", "run_on": "timestamp without time zone"}
+    dbmate = {"version": "character varying(128)"}
+    assert (DieselTable.recognizes(diesel), DbmateTable.recognizes(diesel)) == (True, False)
+    assert (DieselTable.recognizes(dbmate), DbmateTable.recognizes(dbmate)) == (False, True)

@@ -189,3 +189,13 @@ def test_a_tools_table_the_files_are_not_read_for_is_pointed_out(
     assert "The database's _sqlx_migrations is sqlx's, but the files were read as" in (
         allowed.stderr
     )
+
+
+def test_the_folder_found_is_said_to_be_the_tool_the_app_names(app: Path) -> None:
+    folder_of(app, PAIR)
+    assert "golang-migrate" in load_config(app, {}).path_origin
+    (app / "Cargo.toml").write_text(SQLX_CARGO)
+    config = load_config(app, {})
+    assert (config.path, config.path_origin) == ("migrations", "sqlx's folder")
+    (app / "Cargo.toml").write_text(SQLX_CARGO.replace("sqlx", "diesel"))
+    assert load_config(app, {}).path_origin == "Diesel's folder"

@@ -343,3 +343,26 @@ def test_an_applied_version_whose_file_is_gone_is_reported_as_sqlx_would(
     assert "VersionMissing" in result.stderr
     with pytest.raises(SqlxRefuses, match="missing"):
         sqlx_would_apply(database_url, folder)
+
+
+@pytest.mark.db
+def test_a_failed_release_undoes_all_of_a_no_transaction_file_not_its_first_statement(
+    dbname: str, database_url: str, app: Path
+) -> None:
+    # The file ran whole (one query) before a later migration failed: compensation must see
+    # all of it as run, not just its first statement (an index build it could drop alone).
+    files = {
+        "1_t.up.sql": "CREATE TABLE t (a int);\n",
+        "1_t.down.sql": "DROP TABLE t;\n",
+        "2_mixed.up.sql": (
+            "-- no-transaction\nCREATE INDEX t_a ON t (a);\nCREATE INDEX t_a2 ON t (a);\n"
+            "CREATE TABLE z (id int);\n"
+        ),
+        "2_mixed.down.sql": "DROP TABLE z;\nDROP INDEX t_a2;\nDROP INDEX t_a;\n",
+        "3_fails.sql": "SELECT 1/0;\n",
+    }
+    sqlx_app(app, files)
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 1, result.output
+    assert "reverted 2_mixed" in result.stderr, result.output
+    assert tables(database_url) == []  # z, t and our first-release tables: all gone
