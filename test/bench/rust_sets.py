@@ -10,9 +10,10 @@
    tool's opt-out says otherwise, then the row the tool writes in its own table (sqlx: version,
    description with `_` as spaces, success, SHA-384 of the file's bytes, execution time in ns;
    Diesel: the version string). It stops at the first migration that fails, as the tool does.
-2. The runner's way: `heroku-migrate up` on a second database. When the tool's way failed at a
-   migration, `up` must fail too, at the same one, and leave the database as it was; the runner
-   is then taken to the last migration that worked (`goto`).
+2. The runner's way: `heroku-migrate validate` (which must find the folder to be the tool's,
+   with no `tool` setting: the folder's parent is the app) and `up` on a second database. When
+   the tool's way failed at a migration, `up` must fail too and leave the database as it was;
+   the runner is then taken to the last migration that worked (`goto`).
 3. The schemas (`pg_dump --schema-only`, the runner's own tables left out) and the tool's table
    (row by row) must be the same.
 
@@ -145,11 +146,12 @@ def apply_as_the_tool(url: str, tool: str, migrations: list[ToolMigration]) -> t
 
 
 def run_runner(url: str, folder: Path, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`heroku-migrate ARGS` with the folder's parent as the app (no `tool` setting)."""
+    del tool
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATE_")}
     env.update(
         DATABASE_URL=url,
         MIGRATE_PATH=folder.name,
-        MIGRATE_TOOL=tool,
         MIGRATE_LOCK_WAIT="30",
         PYTHONPATH=str(ROOT / "lib"),
         NO_COLOR="1",
@@ -224,6 +226,13 @@ def compare(
         + (f"; stopped: {error}" if error else "")
     )
     problems = []
+    checked = run_runner(runner_url, folder, args.tool, "validate")
+    said = [line.strip() for line in checked.stdout.splitlines() if "Format:" in line]
+    print(
+        f"runner validate: exit {checked.returncode}; {said[0] if said else checked.stderr[:300]}"
+    )
+    if not said or not said[0].startswith(f"Format: {args.tool} "):
+        problems.append(f"the folder was not found to be {args.tool}'s")
     started = time.monotonic()
     result = run_runner(runner_url, folder, args.tool, "up")
     runner_s = time.monotonic() - started

@@ -24,8 +24,6 @@ _DEPENDENCY_TABLES = ("dependencies", "dev-dependencies", "build-dependencies")
 def read_toml(path: Path) -> Mapping[str, object] | None:
     """A TOML file of the app, parsed; None when it does not exist. BadInput naming the file
     when it cannot be read or parsed (its tool would fail on it too)."""
-    from herokumigrate.compat import tomllib
-
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -34,6 +32,8 @@ def read_toml(path: Path) -> Mapping[str, object] | None:
         raise BadInput(
             f"{path.name}: cannot be read ({exc.strerror})", fix=f"Make {path.name} readable."
         ) from None
+    from herokumigrate.compat import tomllib  # only for a file that exists
+
     try:
         return tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
