@@ -199,3 +199,14 @@ def test_the_folder_found_is_said_to_be_the_tool_the_app_names(app: Path) -> Non
     assert (config.path, config.path_origin) == ("migrations", "sqlx's folder")
     (app / "Cargo.toml").write_text(SQLX_CARGO.replace("sqlx", "diesel"))
     assert load_config(app, {}).path_origin == "Diesel's folder"
+
+
+def test_src_migrations_is_looked_at_only_in_an_app_that_uses_diesel(app: Path) -> None:
+    folder_of(app, {"2024-01-01-000000_a/up.sql": "SELECT 1;\n"}, folder="src/migrations")
+    assert load_config(app, {}).path == "db/migrations"  # a TypeScript app's, say: not ours
+    (app / "Cargo.toml").write_text(SQLX_CARGO.replace("sqlx", "diesel"))
+    config = load_config(app, {})
+    assert (config.path, config.path_origin) == (
+        "src/migrations",
+        "where Diesel's embed_migrations!() looks first",
+    )

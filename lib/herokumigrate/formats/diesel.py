@@ -135,8 +135,8 @@ class DieselFormat:
         )
 
     def folders(self, app_dir: Path) -> list[FolderCandidate]:
-        """`migrations` (and `src/migrations`, where `embed_migrations!()` looks first), or
-        the folder `diesel.toml` names."""
+        """`migrations` (and, in an app whose Cargo.toml depends on Diesel, `src/migrations`,
+        where `embed_migrations!()` looks first), or the folder `diesel.toml` names."""
         sign = "Cargo.toml depends on diesel" if cargo_depends_on(app_dir, "diesel") else ""
         try:
             named = table(read_toml(app_dir / CONFIG_FILE), "migrations_directory").get("dir")
@@ -145,12 +145,11 @@ class DieselFormat:
         if isinstance(named, str) and named.strip():
             because = f"named by {CONFIG_FILE} ([migrations_directory] dir)"
             return [FolderCandidate(named, because, f"{CONFIG_FILE} names it")]
-        return [
-            FolderCandidate("migrations", "Diesel's folder", sign),
-            FolderCandidate(
-                "src/migrations", "where Diesel's embed_migrations!() looks first", sign
-            ),
-        ]
+        found = [FolderCandidate("migrations", "Diesel's folder", sign)]
+        if sign:  # a generic name: only in an app that uses Diesel
+            because = "where Diesel's embed_migrations!() looks first"
+            found.append(FolderCandidate("src/migrations", because, sign))
+        return found
 
     def native_table(self) -> type[NativeTable]:
         """Diesel's `__diesel_schema_migrations`."""
