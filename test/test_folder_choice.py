@@ -55,7 +55,7 @@ def test_up_sql_pairs_alone_are_golang_migrates_unless_the_app_names_sqlx(app: P
     (app / "Cargo.toml").write_text(SQLX_CARGO)
     formats, line = read(app)
     assert formats == {"sqlx"}
-    assert line == "Format: sqlx (Cargo.toml depends on sqlx (sqlx))"
+    assert line == "Format: sqlx (Cargo.toml depends on sqlx)"
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_each_sign_of_sqlx_in_the_app_is_read(app: Path, sign: str, said: str) -
     (app / sign).parent.mkdir(parents=True, exist_ok=True)
     content = {"sqlx.toml": "[migrate]\n", "Cargo.toml": SQLX_CARGO}.get(sign, "{}")
     (app / sign).write_text(content)
-    assert read(app) == ({"sqlx"}, f"Format: sqlx ({said} (sqlx))")
+    assert read(app) == ({"sqlx"}, f"Format: sqlx ({said})")
 
 
 def test_a_workspace_crate_with_its_own_migrations_is_read_as_sqlx(app: Path) -> None:
@@ -79,7 +79,7 @@ def test_a_workspace_crate_with_its_own_migrations_is_read_as_sqlx(app: Path) ->
     folder_of(app, PAIR, folder="server/migrations")
     (app / "server/Cargo.toml").write_text(SQLX_CARGO)
     (app / "migrate.toml").write_text('path = "server/migrations"\n')
-    assert read(app) == ({"sqlx"}, "Format: sqlx (server/Cargo.toml depends on sqlx (sqlx))")
+    assert read(app) == ({"sqlx"}, "Format: sqlx (server/Cargo.toml depends on sqlx)")
 
 
 def test_a_renamed_sqlx_dependency_is_a_sign_too(app: Path) -> None:

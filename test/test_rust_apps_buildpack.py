@@ -51,7 +51,7 @@ def test_a_sqlx_app_builds_says_why_and_releases(
     build = heroku24.compile(app)
     assert build.result.returncode == 0, build.output
     assert "Migrations folder: migrations/" in build.result.stdout
-    assert "Format: sqlx (Cargo.toml depends on sqlx (sqlx))" in build.result.stdout
+    assert "Format: sqlx (Cargo.toml depends on sqlx)" in build.result.stdout
     released = run_release(move_app(build, tmp_path / "app"), database_url)
     assert released.returncode == 0, released.stdout + released.stderr
     assert {"users", "_sqlx_migrations"} <= tables(database_url)

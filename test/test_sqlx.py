@@ -128,7 +128,7 @@ def test_sqlx_toml_names_the_folder_and_the_ignored_characters(app: Path) -> Non
     result = run_cli(["validate"], cwd=app)
     assert result.returncode == 0, result.output
     assert "Validated 1 migration(s) in db/sqlx" in result.stdout
-    assert "Format: sqlx (sqlx.toml exists (sqlx))" in result.stdout
+    assert "Format: sqlx (sqlx.toml exists)" in result.stdout
     [m] = load_migrations(folder, app)
     assert m.checksum == hashlib.sha384(text.replace(b"\r", b"")).hexdigest()
 

@@ -76,7 +76,7 @@ def choose_format(
         raise _several("markers of several tools", marked)
     claiming = _claiming_groups(offered)
     signed = {
-        folder_group(name): f"{sign} ({name})"
+        folder_group(name): sign
         for name, sign in app_signs.items()
         if folder_group(name) in claiming
     }
