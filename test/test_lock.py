@@ -4,6 +4,7 @@ keys read from the server, and every key held by another session keeping us out.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,6 +48,16 @@ def test_lock_key_is_golang_migrates_schema_table_database_order() -> None:
 # ----- keys from the server ------------------------------------------------------------------
 
 
+def sqlx_key(dbname: str) -> int:
+    """sqlx-postgres's generate_lock_id: 0x3d32ad9e times the CRC-32 (IEEE) of the database's
+    name (368907709894077238 for `postgres`, as FORMATS.md reads it from the source)."""
+    return 0x3D32AD9E * zlib.crc32(dbname.encode())
+
+
+def test_sqlx_key_of_postgres_is_the_one_read_from_its_source() -> None:
+    assert sqlx_key("postgres") == 368907709894077238
+
+
 def _connect(url: str) -> tuple[Conn, Output, str | None]:
     output = Output()
     target = read_target({"DATABASE_URL": url}, "DATABASE_URL", output)
@@ -81,6 +92,7 @@ def test_keys_come_from_the_servers_database_and_schema(
         lock_key(dbname),
         golang_migrate_lock_id(dbname, app_schema, "schema_migrations"),
         golang_migrate_lock_id(f"/{dbname}", app_schema, "schema_migrations"),
+        sqlx_key(dbname),
     )
     assert lock.key == lock_key(dbname)
 
@@ -102,6 +114,7 @@ def test_pooler_alias_does_not_change_the_server_keys(
     assert lock.keys == (
         lock_key(dbname),
         golang_migrate_lock_id("/aliased", "public", "schema_migrations"),
+        sqlx_key(dbname),  # sqlx's library: the server's current_database(), not the alias
     )
 
 
@@ -118,11 +131,13 @@ def test_custom_migrations_table_keys(dbname: str, database_url: str) -> None:
     assert plain.keys == (
         lock_key(dbname),
         golang_migrate_lock_id(dbname, "public", "my_migrations"),
+        sqlx_key(dbname),
     )
     assert quoted.keys == (
         lock_key(dbname),
         golang_migrate_lock_id(dbname, "ops", "my_migrations"),
         golang_migrate_lock_id(f"/{dbname}", "ops", "my_migrations"),
+        sqlx_key(dbname),
     )
 
 
@@ -152,6 +167,7 @@ KEY_OWNERS: dict[str, Callable[[str], int]] = {
     "heroku-migrate": lock_key,
     "golang-migrate-library": lambda db: golang_migrate_lock_id(db, "public", "my_migrations"),
     "golang-migrate-cli": lambda db: golang_migrate_lock_id(f"/{db}", "public", "my_migrations"),
+    "sqlx": sqlx_key,
 }
 
 
@@ -166,7 +182,7 @@ def test_any_key_held_elsewhere_keeps_the_lock_out_and_takes_nothing(
         lock = migration_lock(
             conn, output, table=MigrationsTable("my_migrations"), url_path=url_path
         )
-        assert len(lock.keys) == 3
+        assert len(lock.keys) == 4
         with pytest.raises(LockTimeout) as caught:
             lock.acquire(0.5)
         # What it took before the miss was given back: only the other session's key is held.
@@ -185,7 +201,7 @@ def test_acquire_holds_every_key_and_release_gives_all_back(
         lock = migration_lock(conn, output, url_path=url_path)
         lock.acquire(1)
         assert _held_keys(pg_server, dbname) == set(lock.keys)
-        assert len(lock.keys) == 2  # ours (= golang-migrate library's) and its CLI's
+        assert len(lock.keys) == 3  # ours (= golang-migrate library's), its CLI's, sqlx's
         lock.release()
         assert _held_keys(pg_server, dbname) == set()
         again = lock.on(conn)
@@ -218,6 +234,7 @@ CLI_CASES = [
         lambda db: golang_migrate_lock_id(f"/{db}", "public", "my_migrations"),
         id="golang-migrate-cli-custom-table",
     ),
+    pytest.param("", sqlx_key, id="sqlx-library"),
 ]
 
 

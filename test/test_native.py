@@ -298,7 +298,10 @@ def test_configured_table_of_no_tool_is_refused(
         ["up"], cwd=app, database_url=database_url, env={"MIGRATE_MIGRATIONS_TABLE": "schema_om"}
     )
     assert result.returncode == 2, result.output
-    assert "schema_om exists but is not golang-migrate's, dbmate's or goose's" in result.stderr
+    assert (
+        "schema_om exists but is not golang-migrate's, dbmate's, goose's, sqlx's or diesel's"
+        in result.stderr
+    )
     assert "MIGRATE_MIGRATIONS_TABLE" in result.stderr
     assert snapshot(pg_server, dbname) == before
 

@@ -363,7 +363,8 @@ ERRORS = [
     ("dup-version", {"1_a.up.sql": "SELECT 1;\n", "1_b.sql": "-- migrate:up\nSELECT 1;\n"},
      "1_b.sql: version 1 is also used by 1_a.up.sql"),
     ("down-only", {"1_a.down.sql": "SELECT 1;\n"}, "1_a.down.sql: down file without an up"),
-    ("no-annotation", {"1_a.sql": "SELECT 1;\n"},
+    # (in a folder of dbmate's files: a folder of such files alone is sqlx's)
+    ("no-annotation", {"1_a.sql": "SELECT 1;\n", "2_b.sql": "-- migrate:up\nSELECT 2;\n"},
      "1_a.sql: has neither a '-- migrate:up' (dbmate) nor a '-- +goose Up' (goose) annotation"),
     ("no-up-marker", {"1_a.sql": "-- migrate:down\nSELECT 1;\n"},
      "1_a.sql: has no '-- migrate:up' marker"),
@@ -496,7 +497,7 @@ def test_every_bad_file_is_reported_at_once_sorted_by_name(tmp_path: Path) -> No
         tmp_path,
         {
             "1_ok.up.sql": "SELECT 1;\n",
-            "9_zz.sql": "SELECT 'no annotation';\n",
+            "9_zz.sql": "-- migrate:down\nSELECT 'no up section';\n",
             "2_bad_sql.up.sql": "SELECT 'unterminated;\n",
             "3_latin1.up.sql": b"SELECT 'caf\xe9';\n",
             "abc.sql": "SELECT 1;\n",
@@ -528,7 +529,11 @@ def test_load_reports_every_bad_file_but_not_the_sql(tmp_path: Path) -> None:
     # The release reads files without splitting them: bad SQL is validate's (the build's) job.
     folder = _folder(
         tmp_path,
-        {"1_bad_sql.up.sql": "SELECT 'x;\n", "2_a.sql": "SELECT 1;\n", "3_b.sql": "SELECT 1;\n"},
+        {
+            "1_bad_sql.up.sql": "SELECT 'x;\n",
+            "2_a.sql": "-- migrate:down\nSELECT 1;\n",
+            "3_b.sql": "-- migrate:down\nSELECT 1;\n",
+        },
     )
     with pytest.raises(BadInput) as caught:
         load_migrations(folder)
@@ -537,7 +542,8 @@ def test_load_reports_every_bad_file_but_not_the_sql(tmp_path: Path) -> None:
 
 
 def test_a_long_list_of_problems_is_capped_with_a_count(tmp_path: Path) -> None:
-    folder = _folder(tmp_path, {f"{v}_x.sql": "SELECT 1;\n" for v in range(1, 121)})
+    files = {f"{v}_x.sql": "-- migrate:down\nSELECT 1;\n" for v in range(1, 121)}
+    folder = _folder(tmp_path, files)
     with pytest.raises(BadInput) as caught:
         load_migrations(folder)
     assert caught.value.message == "120 problems in the migration files:"

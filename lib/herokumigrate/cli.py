@@ -96,7 +96,7 @@ def _dispatch(args: Arguments, config: Config, output: Output) -> int:
 def _files(config: Config) -> list[Migration]:
     from herokumigrate.source import load_migrations
 
-    return load_migrations(config.migrations_dir, config.app_dir)
+    return load_migrations(config.migrations_dir, config.app_dir, config.tool)
 
 
 def _up(args: Arguments, config: Config, output: Output) -> int:
@@ -168,12 +168,14 @@ def _validate(args: Arguments, config: Config, output: Output) -> int:
     side, which the build may lack): every problem in one error, else the report."""
     from herokumigrate.validation import check_folder
 
-    migrations, report = check_folder(config.migrations_dir, config.app_dir)
+    migrations, report = check_folder(config.migrations_dir, config.app_dir, config.tool)
     if args.manifest is not None:
         from herokumigrate.manifest import write_manifest
 
         write_manifest(args.manifest, config.migrations_dir, config.path, migrations)
     output.step(f"Validated {report.migrations} migration(s) in {config.path}")
+    if report.format_line:
+        output.detail(report.format_line)
     for line in report.details():
         output.detail(line)
     for warning in report.warnings:
@@ -398,6 +400,7 @@ def _new(args: Arguments, config: Config, output: Output) -> int:
     created = []
     for new_file in new_migration_files(fmt, version, slug, name):
         path = folder / new_file.name
+        path.parent.mkdir(parents=True, exist_ok=True)  # a folder per migration (Diesel)
         path.write_text(new_file.content)
         created.append(path)
     output.step(f"Created migration {version}_{slug}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from herokumigrate.errors import BadInput
+from herokumigrate.tools import TOOL_NAMES
 
 if TYPE_CHECKING:
     from herokumigrate.tools import ToolName
@@ -81,6 +82,7 @@ class Setting(NamedTuple):
     qualified_identifier: bool = False  # `[schema.]name` of letters, digits, `_` and `$`
     names_config_var: bool = False  # the name of a config var (never its value, e.g. a URL)
     flag: bool = True  # also a command-line flag; False: read by the buildpack only
+    values: tuple[str, ...] = ()  # the allowed values of a text setting (empty: any)
 
     @property
     def env_var(self) -> str:
@@ -97,7 +99,7 @@ class Setting(NamedTuple):
         """The allowed values of a choice setting (empty for the others)."""
         if issubclass(self.kind, Enum):
             return tuple(str(member.value) for member in self.kind)
-        return ()
+        return self.values
 
     @property
     def default_text(self) -> str:
@@ -126,6 +128,7 @@ def _setting(
     qualified_identifier: bool = False,
     names_config_var: bool = False,
     flag: bool = True,
+    values: tuple[str, ...] = (),
 ) -> _T:
     """A `Config` field that is a setting: its default plus how it is parsed and documented
     (`SETTINGS` fills in the name from the field's)."""
@@ -140,6 +143,7 @@ def _setting(
         qualified_identifier=qualified_identifier,
         names_config_var=names_config_var,
         flag=flag,
+        values=values,
     )
     return field(default=default, metadata={"setting": spec})
 
@@ -170,6 +174,13 @@ class Config:
         kind=str,
         max_bytes=PG_MAX_IDENTIFIER_BYTES,
         qualified_identifier=True,
+    )
+    tool: ToolName | None = _setting(  # noqa: RUF009 -- a field spec, not a shared default
+        None,
+        "whose migrations the folder holds; unset: decided from its files and the app's "
+        "(docs/formats.md)",
+        kind=str,
+        values=TOOL_NAMES,
     )
     transaction: TransactionMode = _setting(  # noqa: RUF009 -- a field spec, not a shared default
         TransactionMode.RELEASE,
@@ -287,6 +298,8 @@ def _convert(key: str, raw: object, origin: str) -> object:
             f"{origin}: invalid value {_show(raw)} for {key}",
             fix=f"Set {key} to a number from 0 to {maximum:g}.",
         )
+    if setting.values and value not in setting.values:
+        raise BadInput(f"{origin}: invalid value {_show(raw)} for {key}", fix=_expected(setting))
     if isinstance(value, str) and setting.kind is str and setting.max_bytes is not None:
         _check_identifier(setting, value, origin)
     if isinstance(value, str) and setting.names_config_var:

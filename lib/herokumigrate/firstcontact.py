@@ -59,6 +59,8 @@ def write_first_contact(
         book.follow(conn, change, read_back=False)
     if plan.accept:
         history.accept_checksums(conn, plan.accept)
+        if native is not None:  # a table that keeps checksums takes the new ones (sqlx's)
+            book.follow(conn, NativeChange(frozenset(), rechecked=plan.accept))
 
 
 def created_native(native: NativeTable) -> str:

@@ -50,8 +50,11 @@ class IndexBuild:
 def ran_statements(migration: Migration, progress: int, *, in_flight_ran: bool) -> list[Statement]:
     """The up statements of `migration` that ran: the first `progress`, and the one after
     them when it was in flight as the connection was lost (it may have finished)."""
+    up = migration.up
     stop = progress + 1 if in_flight_ran else progress
-    return [s for s in migration.up.statements[:stop] if s.kind != TRANSACTION_CONTROL]
+    if up.one_query and not up.transaction and stop:
+        stop = len(up.statements)  # sent whole (plan.py): all of it ran, or none
+    return [s for s in up.statements[:stop] if s.kind != TRANSACTION_CONTROL]
 
 
 def exact_undo(statements: list[Statement]) -> list[IndexBuild] | None:

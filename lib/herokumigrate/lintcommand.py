@@ -56,7 +56,7 @@ def lint_command(config: Config, output: Output, paths: list[Path], report: Repo
     from herokumigrate.source import load_migrations
 
     parser = _load_parser()
-    migrations = load_migrations(config.migrations_dir, config.app_dir)
+    migrations = load_migrations(config.migrations_dir, config.app_dir, config.tool)
     wanted = _selected(migrations, paths, config) if paths else None
     run = run_lint(parser, migrations, wanted, one_transaction=_one_transaction(config))
     if report == "json":

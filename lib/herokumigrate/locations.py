@@ -24,11 +24,13 @@ _DEFAULT = FolderCandidate(DEFAULT_FOLDER, "the default")
 
 def candidate_folders(app_dir: Path) -> list[FolderCandidate]:
     """Every folder a tool keeps migrations in, the default first, each named once (with the
-    first reason given for it)."""
+    first reason given for it, or the first from a tool the app's own files name)."""
     seen: dict[str, FolderCandidate] = {DEFAULT_FOLDER: _DEFAULT}
     for fmt in registered_formats():
         for candidate in fmt.folders(app_dir):
-            seen.setdefault(candidate.path.strip("/"), candidate)
+            key = candidate.path.strip("/")
+            if key not in seen or (candidate.app_sign and not seen[key].app_sign):
+                seen[key] = candidate
     return list(seen.values())
 
 

@@ -14,6 +14,8 @@ from herokumigrate.errors import BadInput
 from herokumigrate.sections import SourceFile, SqlSection, shown_name
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from herokumigrate.tools import ToolName
     from herokumigrate.versions import Version
 
@@ -42,13 +44,19 @@ class Migration:
     checksum: str
     down_section: SqlSection | None = None  # dbmate, goose: parsed along with the up section
     down_file: SourceFile | None = None  # golang-migrate: read on first use (no-op runs never)
+    # How the format makes a section of its down file's text (sqlx's `-- no-transaction`,
+    # Diesel's metadata.toml); None: plain SQL, in a transaction.
+    down_reader: Callable[[SourceFile, str], SqlSection] | None = None
 
     @cached_property
     def down(self) -> SqlSection | None:
         """The down section, if the migration has one (BadInput if its file cannot be read)."""
         if self.down_file is None:
             return self.down_section
-        return SqlSection(self.down_file, read_text(self.down_file))
+        text = read_text(self.down_file)
+        if self.down_reader is not None:
+            return self.down_reader(self.down_file, text)
+        return SqlSection(self.down_file, text)
 
     @property
     def applies_nothing(self) -> bool:

@@ -349,7 +349,7 @@ class Migrator:
     def _load(self) -> list[Migration]:
         from herokumigrate.source import load_migrations
 
-        return load_migrations(self.config.migrations_dir, self.config.app_dir)
+        return load_migrations(self.config.migrations_dir, self.config.app_dir, self.config.tool)
 
     def _ledger(self, session: Session, fingerprint: Fingerprint) -> Ledger:
         """Our history (in the files' version syntax) and the tool's table, for `session`."""

@@ -12,16 +12,17 @@ from typing import TYPE_CHECKING
 from herokumigrate.errors import BadInput
 from herokumigrate.history import HistoryState
 from herokumigrate.reconcile import reconcile
-from herokumigrate.sqlsplit import NO_TRANSACTION, TRANSACTION_CONTROL
+from herokumigrate.sqlsplit import NO_TRANSACTION, SQL, TRANSACTION_CONTROL, Statement
+from herokumigrate.tools import folder_group
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
+    from herokumigrate.history import HistoryRow
     from herokumigrate.ledger import DatabaseState
     from herokumigrate.migration import Migration
     from herokumigrate.native import NativeTable
     from herokumigrate.sections import SqlSection
-    from herokumigrate.sqlsplit import Statement
     from herokumigrate.versions import Version
 
 
@@ -123,6 +124,8 @@ class ReleasePlan:
     create_native: NativeTable | None = None
     # Edited applied files whose new checksum the run records (`allow_changed`; checks.py).
     accept: list[Migration] = field(default_factory=list)
+    # Applied by the tool (its table says so), in neither the files nor our history.
+    tool_only: list[Version] = field(default_factory=list)
 
     @property
     def native(self) -> NativeTable | None:
@@ -152,13 +155,7 @@ def make_plan(
     adopted_versions = {m.version for m in adopted}
     by_version = {m.version: m for m in migrations}
     unknown = sorted(v for v in rows if v not in by_version)
-    changed = [
-        m
-        for m in migrations
-        if m.version in rows
-        and rows[m.version].state is HistoryState.APPLIED
-        and rows[m.version].checksum != m.checksum
-    ]
+    changed = [m for m in migrations if _edited(m, rows, state.native)]
     partial = {
         v: row.progress or 0
         for v, row in rows.items()
@@ -181,7 +178,27 @@ def make_plan(
         not state.exists,
         settled.forget,
         fresh_native if state.native is None else None,
+        tool_only=_tool_only(state.native, by_version, rows),
     )
+
+
+def _edited(m: Migration, rows: Mapping[Version, HistoryRow], native: NativeTable | None) -> bool:
+    """Whether an applied file changed since: its checksum differs from our history's, or from
+    the one the tool's table keeps for it (a tool that keeps checksums: sqlx)."""
+    row = rows.get(m.version)
+    if row is not None and row.state is HistoryState.APPLIED and row.checksum != m.checksum:
+        return True
+    kept = native.checksum_of(m.version) if native is not None and native.tool == m.format else None
+    return kept is not None and kept != m.checksum
+
+
+def _tool_only(
+    native: NativeTable | None, files: Mapping[Version, Migration], rows: Mapping[Version, object]
+) -> list[Version]:
+    """The versions the tool's table says are applied that neither the files nor our history
+    know (the tool applied them from files since removed: a rollback)."""
+    applied = native.applied() if native is not None else None
+    return sorted(v for v in applied or () if v not in files and v not in rows)
 
 
 def check_plan(
@@ -190,15 +207,18 @@ def check_plan(
     """Stop on edited applied files (unless allowed); return warnings about the unusual but
     legal, each as the lines of one warning."""
     warnings: list[tuple[str, ...]] = []
+    other_tool = _other_tool(plan, migrations)
     if plan.changed:
         names = ", ".join(m.filename for m in plan.changed)
         if not allow_changed:
+            # Read as another tool's files, every file's checksum is another: say that first.
+            first = f"{other_tool[0]}. Otherwise: r" if other_tool else "R"
             raise BadInput(
                 f"{plan.changed[0].filename}: changed after it was applied "
                 f"({len(plan.changed)} file(s): {names})",
-                fix="Restore the applied content (git log -p -- <file>) and put the change in a "
-                "new migration (heroku-migrate new NAME); or set MIGRATE_ALLOW_CHANGED=true "
-                "to accept the edit.",
+                fix=f"{first}estore the applied content (git log -p -- <file>) and put the "
+                "change in a new migration (heroku-migrate new NAME); or set "
+                "MIGRATE_ALLOW_CHANGED=true to accept the edit.",
             )
         warnings.append((f"Applied migration(s) changed since they ran: {names} (allowed)",))
     if plan.unknown:
@@ -211,6 +231,7 @@ def check_plan(
                 "This is expected after `heroku rollback`; they stay applied. Nothing to do.",
             )
         )
+    warnings.extend(_tool_warnings(plan, migrations))
     if plan.pending:
         pending = {m.version for m in plan.pending}
         applied = [m.version for m in migrations if m.version not in pending]
@@ -224,6 +245,45 @@ def check_plan(
                 )
             )
     return warnings
+
+
+def _tool_warnings(plan: ReleasePlan, migrations: list[Migration]) -> list[tuple[str, ...]]:
+    """What the tool's table says that the files do not: versions only it has (and what the
+    tool itself does about them), or that another tool than the files' keeps it."""
+    native = plan.state.native
+    if native is None:
+        return []
+    warnings: list[tuple[str, ...]] = []
+    if plan.tool_only:
+        shown = ", ".join(str(v) for v in plan.tool_only[:10])
+        note = f" ({native.missing_note})" if native.missing_note else ""
+        warnings.append(
+            (
+                f"{native.table} ({native.tool}) has {len(plan.tool_only)} migration(s) these "
+                f"files do not: {shown}{note}",
+                "This is expected after `heroku rollback`; they stay applied.",
+            )
+        )
+    other_tool = _other_tool(plan, migrations)
+    if other_tool:
+        warnings.append(other_tool[::-1])
+    return warnings
+
+
+def _other_tool(plan: ReleasePlan, migrations: list[Migration]) -> tuple[str, str] | None:
+    """(the fix, the finding) when the tool's table found is one whose files these are not
+    read as (a folder whose names two tools share, read as the other's): None otherwise."""
+    native = plan.state.native
+    readers = {tool for m in migrations for tool in folder_group(m.format)}
+    if native is None or not readers or native.tool in readers:
+        return None
+    tools = " and ".join(sorted({m.format for m in migrations}))
+    return (
+        f"If {native.tool} applies this folder, set the `tool` setting "
+        f"(MIGRATE_TOOL={native.tool}) so that its files are read as {native.tool} reads them",
+        f"The database's {native.table} is {native.tool}'s, but the files were read as "
+        f"{tools}'s; it is kept in sync all the same",
+    )
 
 
 def build_units(items: list[tuple[Migration, SqlSection, int]], per_migration: bool) -> list[Unit]:
@@ -263,6 +323,9 @@ def _parts(migration: Migration, section: SqlSection, start: int) -> Iterator[Sp
     statement that must run outside a transaction as a step; BEGIN/COMMIT and kin skipped.
     A transactional section is not split here: its shape (`SqlSection.shape`) says where
     its statements that are not plain SQL are."""
+    if not section.transaction and section.one_query:
+        yield from _one_query(migration, section, start)
+        return
     if not section.transaction:  # every statement runs on its own
         for index, statement in enumerate(section.iter_statements()):
             if index >= start and statement.kind is not TRANSACTION_CONTROL:
@@ -280,3 +343,19 @@ def _parts(migration: Migration, section: SqlSection, start: int) -> Iterator[Sp
         position = index + 1
     if shape.total > position:
         yield Span(migration, section, position, shape.total)
+
+
+def _one_query(migration: Migration, section: SqlSection, start: int) -> Iterator[Step]:
+    """A section its tool sends as one simple query, outside a transaction: one step. A single
+    statement runs as it is (a concurrent index build); several are sent whole, as the tool
+    sends them, and PostgreSQL runs them in one implicit transaction: all or none."""
+    if start > 0:
+        return  # it ran: an interrupted run recorded its progress past it
+    statements = list(section.iter_statements())
+    if all(s.kind is TRANSACTION_CONTROL for s in statements):
+        return  # nothing to run
+    if len(statements) == 1:
+        yield Step(migration, section, 0, statements[0])
+        return
+    whole = Statement(section.sql, section.first_line, SQL)
+    yield Step(migration, section, 0, whole)

@@ -61,6 +61,11 @@ class SqlSection:
 
     `single_statements` lists spans (absolute offsets in `text`) that are ONE statement each
     whatever semicolons they hold (goose's StatementBegin/StatementEnd blocks).
+
+    `one_query` says that the section's tool sends it as one simple query (sqlx, Diesel): run
+    outside a transaction, it is sent whole, so that PostgreSQL runs several statements in it
+    as one implicit transaction (all or none of them, as in the tool) and a single statement
+    as it is. In a transaction its statements run in ours, as they would in the tool's.
     """
 
     path: SourceFile
@@ -70,6 +75,7 @@ class SqlSection:
     first_line: int = 1  # line of the file where the section starts
     transaction: bool = True  # False: dbmate's `transaction:false`, goose's NO TRANSACTION
     single_statements: tuple[tuple[int, int], ...] = field(default=())
+    one_query: bool = False  # sent whole outside a transaction, as sqlx and Diesel send a file
 
     @property
     def stop(self) -> int:

@@ -1,10 +1,12 @@
 """The migration source: lists the migrations folder and has the formats read it.
 
 Each entry of the folder (a file, or a subfolder) is offered to every registered format
-(formats/__init__.py); the format that claims it reads it. Three formats may share one folder
-today: golang-migrate's `{version}_{title}.up.sql` (with an optional `.down.sql`), and any other
-`{version}_{title}.sql`, which dbmate and goose tell apart by their annotations (`-- migrate:up`
-/ `-- +goose Up`).
+(formats/__init__.py). Several tools name files alike (golang-migrate's and sqlx's
+`{version}_{title}.up.sql`; dbmate's, goose's and sqlx's `{version}_{title}.sql`): whose the
+folder's files are is decided once for the whole folder (formatchoice.py: the `tool` setting,
+the tools' markers in the files, the app's own files, the names), then the chosen tools' claims
+are kept. golang-migrate's, dbmate's and goose's files may share a folder; another tool's
+folder holds its own migrations only.
 
 A file that looks like a migration but is malformed is an error naming the file, never a skip;
 `load_migrations` reports every bad file of the folder at once. A version is owned by one file:
@@ -16,48 +18,99 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from herokumigrate.errors import BadInput
+from herokumigrate.formatchoice import FormatChoice, Offered, choose_format
 from herokumigrate.formats import Claim, FolderEntry, Unmarked, registered_formats
 from herokumigrate.migration import read_text
 from herokumigrate.problems import FileProblems
 from herokumigrate.sections import SourceFile, shown_name
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from herokumigrate.formats import MigrationFormat
     from herokumigrate.migration import Migration
+    from herokumigrate.tools import ToolName
     from herokumigrate.versions import Version
 
 
-def load_migrations(directory: Path, app_root: Path | None = None) -> list[Migration]:
-    """Every migration in `directory`, in order; one BadInput listing every bad file."""
+class FolderReading(NamedTuple):
+    """A folder's migrations, in order, and whose they were found to be (and why)."""
+
+    migrations: list[Migration]
+    choice: FormatChoice
+
+
+def load_migrations(
+    directory: Path, app_root: Path | None = None, tool: ToolName | None = None
+) -> list[Migration]:
+    """Every migration in `directory`, in order; one BadInput listing every bad file. `tool`
+    (the setting) names the tool whose files they are; None: decided from the folder."""
     problems = FileProblems()
-    migrations = read_folder(directory, app_root, problems)
+    reading = read_folder(directory, app_root, problems, tool)
     problems.raise_if_any()
-    return migrations
+    return reading.migrations
 
 
-def read_folder(directory: Path, app_root: Path | None, problems: FileProblems) -> list[Migration]:
-    """The migrations of every good entry of the folder; every bad one is added to `problems`."""
-    folder = Folder(problems)
+def read_folder(
+    directory: Path, app_root: Path | None, problems: FileProblems, tool: ToolName | None = None
+) -> FolderReading:
+    """The migrations of every good entry of the folder, and whose they are; every bad entry
+    is added to `problems`."""
+    folder = Folder(problems, app_root)
     formats = registered_formats()
     for entry in list_folder(directory, app_root, problems):
         folder.offer(entry, formats)
+    try:
+        choice = choose_format(folder.offered, tool, app_signs(formats, directory, app_root))
+    except BadInput as exc:
+        problems.add(directory.name, exc)
+        return FolderReading([], FormatChoice(frozenset(), ""))
+    folder.keep_chosen(choice, formats)
     migrations = _of_one_syntax(folder.assemble(), formats, problems)
     migrations.sort(key=lambda m: m.version.key)
-    return migrations
+    return FolderReading(migrations, choice)
+
+
+def app_signs(
+    formats: tuple[MigrationFormat, ...], directory: Path, app_root: Path | None
+) -> dict[ToolName, str]:
+    """What the app's own files say of the tools that keep migrations in `directory` (a
+    `FolderCandidate.app_sign`, e.g. `Cargo.toml depends on sqlx`), by tool: read at the app's
+    root, and at the folder's parent (a crate in a subfolder keeps its `migrations/` there)."""
+    here = os.path.realpath(directory)
+    roots = dict.fromkeys(r for r in (app_root, directory.parent) if r is not None)
+    signs: dict[ToolName, str] = {}
+    for root in roots:
+        where = "" if root == app_root else f"{_relative(root, app_root)}/"
+        for fmt in formats:
+            for candidate in fmt.folders(root):
+                if candidate.app_sign and os.path.realpath(root / candidate.path) == here:
+                    signs.setdefault(fmt.name, where + candidate.app_sign)
+    return signs
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    try:
+        return str(path.relative_to(root)) if root is not None else str(path)
+    except ValueError:
+        return str(path)
 
 
 class Folder:
     """What the formats claim in a folder while it is read (the `FolderReader` they see)."""
 
-    def __init__(self, problems: FileProblems) -> None:
+    def __init__(self, problems: FileProblems, app_root: Path | None = None) -> None:
         self.problems = problems
+        self.app_root = app_root
         self._texts: dict[str, str] = {}
+        self._configs: dict[str, Mapping[str, object] | None] = {}
         # The primary claim that owns each version, by its key (hashed in C: thousands of files).
         self._owners: dict[tuple[object, ...], Claim] = {}
         self._claims: list[tuple[MigrationFormat, Claim]] = []
+        self.offered: list[Offered] = []
 
     def text(self, path: SourceFile) -> str:
         """The file's text, read once (BadInput when it cannot be)."""
@@ -75,30 +128,53 @@ class Folder:
         """A problem of the file `path`."""
         self.problems.add(path.name, error)
 
+    def app_config(self, name: str) -> Mapping[str, object] | None:
+        """The app's TOML file `name`, parsed once; a broken one is reported once."""
+        if name not in self._configs:
+            from herokumigrate.formats.rust import read_toml
+
+            self._configs[name] = None
+            if self.app_root is not None:
+                try:
+                    self._configs[name] = read_toml(self.app_root / name)
+                except BadInput as exc:
+                    self.problems.add(name, exc)
+        return self._configs[name]
+
     def offer(self, entry: FolderEntry, formats: tuple[MigrationFormat, ...]) -> None:
-        """Let each format claim `entry` (entries come in name order)."""
-        claims: list[tuple[MigrationFormat, Claim]] = []
-        unmarked: list[Unmarked] = []
+        """Let each format claim `entry` (entries come in name order); what they made of it is
+        kept until the folder's tools are chosen. Two tools' markers in one entry are refused
+        at once."""
+        offered = Offered(entry, [], [], [])
         for fmt in formats:
             try:
                 found = fmt.claim(entry, self)
             except BadInput as exc:
-                self.problem(entry.path, exc)
-                return
-            if found is None:
+                offered.errors.append((fmt, exc))
                 continue
             if isinstance(found, Claim):
-                claims.append((fmt, found))
-            else:
-                unmarked.append(found)
-        if len(claims) > 1:
-            self.problem(entry.path, _claimed_twice(entry, [c for _, c in claims]))
-        elif claims:
-            self._keep(*claims[0])
-        elif unmarked:
-            self.problem(entry.path, _unmarked(entry, unmarked, formats))
-        elif not entry.is_folder and entry.name.endswith(".sql"):
-            self.problem(entry.path, _bad_name(entry.name, formats))
+                offered.claims.append((fmt, found))
+            elif found is not None:
+                offered.unmarked.append(found)
+        marked = [claim for _, claim in offered.claims if claim.because]
+        if len(marked) > 1:
+            self.problem(entry.path, _claimed_twice(entry, marked))
+        elif offered.claims or offered.unmarked or offered.errors or _is_sql_file(entry):
+            self.offered.append(offered)
+
+    def keep_chosen(self, choice: FormatChoice, formats: tuple[MigrationFormat, ...]) -> None:
+        """Keep the chosen tools' claims; an entry they do not read is a problem when it is a
+        `.sql` file or another tool's migration (a folder holds one tool's), else ignored."""
+        chosen = tuple(fmt for fmt in formats if choice.admits(fmt.name))
+        for item in self.offered:
+            ours = [(fmt, claim) for fmt, claim in item.claims if choice.admits(fmt.name)]
+            if ours:
+                marked = [pair for pair in ours if pair[1].because]
+                self._keep(*(marked or ours)[0])
+                continue
+            problem = _not_read(item, choice, chosen)
+            if problem is not None:
+                self.problem(item.entry.path, problem)
 
     def _keep(self, fmt: MigrationFormat, claim: Claim) -> None:
         if claim.primary:
@@ -131,6 +207,35 @@ class Folder:
             if migration is not None:
                 migrations.append(migration)
         return migrations
+
+
+def _is_sql_file(entry: FolderEntry) -> bool:
+    return not entry.is_folder and entry.name.endswith(".sql")
+
+
+def _not_read(
+    item: Offered, choice: FormatChoice, chosen: tuple[MigrationFormat, ...]
+) -> BadInput | None:
+    """Why an entry the chosen tools do not read is a problem (None: it is ignored): their own
+    error for it, their missing marker, another tool's migration in their folder, or a `.sql`
+    file that is no migration."""
+    errors = [exc for fmt, exc in item.errors if choice.admits(fmt.name)]
+    if errors:
+        return errors[0]
+    unmarked = [u for u in item.unmarked if choice.admits(u.tool)]
+    if unmarked:
+        return _unmarked(item.entry, unmarked, chosen)
+    others = sorted({fmt.name for fmt, _ in item.claims})
+    if others:
+        return BadInput(
+            f"{item.entry.path.shown}: a {' or '.join(others)} migration in a folder of "
+            f"{' and '.join(sorted(choice.tools))} migrations ({choice.because})",
+            fix="Keep one tool's migrations per folder: move it out, or set the `tool` "
+            "setting (MIGRATE_TOOL) to the tool that applies this folder.",
+        )
+    if _is_sql_file(item.entry):
+        return _bad_name(item.entry.name, chosen)
+    return None
 
 
 def _claimed_twice(entry: FolderEntry, claims: list[Claim]) -> BadInput:

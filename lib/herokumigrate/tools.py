@@ -9,5 +9,15 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-ToolName = Literal["golang-migrate", "dbmate", "goose"]
+ToolName = Literal["golang-migrate", "dbmate", "goose", "sqlx", "diesel"]
 TOOL_NAMES: tuple[ToolName, ...] = get_args(ToolName)
+
+# Tools whose migrations may share one folder (the runner has always read golang-migrate's,
+# dbmate's and goose's files together: an app moving from one to another). A tool listed in no
+# group keeps a folder of its own: a folder holding another tool's migrations too is refused.
+FOLDER_GROUPS: tuple[frozenset[ToolName], ...] = (frozenset({"golang-migrate", "dbmate", "goose"}),)
+
+
+def folder_group(name: ToolName) -> frozenset[ToolName]:
+    """The tools whose migrations may share a folder with `name`'s (itself included)."""
+    return next((group for group in FOLDER_GROUPS if name in group), frozenset({name}))

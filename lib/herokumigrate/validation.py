@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
     from herokumigrate.migration import Migration
     from herokumigrate.sections import SqlSection
+    from herokumigrate.sqlsplit import Statement
+    from herokumigrate.tools import ToolName
 
 NAMES_SHOWN = 10  # a note lists at most this many migrations by name
 WARNINGS_SHOWN = 50
@@ -37,6 +39,7 @@ class ValidationReport:
     applies_nothing: list[str] = field(default_factory=list)  # labels of no-op ups
     reverts_nothing: list[str] = field(default_factory=list)  # labels of no-op downs
     warnings: list[str] = field(default_factory=list)  # each one ` !     ` line
+    format_line: str = ""  # whose files they are, and why (formatchoice.py)
 
     def counts(self) -> dict[str, int]:
         """The four counts, as `validate` returns them."""
@@ -67,17 +70,21 @@ class ValidationReport:
 
 
 def check_folder(
-    directory: Path, app_root: Path | None = None
+    directory: Path, app_root: Path | None = None, tool: ToolName | None = None
 ) -> tuple[list[Migration], ValidationReport]:
     """`validate`: load every file and split every section, reporting every problem of the
-    folder (bad names, files and SQL) in one BadInput; else the migrations and the report."""
+    folder (bad names, files and SQL) in one BadInput; else the migrations and the report,
+    which says whose files they were found to be, and why."""
     from herokumigrate.source import read_folder
 
     problems = FileProblems()
-    migrations = read_folder(directory, app_root, problems)
-    report = check_migrations(migrations, problems)
+    reading = read_folder(directory, app_root, problems, tool)
+    report = check_migrations(reading.migrations, problems)
     problems.raise_if_any()
-    return migrations, report
+    tools = list(dict.fromkeys(m.format for m in reading.migrations))
+    if tools and reading.choice.because:
+        report.format_line = f"Format: {' and '.join(tools)} ({reading.choice.because})"
+    return reading.migrations, report
 
 
 def validate(migrations: list[Migration]) -> dict[str, int]:
@@ -127,10 +134,12 @@ def _check_section(section: SqlSection, report: ValidationReport) -> tuple[int, 
 
     count = outside = 0
     has_sql = False
+    first_outside = None
     for statement in section.iter_statements():
         count += 1
         if statement.kind is NO_TRANSACTION:
             outside += 1
+            first_outside = first_outside or statement
         if statement.kind is not TRANSACTION_CONTROL:
             has_sql = True
         if _MAYBE_SETTING.match(statement.text) is None or _SET_LOCAL.match(statement.text):
@@ -138,7 +147,23 @@ def _check_section(section: SqlSection, report: ValidationReport) -> tuple[int, 
         setting = session_setting(statement.text)
         if setting is not None:
             report.warnings.append(_setting_warning(section, statement.line, setting))
+    if first_outside is not None and count > 1 and section.one_query and not section.transaction:
+        raise _in_one_query(section, first_outside)
     return count, outside, has_sql
+
+
+def _in_one_query(section: SqlSection, statement: Statement) -> BadInput:
+    """A statement PostgreSQL refuses in a transaction, in a section its tool sends as one
+    query with other statements: PostgreSQL runs them in one implicit transaction, so the
+    tool itself fails on the file."""
+    from herokumigrate.statements import first_words
+
+    return BadInput(
+        f"{section.path.shown}: line {statement.line}: {first_words(statement.text)} cannot "
+        "run in this file: its tool sends the whole file as one query, which PostgreSQL runs "
+        "in one transaction when it holds several statements (the tool itself fails on it)",
+        fix="Put the statement in a migration of its own, outside a transaction.",
+    )
 
 
 def _setting_warning(section: SqlSection, line: int, setting: str) -> str:

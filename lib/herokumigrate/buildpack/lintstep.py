@@ -38,7 +38,7 @@ def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Outp
     pg_parser = parser.obtain(cache, out)
     if pg_parser is None:
         return
-    migrations = load_migrations(config.migrations_dir, build_dir)
+    migrations = load_migrations(config.migrations_dir, build_dir, config.tool)
     state = cache / STATE_FILE
     previous = _recall(state, config.path)
     new = [m for m in migrations if previous is None or previous.get(str(m.version)) != m.checksum]

@@ -33,26 +33,41 @@ What `MigrationFormat` must provide:
   the name, the title, and whether the entry is the migration's primary part (the one that
   owns the version: golang-migrate's `.up.sql`, not its `.down.sql`; Flyway's `V…sql`, not its
   `.sql.conf`). A format that shares a naming with another tells its files apart by their
-  content (`folder.text(entry)`): it answers `Unmarked` when the name fits but the content
-  lacks its marker. None: not its entry. BadInput: its entry, but malformed (a version out of
-  range). A name no format claims is an error for a `.sql` file, ignored otherwise. A format
-  reads a subfolder's files through `source.list_folder` (names and symlinks checked); the
-  build's manifest covers subfolders.
+  content (`folder.text(entry)`): a claim's `because` names the marker that only this tool
+  explains (dbmate's `-- migrate:up`, sqlx's `-- no-transaction` first line, a folder holding
+  Diesel's `up.sql`), empty when the name alone fits; it answers `Unmarked` when the name fits
+  but the content lacks its marker. None: not its entry. BadInput: its entry, but malformed (a
+  version out of range; a name its tool fails on). Several formats may claim one entry: whose
+  the whole folder is, is decided once (formatchoice.py: the `tool` setting, the markers, the
+  app's files through `folders()`' `app_sign`, the names), and only the chosen tools' claims,
+  errors and `Unmarked` answers count. A name the chosen tools do not claim is an error for a
+  `.sql` file or another tool's migration, ignored otherwise. A format reads a subfolder's
+  files through `source.list_folder` (names and symlinks checked); the build's manifest
+  covers subfolders. Tools whose files may share a folder are grouped in `tools.FOLDER_GROUPS`;
+  any other tool's folder holds its migrations only.
 - `assemble(version, parts, folder)`: the `Migration` from its claimed parts (the primary one
   first, when one claims the version; a format reports parts without one): its up and down
   sections
-  (`sections.SqlSection`, which carry the transaction opt-out), its checksum. Problems are
-  reported with `folder.problem` (the migration is then left out: None).
+  (`sections.SqlSection`, which carry the transaction opt-out, and `one_query` for a tool
+  that sends a file as one simple query), its checksum (the tool's own, where its table keeps
+  one: sqlx's SHA-384). A down file read on first use (`Migration.down_file`) is made a section
+  by `Migration.down_reader` when its content carries options (sqlx's `-- no-transaction`).
+  Problems are reported with `folder.problem` (the migration is then left out: None).
 - `folders(app_dir)`: where its tool keeps migrations in an app (`FolderCandidate`s: the
   conventional folders, and one the tool's own config file names, e.g. `diesel.toml`), for an
-  app that sets no `path` (locations.py chooses among every format's).
+  app that sets no `path` (locations.py chooses among every format's), each with what in the
+  app names the tool (`app_sign`), if anything.
 - `native_table()`: its native-table class (imported on call: reading files needs no driver).
 - `new_files(version, slug, title)`: the files `heroku-migrate new` writes.
 
 Execution stays the runner's: statements are split and run by `sections`/`runner`, in one
 transaction per release or per migration, a statement PostgreSQL refuses in a transaction
 alone. A tool that sends a file as one simple query (Prisma, sqlx, Diesel) is read into the
-same statements.
+same statements, and marks its sections `one_query`: in our transaction its statements run as
+in the tool's; a section its tool runs outside a transaction is sent whole (plan.py), so that
+PostgreSQL runs several statements in it as the tool has them run, in one implicit
+transaction, all or none (`validate` refuses one that holds a statement PostgreSQL refuses
+there, as the tool would fail on it).
 """
 
 from __future__ import annotations
@@ -63,6 +78,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from herokumigrate.tools import TOOL_NAMES, ToolName
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
     from herokumigrate.errors import BadInput
@@ -81,10 +97,14 @@ class NewFile(NamedTuple):
 
 class FolderCandidate(NamedTuple):
     """A folder a tool keeps its migrations in, relative to the app root, and why it is one
-    (`"Prisma Migrate's folder"`, `"named by diesel.toml"`), for messages."""
+    (`"Prisma Migrate's folder"`, `"named by diesel.toml"`), for messages. `app_sign` says
+    what in the app's own files names the tool (`"Cargo.toml depends on sqlx"`); empty when
+    the folder is only the tool's convention. It decides whose a folder's files are when their
+    names fit two tools and their content does not tell (formatchoice.py)."""
 
     path: str
     because: str
+    app_sign: str = ""
 
 
 class FolderEntry(NamedTuple):
@@ -106,7 +126,9 @@ class Claim(NamedTuple):
     version: Version
     title: str
     primary: bool = True  # the part that owns the version (an up file, a migration's folder)
-    because: str = ""  # how its content told the format (`dbmate (line 1)`), for messages
+    # The marker in its content that only this tool explains (`dbmate (line 1)`); empty when
+    # the name alone fits, as another tool's may (formatchoice.py decides the folder's tools).
+    because: str = ""
 
 
 class Unmarked(NamedTuple):
@@ -119,6 +141,8 @@ class Unmarked(NamedTuple):
 class FolderReader(Protocol):
     """What a format may ask of the folder being read (source.py's `Folder`)."""
 
+    app_root: Path | None  # the app's root: what a subfolder's symlinks must stay inside
+
     def text(self, path: SourceFile) -> str:
         """The file's text, read once and checked (BadInput: unreadable, binary, not UTF-8)."""
 
@@ -127,6 +151,10 @@ class FolderReader(Protocol):
 
     def problem(self, path: SourceFile, error: BadInput) -> None:
         """Report a problem of a file; every problem of the folder is reported at once."""
+
+    def app_config(self, name: str) -> Mapping[str, object] | None:
+        """The app's TOML file `name` at its root (`sqlx.toml`), parsed once per reading of the
+        folder; None when there is none. One that cannot be parsed is reported once."""
 
 
 class MigrationFormat(Protocol):

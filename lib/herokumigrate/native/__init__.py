@@ -19,13 +19,19 @@ This module is the contract each tool's table class provides (one module per too
   says is applied (`applied()`, or only `newest()` for a one-row table), and a failure state
   the tool itself refuses to migrate from (`failure()`: golang-migrate's dirty row, Prisma's
   unfinished row, sqlx's `success = false`) with the version it marks (`in_flight()`).
+- `checksum_of(version)`: the checksum the table keeps for an applied version, spelled as the
+  format's `Migration.checksum` (sqlx's SHA-384), for a tool that keeps one; the run refuses a
+  file that differs from it as it refuses an edited applied file (default: None, none kept).
+- `missing_note`: what the tool itself does with a database that has migrations the files do
+  not (sqlx: `VersionMissing`), added to the run's warning about them (default: nothing).
 - `create(conn)`: create it with the tool's own DDL (and first rows), in the caller's
   transaction.
 - `follow(conn, change)`: write what one of our transactions changes (`NativeChange`), in that
   transaction: the migrations it applied (each with its duration, and the migration itself for
   checksums, descriptions and scripts), those it reverted, and the migration left part-way where
   the tool marks one; `change.applied` is everything applied once it commits, for tables that
-  keep one row (golang-migrate) or are rewritten to match (dbmate, goose).
+  keep one row (golang-migrate) or are rewritten to match (dbmate, goose); `change.rechecked`
+  the applied migrations whose edit `allow_changed` accepted, for a table that keeps checksums.
 - `resolve(conn, version, outcome)`: settle the failure `failure()` reports for `version` as the
   tool's own repair command does (`prisma migrate resolve --applied/--rolled-back`, `flyway
   repair`), for `heroku-migrate resolve`; a table with no failure state keeps the default
@@ -96,12 +102,14 @@ class NativeChange(NamedTuple):
 
     `applied` is what our history holds as applied once it commits (each version spelled as
     the files write it, where a file has it); `recorded` the migrations it applies, in order;
-    `removed` those it reverts or forgets; `in_flight` a migration it leaves part-way."""
+    `removed` those it reverts or forgets; `in_flight` a migration it leaves part-way;
+    `rechecked` applied migrations whose edited file is accepted (their new checksum)."""
 
     applied: frozenset[Version]
     recorded: Sequence[AppliedMigration] = ()
     removed: Sequence[Version] = ()
     in_flight: Version | None = None
+    rechecked: Sequence[Migration] = ()
 
 
 # How `heroku-migrate resolve` settles a failed migration: it is applied (its effects are in
@@ -123,6 +131,7 @@ class NativeTable:
     tool: ClassVar[ToolName]
     default_table: ClassVar[str]
     up_command: ClassVar[str]
+    missing_note: ClassVar[str] = ""
 
     def __init__(self, name: NativeName | None = None) -> None:
         self.name = name if name is not None else NativeName(self.default_table)
@@ -173,6 +182,11 @@ class NativeTable:
         """True when the table says `version` is applied."""
         applied = self.applied()
         return applied is not None and version in applied
+
+    def checksum_of(self, version: Version) -> str | None:
+        """The checksum the table keeps for `version` (None: it keeps none)."""
+        del version
+        return None
 
     def failure(self) -> NativeFailure | None:
         """A failure the table records (golang-migrate's dirty row), if any."""

@@ -33,8 +33,11 @@ class DbmateTable(NativeTable):
 
     @classmethod
     def recognizes(cls, columns: Mapping[str, str]) -> bool:
-        return "dirty" not in columns and columns.get("version", "").startswith(
-            ("character varying", "text")
+        # Diesel's table also has a text `version`; only it has `run_on`.
+        return (
+            "dirty" not in columns
+            and "run_on" not in columns
+            and columns.get("version", "").startswith(("character varying", "text"))
         )
 
     @classmethod
