@@ -446,7 +446,7 @@ def test_launcher_finds_its_app_from_its_own_location_not_the_working_directory(
 def test_no_module_the_slug_ships_imports_a_build_time_only_one_at_import() -> None:
     """The slug leaves out the build steps and the lint (build.BUILD_TIME_ONLY); a shipped module
     may import them only inside a function that handles their absence, never at import time."""
-    from herokumigrate.buildpack.build import BUILD_TIME_ONLY
+    from herokumigrate.buildpack import BUILD_TIME_ONLY
 
     package = REPO / "lib" / "herokumigrate"
     left_out = {name.removesuffix(".py") for name in BUILD_TIME_ONLY}

@@ -431,12 +431,23 @@ def test_standin_runs_every_runner_command(
     new = run("heroku-migrate new add_index")
     assert new.returncode == 0, new.stdout + new.stderr
     assert any("add_index" in path.name for path in (build.app / "db/migrations").iterdir())
-    # Every module of the runner imports on the run image, lazily imported ones included.
+    # Every module of the runner imports on the run image, lazily imported ones and the
+    # formats' and tools' tables (subpackages) included.
+    package = build.app / ".heroku-migrate/lib/herokumigrate"
     modules = sorted(
-        "herokumigrate." + path.stem
-        for path in (build.app / ".heroku-migrate/lib/herokumigrate").glob("*.py")
+        ".".join(("herokumigrate", *path.relative_to(package).with_suffix("").parts))
+        .removesuffix(".__init__")
+        for path in package.rglob("*.py")
         if path.stem != "__main__"
     )
+    assert "herokumigrate.formats.golang_migrate" in modules
+    # The backports this release Python has built in are left out of the slug.
+    site = {path.name for path in (build.app / ".heroku-migrate/site").iterdir()}
+    record = (build.app / ".heroku-migrate/interpreter").read_text()
+    dotted = next(line for line in record.splitlines() if line.startswith("version="))
+    version = tuple(int(part) for part in dotted.removeprefix("version=").split(".")[:2])
+    assert ("tomli" in site) is (version < (3, 11)), (version, site)
+    assert ("typing_extensions.py" in site) is (version < (3, 13)), (version, site)
     smoke = run(_python_command(build, f"import psycopg, {', '.join(modules)}; print('ok')"))
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
     assert smoke.stdout.strip() == "ok"

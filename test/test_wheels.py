@@ -134,3 +134,30 @@ def test_a_cached_wheel_matching_its_pin_is_used_without_the_network(tmp_path: P
     path = wheels.fetch(_pin(_closed_port_url()), cache, out)
     assert path.read_bytes() == GOOD
     assert "demo 1.0 (cached)" in stream.getvalue()
+
+
+def test_a_backport_is_pinned_for_older_pythons_only(tmp_path: Path) -> None:
+    pins = tmp_path / "pins.txt"
+    digest = "a" * 64
+    pins.write_text(
+        f"psycopg 3.3.9 {digest} https://example.com/psycopg.whl\n"
+        f"tomli 2.5.0 {digest} https://example.com/tomli.whl python<3.11  # a backport\n"
+    )
+    psycopg_pin, tomli_pin = wheels.pinned_wheels(pins)
+    assert psycopg_pin.python_below is None
+    assert tomli_pin.python_below == (3, 11)
+    assert tomli_pin.needed_by((3, 10, 12))
+    assert not tomli_pin.needed_by((3, 11, 0))
+    assert psycopg_pin.needed_by((3, 14))
+    pins.write_text(f"tomli 2.5.0 {digest} https://example.com/tomli.whl py<3.11\n")
+    with pytest.raises(ValueError, match=r"\[python<X\.Y\]"):
+        wheels.pinned_wheels(pins)
+
+
+def test_the_release_python_gets_exactly_the_wheels_it_needs() -> None:
+    names = [pinned.name for pinned in wheels.PINNED]
+    files = [Path(f"{name}.whl") for name in names]
+    on_310 = {f.stem for f in wheels.needed_by((3, 10), files)}
+    on_314 = {f.stem for f in wheels.needed_by((3, 14), files)}
+    assert on_310 == set(names)  # psycopg, and both backports
+    assert on_314 == {"psycopg"}  # typing-extensions below 3.13, tomli below 3.11

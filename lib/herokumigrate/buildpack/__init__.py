@@ -12,6 +12,19 @@ from herokumigrate.errors import MigrateError
 SLUG_DIR = ".heroku-migrate"
 """Everything the build adds lives under this folder of the app (plus `.profile.d` and Procfile)."""
 BUILDPACK_URL = "https://github.com/heroku-buildpack-migrate/heroku-buildpack-migrate"
+# The runner's parts the slug never runs, left out of it: the build steps, and the release-safety
+# lint with PostgreSQL's parser (pglast is never in the slug; `plan` and `lint` say so without
+# them). A test keeps every shipped module from importing these at import time.
+BUILD_TIME_ONLY = (
+    "buildpack",
+    "pgparse.py",
+    "lint.py",
+    "lintalter.py",
+    "lintchecks.py",
+    "lintnodes.py",
+    "lintrules.py",
+    "lintschema.py",
+)
 
 
 class BuildFailed(MigrateError):

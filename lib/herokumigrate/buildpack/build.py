@@ -16,6 +16,7 @@ from pathlib import Path
 
 import herokumigrate
 from herokumigrate.buildpack import (
+    BUILD_TIME_ONLY,
     BUILDPACK_URL,
     SLUG_DIR,
     checksums,
@@ -40,18 +41,6 @@ from herokumigrate.config import CONFIG_FILE, Config
 from herokumigrate.output import Output
 
 BUILDPACK_DIR = RUNNER_SOURCE.parent.parent
-# The runner's parts the slug never runs: the build steps, and the release-safety lint with
-# PostgreSQL's parser (pglast is never in the slug; `plan` and `lint` say so without them).
-BUILD_TIME_ONLY = (
-    "buildpack",
-    "pgparse.py",
-    "lint.py",
-    "lintalter.py",
-    "lintchecks.py",
-    "lintnodes.py",
-    "lintrules.py",
-    "lintschema.py",
-)
 
 WORTH_TIMING = 1.0  # seconds: a step that took less says nothing by its duration
 # Files by which heroku/python recognises an app (its bin/detect).
@@ -183,6 +172,7 @@ def install_runtime(
     its record before reuse, so a warm rebuild copies it instead of unpacking and compiling
     again, and a damaged copy is rebuilt rather than shipped."""
     slug = build_dir / SLUG_DIR
+    wheel_files = wheels.needed_by(interpreter.version_tuple(python.version), wheel_files)
     key = _runtime_key(python, wheel_files)
     cached = cache / f"runtime-{key}"
     if cached.is_dir() and not checksums.has_record(cached):

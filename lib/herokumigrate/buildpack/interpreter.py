@@ -31,7 +31,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from herokumigrate.buildpack import SLUG_DIR, BuildFailed, checksums, stacks, stdlib, wheels
+from herokumigrate.buildpack import (
+    BUILD_TIME_ONLY,
+    SLUG_DIR,
+    BuildFailed,
+    checksums,
+    stacks,
+    stdlib,
+    wheels,
+)
 from herokumigrate.output import Output
 
 MINIMUM_VERSION = (3, 10)
@@ -192,12 +200,23 @@ def choose(build_dir: Path, cache_dir: Path, stack: str, out: Output) -> Release
 
 
 def runner_code(cache_dir: Path) -> list[Path]:
-    """What runs on the bundled interpreter: the runner's modules and its pinned wheels (fetched
-    into the cache by the step before)."""
+    """What runs on the bundled interpreter (this one): the runner's modules the slug ships,
+    its subpackages' included, and the pinned wheels this Python needs (fetched into the cache
+    by the step before)."""
     runner = Path(__file__).resolve().parent.parent
-    modules = sorted(path for path in runner.glob("*.py"))
+    modules = sorted(
+        path
+        for path in runner.rglob("*.py")
+        if path.relative_to(runner).parts[0] not in BUILD_TIME_ONLY
+    )
     wheel_dir = cache_dir / "heroku-migrate" / "wheels"
-    return [*modules, *(wheel_dir / pinned.filename for pinned in wheels.PINNED)]
+    files = [wheel_dir / pinned.filename for pinned in wheels.PINNED]
+    return [*modules, *wheels.needed_by(sys.version_info[:2], files)]
+
+
+def version_tuple(dotted: str) -> tuple[int, ...]:
+    """`3.12.4` as (3, 12, 4)."""
+    return tuple(int(part) for part in dotted.split(".") if part.isdigit())
 
 
 def bundle(destination: Path, cache_dir: Path, out: Output) -> ReleasePython:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import time
 import urllib.error
@@ -22,6 +23,7 @@ from herokumigrate.buildpack import BuildFailed
 from herokumigrate.output import Output
 
 PINS_FILE = Path(__file__).with_name("wheels.txt")
+_BELOW_RE = re.compile(r"python<([0-9]+)\.([0-9]+)")
 DOWNLOAD_ATTEMPTS = 3
 DOWNLOAD_TIMEOUT = 30.0
 USER_AGENT = "heroku-buildpack-migrate"
@@ -35,6 +37,11 @@ class PinnedWheel:
     version: str
     sha256: str
     url: str
+    python_below: tuple[int, int] | None = None  # needed only by Pythons older than this
+
+    def needed_by(self, python: tuple[int, ...]) -> bool:
+        """Whether a Python of version `python` needs this wheel."""
+        return self.python_below is None or python[:2] < self.python_below
 
     @property
     def filename(self) -> str:
@@ -43,21 +50,34 @@ class PinnedWheel:
 
 
 def pinned_wheels(path: Path = PINS_FILE) -> list[PinnedWheel]:
-    """The wheels listed in `path` (`name version sha256 url` per line, `#` comments)."""
+    """The wheels listed in `path` (`name version sha256 url [python<X.Y]` per line, `#`
+    comments); the optional last field limits a wheel to older Pythons (a backport)."""
     wheels = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         fields = line.split("#", 1)[0].split()
         if not fields:
             continue
+        below = _BELOW_RE.fullmatch(fields[4]) if len(fields) == 5 else None
         if (
-            len(fields) != 4
+            len(fields) not in (4, 5)
+            or (len(fields) == 5 and below is None)
             or len(fields[2]) != 64
             or not fields[3].startswith("https://")
             or not fields[3].endswith(".whl")
         ):
-            raise ValueError(f"{path.name}:{number}: expected 'name version sha256 https://….whl'")
-        wheels.append(PinnedWheel(*fields))
+            raise ValueError(
+                f"{path.name}:{number}: expected 'name version sha256 https://….whl [python<X.Y]'"
+            )
+        limit = (int(below.group(1)), int(below.group(2))) if below is not None else None
+        name, version, sha256, url = fields[:4]
+        wheels.append(PinnedWheel(name, version, sha256, url, python_below=limit))
     return wheels
+
+
+def needed_by(python: tuple[int, ...], files: list[Path]) -> list[Path]:
+    """Of the pinned wheels' files (in PINNED's order), those a Python of version `python`
+    needs: a slug carries no backport its interpreter has built in."""
+    return [f for pinned, f in zip(PINNED, files, strict=True) if pinned.needed_by(python)]
 
 
 PINNED = pinned_wheels()
