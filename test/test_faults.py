@@ -22,8 +22,10 @@ import pytest
 
 from support import (
     LIB,
+    TEST_PASSWORD,
     Result,
     Server,
+    assert_no_secret,
     finish,
     history,
     rows,
@@ -868,3 +870,41 @@ def test_recovery_after_a_lost_connection_never_undoes_another_runners_work(
         (1, "applied"),
         (2, "applied"),
     ]
+
+
+# ----- no secret in the history's log ----------------------------------------------------------
+
+
+def test_a_failure_quoting_the_url_and_password_leaves_no_secret_in_the_log_table(
+    pg_server: Server, dbname: str, app: Path, database_url: str
+) -> None:
+    """The failure text and the compensation's report are written to the log table too (for
+    `status`): redacted like the output, so a migration (or a down) whose error quotes the
+    database URL or its password stores neither."""
+    assert up(app, {"1_base.up.sql": "CREATE TABLE base (id int);\n"}, database_url).returncode == 0
+    for n, secret in ((2, TEST_PASSWORD), (4, database_url)):
+        # PostgreSQL quotes the value it cannot read as an integer in its error message: the
+        # up fails, then compensation runs the down of the migration before it, which fails
+        # the same way (its line goes into the report).
+        quoting = f"SELECT $q${secret}$q$::int;\n"
+        files = {
+            f"{n}_first.up.sql": "SELECT 1;\n",
+            f"{n}_first.down.sql": quoting,
+            f"{n + 1}_quotes.up.sql": quoting,
+        }
+        result = up(app, files, database_url, env={"MIGRATE_TRANSACTION": "migration"})
+        assert result.returncode == 1, result.output  # run_cli checked the printed output
+        assert f"down of {n}_first failed" in result.stderr, result.output
+        for name in files:
+            (app / "db" / "migrations" / name).unlink()
+    logged = rows(
+        pg_server.admin_url(dbname),
+        "SELECT detail FROM heroku_migrate_history_log WHERE event = 'failed' ORDER BY id",
+    )
+    assert len(logged) == 2, logged
+    for (detail,) in logged:
+        text = str(detail)
+        assert text.count("invalid input syntax for type integer") == 2, text
+        assert "[REDACTED]" in text, text
+        assert_no_secret(text)
+        assert database_url not in text, text
