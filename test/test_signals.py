@@ -7,6 +7,7 @@ Real signals to the real CLI, a real server.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -391,3 +392,51 @@ def test_settle_cancels_a_statement_left_running_outside_a_transaction(
         assert not conn.closed
         assert conn.execute("SELECT 1").fetchone() == (1,)
         assert not _still_sleeping(pg_server, dbname)
+
+
+def test_an_interruption_in_an_aborted_transaction_still_says_what_was_committed(
+    pg_server: Server,
+    dbname: str,
+    database_url: str,
+    app: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The interruption's handling finds the connection in an aborted transaction (the
+    statement the signal cancelled failed it): it rolls back before it reads the history, so
+    the message still names exactly what the run had committed, and the event is logged."""
+    from herokumigrate.config import load_config
+    from herokumigrate.manifest import Fingerprint
+    from herokumigrate.migrator import Migrator
+    from herokumigrate.output import Output
+    from herokumigrate.session import Session
+    from herokumigrate.source import load_migrations
+
+    _baseline(app, database_url)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    config = load_config(app, {})
+    out = io.StringIO()
+    output = Output(out, out, color=False)
+    migrator = Migrator(config, output)
+    session = Session.open(config, output)
+    try:
+        write_migrations(app, {"2_table.up.sql": "CREATE TABLE made (id int);\n"})
+        migrations = load_migrations(config.migrations_dir, config.app_dir)
+        ledger = migrator._ledger(session, Fingerprint.of(migrations))
+        state = ledger.read(session.conn)  # as the run found it: 1 applied
+        # The run committed migration 2 (here: another run of the CLI), then the signal came
+        # and left this connection's transaction aborted.
+        assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+        session.conn.execute("BEGIN")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            session.conn.execute("SET LOCAL statement_timeout = 1; SELECT pg_sleep(1)")
+        assert session.conn.info.transaction_status == pq.TransactionStatus.INERROR
+
+        stop = migrator._interrupted(session, ledger, state, Interrupted(signal.SIGTERM))
+
+        assert stop.committed == ["2_table (applied)"], out.getvalue()
+        assert "Committed before the signal, and kept" in " ".join(stop.lines())
+        event = _last_event(pg_server, dbname)
+        assert event[0] == "interrupted", event
+        assert "committed before it: 2_table (applied)" in str(event[1]), event
+    finally:
+        session.close()
