@@ -339,6 +339,59 @@ def test_cleanup_that_hangs_is_cut_short_by_the_exit_deadline(
     assert snapshot(pg_server, dbname) == before
 
 
+# A second signal forces the exit at once: well before the exit deadline (2.5 s after the
+# first) would. The bound leaves a loaded machine a margin and stays under that deadline.
+SECOND_SIGNAL_EXIT_BOUND_SECONDS = 1.2
+HUNG_BEFORE_SECOND_SIGNAL_SECONDS = 0.5
+
+
+def test_a_second_signal_during_a_hung_cleanup_exits_at_once_and_says_so(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    """The clean-up after the first SIGTERM hangs (the backend is frozen: the cancel goes
+    unanswered); a second SIGTERM does not wait for the exit deadline: the runner leaves at
+    once, saying why, and the server rolls back and frees the lock."""
+    _baseline(app, database_url)
+    before = snapshot(pg_server, dbname)
+    write_migrations(app, {"2_slow.up.sql": "CREATE TABLE made (id int);\nSELECT pg_sleep(30);\n"})
+    proc = spawn_cli(["up"], cwd=app, database_url=database_url)
+    stopped: int | None = None
+    try:
+        _wait_until(lambda: _sleeping(pg_server, dbname), 30, "the runner to reach pg_sleep")
+        pid = int(str(_runner_backends(pg_server, dbname)[0][0]))
+        try:
+            os.kill(pid, signal.SIGSTOP)  # a server that does not answer the cancel
+        except PermissionError:
+            pytest.skip("the server's backends run as another user: cannot freeze one")
+        stopped = pid
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(HUNG_BEFORE_SECOND_SIGNAL_SECONDS)  # the clean-up is now waiting
+        assert proc.poll() is None, "the runner exited with its backend frozen"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        took = time.monotonic() - t0
+        out, err = proc.communicate()
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+    print(f"second SIGTERM during a hung clean-up: exit {proc.returncode} {took:.2f}s after it")
+    assert proc.returncode == 143, (out, err)
+    assert "SIGTERM again: stopping at once" in err, err
+    assert "clean-up took too long" not in err, err
+    assert "Traceback" not in err, err
+    assert took <= SECOND_SIGNAL_EXIT_BOUND_SECONDS, f"took {took:.2f}s after the second signal"
+    _wait_until(
+        lambda: not _runner_backends(pg_server, dbname),
+        KILLED_BACKEND_BOUND_SECONDS,
+        "the runner's backend to end",
+    )
+    assert _advisory_locks(pg_server, dbname) == 0
+    assert snapshot(pg_server, dbname) == before
+
+
 def _left_running(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     """The state an interruption leaves when it lands while psycopg's own code runs between
     two waits (its generator ends, nothing cancels): a statement running, the connection busy."""
