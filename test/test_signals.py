@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,17 @@ from psycopg import pq
 from herokumigrate.database import CONNECTION_CHECK_INTERVAL_MS
 from herokumigrate.lock import lock_key
 from herokumigrate.signals import SETTLE_SECONDS, Interrupted, settle, transaction
-from support import finish, history, rows, run_cli, scalar, snapshot, spawn_cli, write_migrations
+from support import (
+    cli_env,
+    finish,
+    history,
+    rows,
+    run_cli,
+    scalar,
+    snapshot,
+    spawn_cli,
+    write_migrations,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -493,3 +504,39 @@ def test_an_interruption_in_an_aborted_transaction_still_says_what_was_committed
         assert "committed before it: 2_table (applied)" in str(event[1]), event
     finally:
         session.close()
+
+
+# What a SIGTERM that lands inside psycopg's construction of a result leaves (its __init__
+# interrupted before the pointer was set): the object's finalizer then fails, and Python
+# would print "Exception ignored in: <function PGresult.__del__ ...>" with a traceback.
+HALF_BUILT_AFTER_A_SIGNAL = """
+import os, signal, sys, time
+from herokumigrate.signals import Interrupted, install_stop_signals
+from psycopg.pq import pq_ctypes
+
+install_stop_signals()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+except Interrupted:
+    pass
+half_built = pq_ctypes.PGresult.__new__(pq_ctypes.PGresult)
+del half_built
+sys.stdout.write("finalized\\n")
+"""
+
+
+def test_an_interruption_inside_psycopg_prints_no_exception_ignored() -> None:
+    """After a stop signal, a finalizer that fails on what the interruption left half built
+    prints nothing: the user sees the runner's lines, never Python's "Exception ignored"."""
+    done = subprocess.run(
+        [sys.executable, "-c", HALF_BUILT_AFTER_A_SIGNAL],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "finalized\n", done.stdout
+    assert done.stderr == "", done.stderr

@@ -17,7 +17,9 @@ close, as after `kill -9` (and `client_connection_check_interval` makes it notic
 psycopg cancels and drains a statement when the interruption comes while it waits for the
 server. When it comes while psycopg's own code runs between two waits, the statement is left
 running and the connection busy ("another command is already in progress"): `settle` cancels
-and drains it then, and `transaction` does so before its rollback.
+and drains it then, and `transaction` does so before its rollback. When it lands inside the
+construction of one of psycopg's objects, that object's finalizer fails later: after a stop
+signal such failures are not printed ("Exception ignored in ..." is no news for the user).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +129,11 @@ class StopSignals:
         if self.received is not None:
             self._exit_now(f"{signal.Signals(signum).name} again: stopping at once")
         self.received = signum
+        # From here on the process is stopping, and the interruption may have landed inside a
+        # library's object construction: that object's finalizer then fails on what is half
+        # built, and Python would print "Exception ignored in ..." with a traceback. Such
+        # failures are the interruption's doing, not news for the user: they go unprinted.
+        sys.unraisablehook = _unraisable_after_a_stop_signal
         watchdog = threading.Timer(
             self.deadline, self._exit_now, args=("clean-up took too long: stopping at once",)
         )
@@ -141,6 +149,11 @@ class StopSignals:
                 conn.cancel()
         os.write(2, f" !     {why}; the server rolls back what was not committed\n".encode())
         os._exit(128 + (self.received or signal.SIGTERM))
+
+
+def _unraisable_after_a_stop_signal(unraisable: sys.UnraisableHookArgs) -> None:
+    """Drop an exception a finalizer raised after the stop signal (see `StopSignals._handle`)."""
+    del unraisable
 
 
 def settle(conn: Conn) -> None:
