@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -540,3 +541,64 @@ def test_an_interruption_inside_psycopg_prints_no_exception_ignored() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == "finalized\n", done.stdout
     assert done.stderr == "", done.stderr
+
+
+def _backend_pid_of(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    return int(conn.info.backend_pid)
+
+
+def test_settle_gives_up_on_a_frozen_backend_within_its_deadline(
+    pg_server: Server, dbname: str
+) -> None:
+    """The backend does not answer the cancel (frozen): settle must not wait for its results
+    without end; after SETTLE_SECONDS it closes the connection (the server then rolls back and
+    frees the lock when it sees the connection gone)."""
+    conn = psycopg.connect(pg_server.admin_url(dbname), autocommit=True)
+    pid = _backend_pid_of(conn)
+    try:
+        _left_running(conn)
+        _wait_until(lambda: _still_sleeping(pg_server, dbname), 10, "the statement to run")
+        os.kill(pid, signal.SIGSTOP)
+    except PermissionError:
+        conn.close()
+        pytest.skip("the server's backends run as another user: cannot freeze one")
+    try:
+        t0 = time.monotonic()
+        settle(conn)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        conn.close()
+    print(f"[{pg_server.label}] settle gave up on a frozen backend after {took:.2f}s")
+    assert took < SETTLE_SECONDS + 1.0, f"settle waited {took:.2f}s"
+
+
+def test_settle_sends_the_cancel_again_when_the_first_one_came_too_early(
+    pg_server: Server, dbname: str
+) -> None:
+    """A cancel that reaches the backend before it starts the statement is ignored (it was
+    idle, reading); the statement then runs in full. Settle cancels again when no result
+    came, so the statement still ends early and the connection stays usable."""
+    conn = psycopg.connect(pg_server.admin_url(dbname), autocommit=True)
+    pid = _backend_pid_of(conn)
+    try:
+        os.kill(pid, signal.SIGSTOP)  # the statement will sit unread in its socket
+    except PermissionError:
+        conn.close()
+        pytest.skip("the server's backends run as another user: cannot freeze one")
+    try:
+        _left_running(conn)
+        thaw = threading.Timer(0.3, os.kill, args=(pid, signal.SIGCONT))
+        thaw.start()
+        t0 = time.monotonic()
+        settle(conn)  # its first cancel arrives while the backend is frozen, idle
+        took = time.monotonic() - t0
+        thaw.join()
+        print(f"[{pg_server.label}] settled after a lost cancel in {took:.2f}s")
+        assert not conn.closed, "the statement was not cancelled: the connection was closed"
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert took < SETTLE_SECONDS + 1.0, f"settle took {took:.2f}s"
+        assert not _still_sleeping(pg_server, dbname)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        conn.close()

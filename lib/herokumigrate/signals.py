@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -158,18 +160,41 @@ def _unraisable_after_a_stop_signal(unraisable: sys.UnraisableHookArgs) -> None:
 
 def settle(conn: Conn) -> None:
     """Leave no statement running on `conn` after an interruption: cancel it and read its
-    results; if that fails, close the connection (the server then rolls back and frees the
-    lock)."""
+    results, within SETTLE_SECONDS; if that fails, close the connection (the server then rolls
+    back and frees the lock).
+
+    A cancel that reaches the server before the backend starts the statement is ignored (the
+    backend was idle), so when no result came in half the time, the cancel is sent again. A
+    backend that answers neither (a frozen server) gets no longer than the deadline."""
     from psycopg import pq
 
     if conn.closed or conn.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
         return
+    deadline = time.monotonic() + SETTLE_SECONDS
     try:
-        conn.cancel_safe(timeout=SETTLE_SECONDS)
-        while conn.pgconn.get_result() is not None:
-            pass
-    except Exception:
-        conn.close()
+        conn.cancel_safe(timeout=SETTLE_SECONDS / 2)
+        if _drained(conn, time.monotonic() + SETTLE_SECONDS / 2):
+            return
+        conn.cancel_safe(timeout=max(0.1, deadline - time.monotonic()))
+        if _drained(conn, deadline):
+            return
+    except Exception:  # noqa: S110 -- closing is the fallback for any failure here
+        pass
+    conn.close()
+
+
+def _drained(conn: Conn, deadline: float) -> bool:
+    """Read the running statement's results until none is left (True), or the deadline."""
+    pgconn = conn.pgconn
+    while True:
+        pgconn.consume_input()
+        while not pgconn.is_busy():
+            if pgconn.get_result() is None:
+                return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        select.select([pgconn.socket], [], [], remaining)
 
 
 @contextlib.contextmanager
