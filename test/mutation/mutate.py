@@ -334,7 +334,8 @@ def failing_without_mutants(root: Path, tests: list[str], timeout: float) -> lis
     done = _pytest(root, ["-rf", *tests], timeout)
     if done is None or done.returncode not in (0, 1):
         return None
-    return re.findall(r"^FAILED (\S+)", done.stdout, re.MULTILINE)
+    # `FAILED test/x.py::name[param with spaces] - message`: the id ends before ` - `.
+    return re.findall(r"^FAILED (.+?)(?: - .*)?$", done.stdout, re.MULTILINE)
 
 
 @dataclass(frozen=True)
