@@ -445,10 +445,11 @@ class Trial:
         verdict: Verdict = "survived"
         seconds = 0.0
         stage_reached = ""
+        # The baselines run on the unmutated copy, before the mutant goes in.
+        known = [(stage, self._known_failures(stage)) for stage in self._stages(job)]
         target.write_text(job.mutated(original))
         try:
-            for stage in self._stages(job):
-                failing = self._known_failures(stage)
+            for stage, failing in known:
                 if failing is None:
                     verdict, stage_reached = "timeout", "baseline broken"
                     break
