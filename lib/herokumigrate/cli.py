@@ -199,6 +199,14 @@ def _render_up(output: Output, result: UpResult) -> int:
 
 def _render_plan(output: Output, report: PlanReport) -> int:
     """The locks (and lint findings) of each pending migration, under the dry run's lines."""
+    if report.reverts:
+        output.step("Locks each down takes on rollback (observed in the rolled-back transaction)")
+        for entry in report.reverts:
+            lines = [lock.describe() for lock in entry.locks]
+            none = " takes no table lock the release does not hold already"
+            output.detail(f"{entry.migration.label}:" + ("" if lines else none))
+            for line in lines:
+                output.detail("  " + line)
     if report.result is not None and report.result.up_to_date:
         return _render_up(output, report.result)
     ran = [entry for entry in report.migrations if entry.ran]

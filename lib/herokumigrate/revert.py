@@ -35,18 +35,22 @@ def run_downs(
     per_migration: bool,
     done: list[Migration],
     output: Output | None = None,
+    committed: list[Unit] | None = None,
 ) -> None:
     """Run the downs of `targets` in this order, each migration forgotten (and the native
     table following what our history then holds) in the transaction of its last statement.
 
     Appends every reverted migration to `done`, so that a caller knows how far a failure got;
-    with `output`, says "reverted <label>" for each. Units run as in `up` (runner.py: lock
-    retries, timeouts). Raises StepFailed, or RecordFailed when forgetting a migration fails.
+    with `output`, says "reverted <label>" for each; appends each committed unit to
+    `committed`. Units run as in `up` (runner.py: lock retries, timeouts). Raises StepFailed,
+    or RecordFailed when forgetting a migration fails.
     """
     items = [(m, m.down, 0) for m in targets if m.down is not None]
     records = _DownRecords(book, done, output)
     for unit in build_units(items, per_migration):
         runner.run(unit, records)
+        if committed is not None:
+            committed.append(unit)
 
 
 class _DownRecords:
