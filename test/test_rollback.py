@@ -318,3 +318,53 @@ def test_a_rollback_and_a_deploy_at_once_are_serialized_by_the_lock(
     assert versions in ([1, 2], [1, 2, 3, 4, 5]), versions
     assert invoices == (versions == [1, 2, 3, 4, 5])
     assert note == (1 if invoices else 0)
+
+
+INDEX = (
+    "CREATE INDEX CONCURRENTLY accounts_email ON accounts (email);\n",
+    "DROP INDEX CONCURRENTLY accounts_email;\n",
+)
+
+
+def test_a_down_outside_a_transaction_is_compensated_when_a_later_down_fails(
+    pg_server: Server, dbname: str, database_url: str, tmp_path: Path
+) -> None:
+    tool = "golang-migrate"
+    v1 = slug(tmp_path, "v1", tool, V1)
+    broken = ("invoices", INVOICES[0], "DROP TABLE invoices;\nDROP TABLE no_such_table;\n")
+    v2 = slug(tmp_path, "v2", tool, {**V1, 3: broken, 4: ("email_index", *INDEX)})
+    assert release(v1, tool, database_url).returncode == 0
+    assert release(v2, tool, database_url).returncode == 0
+    before = state(pg_server, dbname, tool)
+
+    result = release(v1, tool, database_url, "revert")
+
+    print(result.output)
+    assert result.returncode == 1, result.output
+    # 4's DROP INDEX CONCURRENTLY committed on its own, then 3's down failed: 4 is applied
+    # again from its stored up, so the database is as before the release.
+    assert "reverted 0004_email_index" in result.output
+    assert "applied 0004_email_index again" in result.stderr
+    assert state(pg_server, dbname, tool) == before
+    assert rows(pg_server.admin_url(dbname), "SELECT to_regclass('accounts_email')::text") == [
+        ("accounts_email",)
+    ]
+
+
+def test_a_down_that_fails_after_its_own_statement_outside_a_transaction_says_what_is_left(
+    pg_server: Server, dbname: str, database_url: str, tmp_path: Path
+) -> None:
+    tool = "golang-migrate"
+    v1 = slug(tmp_path, "v1", tool, V1)
+    half = ("email_index", INDEX[0], INDEX[1] + "DROP TABLE no_such_table;\n")
+    v2 = slug(tmp_path, "v2", tool, {**V2, 5: half})
+    assert release(v1, tool, database_url).returncode == 0
+    assert release(v2, tool, database_url).returncode == 0
+
+    result = release(v1, tool, database_url, "revert")
+
+    print(result.output)
+    assert result.returncode == 1, result.output
+    assert "STATE LEFT: 0005_email_index" in result.stderr
+    # Nothing else was reverted; 5 stays recorded (its index is gone: the message says so).
+    assert [int(str(r[0])) for r in history(pg_server, dbname)] == [1, 2, 3, 4, 5]

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from herokumigrate.tools import ToolName
 
 
-
 def newer_than_files(state: DatabaseState, files: Sequence[Migration]) -> list[Version]:
     """The recorded versions newer than every file, newest first: what a rollback reverts."""
     newest = max((m.version for m in files), default=None)
@@ -129,7 +128,14 @@ def revert_rollback(runner: UnitRunner, book: Bookkeeping, targets: list[Migrati
     units: list[Unit] = []
     try:
         run_downs(
-            runner, book, targets, per_migration=False, done=done, output=output, committed=units
+            runner,
+            book,
+            targets,
+            per_migration=False,
+            done=done,
+            output=output,
+            committed=units,
+            forget_after_alone=True,
         )
     except (StepFailed, RecordFailed) as exc:
         headline = output.redact(exc.describe())
