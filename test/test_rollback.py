@@ -9,6 +9,7 @@ The central scenario runs for every supported format.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -368,3 +369,23 @@ def test_a_down_that_fails_after_its_own_statement_outside_a_transaction_says_wh
     assert "STATE LEFT: 0005_email_index" in result.stderr
     # Nothing else was reverted; 5 stays recorded (its index is gone: the message says so).
     assert [int(str(r[0])) for r in history(pg_server, dbname)] == [1, 2, 3, 4, 5]
+
+
+def test_status_shows_which_applied_migrations_have_no_stored_down(
+    pg_server: Server, dbname: str, database_url: str, tmp_path: Path
+) -> None:
+    v1 = _deployed_v2(tmp_path, database_url)
+    v2 = tmp_path / "v2"
+    with pg_server.admin_conn(dbname) as conn:  # as if applied before downs were stored
+        conn.execute("DELETE FROM heroku_migrate_history_rev WHERE version IN ('2', '3')")
+
+    old = release(v1, "golang-migrate", database_url, None, "status")
+    new = release(v2, "golang-migrate", database_url, None, "status", "--json")
+
+    print(old.output)
+    assert old.returncode == 0, old.output
+    assert "3 invoices, no stored down, 4 backfill" in old.stderr
+    assert "applied, no stored down" in old.stdout  # 2
+    assert new.returncode == 0, new.output
+    downs = [m["stored_down"] for m in json.loads(new.stdout)["migrations"]]
+    assert downs == ["sql", "no stored down", "no stored down", "sql"]

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from herokumigrate.locks import MigrationLocks
     from herokumigrate.migration import Migration
     from herokumigrate.migrator import Migrator, PlanReport, StatusEntry, StatusReport, UpResult
+    from herokumigrate.versions import Version
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -335,11 +336,17 @@ def _render_status_json(output: Output, report: StatusReport) -> int:
                 "status": _status_text(e),
                 "applied_at": e.row.applied_at.isoformat() if e.row and e.row.applied_at else None,
                 "duration_ms": e.row.duration_ms if e.row else None,
+                "stored_down": report.downs.get(e.migration.version),
             }
             for e in report.entries
         ],
         "unknown": [
-            {"version": row.version.json, "name": row.name, "applied_at": str(row.applied_at)}
+            {
+                "version": row.version.json,
+                "name": row.name,
+                "applied_at": str(row.applied_at),
+                "stored_down": report.downs.get(row.version),
+            }
             for row in report.unknown
         ],
         "pending": [v.json for v in report.pending],
@@ -357,9 +364,14 @@ def _render_status_json(output: Output, report: StatusReport) -> int:
     return EXIT_OK
 
 
+def _no_stored_down(report: StatusReport, version: Version) -> str:
+    """`, no stored down` for a recorded version a rollback could not revert (docs/rollback.md)."""
+    return ", no stored down" if report.downs.get(version) == "no stored down" else ""
+
+
 def _render_status(output: Output, report: StatusReport, path: str, files: int) -> int:
     output.step(f"Migrations in {path} ({files} file(s))")
-    texts = [_status_text(e) for e in report.entries]
+    texts = [_status_text(e) + _no_stored_down(report, e.migration.version) for e in report.entries]
     width = max((len(str(e.migration.version)) for e in report.entries), default=0)
     state_width = max((len(t) for t in texts), default=0)
     for e, text in zip(report.entries, texts, strict=True):
@@ -372,7 +384,10 @@ def _render_status(output: Output, report: StatusReport, path: str, files: int) 
     if report.unknown:
         output.warn(
             "Applied but not in these files (a rollback?): "
-            + ", ".join(f"{row.version} {row.name}" for row in report.unknown)
+            + ", ".join(
+                f"{row.version} {row.name}" + _no_stored_down(report, row.version)
+                for row in report.unknown
+            )
         )
     if report.native_problem:
         output.warn(*report.native_problem)

@@ -210,6 +210,14 @@ class DownStore:
             )
         return result
 
+    def kinds(self, conn: Conn) -> dict[str, tuple[str, str]]:
+        """Every stored down's kind and the up checksum it belongs to, by version (for
+        `status`: no SQL text is read)."""
+        if not self.exists(conn):
+            return {}
+        query = sql.SQL("SELECT version, kind, up_checksum FROM {}").format(self.ident)
+        return {str(v): (str(k), str(c)) for v, k, c in conn.execute(query).fetchall()}
+
     def delete(self, conn: Conn, versions: Sequence[str]) -> None:
         """Forget the downs of these versions (canonical text), if the table exists."""
         if versions and self.exists(conn):

@@ -108,6 +108,9 @@ class StatusReport(NamedTuple):
     # The native table's disagreement (or golang-migrate's dirty row) `up` refuses, as the
     # lines of its error; None when it agrees.
     native_problem: tuple[str, ...] | None = None
+    # Each recorded version's stored down (downstore.py): `sql`, `empty`, `none`, or
+    # `no stored down` (applied before downs were stored, or stored for other content).
+    downs: dict[Version, str] = {}  # noqa: RUF012 -- a NamedTuple default, never mutated
 
 
 class Migrator:
@@ -210,6 +213,11 @@ class Migrator:
             ledger = self._ledger(session, Fingerprint.of(migrations))
             state = ledger.read(session.conn)
             events = ledger.history.last_events(session.conn) if state.exists else []
+            kinds = ledger.history.downs.kinds(session.conn) if state.exists else {}
+        downs = {}
+        for version, row in state.rows.items():
+            kind, checksum = kinds.get(version.canonical, ("", ""))
+            downs[version] = kind if kind and checksum == row.checksum else "no stored down"
         native_problem: NativeConflict | None = None
         try:
             plan = make_plan(migrations, state)
@@ -222,7 +230,7 @@ class Migrator:
         unknown = [state.rows[v] for v in plan.unknown]
         pending = [m.version for m in plan.pending]
         problem = tuple(native_problem.lines()) if native_problem is not None else None
-        return StatusReport(entries, unknown, pending, tool, events, problem)
+        return StatusReport(entries, unknown, pending, tool, events, problem, downs)
 
     def down(self, migrations: list[Migration], count: int, *, confirmed: bool) -> DownResult:
         """Revert the `count` newest applied migrations, newest first (only if `confirmed`)."""
