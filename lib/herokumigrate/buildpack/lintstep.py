@@ -15,7 +15,7 @@ from pathlib import Path
 
 from herokumigrate import lint
 from herokumigrate.buildpack import BuildFailed, parser
-from herokumigrate.config import Config, LintMode, TransactionMode
+from herokumigrate.config import Config, LintMode, OnRollback, TransactionMode
 from herokumigrate.migration import Migration
 from herokumigrate.output import Output
 from herokumigrate.pgparse import ParsedSection, check_boundaries, parse_section, skips_parsing
@@ -29,6 +29,12 @@ def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Outp
     """Parse and lint the app's migrations; raises BadInput (a broken file, a split that
     disagrees with PostgreSQL's) or BuildFailed (lint findings with `lint = "error"`)."""
     mode = config.lint
+    migrations = load_migrations(config.migrations_dir, build_dir, config.tool)
+    state = cache / STATE_FILE
+    previous = _recall(state, config.path)
+    new = [m for m in migrations if previous is None or previous.get(str(m.version)) != m.checksum]
+    if previous is not None:  # a cold cache makes every file new: no news in that
+        _say_lossy_downs(new, config, out)
     if not config.parse:
         out.detail(
             "PostgreSQL's parser is off (MIGRATE_PARSE or parse in migrate.toml): "
@@ -38,10 +44,6 @@ def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Outp
     pg_parser = parser.obtain(cache, out)
     if pg_parser is None:
         return
-    migrations = load_migrations(config.migrations_dir, build_dir, config.tool)
-    state = cache / STATE_FILE
-    previous = _recall(state, config.path)
-    new = [m for m in migrations if previous is None or previous.get(str(m.version)) != m.checksum]
     to_lint = {m.version for m in new} if mode is not LintMode.OFF else set()
     checked: list[ParsedSection] = []
     context: list[ParsedSection] = []  # the older files, read for what they create
@@ -87,6 +89,29 @@ def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Outp
             "MIGRATE_LINT=warn.",
         )
     _remember(state, config.path, migrations)
+
+
+def _say_lossy_downs(new: list[Migration], config: Config, out: Output) -> None:
+    """The new migrations' down statements that drop data: a warning when a rollback reverts
+    them (`on_rollback = "revert"`), a detail line otherwise (docs/rollback.md)."""
+    from herokumigrate.downloss import lossy_downs
+
+    found = lossy_downs(new)
+    if not found:
+        return
+    where = [f"{s.file} line {s.line}: {s.text}" for s in found]
+    if config.on_rollback is OnRollback.REVERT:
+        out.warn(
+            f"Rolling this release back (heroku rollback, MIGRATE_ON_ROLLBACK=revert) runs "
+            f"{len(found)} down statement(s) of its new migrations that drop data, with what "
+            "the app wrote to it since the deploy:",
+            *where,
+        )
+        return
+    out.detail(
+        f"The downs of the new migrations hold {len(found)} statement(s) that drop data; with "
+        f"MIGRATE_ON_ROLLBACK=revert a rollback would run them: {'; '.join(where)}"
+    )
 
 
 def _counts(findings: int, errors: int) -> str:
