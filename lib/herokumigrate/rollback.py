@@ -73,8 +73,7 @@ def read_rollback(
             blocked.append(f"{label}: only partly applied (an interrupted run)")
         elif kept is None:
             blocked.append(
-                f"{label}: no stored down (applied by a runner from before downs were stored, "
-                "or by the tool itself)"
+                f"{label}: no stored down (applied by a runner from before downs were stored)"
             )
         elif kept.up_checksum != row.checksum:
             blocked.append(f"{label}: its stored down belongs to other content than the applied")
