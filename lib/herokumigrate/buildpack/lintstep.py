@@ -32,9 +32,7 @@ def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Outp
     migrations = load_migrations(config.migrations_dir, build_dir, config.tool)
     state = cache / STATE_FILE
     previous = _recall(state, config.path)
-    new = [m for m in migrations if previous is None or previous.get(str(m.version)) != m.checksum]
-    if previous is not None:  # a cold cache makes every file new: no news in that
-        _say_lossy_downs(new, config, out)
+    new = _new_since(migrations, previous, config, out)
     if not config.parse:
         out.detail(
             "PostgreSQL's parser is off (MIGRATE_PARSE or parse in migrate.toml): "
@@ -89,6 +87,18 @@ def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Outp
             "MIGRATE_LINT=warn.",
         )
     _remember(state, config.path, migrations)
+
+
+def _new_since(
+    migrations: list[Migration], previous: dict[str, str] | None, config: Config, out: Output
+) -> list[Migration]:
+    """The migrations new since the previous build (every one with a cold cache); what their
+    downs would lose in a rollback is said when there was a previous build."""
+    if previous is None:
+        return list(migrations)
+    new = [m for m in migrations if previous.get(str(m.version)) != m.checksum]
+    _say_lossy_downs(new, config, out)
+    return new
 
 
 def _say_lossy_downs(new: list[Migration], config: Config, out: Output) -> None:
