@@ -389,3 +389,36 @@ def test_status_shows_which_applied_migrations_have_no_stored_down(
     assert new.returncode == 0, new.output
     downs = [m["stored_down"] for m in json.loads(new.stdout)["migrations"]]
     assert downs == ["sql", "no stored down", "no stored down", "sql"]
+
+
+def test_a_big_up_is_not_stored_and_only_a_revert_that_commits_in_parts_needs_it(
+    pg_server: Server,
+    dbname: str,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import herokumigrate.downstore
+
+    monkeypatch.setattr(herokumigrate.downstore, "MAX_STORED_UP", 64)  # only 5's up is shorter
+    tool = "golang-migrate"
+    v1 = slug(tmp_path, "v1", tool, V1)
+    in_parts = slug(tmp_path, "v2", tool, {**V2, 5: ("email_index", *INDEX)})
+    assert release(v1, tool, database_url).returncode == 0
+    assert release(in_parts, tool, database_url).returncode == 0
+    url = pg_server.admin_url(dbname)
+    stored = "SELECT version, up_sql IS NULL FROM heroku_migrate_history_rev ORDER BY version"
+    assert rows(url, stored) == [("1", True), ("2", True), ("3", True), ("4", True), ("5", False)]
+    before = state(pg_server, dbname, tool)
+
+    refused = release(v1, tool, database_url, "revert")
+
+    assert refused.returncode == 2, refused.output
+    assert "0003_invoices: its up is over" in refused.stderr
+    assert state(pg_server, dbname, tool) == before
+    # Without the down outside a transaction, one transaction does it: no up is needed.
+    older = slug(tmp_path, "v1b", tool, {**V1, 3: V2[3], 4: V2[4]})
+    assert release(older, tool, database_url, "revert").returncode == 0
+    assert [int(str(r[0])) for r in history(pg_server, dbname)] == [1, 2, 3, 4]
+    assert release(v1, tool, database_url, "revert").returncode == 0
+    assert [int(str(r[0])) for r in history(pg_server, dbname)] == [1, 2]

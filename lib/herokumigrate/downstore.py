@@ -5,12 +5,12 @@ files no longer have a migration (`heroku rollback` to an older slug) can still 
 Each row is written with the migration's history row, in the same transaction: the down's text
 and checksum, or "empty" (reverting it runs nothing), or "none" (it cannot be reverted), and how
 its tool runs it (in a transaction or not, sent as one query, goose's single-statement blocks),
-so that the section is rebuilt as its file made it. The up is kept the same way: a revert whose
-downs cannot all run in one transaction is compensated by applying again what it reverted. A
-row belongs to the content it was stored with (`up_checksum`): one whose up checksum differs
-from the history's (a runner from before this table re-applied an edited file) is not used. A
-table of its own, not columns of the history: an older runner (an older slug's) keeps reading
-and writing the history as it always did.
+so that the section is rebuilt as its file made it. The up is kept the same way (up to 1 MiB): a
+revert whose downs cannot all run in one transaction is compensated by applying again what it
+reverted. A row belongs to the content it was stored with (`up_checksum`): one whose up
+checksum differs from the history's (a runner from before this table re-applied an edited file)
+is not used. A table of its own, not columns of the history: an older runner (an older slug's)
+keeps reading and writing the history as it always did.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 # `<history table>_rev`: as long as `_log`, so the history table's length limit covers both.
 DOWNS_SUFFIX = "_rev"
+# Ups longer than this (data loads) are not stored: the database would hold them twice. A
+# revert that would need one to compensate refuses instead (rollback.py).
+MAX_STORED_UP = 1 << 20
 
 
 class StoredSection(NamedTuple):
@@ -83,7 +86,7 @@ class StoredDown(NamedTuple):
     kind: DownKind
     down: StoredSection | None  # None for "none"
     checksum: str | None  # the down's SQL's
-    up: StoredSection
+    up: StoredSection | None  # None: not stored (over MAX_STORED_UP)
 
 
 def stored_down_of(m: Migration) -> StoredDown:
@@ -96,7 +99,7 @@ def stored_down_of(m: Migration) -> StoredDown:
     kind: DownKind = "none" if section is None else m.down_kind
     down = StoredSection.of(section) if section is not None else None
     checksum = checksum_of(down.sql) if down is not None else None
-    up = StoredSection.of(m.up)
+    up = StoredSection.of(m.up) if m.up.stop - m.up.start <= MAX_STORED_UP else None
     return StoredDown(m.version.written, m.name, m.format, m.checksum, kind, down, checksum, up)
 
 
@@ -135,9 +138,8 @@ class DownStore:
                 " down_sql pg_catalog.text, down_file pg_catalog.text, down_first_line integer,"
                 " down_in_transaction boolean, down_one_query boolean,"
                 " down_singles pg_catalog.text,"
-                " up_sql pg_catalog.text NOT NULL, up_file pg_catalog.text NOT NULL,"
-                " up_first_line integer NOT NULL, up_in_transaction boolean NOT NULL,"
-                " up_one_query boolean NOT NULL, up_singles pg_catalog.text NOT NULL,"
+                " up_sql pg_catalog.text, up_file pg_catalog.text, up_first_line integer,"
+                " up_in_transaction boolean, up_one_query boolean, up_singles pg_catalog.text,"
                 " stored_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now())"
             ).format(self.ident)
         )
@@ -206,7 +208,7 @@ class DownStore:
                 kind,  # type: ignore[arg-type]
                 _section_of(down) if kind != "none" else None,
                 None if head[6] is None else str(head[6]),
-                _section_of(up),
+                _section_of(up) if up[0] is not None else None,
             )
         return result
 

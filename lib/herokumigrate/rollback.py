@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
+from herokumigrate.downstore import MAX_STORED_UP
 from herokumigrate.errors import BadInput, MigrationFailed
 from herokumigrate.history import HistoryState
 from herokumigrate.migration import Migration
@@ -26,7 +27,9 @@ from herokumigrate.native import AppliedMigration
 from herokumigrate.plan import build_units
 from herokumigrate.recording import RecordFailed
 from herokumigrate.revert import run_downs
+from herokumigrate.sections import SourceFile, SqlSection
 from herokumigrate.signals import transaction
+from herokumigrate.sqlsplit import NO_TRANSACTION
 from herokumigrate.statements import StepFailed, first_words
 from herokumigrate.versions import Version
 
@@ -65,6 +68,7 @@ def read_rollback(
     stored = history.downs.read(conn, [v.canonical for v in versions])
     targets: list[Migration] = []
     blocked: list[str] = []
+    no_up: list[Migration] = []  # their ups are not stored: compensation cannot apply them
     for version in versions:
         row = state.rows[version]
         kept = stored.get(version.canonical)
@@ -81,7 +85,26 @@ def read_rollback(
             blocked.append(f"{label}: has no down migration")
         else:
             targets.append(_migration(version, row.name, kept))
+            if kept.up is None:
+                no_up.append(targets[-1])
+    if no_up and any(_commits_in_parts(m) for m in targets):
+        blocked.extend(
+            f"{m.label}: its up is over {MAX_STORED_UP >> 20} MiB, so it was not stored; "
+            "a revert that commits in parts (a down statement runs outside a transaction) "
+            "needs it to compensate a failure"
+            for m in no_up
+        )
     return Rollback(targets, blocked)
+
+
+def _commits_in_parts(m: Migration) -> bool:
+    """True when `m`'s down has a statement that runs outside the transaction."""
+    down = m.down
+    if down is None:
+        return False
+    if not down.transaction:
+        return not down.is_empty
+    return any(s.kind is NO_TRANSACTION for s in down.shape.apart.values())
 
 
 def _migration(version: Version, name: str, kept: StoredDown) -> Migration:
@@ -89,14 +112,8 @@ def _migration(version: Version, name: str, kept: StoredDown) -> Migration:
     assert kept.down is not None
     written = Version(version.key, version.canonical, kept.written, version.number)
     tool: ToolName = kept.tool  # type: ignore[assignment]
-    return Migration(
-        written,
-        name,
-        tool,
-        kept.up.section(),
-        kept.up_checksum,
-        down_section=kept.down.section(),
-    )
+    up = kept.up.section() if kept.up is not None else SqlSection(SourceFile("", ""), "")
+    return Migration(written, name, tool, up, kept.up_checksum, down_section=kept.down.section())
 
 
 def refusal(rollback: Rollback, files: Sequence[Migration]) -> BadInput:
