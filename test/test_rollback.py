@@ -273,6 +273,11 @@ def test_plan_on_the_old_code_lists_what_revert_would_undo_and_its_locks(
         assert out.index("0004_backfill") < out.index("0003_invoices")  # newest first
         assert "0003_invoices:\n         ACCESS EXCLUSIVE on public.accounts" in out
         assert state(pg_server, dbname, "golang-migrate") == before
+    as_json = release(v1, "golang-migrate", database_url, "revert", "plan", "--json")
+    assert as_json.returncode == 0, as_json.output
+    reverts = json.loads(as_json.stdout)["reverts"]
+    assert [r["version"] for r in reverts] == [4, 3]
+    assert {"mode": "ACCESS EXCLUSIVE", "relation": "public.accounts"} in reverts[1]["locks"]
 
 
 def test_a_rollback_and_a_deploy_at_once_are_serialized_by_the_lock(

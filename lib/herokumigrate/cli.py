@@ -259,6 +259,18 @@ def _render_plan_json(output: Output, report: PlanReport) -> int:
         "lint": "not run" if lint is None else "ran" if lint.available else "not available",
         "lint_problem": lint.problem if lint is not None and lint.problem else None,
         "migrations": [_plan_entry_json(report, entry) for entry in report.migrations],
+        # What a rollback reverts first, newest first (docs/rollback.md).
+        "reverts": [
+            {
+                "version": entry.migration.version.json,
+                "name": entry.migration.name,
+                "locks": [
+                    {"mode": lock.mode.value if lock.mode else None, "relation": lock.relation}
+                    for lock in entry.locks
+                ],
+            }
+            for entry in report.reverts
+        ],
     }
     if report.failure is not None:
         failure = report.failure
