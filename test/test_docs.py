@@ -156,3 +156,11 @@ def test_every_message_quoted_in_troubleshooting_is_printed_by_the_code() -> Non
     strings = _strings_in_the_code()
     for message in quoted:
         assert any(message in text for text in strings), message
+
+
+def test_the_buildpacks_description_names_every_format() -> None:
+    toml = (ROOT / "buildpack.toml").read_text()
+    description = re.search(r'^description = "(.*)"$', toml, re.MULTILINE)
+    assert description
+    for tool in TOOL_NAMES:
+        assert tool in description.group(1).lower(), tool
