@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from herokumigrate import lint
 from herokumigrate.buildpack import BuildFailed, parser
@@ -20,6 +21,7 @@ from herokumigrate.migration import Migration
 from herokumigrate.output import Output
 from herokumigrate.pgparse import ParsedSection, check_boundaries, parse_section, skips_parsing
 from herokumigrate.source import load_migrations
+from herokumigrate.versions import Version
 
 STATE_FILE = "lint-state.json"
 _STATE_FORMAT = 1
@@ -43,22 +45,7 @@ def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Outp
     if pg_parser is None:
         return
     to_lint = {m.version for m in new} if mode is not LintMode.OFF else set()
-    checked: list[ParsedSection] = []
-    context: list[ParsedSection] = []  # the older files, read for what they create
-    unparsed = []
-    for migration in migrations:
-        sections = [s for s in (migration.up, migration.down) if s is not None]
-        if any(skips_parsing(s) for s in sections):
-            unparsed.append(migration.filename)
-            continue
-        for section in sections:
-            # Only up sections need their trees decoded (when some file is new); the rest,
-            # boundaries.
-            trees = section is migration.up and bool(to_lint)
-            parsed = parse_section(pg_parser, section, trees=trees, wanted=lint.NODES_READ)
-            check_boundaries(parsed, migration.format)
-            if trees:
-                (checked if migration.version in to_lint else context).append(parsed)
+    checked, context, unparsed = _parse_all(pg_parser, migrations, to_lint)
     parsed_count = len(migrations) - len(unparsed)
     out.detail(
         f"{parsed_count} migration(s) parsed; statement boundaries agree with the release's "
@@ -122,6 +109,30 @@ def _say_lossy_downs(new: list[Migration], config: Config, out: Output) -> None:
         f"The downs of the new migrations hold {len(found)} statement(s) that drop data; with "
         f"MIGRATE_ON_ROLLBACK=revert a rollback would run them: {'; '.join(where)}"
     )
+
+
+def _parse_all(
+    pg_parser: Any, migrations: list[Migration], to_lint: set[Version]
+) -> tuple[list[ParsedSection], list[ParsedSection], list[str]]:
+    """Parse every migration (boundaries checked against the splitter's); returns the up
+    sections to lint, the older ones read for what they create, and the files not parsed."""
+    checked: list[ParsedSection] = []
+    context: list[ParsedSection] = []
+    unparsed = []
+    for migration in migrations:
+        sections = [s for s in (migration.up, migration.down) if s is not None]
+        if any(skips_parsing(s) for s in sections):
+            unparsed.append(migration.filename)
+            continue
+        for section in sections:
+            # Only up sections need their trees decoded (when some file is new); the rest,
+            # boundaries.
+            trees = section is migration.up and bool(to_lint)
+            parsed = parse_section(pg_parser, section, trees=trees, wanted=lint.NODES_READ)
+            check_boundaries(parsed, migration.format)
+            if trees:
+                (checked if migration.version in to_lint else context).append(parsed)
+    return checked, context, unparsed
 
 
 def _counts(findings: int, errors: int) -> str:
