@@ -168,8 +168,12 @@ def revert_rollback(runner: UnitRunner, book: Bookkeeping, targets: list[Migrati
 def _half_reverted(units: list[Unit], done: list[Migration]) -> list[Migration]:
     """The migrations whose down committed statements (outside a transaction) but did not
     finish: compensation cannot apply them again over what their down left."""
-    half = {u.alone.migration for u in units if u.alone is not None}
-    return [m for m in half if m not in done]
+    half: list[Migration] = []
+    for unit in units:
+        m = unit.alone.migration if unit.alone is not None else None
+        if m is not None and m not in done and m not in half:
+            half.append(m)
+    return half
 
 
 def _failed(
