@@ -162,40 +162,54 @@ def _deployed_v2(tmp_path: Path, database_url: str, tool: str = "golang-migrate"
     return v1
 
 
+@pytest.mark.parametrize("tool", TOOLS)
 def test_keep_changes_nothing_and_says_that_revert_exists(
-    pg_server: Server, dbname: str, database_url: str, tmp_path: Path
+    tool: str, pg_server: Server, dbname: str, database_url: str, tmp_path: Path
 ) -> None:
-    v1 = _deployed_v2(tmp_path, database_url)
-    before = state(pg_server, dbname, "golang-migrate")
+    v1 = _deployed_v2(tmp_path, database_url, tool)
+    before = state(pg_server, dbname, tool)
 
-    result = release(v1, "golang-migrate", database_url)  # keep: the default
+    result = release(v1, tool, database_url)  # keep: the default
 
     assert result.returncode == 0, result.output
-    assert state(pg_server, dbname, "golang-migrate") == before
+    assert state(pg_server, dbname, tool) == before
     assert "they stay applied" in result.output
     assert "MIGRATE_ON_ROLLBACK=revert" in result.output
-    explicit = release(v1, "golang-migrate", database_url, "keep")
+    explicit = release(v1, tool, database_url, "keep")
     assert explicit.returncode == 0
-    assert state(pg_server, dbname, "golang-migrate") == before
+    assert state(pg_server, dbname, tool) == before
 
 
+@pytest.mark.parametrize("tool", TOOLS)
 def test_a_missing_stored_down_reverts_nothing_and_fails_the_release(
-    pg_server: Server, dbname: str, database_url: str, tmp_path: Path
+    tool: str, pg_server: Server, dbname: str, database_url: str, tmp_path: Path
 ) -> None:
-    v1 = _deployed_v2(tmp_path, database_url)
+    v1 = _deployed_v2(tmp_path, database_url, tool)
     # As if 3 was applied by a runner from before downs were stored.
     with pg_server.admin_conn(dbname) as conn:
-        conn.execute("DELETE FROM heroku_migrate_history_rev WHERE version = '3'")
-    before = state(pg_server, dbname, "golang-migrate")
+        conn.execute("DELETE FROM heroku_migrate_history_rev WHERE right(version, 1) = '3'")
+    before = state(pg_server, dbname, tool)
 
-    result = release(v1, "golang-migrate", database_url, "revert")
+    result = release(v1, tool, database_url, "revert")
 
     print(result.output)
     assert result.returncode == 2, result.output
-    assert state(pg_server, dbname, "golang-migrate") == before
+    assert state(pg_server, dbname, tool) == before
     assert "3_invoices: no stored down" in result.stderr
-    assert "heroku-migrate force 0002" in result.stderr
+    assert "4_backfill" not in result.stderr  # it has one: not listed as blocking
+    goal = {"goose": "00002", "diesel": "2024-01-01-000002"}.get(tool, "0002")
+    assert f"`heroku run heroku-migrate force {goal}`" in result.stderr
     assert "MIGRATE_ON_ROLLBACK=keep" in result.stderr
+    # The fix it gives works: the downs by hand, `force` on the running release (v2's files),
+    # then the rollback's release again.
+    with pg_server.admin_conn(dbname) as conn:
+        conn.execute((BACKFILL[1] + INVOICES[1]).encode())
+    forced = release(tmp_path / "v2", tool, database_url, None, "force", goal)
+    assert forced.returncode == 0, forced.output
+    retried = release(v1, tool, database_url, "revert")
+    assert retried.returncode == 0, retried.output
+    _, _, versions, native = state(pg_server, dbname, tool)
+    assert (versions, native) == ([1, 2], NATIVE_AT_2[tool])
 
 
 def test_a_migration_without_down_reverts_nothing_and_fails_the_release(
@@ -219,10 +233,10 @@ def test_a_migration_without_down_reverts_nothing_and_fails_the_release(
     assert state(pg_server, dbname, tool) == before
 
 
+@pytest.mark.parametrize("tool", TOOLS)
 def test_a_failing_stored_down_reverts_nothing_and_fails_the_release(
-    pg_server: Server, dbname: str, database_url: str, tmp_path: Path
+    tool: str, pg_server: Server, dbname: str, database_url: str, tmp_path: Path
 ) -> None:
-    tool = "golang-migrate"
     v1 = slug(tmp_path, "v1", tool, V1)
     broken = ("invoices", INVOICES[0], "DROP TABLE invoices;\nDROP TABLE no_such_table;\n")
     v2 = slug(tmp_path, "v2", tool, {**V2, 3: broken})
