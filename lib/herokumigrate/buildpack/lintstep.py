@@ -16,7 +16,7 @@ from typing import Any
 
 from herokumigrate import lint
 from herokumigrate.buildpack import BuildFailed, parser
-from herokumigrate.config import Config, LintMode, TransactionMode
+from herokumigrate.config import Config, LintMode, OnRollback, TransactionMode
 from herokumigrate.migration import Migration
 from herokumigrate.output import Output
 from herokumigrate.pgparse import ParsedSection, check_boundaries, parse_section, skips_parsing
@@ -31,6 +31,10 @@ def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Outp
     """Parse and lint the app's migrations; raises BadInput (a broken file, a split that
     disagrees with PostgreSQL's) or BuildFailed (lint findings with `lint = "error"`)."""
     mode = config.lint
+    migrations = load_migrations(config.migrations_dir, build_dir, config.tool)
+    state = cache / STATE_FILE
+    previous = _recall(state, config.path)
+    new = _new_since(migrations, previous, config, out)
     if not config.parse:
         out.detail(
             "PostgreSQL's parser is off (MIGRATE_PARSE or parse in migrate.toml): "
@@ -40,10 +44,6 @@ def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Outp
     pg_parser = parser.obtain(cache, out)
     if pg_parser is None:
         return
-    migrations = load_migrations(config.migrations_dir, build_dir, config.tool)
-    state = cache / STATE_FILE
-    previous = _recall(state, config.path)
-    new = [m for m in migrations if previous is None or previous.get(str(m.version)) != m.checksum]
     to_lint = {m.version for m in new} if mode is not LintMode.OFF else set()
     checked, context, unparsed = _parse_all(pg_parser, migrations, to_lint)
     parsed_count = len(migrations) - len(unparsed)
@@ -74,6 +74,41 @@ def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Outp
             "MIGRATE_LINT=warn.",
         )
     _remember(state, config.path, migrations)
+
+
+def _new_since(
+    migrations: list[Migration], previous: dict[str, str] | None, config: Config, out: Output
+) -> list[Migration]:
+    """The migrations new since the previous build (every one with a cold cache); what their
+    downs would lose in a rollback is said when there was a previous build."""
+    if previous is None:
+        return list(migrations)
+    new = [m for m in migrations if previous.get(str(m.version)) != m.checksum]
+    _say_lossy_downs(new, config, out)
+    return new
+
+
+def _say_lossy_downs(new: list[Migration], config: Config, out: Output) -> None:
+    """The new migrations' down statements that drop data: a warning when a rollback reverts
+    them (`on_rollback = "revert"`), a detail line otherwise (docs/rollback.md)."""
+    from herokumigrate.downloss import lossy_downs
+
+    found = lossy_downs(new)
+    if not found:
+        return
+    where = [f"{s.file} line {s.line}: {s.text}" for s in found]
+    if config.on_rollback is OnRollback.REVERT:
+        out.warn(
+            f"Rolling this release back (heroku rollback, MIGRATE_ON_ROLLBACK=revert) runs "
+            f"{len(found)} down statement(s) of its new migrations that drop data, with what "
+            "the app wrote to it since the deploy:",
+            *where,
+        )
+        return
+    out.detail(
+        f"The downs of the new migrations hold {len(found)} statement(s) that drop data; with "
+        f"MIGRATE_ON_ROLLBACK=revert a rollback would run them: {'; '.join(where)}"
+    )
 
 
 def _parse_all(
