@@ -445,7 +445,6 @@ class Trial:
         verdict: Verdict = "survived"
         seconds = 0.0
         stage_reached = ""
-        # The baselines run on the unmutated copy, before the mutant goes in.
         try:
             mutated = job.mutated(original)
         except ValueError as exc:  # its text is gone: the list needs updating, not a verdict
@@ -460,13 +459,16 @@ class Trial:
                 "stage": "",
                 "seconds": 0.0,
             }
-        known = [(stage, self._known_failures(stage)) for stage in self._stages(job)]
-        target.write_text(mutated)
         try:
-            for stage, failing in known:
+            for stage in self._stages(job):
+                # A selection's baseline runs on the unmutated copy, and only when reached (a
+                # mutant killed by its named files never costs the whole tiers' baseline).
+                target.write_text(original)
+                failing = self._known_failures(stage)
                 if failing is None:
                     verdict, stage_reached = "timeout", "baseline broken"
                     break
+                target.write_text(mutated)
                 selected = [*stage, *(f"--deselect={t}" for t in failing)]
                 verdict, took = run_tests(self.root, selected, self.args.timeout)
                 seconds += took
