@@ -76,7 +76,13 @@ def test_first_lock_timeout_step_is_a_tenth_of_a_second_and_statement_timeout_of
     "statement", ["SET lock_timeout = '1h'", "SET lock_timeout = 0", "RESET ALL"]
 )
 def test_a_migration_that_changes_the_timeouts_does_not_change_the_next_ones(
-    pg_server: Server, dbname: str, database_url: str, app: Path, statement: str, mode: str
+    pg_server: Server,
+    dbname: str,
+    database_url: str,
+    app: Path,
+    *,
+    statement: str,
+    mode: str,
 ) -> None:
     """A session-level SET in a file outlives its transaction (migration mode), and within the
     release's one transaction it would carry into every later migration (release mode); every

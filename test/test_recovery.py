@@ -831,7 +831,8 @@ def test_a_down_that_drops_more_than_its_up_created_is_not_called_as_before(
     text = errors(result)
     assert "reverted 10_greedy" in text, text
     assert "the schema differs from before the run" in text, text
-    assert "gone" in text and "table public.base" in text, text
+    assert "gone" in text, text
+    assert "table public.base" in text, text
     assert "as before the run" not in text, text
     assert "base" not in tables(pg_server.admin_url(dbname))
 
