@@ -149,6 +149,7 @@ class Migrator:
             # another runner may have applied them meanwhile.
             plan = checks.plan(self._plan(ledger, session, files), files)
             if not plan.nothing_to_do:
+                session.require_writable()
                 session.lock()
                 plan = checks.plan(self._plan(ledger, session, files), files)
             if plan.nothing_to_do:
@@ -385,6 +386,7 @@ class Migrator:
         from herokumigrate.runner import UnitRunner
 
         with self._session() as session:
+            session.require_writable()
             session.lock()
             ledger = self._ledger(session, Fingerprint.of(migrations))
             state = ledger.read(session.conn)

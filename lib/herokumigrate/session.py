@@ -106,6 +106,37 @@ class Session:
             )
         self._lock.acquire(self.config.lock_wait)
 
+    def require_writable(self) -> None:
+        """BadInput when the database cannot be written: a hot standby (a follower's URL), or
+        `default_transaction_read_only` on for this role or database. Checked before anything
+        is locked or written, so a wrong URL is named as such, not blamed on a migration."""
+        from herokumigrate.errors import BadInput
+
+        row = self._conn.execute(
+            "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'"
+        ).fetchone()
+        assert row is not None
+        standby, read_only = bool(row[0]), bool(row[1])
+        if not (standby or read_only):
+            return
+        target = self._target
+        var = target.var if target is not None else self.config.database_url_var
+        where = target.description if target is not None else "the database"
+        if standby:
+            what = f"{var} reaches {where}, a read-only replica (a follower or hot standby)"
+        else:
+            what = (
+                f"{var} reaches {where}, which is read-only for this connection "
+                "(default_transaction_read_only = on)"
+            )
+        raise BadInput(
+            what,
+            details=("Nothing was attempted: the database is unchanged.",),
+            fix="Point MIGRATE_DATABASE_URL_VAR at the config var that holds the primary "
+            "database's URL (heroku pg:info tells the primary from its followers)"
+            + ("." if standby else ", or turn default_transaction_read_only off for the role."),
+        )
+
     def _tools_table(self) -> MigrationsTable | None:
         """The table the tools' keys name: the `migrations_table` setting, else the URL's
         `x-migrations-table`, else their default (as native_tables.py finds the table)."""

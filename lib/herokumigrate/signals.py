@@ -9,8 +9,9 @@ number (143 for SIGTERM, 130 for SIGINT).
 Nothing is compensated on a signal (the downs could outlast the 30 s before SIGKILL): what
 committed before it stays, recorded as applied or `partial`, and the next `up` continues.
 
-If cleaning up takes longer than EXIT_DEADLINE_SECONDS (a server that does not answer), or a
-second signal arrives, the process cancels what its connection runs and exits at once; the
+If cleaning up takes longer than EXIT_DEADLINE_SECONDS (a server that does not answer, or a
+network that drops our packets, where even the cancel request hangs), or a second signal
+arrives, the process cancels what its connection runs (waiting briefly) and exits; the
 server then rolls back the open transaction and frees the lock when it sees the connection
 close, as after `kill -9` (and `client_connection_check_interval` makes it notice soon).
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 SETTLE_SECONDS = 2.0
 # From the first signal to the exit, at most this long (Heroku's SIGKILL comes after 30 s).
 EXIT_DEADLINE_SECONDS = 2.5
+# A forced exit waits this long for its cancel request (a dead network never answers it).
+FORCED_CANCEL_SECONDS = 0.3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -134,11 +137,21 @@ class StopSignals:
         raise Interrupted(signum)
 
     def _exit_now(self, why: str) -> None:
-        """Cancel what the connection runs and leave without unwinding (any thread)."""
+        """Cancel what the connection runs and leave without unwinding (any thread).
+
+        The cancel request opens a new connection to the server, which blocks without limit
+        when the network drops our packets: it gets its own thread and FORCED_CANCEL_SECONDS,
+        and the exit happens whether it got through or not."""
         conn = self._connection()
         if conn is not None and not conn.closed:
-            with contextlib.suppress(Exception):  # best effort: the exit must happen
-                conn.cancel()
+
+            def cancel() -> None:
+                with contextlib.suppress(Exception):  # best effort: the exit must happen
+                    conn.cancel()
+
+            canceller = threading.Thread(target=cancel, daemon=True)
+            canceller.start()
+            canceller.join(FORCED_CANCEL_SECONDS)
         os.write(2, f" !     {why}; the server rolls back what was not committed\n".encode())
         os._exit(128 + (self.received or signal.SIGTERM))
 
