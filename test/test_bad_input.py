@@ -829,6 +829,20 @@ CASES = [
         prepare=_url(_pooler_port_url),
     ),
     Case(
+        "copy-to-stdout",
+        "4_export.up.sql: line 2",
+        "psql",
+        files={"4_export.up.sql": GOOD_UP + "COPY users TO stdout;\n"},
+        offline=True,
+    ),
+    Case(
+        "copy-from-stdin-without-data",
+        "4_seed.up.sql: line 2",
+        "\\.",
+        files={"4_seed.up.sql": GOOD_UP + "COPY widgets FROM stdin;\n1\n2\n"},
+        offline=True,
+    ),
+    Case(
         "url-options-unknown-setting",
         "'no_such_setting'",
         "options parameter of DATABASE_URL",

@@ -101,7 +101,7 @@ def parse_section(
     times the parse, and most statements of a migration (CREATE TABLE, INSERT) concern no rule.
     A field named there must be its node's first one in libpg_query's output (struct order).
     """
-    sql = section.sql
+    sql = _without_copy_data(section)
     try:
         slices = parser.split(sql, with_parser=True, only_slices=True)
     except parser.ParseError as exc:
@@ -114,6 +114,25 @@ def parse_section(
         line = section.first_line + sql.count("\n", 0, piece.start)
         statements.append(ParsedStatement(node_type, node, piece.start, piece.stop, line))
     return ParsedSection(section, statements)
+
+
+def _without_copy_data(section: SqlSection) -> str:
+    """The section's SQL with the inline data of its `COPY ... FROM stdin` statements (and the
+    `\\.` ending it) blanked out, line breaks kept: the parser reads SQL, psql the data."""
+    sql = section.sql
+    if "\\." not in sql:
+        return sql
+    starts = [0] + [m.end() for m in re.finditer("\n", sql)]  # the offset of each line
+    masked = list(sql)
+    for statement in section.iter_statements():
+        if statement.data is None:
+            continue
+        begin = starts[statement.data_line - section.first_line]
+        end = sql.index("\\.", begin + len(statement.data)) + 2
+        for at in range(begin, end):
+            if masked[at] not in "\r\n":
+                masked[at] = " "
+    return "".join(masked)
 
 
 def _trees(

@@ -97,6 +97,14 @@ class Statement:
     """1-based line of the input where `text` starts."""
     kind: StatementKind
     """See `classify`."""
+    data: str | None = None
+    """For `COPY ... FROM stdin`: the data lines that follow it in the file, up to the `\\.`
+    line (psql's and pg_dump's form), sent through the COPY protocol; None otherwise."""
+
+    @property
+    def data_line(self) -> int:
+        """The line of the input where `data` starts (the one after the statement's end)."""
+        return self.line + self.text.count("\n") + 1
 
 
 # A statement's first word, and a next one after whitespace only, when they are plain: read
@@ -237,7 +245,45 @@ def split_statements(sql: str) -> list[Statement]:
         kind = classify(text)
         if kind is TRANSACTION_CONTROL:
             _refuse_ending_the_transaction(text, line)
-        out.append(Statement(text, line, kind))
+        if sql[start] in "cC" and _COPY_HEAD.match(text) is not None:
+            data, pos = _copy_data(sql, text, pos, line)  # the data lines are passed over
+            out.append(Statement(text, line, kind, data))
+        else:
+            out.append(Statement(text, line, kind))
+
+
+_COPY_HEAD = re.compile(rf"copy[{WS}(]", re.IGNORECASE)
+# The end of COPY data: `\.` alone on its line (psql also takes it at the end of the file).
+_END_OF_COPY_DATA = re.compile(r"^\\\.\r?(?:\n|\Z)", re.MULTILINE)
+_BLANK_REST_OF_LINE = re.compile(rf"[{WS}]*?(?:\n|\Z)")
+
+
+def _copy_data(sql: str, text: str, pos: int, line: int) -> tuple[str | None, int]:
+    """For a COPY statement ending at `pos`: its inline data and where the next statement may
+    start, as psql reads a script (`COPY ... FROM stdin;`, the data lines, `\\.`). (None, pos)
+    for a COPY that reads or writes a file or program on the server. SplitError for a COPY to
+    the client (nowhere to write to) and for one from stdin without its data."""
+    words = list(tokens(text, 0))
+    pairs = set(zip(words, words[1:]))
+    if ("to", "stdout") in pairs:
+        raise SplitError(
+            "COPY ... TO stdout sends rows to the client: a migration has nowhere to put them",
+            line,
+            fix="Remove the COPY ... TO stdout statement (to export data, run it with psql).",
+        )
+    if ("from", "stdin") not in pairs:
+        return None, pos
+    rest = _BLANK_REST_OF_LINE.match(sql, pos)
+    end = _END_OF_COPY_DATA.search(sql, rest.end()) if rest is not None else None
+    if rest is None or end is None or not text.rstrip().endswith(";"):
+        raise SplitError(
+            "COPY ... FROM stdin needs its data: the lines after the statement, ended by a line "
+            "holding only \\. (as pg_dump writes it)",
+            line,
+            fix="Put the rows on the lines after `COPY ... FROM stdin;` and end them with a "
+            "line `\\.`, or load them with INSERT statements.",
+        )
+    return sql[rest.end() : end.start()], end.end()
 
 
 def _refuse_ending_the_transaction(text: str, line: int) -> None:
