@@ -30,6 +30,7 @@ Lexical rules, and the one scan over them: see `herokumigrate.sqllex`.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -264,7 +265,7 @@ def _copy_data(sql: str, text: str, pos: int, line: int) -> tuple[str | None, in
     for a COPY that reads or writes a file or program on the server. SplitError for a COPY to
     the client (nowhere to write to) and for one from stdin without its data."""
     words = list(tokens(text, 0))
-    pairs = set(zip(words, words[1:]))
+    pairs = set(itertools.pairwise(words))
     if ("to", "stdout") in pairs:
         raise SplitError(
             "COPY ... TO stdout sends rows to the client: a migration has nowhere to put them",
