@@ -207,6 +207,44 @@ def test_a_migrations_set_lock_timeout_zero_does_not_disarm_the_next(
     assert [r[0] for r in history(pg_server, dbname)] == [1, 2, 3, 4]
 
 
+# Ways a migration can switch lock_timeout off for its own next statement (issue 20): the
+# server cannot know, so the watchdog (lockwatch.py) holds the wait to lock_timeout.
+ESCAPES = {
+    "set": "SET lock_timeout = 0;",
+    "reset-all": "RESET ALL;",
+    "set-session": "SET SESSION lock_timeout = 0;",
+    "set-config": "SELECT set_config('lock_timeout', '0', false);",
+    "do-block": "DO $$ BEGIN PERFORM set_config('lock_timeout', '0', false); END $$;",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("escape", list(ESCAPES), ids=list(ESCAPES))
+def test_a_migration_cannot_switch_off_lock_timeout_for_itself(
+    pg_server: Server, dbname: str, database_url: str, app: Path, escape: str
+) -> None:
+    _table_t(app, database_url)
+    write_migrations(
+        app, {"2_alter_t.up.sql": f"{ESCAPES[escape]}\nALTER TABLE t ADD COLUMN c int;\n"}
+    )
+    blocker = 3.0
+
+    code, output, worst, elapsed, queries = _release_against_blocker(
+        pg_server, dbname, database_url, app, blocker_seconds=blocker
+    )
+    print(
+        f"[{pg_server.label}] {ESCAPES[escape]!r} then ALTER behind a {blocker:g}s blocker: "
+        f"worst app probe wait {worst:.3f}s over {queries} queries; exit {code} after "
+        f"{elapsed:.1f}s\n{output}"
+    )
+
+    assert code == 0, output
+    assert worst <= PROBE_BOUND_SECONDS, f"an app query waited {worst:.2f}s behind the migration"
+    assert "lock not granted within 0.1s (55P03)" in output, output
+    assert elapsed >= blocker, "the release cannot have finished before the blocker did"
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 2]
+
+
 def _snapshot_writer(server: Server, dbname: str) -> psycopg.Connection[tuple[object, ...]]:
     conn = psycopg.connect(**dict(server.admin, dbname=dbname), autocommit=False)  # type: ignore[arg-type]
     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

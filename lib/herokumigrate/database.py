@@ -328,6 +328,23 @@ def connect(
             delay = min(delay * 2, 15.0)
 
 
+def connect_side(
+    target: Target, *, connect_timeout: float
+) -> psycopg.Connection[tuple[object, ...]] | None:
+    """A second, plain connection that watches our session (lockwatch.py), named apart from
+    the runner's own; None when it cannot be opened (the run goes on without it)."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    params = dict(target.params, **_CLIENT_TCP)
+    params["application_name"] = f"{APPLICATION_NAME} lock watch"
+    params["connect_timeout"] = str(max(1, round(connect_timeout)))
+    try:
+        return psycopg.connect(make_conninfo("", **params), autocommit=True, prepare_threshold=None)
+    except psycopg.Error:
+        return None
+
+
 def _with_session_options(params: dict[str, str], ours: dict[str, str]) -> dict[str, str]:
     """`params` with our session settings added to its `options` (the URL's own come last and
     so win when they set the same one)."""

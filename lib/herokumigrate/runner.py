@@ -8,7 +8,8 @@ replay), a unit runs the same way:
   migration's statements (a file's own SET or RESET cannot disarm the next one's protection);
   around a statement outside a transaction, `SET`, then `RESET` (session.py);
 - retried as a whole on lock timeout or deadlock, each attempt's lock wait short and growing
-  (lockretry.py); an INVALID index a failed concurrent build left is dropped before a retry, or
+  (lockretry.py), and held to it by a watchdog whatever the migration does to lock_timeout
+  (lockwatch.py); an INVALID index a failed concurrent build left is dropped before a retry, or
   before the statement that builds it runs again;
 - its statements sent a batch at a time (`statements.batches`: ~1 MiB of one section's SQL per
   round trip); a failure PostgreSQL does not place in the batch is pinpointed by replaying the
@@ -89,7 +90,9 @@ class UnitRunner:
         def attempt(lock_timeout: float) -> None:
             if unit.alone is not None:
                 spent.update(self._alone(unit.alone, records, lock_timeout))
-            else:
+                return
+            # lock_timeout holds even where a migration switched it off (lockwatch.py).
+            with self.session.lock_watch.guard(self.session.conn, lock_timeout):
                 spent.update(self._transaction(unit, records, lock_timeout))
 
         def drop_invalid_index(exc: StepFailed) -> None:

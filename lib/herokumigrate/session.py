@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from herokumigrate.lock import AdvisoryLock, LockScope, MigrationsTable, lock_key
+from herokumigrate.lockwatch import LockWatch
 from herokumigrate.signals import settle, watch_connection
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class Session:
         self.statement_timeout = config.statement_timeout or from_url or 0.0
         self._conn = open_connection(config.connect_wait)
         self._lock: AdvisoryLock | None = None
+        # Holds our lock_timeout when a migration switches it off (lockwatch.py).
+        self.lock_watch = LockWatch(self._open_side_connection)
         watch_connection(lambda: self._conn)  # a forced exit on SIGTERM cancels its statement
 
     @classmethod
@@ -207,6 +210,15 @@ class Session:
         """Release the lock and disconnect."""
         self.release()
         self._conn.close()
+        self.lock_watch.close()
+
+    def _open_side_connection(self) -> Conn | None:
+        """A second connection for the lock watchdog, or None (no URL known, or it failed)."""
+        if self._target is None:
+            return None
+        from herokumigrate.database import connect_side
+
+        return connect_side(self._target, connect_timeout=self.config.connect_timeout)
 
 
 def migration_lock(
