@@ -331,13 +331,14 @@ def connect(
 def connect_side(
     target: Target, *, connect_timeout: float
 ) -> psycopg.Connection[tuple[object, ...]] | None:
-    """A second, plain connection that watches our session (lockwatch.py), named apart from
-    the runner's own; None when it cannot be opened (the run goes on without it)."""
+    """A second, plain connection that watches our session (lockwatch.py) or ends it (a forced
+    exit, signals.py), named apart from the runner's own; None when it cannot be opened (the
+    run goes on without it)."""
     import psycopg
     from psycopg.conninfo import make_conninfo
 
     params = dict(target.params, **_CLIENT_TCP)
-    params["application_name"] = f"{APPLICATION_NAME} lock watch"
+    params["application_name"] = f"{APPLICATION_NAME} watchdog"
     params["connect_timeout"] = str(max(1, round(connect_timeout)))
     try:
         return psycopg.connect(make_conninfo("", **params), autocommit=True, prepare_threshold=None)

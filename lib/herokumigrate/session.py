@@ -63,7 +63,8 @@ class Session:
         self._lock: AdvisoryLock | None = None
         # Holds our lock_timeout when a migration switches it off (lockwatch.py).
         self.lock_watch = LockWatch(self._open_side_connection)
-        watch_connection(lambda: self._conn)  # a forced exit on SIGTERM cancels its statement
+        # A forced exit on SIGTERM ends our backend (or cancels its statement).
+        watch_connection(lambda: self._conn, self._terminate_backend)
 
     @classmethod
     def open(cls, config: Config, output: Output) -> Session:
@@ -211,6 +212,15 @@ class Session:
         self.release()
         self._conn.close()
         self.lock_watch.close()
+
+    def _terminate_backend(self, pid: int) -> bool:
+        """End backend `pid` (ours) from a new connection; True when the server did."""
+        side = self._open_side_connection()
+        if side is None:
+            return False
+        with side:
+            row = side.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+        return bool(row and row[0])
 
     def _open_side_connection(self) -> Conn | None:
         """A second connection for the lock watchdog, or None (no URL known, or it failed)."""

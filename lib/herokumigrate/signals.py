@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 SETTLE_SECONDS = 2.0
 # From the first signal to the exit, at most this long (Heroku's SIGKILL comes after 30 s).
 EXIT_DEADLINE_SECONDS = 2.5
-# A forced exit waits this long for its cancel request (a dead network never answers it).
-FORCED_CANCEL_SECONDS = 0.3
+# A forced exit waits this long for its backend to be ended (a dead network never answers).
+FORCED_CANCEL_SECONDS = 0.4
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -105,6 +105,7 @@ class StopSignals:
         self.deadline = deadline
         self.received: int | None = None
         self._connection: Callable[[], Conn | None] = lambda: None
+        self._terminate: Callable[[int], bool] | None = None
         self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
 
     def install(self) -> None:
@@ -120,9 +121,15 @@ class StopSignals:
             signal.signal(signum, handler)
         self._previous.clear()
 
-    def watch(self, connection: Callable[[], Conn | None]) -> None:
-        """`connection()` gives the connection to cancel before a forced exit."""
+    def watch(
+        self,
+        connection: Callable[[], Conn | None],
+        terminate: Callable[[int], bool] | None = None,
+    ) -> None:
+        """`connection()` gives the connection whose backend a forced exit stops;
+        `terminate(pid)` ends that backend from a new connection (True when it did)."""
         self._connection = connection
+        self._terminate = terminate
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         del frame
@@ -137,22 +144,36 @@ class StopSignals:
         raise Interrupted(signum)
 
     def _exit_now(self, why: str) -> None:
-        """Cancel what the connection runs and leave without unwinding (any thread).
+        """End our backend (or at least cancel its statement) and leave without unwinding
+        (any thread).
 
-        The cancel request opens a new connection to the server, which blocks without limit
-        when the network drops our packets: it gets its own thread and FORCED_CANCEL_SECONDS,
-        and the exit happens whether it got through or not."""
+        A statement that swallows cancels (`EXCEPTION WHEN query_canceled` in a loop) would
+        keep its locks after we left: the backend is ended from a new connection
+        (`terminate`, pg_terminate_backend: a role may end its own backends), else cancelled.
+        Both open a new connection to the server, which blocks without limit when the network
+        drops our packets: they get their own thread and FORCED_CANCEL_SECONDS, and the exit
+        happens whether they got through or not."""
         conn = self._connection()
+        ended: list[bool] = []
         if conn is not None and not conn.closed:
+            pid = conn.info.backend_pid
+            terminate = self._terminate
 
-            def cancel() -> None:
+            def stop_backend() -> None:
                 with contextlib.suppress(Exception):  # best effort: the exit must happen
+                    if terminate is not None and terminate(pid):
+                        ended.append(True)
+                        return
                     conn.cancel()
 
-            canceller = threading.Thread(target=cancel, daemon=True)
-            canceller.start()
-            canceller.join(FORCED_CANCEL_SECONDS)
-        os.write(2, f" !     {why}; the server rolls back what was not committed\n".encode())
+            stopper = threading.Thread(target=stop_backend, daemon=True)
+            stopper.start()
+            stopper.join(FORCED_CANCEL_SECONDS)
+        if ended:
+            then = "our session on the server was ended (pg_terminate_backend), which rolls back"
+        else:
+            then = "the server rolls back"
+        os.write(2, f" !     {why}; {then} what was not committed\n".encode())
         os._exit(128 + (self.received or signal.SIGTERM))
 
 
@@ -194,7 +215,10 @@ def install_stop_signals() -> StopSignals:
     return _installed
 
 
-def watch_connection(connection: Callable[[], Conn | None]) -> None:
-    """Tell the installed handlers (if any) which connection a forced exit must cancel."""
+def watch_connection(
+    connection: Callable[[], Conn | None], terminate: Callable[[int], bool] | None = None
+) -> None:
+    """Tell the installed handlers (if any) which connection's backend a forced exit must
+    stop, and how to end a backend (see `StopSignals.watch`)."""
     if _installed is not None:
-        _installed.watch(connection)
+        _installed.watch(connection, terminate)
