@@ -40,8 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from herokumigrate.signals import Interrupted, install_stop_signals
 
     stop_signals = install_stop_signals()
+    json_output = False
     try:
         args, flags = parse_command_line(argv)
+        json_output = bool(getattr(args, "json", False))
         if args.command is None:
             raise BadInput(
                 "no command given",
@@ -63,9 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, config, output)
     except MigrateError as exc:
         output.error(*exc.lines())
+        if json_output:
+            _render_error_json(output, exc.message, exc.details, exc.fix, exc.exit_code)
         return exc.exit_code
     except Interrupted as stop:
         output.error(*stop.lines())
+        if json_output:
+            lines = stop.lines()
+            _render_error_json(output, lines[0], tuple(lines[1:-1]), lines[-1], stop.exit_code)
         return stop.exit_code
     except KeyboardInterrupt:
         output.error("Interrupted; an open transaction was rolled back by the server.")
@@ -236,6 +243,17 @@ def _lint_lines(report: PlanReport, entry: MigrationLocks) -> list[str]:
     lines = [describe(finding) for finding in lint.findings.get(version, [])]
     lines.extend(f"lint: {note}" for note in lint.notes.get(version, []))
     return lines
+
+
+def _render_error_json(
+    output: Output, message: str, details: tuple[str, ...], fix: str, exit_code: int
+) -> None:
+    """A refused or failed `--json` command: the error as a JSON document on stdout (the
+    ` !     ` lines went to stderr), so that a script reading stdout gets a document."""
+    import json
+
+    error = {"message": message, "details": list(details), "fix": fix, "exit_code": exit_code}
+    sys.stdout.write(output.redact(json.dumps({"error": error}, indent=2)) + "\n")
 
 
 def _render_plan_json(output: Output, report: PlanReport) -> int:
