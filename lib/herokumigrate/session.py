@@ -21,7 +21,6 @@ import psycopg
 from psycopg import sql
 
 from herokumigrate.lock import AdvisoryLock, LockScope, MigrationsTable, lock_key
-from herokumigrate.lockwatch import LockWatch
 from herokumigrate.signals import settle, watch_connection
 
 if TYPE_CHECKING:
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
 
     from herokumigrate.config import Config
     from herokumigrate.database import Target
+    from herokumigrate.lockwatch import LockWatch
     from herokumigrate.native import NativeTable
     from herokumigrate.output import Output
     from herokumigrate.plan import Step
@@ -61,8 +61,7 @@ class Session:
         self.statement_timeout = config.statement_timeout or from_url or 0.0
         self._conn = open_connection(config.connect_wait)
         self._lock: AdvisoryLock | None = None
-        # Holds our lock_timeout when a migration switches it off (lockwatch.py).
-        self.lock_watch = LockWatch(self._open_side_connection)
+        self._lock_watch: LockWatch | None = None
         # A forced exit on SIGTERM ends our backend (or cancels its statement).
         watch_connection(lambda: self._conn, self._terminate_backend)
 
@@ -84,6 +83,21 @@ class Session:
     def conn(self) -> Conn:
         """The current connection (a new one after `reconnect_if_lost` replaced a dead one)."""
         return self._conn
+
+    @property
+    def lock_watch(self) -> LockWatch:
+        """The watchdog that holds our lock_timeout when a migration switches it off
+        (lockwatch.py); its connection is opened when a unit first needs it."""
+        if self._lock_watch is None:
+            from herokumigrate.lockwatch import LockWatch  # not on a no-op release's path
+
+            self._lock_watch = LockWatch(self._open_side_connection)
+        return self._lock_watch
+
+    def _close_lock_watch(self) -> None:
+        if self._lock_watch is not None:
+            self._lock_watch.close()
+            self._lock_watch = None
 
     @property
     def target(self) -> Target | None:
@@ -157,6 +171,7 @@ class Session:
         """
         if not self.lost:
             return False
+        self._close_lock_watch()  # its connection may hold the slot we need
         self._conn = self._open(min(RECONNECT_WAIT_SECONDS, self.config.connect_wait))
         if self._lock is not None:
             self.lock()
@@ -211,7 +226,7 @@ class Session:
         """Release the lock and disconnect."""
         self.release()
         self._conn.close()
-        self.lock_watch.close()
+        self._close_lock_watch()
 
     def _terminate_backend(self, pid: int) -> bool:
         """End backend `pid` (ours) from a new connection; True when the server did."""
