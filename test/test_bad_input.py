@@ -282,6 +282,17 @@ def _read_only_database(ctx: Ctx) -> None:
     ctx.cleanup.append(undo)
 
 
+def _revoke_insert_on_history(ctx: Ctx) -> None:
+    """The role may read the history but not add to it (an operator's REVOKE, a read-mostly
+    role given the URL)."""
+    with ctx.server.admin_conn(ctx.dbname) as conn:
+        conn.execute(
+            sql.SQL("REVOKE INSERT ON heroku_migrate_history FROM {}").format(
+                sql.Identifier(TEST_ROLE)
+            )
+        )
+
+
 def _edit_applied(ctx: Ctx) -> None:
     path = ctx.migrations / "3_index_users_email.up.sql"
     path.write_text("CREATE INDEX users_email_idx ON users (lower(email));\n")
@@ -862,6 +873,13 @@ CASES = [
         "MIGRATE_DATABASE_URL_VAR",
         args=("down", "1", "--yes"),
         prepare=_read_only_database,
+    ),
+    Case(
+        "history-insert-not-granted",
+        'lacks INSERT on "public"."heroku_migrate_history"',
+        'GRANT INSERT ON "public"."heroku_migrate_history" TO "hm_tester";',
+        files={"4_add_widgets.up.sql": GOOD_UP},
+        prepare=_revoke_insert_on_history,
     ),
     Case(
         "url-options-read-only",

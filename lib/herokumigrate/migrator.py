@@ -150,6 +150,7 @@ class Migrator:
             plan = checks.plan(self._plan(ledger, session, files), files)
             if not plan.nothing_to_do:
                 session.require_writable()
+                ledger.history.require_privileges(session.conn)
                 session.lock()
                 plan = checks.plan(self._plan(ledger, session, files), files)
             if plan.nothing_to_do:
@@ -389,6 +390,7 @@ class Migrator:
             session.require_writable()
             session.lock()
             ledger = self._ledger(session, Fingerprint.of(migrations))
+            ledger.history.require_privileges(session.conn)
             state = ledger.read(session.conn)
             yield ledger, state, UnitRunner(session, self.output, sleep=self.sleep)
 
