@@ -368,14 +368,16 @@ def _refuse_transaction_pooling(
     probe_timeout: float,
 ) -> None:
     """BadInput, after closing `conn`, when a pooler hands our transactions to any session."""
-    from herokumigrate.pooler import detect_pooling
+    from herokumigrate.pooler import detect_pooling, statement_or_transaction
 
     try:
         pooling = detect_pooling(conn, params, probe_timeout=probe_timeout)
+        if pooling == "transaction":
+            pooling = statement_or_transaction(conn)
     except BaseException:
         conn.close()
         raise
-    if pooling != "transaction":
+    if pooling not in ("transaction", "statement"):
         return
     conn.close()
     if target.var == "DATABASE_URL":
@@ -387,7 +389,11 @@ def _refuse_transaction_pooling(
         where = f"Set MIGRATE_DATABASE_URL_VAR=DATABASE_URL (the direct URL), not {target.var}"
     raise BadInput(
         f"{target.var} reaches {target.description} through a connection pooler in "
-        "transaction mode (PgBouncer, as in Heroku's connection pooling)",
+        + (
+            "transaction mode (PgBouncer, as in Heroku's connection pooling)"
+            if pooling == "transaction"
+            else "statement mode (PgBouncer's pool_mode = statement)"
+        ),
         fix=f"{where}, or switch the pooler to session mode.",
         details=(
             "Session locks and settings do not survive from one transaction to the next "
