@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from herokumigrate.config import OutOfOrder
 from herokumigrate.problems import FileProblems
 from herokumigrate.validation import check_migrations
 
@@ -53,6 +54,7 @@ class Checks:
     def __init__(self, command: Command, config: Config, output: Output) -> None:
         self.policy = CHECKS[command]
         self.allow_changed = config.allow_changed
+        self.out_of_order = config.out_of_order is OutOfOrder.APPLY
         self.output = output
         self._split: set[Migration] = set()
         self._warned: set[tuple[str, ...]] = set()
@@ -68,7 +70,9 @@ class Checks:
         from herokumigrate.plan import check_plan
 
         if self.policy.plan:
-            for warning in check_plan(plan, migrations, allow_changed=self.allow_changed):
+            for warning in check_plan(
+                plan, migrations, allow_changed=self.allow_changed, out_of_order=self.out_of_order
+            ):
                 if warning not in self._warned:
                     self._warned.add(warning)
                     self.output.warn(*warning)

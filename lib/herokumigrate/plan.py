@@ -202,10 +202,15 @@ def _tool_only(
 
 
 def check_plan(
-    plan: ReleasePlan, migrations: list[Migration], *, allow_changed: bool
+    plan: ReleasePlan,
+    migrations: list[Migration],
+    *,
+    allow_changed: bool,
+    out_of_order: bool = True,
 ) -> list[tuple[str, ...]]:
-    """Stop on edited applied files (unless allowed); return warnings about the unusual but
-    legal, each as the lines of one warning."""
+    """Stop on edited applied files (unless allowed), and on pending migrations older than the
+    newest applied one unless `out_of_order`; return warnings about the unusual but legal, each
+    as the lines of one warning."""
     warnings: list[tuple[str, ...]] = []
     other_tool = _other_tool(plan, migrations)
     if plan.changed:
@@ -237,6 +242,15 @@ def check_plan(
         applied = [m.version for m in migrations if m.version not in pending]
         newest = max(applied, default=None)
         older = [m.label for m in plan.pending if newest is not None and m.version < newest]
+        if older and not out_of_order:
+            raise BadInput(
+                f"pending migration(s) older than the newest applied one ({newest}): "
+                f"{', '.join(older)} (a branch merged late?)",
+                fix="Give them versions after the newest applied one (rename the files; "
+                "heroku-migrate new NAME makes a fresh version), or set "
+                "MIGRATE_OUT_OF_ORDER=apply to apply them anyway.",
+                details=("Nothing was changed.",),
+            )
         if older:
             warnings.append(
                 (
