@@ -137,6 +137,30 @@ def test_lock_retry_budget_bounds_the_retries_and_nothing_changes(
     assert snapshot(pg_server, dbname) == before
 
 
+@pytest.mark.slow
+def test_lock_retries_and_the_final_error_name_the_statement_that_waited(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    _table_t(app, database_url)
+    # Sent in one round trip, the lock wait of line 3 is not placed by the server.
+    write_migrations(
+        app,
+        {"2_two.up.sql": "CREATE TABLE other (id int);\n\nALTER TABLE t ADD COLUMN c int;\n"},
+    )
+    before = snapshot(pg_server, dbname)
+
+    code, output, _, elapsed, _ = _release_against_blocker(
+        pg_server, dbname, database_url, app, env={"MIGRATE_LOCK_RETRY_BUDGET": "2"}
+    )
+    print(f"exit {code} after {elapsed:.1f}s\n{output}")
+
+    assert code == 1, output
+    assert "2_two: line 3: lock not granted within" in output, output
+    assert "2_two.up.sql: line 3: ERROR 55P03" in output, output
+    assert "could not be pinpointed" not in output, output
+    assert snapshot(pg_server, dbname) == before
+
+
 def test_down_waits_for_its_lock_in_short_retries_like_up(
     pg_server: Server, dbname: str, database_url: str, app: Path
 ) -> None:
