@@ -278,8 +278,9 @@ def _render_plan_json(output: Output, report: PlanReport) -> int:
         }
     sys.stdout.write(output.redact(json.dumps(doc, indent=2)) + "\n")
     sys.stdout.flush()
-    if report.failure is not None:
-        raise report.failure  # its lines go to stderr, with exit code 1
+    if report.failure is not None:  # its lines go to stderr, with its exit code (1)
+        output.error(*report.failure.lines())
+        return report.failure.exit_code
     return EXIT_OK
 
 
