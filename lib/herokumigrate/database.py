@@ -61,6 +61,7 @@ SESSION_OPTIONS = {
     "tcp_keepalives_count": str(KEEPALIVE_COUNT),
     "tcp_user_timeout": str(TCP_USER_TIMEOUT_MS),  # PostgreSQL 12+
 }
+_SIDE_OPTIONS = {k: v for k, v in SESSION_OPTIONS.items() if k.startswith("tcp_")}
 # The startup options are a courtesy: a pooler that refuses `options` gets a connection without
 # them, an older server without those it does not know.
 _OPTIONS_REFUSED = "unsupported startup parameter: options"
@@ -340,10 +341,16 @@ def connect_side(
     params = dict(target.params, **_CLIENT_TCP)
     params["application_name"] = f"{APPLICATION_NAME} watchdog"
     params["connect_timeout"] = str(max(1, round(connect_timeout)))
-    try:
-        return psycopg.connect(make_conninfo("", **params), autocommit=True, prepare_threshold=None)
-    except psycopg.Error:
-        return None
+    # The server probes this connection too (an orphan must not hold a slot for hours); a
+    # pooler or server that refuses the options gets the connection without them.
+    for attempt in (_with_session_options(params, _SIDE_OPTIONS), params):
+        try:
+            return psycopg.connect(
+                make_conninfo("", **attempt), autocommit=True, prepare_threshold=None
+            )
+        except psycopg.Error:
+            continue
+    return None
 
 
 def _with_session_options(params: dict[str, str], ours: dict[str, str]) -> dict[str, str]:
