@@ -136,8 +136,12 @@ class StopSignals:
         if self.received is not None:
             self._exit_now(f"{signal.Signals(signum).name} again: stopping at once")
         self.received = signum
+        # Started early enough that ending the backend (FORCED_CANCEL_SECONDS at most) still
+        # leaves by the deadline.
         watchdog = threading.Timer(
-            self.deadline, self._exit_now, args=("clean-up took too long: stopping at once",)
+            max(0.0, self.deadline - FORCED_CANCEL_SECONDS),
+            self._exit_now,
+            args=("clean-up took too long: stopping at once",),
         )
         watchdog.daemon = True
         watchdog.start()
