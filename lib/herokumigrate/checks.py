@@ -55,6 +55,7 @@ class Checks:
         self.policy = CHECKS[command]
         self.allow_changed = config.allow_changed
         self.out_of_order = config.out_of_order is OutOfOrder.APPLY
+        self.revert_on_rollback = config.on_rollback.value == "revert"
         self.output = output
         self._split: set[Migration] = set()
         self._warned: set[tuple[str, ...]] = set()
@@ -70,9 +71,14 @@ class Checks:
         from herokumigrate.plan import check_plan
 
         if self.policy.plan:
-            for warning in check_plan(
-                plan, migrations, allow_changed=self.allow_changed, out_of_order=self.out_of_order
-            ):
+            warnings = check_plan(
+                plan,
+                migrations,
+                allow_changed=self.allow_changed,
+                out_of_order=self.out_of_order,
+                revert_on_rollback=self.revert_on_rollback,
+            )
+            for warning in warnings:
                 if warning not in self._warned:
                     self._warned.add(warning)
                     self.output.warn(*warning)

@@ -394,13 +394,12 @@ def _refuse_transaction_pooling(
         )
     else:
         where = f"Set MIGRATE_DATABASE_URL_VAR=DATABASE_URL (the direct URL), not {target.var}"
+    if pooling == "transaction":
+        how = "through a connection pooler in transaction mode (PgBouncer, as in Heroku's connection pooling)"  # noqa: E501 -- quoted whole in docs/troubleshooting.md
+    else:
+        how = "through a connection pooler in statement mode (PgBouncer's pool_mode = statement)"
     raise BadInput(
-        f"{target.var} reaches {target.description} through a connection pooler in "
-        + (
-            "transaction mode (PgBouncer, as in Heroku's connection pooling)"
-            if pooling == "transaction"
-            else "statement mode (PgBouncer's pool_mode = statement)"
-        ),
+        f"{target.var} reaches {target.description} {how}",
         fix=f"{where}, or switch the pooler to session mode.",
         details=(
             "Session locks and settings do not survive from one transaction to the next "
