@@ -97,3 +97,19 @@ def test_a_bad_copy_data_line_is_named_by_its_line_in_the_file(
     assert "connection was lost" not in failed.output, failed.output
     assert "127.0.0.1" not in failed.output, failed.output  # no connection details
     assert scalar(pg_server.admin_url(dbname), "SELECT to_regclass('people')") is None
+
+
+def test_copy_data_inside_a_goose_statement_block_fails_validate(app: Path) -> None:
+    # A StatementBegin/End block goes to the server as one text, where COPY data cannot go.
+    write_migrations(
+        app,
+        {
+            "00001_people.sql": "-- +goose Up\n-- +goose StatementBegin\n"
+            "CREATE TABLE people (id int);\nCOPY people FROM stdin;\n1\n\\.\n"
+            "-- +goose StatementEnd\n"
+        },
+    )
+    result = run_cli(["validate"], cwd=app)
+    assert result.returncode == 2, result.output
+    assert "00001_people.sql: line 4: COPY ... FROM stdin inside a StatementBegin" in result.stderr
+    assert "StatementEnd" in result.stderr.splitlines()[-1], result.output

@@ -171,8 +171,12 @@ def _batch_failure(steps: list[Step], starts: list[int], exc: psycopg.Error) -> 
 
 
 def connection_lost(exc: psycopg.Error) -> bool:
-    """True for errors that mean the session is gone (terminated, network), not bad SQL."""
-    return exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P0"))
+    """True for errors that mean the session is gone (terminated, network), not bad SQL. An
+    error without a SQLSTATE counts only when it is about the connection: psycopg's refusal of a
+    statement (a ProgrammingError) is not."""
+    if exc.sqlstate is None:
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+    return exc.sqlstate.startswith(("08", "57P0"))
 
 
 def _int_or_none(text: str | None) -> int | None:
