@@ -58,15 +58,16 @@ class LockWatch:
         self._closing = False
 
     @contextlib.contextmanager
-    def guard(self, conn: Conn, lock_timeout: float | None) -> Iterator[None]:
-        """Watch `conn`'s lock waits for the block; a StepFailed of the cancel it caused comes
-        out as a lock timeout (55P03) for lockretry.py to retry."""
+    def guard(self, conn: Conn, server_pid: int, lock_timeout: float | None) -> Iterator[None]:
+        """Watch the lock waits of `conn` (`server_pid` on the server) for the block; a
+        StepFailed of the cancel it caused comes out as a lock timeout (55P03) for
+        lockretry.py to retry."""
         if not lock_timeout or not self._start(conn):
             yield
             return
         with self._wake:
             self._fired = False
-            self._target = (conn.info.backend_pid, lock_timeout)
+            self._target = (server_pid, lock_timeout)
             self._wake.notify_all()
         try:
             yield

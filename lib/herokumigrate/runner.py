@@ -96,7 +96,7 @@ class UnitRunner:
                 return
             try:
                 # lock_timeout holds even where a migration switched it off (lockwatch.py).
-                with self.session.lock_watch.guard(self.session.conn, lock_timeout):
+                with self.session.guard_lock_waits(lock_timeout):
                     spent.update(self._transaction(unit, records, lock_timeout, batch_limit[0]))
             except StepFailed as exc:
                 if not exc.pinpointed:

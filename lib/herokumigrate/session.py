@@ -62,6 +62,8 @@ class Session:
         self._conn = open_connection(config.connect_wait)
         self._lock: AdvisoryLock | None = None
         self._lock_watch: LockWatch | None = None
+        # The server's pid of our session (through a pooler, not the pid libpq was told).
+        self._server_pid: int | None = None
         # A forced exit on SIGTERM ends our backend (or cancels its statement).
         watch_connection(lambda: self._conn, self._terminate_backend)
 
@@ -84,15 +86,25 @@ class Session:
         """The current connection (a new one after `reconnect_if_lost` replaced a dead one)."""
         return self._conn
 
-    @property
-    def lock_watch(self) -> LockWatch:
-        """The watchdog that holds our lock_timeout when a migration switches it off
-        (lockwatch.py); its connection is opened when a unit first needs it."""
+    def guard_lock_waits(
+        self, lock_timeout: float | None
+    ) -> contextlib.AbstractContextManager[None]:
+        """Around a unit's transaction (idle connection): the watchdog that holds our
+        lock_timeout when a migration switches it off (lockwatch.py), its connection opened
+        when a unit first needs it."""
         if self._lock_watch is None:
             from herokumigrate.lockwatch import LockWatch  # not on a no-op release's path
 
             self._lock_watch = LockWatch(self._open_side_connection)
-        return self._lock_watch
+        return self._lock_watch.guard(self._conn, self._read_server_pid(), lock_timeout)
+
+    def _read_server_pid(self) -> int:
+        """Our session's pid as the server knows it (read once per connection, while idle)."""
+        if self._server_pid is None:
+            row = self._conn.execute("SELECT pg_backend_pid()").fetchone()
+            assert row is not None
+            self._server_pid = int(str(row[0]))
+        return self._server_pid
 
     def _close_lock_watch(self) -> None:
         if self._lock_watch is not None:
@@ -172,6 +184,7 @@ class Session:
         if not self.lost:
             return False
         self._close_lock_watch()  # its connection may hold the slot we need
+        self._server_pid = None
         self._conn = self._open(min(RECONNECT_WAIT_SECONDS, self.config.connect_wait))
         if self._lock is not None:
             self.lock()
@@ -228,8 +241,12 @@ class Session:
         self._conn.close()
         self._close_lock_watch()
 
-    def _terminate_backend(self, pid: int) -> bool:
-        """End backend `pid` (ours) from a new connection; True when the server did."""
+    def _terminate_backend(self) -> bool:
+        """End our session's backend from a new connection; True when the server did. Only
+        when its server pid is known (read before any migration ran): never a guessed pid."""
+        pid = self._server_pid
+        if pid is None:
+            return False
         side = self._open_side_connection()
         if side is None:
             return False

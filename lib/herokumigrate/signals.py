@@ -105,7 +105,7 @@ class StopSignals:
         self.deadline = deadline
         self.received: int | None = None
         self._connection: Callable[[], Conn | None] = lambda: None
-        self._terminate: Callable[[int], bool] | None = None
+        self._terminate: Callable[[], bool] | None = None
         self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
 
     def install(self) -> None:
@@ -124,10 +124,10 @@ class StopSignals:
     def watch(
         self,
         connection: Callable[[], Conn | None],
-        terminate: Callable[[int], bool] | None = None,
+        terminate: Callable[[], bool] | None = None,
     ) -> None:
         """`connection()` gives the connection whose backend a forced exit stops;
-        `terminate(pid)` ends that backend from a new connection (True when it did)."""
+        `terminate()` ends that backend from a new connection (True when it did)."""
         self._connection = connection
         self._terminate = terminate
 
@@ -160,12 +160,11 @@ class StopSignals:
         conn = self._connection()
         ended: list[bool] = []
         if conn is not None and not conn.closed:
-            pid = conn.info.backend_pid
             terminate = self._terminate
 
             def stop_backend() -> None:
                 with contextlib.suppress(Exception):  # best effort: the exit must happen
-                    if terminate is not None and terminate(pid):
+                    if terminate is not None and terminate():
                         ended.append(True)
                         return
                     conn.cancel()
@@ -220,7 +219,7 @@ def install_stop_signals() -> StopSignals:
 
 
 def watch_connection(
-    connection: Callable[[], Conn | None], terminate: Callable[[int], bool] | None = None
+    connection: Callable[[], Conn | None], terminate: Callable[[], bool] | None = None
 ) -> None:
     """Tell the installed handlers (if any) which connection's backend a forced exit must
     stop, and how to end a backend (see `StopSignals.watch`)."""
