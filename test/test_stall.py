@@ -22,8 +22,10 @@ from herokumigrate.source import load_migrations
 from support import Probe, finish, history, run_cli, scalar, snapshot, spawn_cli, write_migrations
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
+    from pgbouncer import PgBouncer
     from support import Server
 
 # The promise: no app query waits more than 0.5 s behind the migration's lock request. This
@@ -266,6 +268,29 @@ def test_a_migration_cannot_switch_off_lock_timeout_for_itself(
     assert worst <= PROBE_BOUND_SECONDS, f"an app query waited {worst:.2f}s behind the migration"
     assert "lock not granted within 0.1s (55P03)" in output, output
     assert elapsed >= blocker, "the release cannot have finished before the blocker did"
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 2]
+
+
+@pytest.mark.slow
+def test_the_lock_watchdog_works_through_a_session_pooler(
+    pg_server: Server,
+    dbname: str,
+    database_url: str,
+    app: Path,
+    pgbouncer: Callable[..., PgBouncer],
+) -> None:
+    # Through PgBouncer the pid libpq knows is the pooler's, not our server session's.
+    bouncer = pgbouncer("session")
+    _table_t(app, database_url)
+    write_migrations(
+        app, {"2_alter_t.up.sql": f"{ESCAPES['set-config']}\nALTER TABLE t ADD COLUMN c int;\n"}
+    )
+    code, output, worst, _, _ = _release_against_blocker(
+        pg_server, dbname, bouncer.url(dbname), app, blocker_seconds=3.0
+    )
+    print(f"[{pg_server.label}] through PgBouncer (session): worst app probe wait {worst:.3f}s")
+    assert code == 0, output
+    assert worst <= PROBE_BOUND_SECONDS, f"an app query waited {worst:.2f}s behind the migration"
     assert [r[0] for r in history(pg_server, dbname)] == [1, 2]
 
 
