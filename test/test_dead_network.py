@@ -124,6 +124,7 @@ def test_a_black_holed_release_fails_within_a_minute_and_the_server_frees_its_lo
     assert result.returncode == 1, result.output
     assert "connection to the database was lost" in result.output, result.output
     assert "the database is unchanged" in result.output, result.output
+    assert "the network between the dyno and the database" in result.output, result.output
     assert exited <= DEAD_NETWORK_BOUND_SECONDS, f"the runner hung for {exited:.0f}s"
     assert released <= DEAD_NETWORK_BOUND_SECONDS, f"the server kept the locks {released:.0f}s"
     assert [r[0] for r in history(pg_server, dbname)] == [1]
