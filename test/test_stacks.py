@@ -435,8 +435,9 @@ def test_standin_runs_every_runner_command(
     # formats' and tools' tables (subpackages) included.
     package = build.app / ".heroku-migrate/lib/herokumigrate"
     modules = sorted(
-        ".".join(("herokumigrate", *path.relative_to(package).with_suffix("").parts))
-        .removesuffix(".__init__")
+        ".".join(("herokumigrate", *path.relative_to(package).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
         for path in package.rglob("*.py")
         if path.stem != "__main__"
     )

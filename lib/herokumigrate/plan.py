@@ -188,8 +188,7 @@ def _edited(m: Migration, rows: Mapping[Version, HistoryRow], native: NativeTabl
     row = rows.get(m.version)
     if row is not None and row.state is HistoryState.APPLIED and row.checksum != m.checksum:
         return True
-    kept = native.checksum_of(m.version) if native is not None and native.tool == m.format else None
-    return kept is not None and kept != m.checksum
+    return native is not None and native.tool == m.format and native.edited(m)
 
 
 def _tool_only(

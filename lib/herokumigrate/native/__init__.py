@@ -22,6 +22,9 @@ This module is the contract each tool's table class provides (one module per too
 - `checksum_of(version)`: the checksum the table keeps for an applied version, spelled as the
   format's `Migration.checksum` (sqlx's SHA-384), for a tool that keeps one; the run refuses a
   file that differs from it as it refuses an edited applied file (default: None, none kept).
+- `edited(migration)`: whether an applied file differs from what the table keeps of it
+  (default: `checksum_of` differs from the migration's checksum; Prisma also accepts the
+  file's CRLF<->LF variants).
 - `missing_note`: what the tool itself does with a database that has migrations the files do
   not (sqlx: `VersionMissing`), added to the run's warning about them (default: nothing).
 - `create(conn)`: create it with the tool's own DDL (and first rows), in the caller's
@@ -103,13 +106,16 @@ class NativeChange(NamedTuple):
     `applied` is what our history holds as applied once it commits (each version spelled as
     the files write it, where a file has it); `recorded` the migrations it applies, in order;
     `removed` those it reverts or forgets; `in_flight` a migration it leaves part-way;
-    `rechecked` applied migrations whose edited file is accepted (their new checksum)."""
+    `rechecked` applied migrations whose edited file is accepted (their new checksum);
+    `flying` the migration `in_flight` names, when the run has its file (for a table whose
+    mark of a migration in flight keeps its checksum: Prisma's)."""
 
     applied: frozenset[Version]
     recorded: Sequence[AppliedMigration] = ()
     removed: Sequence[Version] = ()
     in_flight: Version | None = None
     rechecked: Sequence[Migration] = ()
+    flying: Migration | None = None
 
 
 # How `heroku-migrate resolve` settles a failed migration: it is applied (its effects are in
@@ -187,6 +193,11 @@ class NativeTable:
         """The checksum the table keeps for `version` (None: it keeps none)."""
         del version
         return None
+
+    def edited(self, migration: Migration) -> bool:
+        """Whether `migration`, applied, differs from what the table keeps of it."""
+        kept = self.checksum_of(migration.version)
+        return kept is not None and kept != migration.checksum
 
     def failure(self) -> NativeFailure | None:
         """A failure the table records (golang-migrate's dirty row), if any."""
