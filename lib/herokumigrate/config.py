@@ -40,7 +40,11 @@ HISTORY_LOG_SUFFIX = "_log"
 # The native tools' own variables naming their tables, read as the tools read them (dbmate's
 # `--migrations-table`, goose's `-table`) when `migrations_table` is unset (README,
 # "Adopting golang-migrate, dbmate or goose"). golang-migrate's is a URL parameter (database.py).
-TOOL_TABLE_VARS: dict[ToolName, str] = {"dbmate": "DBMATE_MIGRATIONS_TABLE", "goose": "GOOSE_TABLE"}
+TOOL_TABLE_VARS: dict[ToolName, str] = {
+    "dbmate": "DBMATE_MIGRATIONS_TABLE",
+    "goose": "GOOSE_TABLE",
+    "flyway": "FLYWAY_TABLE",
+}
 _PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
 _CONFIG_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
@@ -491,10 +495,23 @@ def tool_tables(env: Mapping[str, str]) -> tuple[tuple[ToolName, str], ...]:
     found: list[tuple[ToolName, str]] = []
     for tool, var in TOOL_TABLE_VARS.items():
         raw = env.get(var, "").strip()
+        if tool == "flyway":
+            raw = _flyway_table(env, raw)
         if raw:
             _check_identifier(SETTINGS["migrations_table"], raw, "environment", key=var)
             found.append((tool, raw))
     return tuple(found)
+
+
+def _flyway_table(env: Mapping[str, str], table: str) -> str:
+    """Flyway's table, in Flyway's default schema (FLYWAY_DEFAULT_SCHEMA, else the first of
+    FLYWAY_SCHEMAS) when one is set: `schema.table`; empty when neither is set."""
+    from herokumigrate.formats.flyway import DEFAULT_TABLE, default_schema
+
+    schema = default_schema(env)
+    if schema is None:
+        return table
+    return f"{schema}.{table or DEFAULT_TABLE}"
 
 
 def skip_requested_by(

@@ -155,7 +155,15 @@ def make_plan(
     adopted_versions = {m.version for m in adopted}
     by_version = {m.version: m for m in migrations}
     unknown = sorted(v for v in rows if v not in by_version)
-    changed = [m for m in migrations if _edited(m, rows, state.native)]
+    # A repeatable migration whose checksum changed runs again (Flyway's R__ files).
+    rerun = {
+        m.version
+        for m in migrations
+        if m.repeatable
+        and (m.version in rows or m.version in adopted_versions)
+        and _edited(m, rows, state.native)
+    }
+    changed = [m for m in migrations if not m.repeatable and _edited(m, rows, state.native)]
     partial = {
         v: row.progress or 0
         for v, row in rows.items()
@@ -164,8 +172,10 @@ def make_plan(
     pending = [
         m
         for m in migrations
-        if (m.version not in rows or m.version in partial)
-        and m.version not in adopted_versions
+        if (
+            ((m.version not in rows or m.version in partial) and m.version not in adopted_versions)
+            or m.version in rerun
+        )
         and (target is None or m.version <= target)
     ]
     return ReleasePlan(

@@ -1,0 +1,388 @@
+"""Flyway (Community): `V<version>__<description>.sql` (versioned) and `R__<description>.sql`
+(repeatable) files, read as Flyway reads them (flyway-core's ResourceNameParser,
+MigrationVersion, ChecksumCalculator, PlaceholderReplacingReader):
+
+- the version is digits separated by `.` or `_` (`_` read as `.`), kept as written with `_`
+  made `.` (`V01_2` is `01.2`), compared numerically part by part, trailing zero parts ignored
+  (`1` is `1.0`: two files of one version are an error, as in Flyway); the description is the
+  rest of the name, each `_` a space;
+- versioned migrations run in version order, then the repeatables by description; a
+  repeatable runs again whenever its checksum changes (a new row in Flyway's table);
+- the checksum is Flyway's CRC-32 over the file's lines (without their line breaks, a leading
+  byte-order mark dropped), stored as a signed 32-bit integer: the same for LF, CRLF and BOM
+  files; a repeatable's is taken after placeholders are replaced;
+- `<file>.conf` (`V1__x.sql.conf`) may say `executeInTransaction=false` (every statement then
+  runs on its own) and `placeholderReplacement=false`; a statement PostgreSQL cannot run in a
+  transaction runs outside it, as Flyway runs such a migration;
+- `${name}` placeholders are replaced everywhere in the file, comments and strings too: the
+  built-ins `${flyway:...}` and the app's `FLYWAY_PLACEHOLDERS_<NAME>` config vars (their
+  names lowercased, as Flyway reads them); an unknown one is an error naming file and line;
+- `U` files (undo, Flyway Teams only) are ignored as Flyway Community ignores them; callback
+  scripts (`beforeMigrate.sql`, `afterMigrate__x.sql`, ...) are refused, naming the file: the
+  runner does not run callbacks around its transaction (DESIGN: nothing runs that the plan
+  does not show); baseline migrations (`B...`) are refused likewise for now.
+
+The folder is `src/main/resources/db/migration` (Spring Boot, Maven and Gradle apps) or
+`db/migration` (the Flyway CLI's default); subfolders are not read (Flyway's are: move their
+files up, or set `path`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Literal
+
+from herokumigrate.errors import BadInput
+from herokumigrate.formats import Claim, FolderCandidate, NewFile
+from herokumigrate.migration import Migration
+from herokumigrate.sections import SourceFile, SqlSection
+from herokumigrate.tools import ToolName
+from herokumigrate.versions import Version
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from herokumigrate.formats import FolderEntry, FolderReader
+    from herokumigrate.native import NativeTable
+
+SUFFIX = ".sql"
+CONF_SUFFIX = ".sql.conf"
+SEPARATOR = "__"
+REPEATABLE = "R"
+DEFAULT_TABLE = "flyway_schema_history"
+PLACEHOLDER_VARS = "FLYWAY_PLACEHOLDERS_"
+# flyway_schema_history.version is VARCHAR(50); description VARCHAR(200).
+MAX_VERSION_CHARS = 50
+_VERSION = re.compile(r"[0-9]+(?:[._][0-9]+)*\Z", re.ASCII)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_PLACEHOLDER = re.compile(r"\$\{([^${}\s]+)\}")
+# The events Flyway runs a script named after (`<event>.sql`, `<event>__<description>.sql`).
+CALLBACK_EVENTS = frozenset(
+    f"{when}{what}"
+    for when, whats in (
+        (
+            "before",
+            (
+                "Migrate",
+                "Repeatables",
+                "EachMigrate",
+                "EachMigrateStatement",
+                "Validate",
+                "Clean",
+                "Info",
+                "Baseline",
+                "Repair",
+                "Undo",
+                "EachUndo",
+                "EachUndoStatement",
+                "Connect",
+                "EachRepeatable",
+                "Versioned",
+            ),
+        ),
+        (
+            "after",
+            (
+                "Migrate",
+                "MigrateApplied",
+                "Versioned",
+                "MigrateError",
+                "EachMigrate",
+                "EachMigrateError",
+                "EachMigrateStatement",
+                "EachMigrateStatementError",
+                "Validate",
+                "ValidateError",
+                "Clean",
+                "CleanError",
+                "Info",
+                "InfoError",
+                "Baseline",
+                "BaselineError",
+                "Repair",
+                "RepairError",
+                "Undo",
+                "UndoError",
+                "EachUndo",
+                "EachUndoError",
+                "EachUndoStatement",
+                "EachUndoStatementError",
+                "Connect",
+                "Repeatables",
+            ),
+        ),
+    )
+    for what in whats
+) | {"createSchema"}
+
+
+class FlywayVersions:
+    """A versioned migration's version (`1.2`, `01_2`), or a repeatable's `R__description`,
+    which sorts after every version, by description."""
+
+    name = "flyway"
+    column_type: Literal["bigint", "text"] = "text"
+
+    def parse(self, written: str) -> Version:
+        """`01_2` -> Version((0, 1, 2), "01.2", "01.2") (shown and stored as Flyway does);
+        `R__my_views` ->
+        Version((1, "my views"), "R__my_views", "R__my_views")."""
+        if written.startswith(REPEATABLE + SEPARATOR):
+            description = description_of(written[len(REPEATABLE + SEPARATOR) :])
+            return Version((1, description), written, written)
+        if not _VERSION.match(written):
+            raise ValueError(
+                f"version {written!r} is not digits separated by `.` or `_` (Flyway: 'Invalid "
+                "version containing non-numeric characters')"
+            )
+        stored = written.replace("_", ".")
+        if len(stored) > MAX_VERSION_CHARS:
+            raise ValueError(
+                f"version {stored!r} is longer than the {MAX_VERSION_CHARS} characters "
+                "flyway_schema_history keeps"
+            )
+        parts = [int(part) for part in stored.split(".")]
+        while len(parts) > 1 and parts[-1] == 0:
+            parts.pop()
+        return Version((0, *parts), stored, stored)
+
+
+class FlywayFormat:
+    """The Flyway format (see the module's docstring)."""
+
+    name: ToolName = "flyway"
+    syntax = FlywayVersions()
+    naming = "V{version}__{description}.sql or R__{description}.sql (Flyway)"
+
+    def claim(self, entry: FolderEntry, folder: FolderReader) -> Claim | None:
+        """`V…__….sql`, `R__….sql` and their `.sql.conf`; BadInput for a callback, a baseline
+        migration or a malformed version; None for the rest (`U` files among them)."""
+        name = entry.name
+        if entry.is_folder:
+            return None
+        conf = name.endswith(CONF_SUFFIX)
+        if not conf and not name.endswith(SUFFIX):
+            return None
+        stem = name[: -len(CONF_SUFFIX if conf else SUFFIX)]
+        if not conf and stem.partition(SEPARATOR)[0] in CALLBACK_EVENTS:
+            raise _callback(entry.path)
+        prefix, written, description = _split(stem)
+        if prefix is None:
+            return None
+        if prefix == "U":  # Flyway Teams' undo: read (not an unknown file), never run
+            try:
+                return Claim(entry, self.syntax.parse(written), description, primary=False)
+            except ValueError:
+                return None
+        if prefix == "B":
+            raise _baseline(entry.path)
+        if prefix == REPEATABLE:
+            if written:
+                raise BadInput(
+                    f"{entry.path.shown}: a repeatable migration's name holds a version "
+                    f"({written!r}); Flyway fails on it ('Wrong repeatable migration name "
+                    "format')",
+                    fix=f"Rename it R__{description}.sql.",
+                )
+            version = self.syntax.parse(REPEATABLE + SEPARATOR + description)
+        else:
+            try:
+                version = self.syntax.parse(written)
+            except ValueError as exc:
+                raise BadInput(
+                    f"{entry.path.shown}: {exc}",
+                    fix="Rename it V{version}__{description}.sql, e.g. V2__add_users.sql.",
+                ) from None
+        because = "" if conf else "Flyway's naming"
+        return Claim(entry, version, description, primary=not conf, because=because)
+
+    def assemble(
+        self, version: Version, parts: list[Claim], folder: FolderReader
+    ) -> Migration | None:
+        """The script (placeholders replaced) and what its `.sql.conf` says."""
+        script = parts[0] if parts[0].primary else None
+        if script is None:
+            return None  # an undo file or a `.conf` whose script is not here: ignored too
+        path = script.entry.path
+        confs = [p.entry.path for p in parts[1:] if p.entry.name.endswith(CONF_SUFFIX)]
+        try:
+            conf = _read_conf(confs[0], folder) if confs else {}
+            raw = folder.text(path)
+            replace = conf.get("placeholderreplacement", "true").lower() != "false"
+            text = replace_placeholders(path, raw, placeholders(path)) if replace else raw
+        except BadInput as exc:
+            folder.problem(path, exc)
+            return None
+        repeatable = version.key[0] == 1
+        checksum = str(checksum_of(text if repeatable else raw))
+        in_transaction = conf.get("executeintransaction", "true").lower() != "false"
+        section = SqlSection(path, text, transaction=in_transaction)
+        title = "" if repeatable else script.title
+        return Migration(version, title, self.name, section, checksum, repeatable=repeatable)
+
+    def folders(self, app_dir: Path) -> list[FolderCandidate]:
+        """Spring Boot's `src/main/resources/db/migration`, the Flyway CLI's `db/migration`."""
+        sign = _app_sign(app_dir)
+        return [
+            FolderCandidate(
+                "src/main/resources/db/migration", "Flyway's folder (Spring Boot)", sign
+            ),
+            FolderCandidate("db/migration", "Flyway's folder", sign),
+        ]
+
+    def native_table(self) -> type[NativeTable]:
+        """Flyway's `flyway_schema_history`."""
+        from herokumigrate.native.flyway import FlywayTable
+
+        return FlywayTable
+
+    def new_files(self, version: str, slug: str, title: str) -> list[NewFile]:
+        """A versioned migration, named as Flyway's conventions write it."""
+        return [NewFile(f"V{version}__{slug}.sql", f"-- {title}\n")]
+
+
+def description_of(title: str) -> str:
+    """The description Flyway stores: the name's description with each `_` a space."""
+    return title.replace("_", " ")
+
+
+def checksum_of(text: str) -> int:
+    """Flyway's checksum: one CRC-32 fed each line's UTF-8 bytes without its line break (a
+    leading byte-order mark dropped), as a signed 32-bit integer."""
+    crc = 0
+    for line in _LINE_BREAK.split(text.removeprefix("\ufeff")):
+        crc = zlib.crc32(line.encode("utf-8"), crc)
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
+def placeholders(path: SourceFile, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The placeholders of a file: the app's `FLYWAY_PLACEHOLDERS_<NAME>` (lowercased names),
+    and Flyway's built-ins, from the settings Flyway would read them from."""
+    env = os.environ if env is None else env
+    found = {
+        name[len(PLACEHOLDER_VARS) :].lower(): value
+        for name, value in env.items()
+        if name.startswith(PLACEHOLDER_VARS) and len(name) > len(PLACEHOLDER_VARS)
+    }
+    user, database = _url_user_and_database(env)
+    found.update(
+        {
+            "flyway:defaultSchema": default_schema(env) or "public",
+            "flyway:user": user,
+            "flyway:database": database,
+            "flyway:timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            "flyway:filename": os.path.basename(path.name),
+            "flyway:workingDirectory": os.getcwd(),
+            "flyway:table": env.get("FLYWAY_TABLE", "").strip() or DEFAULT_TABLE,
+            "flyway:environment": env.get("FLYWAY_ENVIRONMENT", "").strip() or "default",
+        }
+    )
+    return found
+
+
+def default_schema(env: Mapping[str, str]) -> str | None:
+    """Flyway's default schema: FLYWAY_DEFAULT_SCHEMA, else the first of FLYWAY_SCHEMAS."""
+    named = env.get("FLYWAY_DEFAULT_SCHEMA", "").strip()
+    if named:
+        return named
+    first = env.get("FLYWAY_SCHEMAS", "").split(",")[0].strip()
+    return first or None
+
+
+def replace_placeholders(path: SourceFile, text: str, values: Mapping[str, str]) -> str:
+    """`${name}` replaced everywhere, as Flyway does; BadInput naming the line of the first
+    unknown one (user placeholders are matched without regard to case)."""
+    if "${" not in text:
+        return text
+    lowered = {k.lower(): v for k, v in values.items()}
+
+    def value(found: re.Match[str]) -> str:
+        name = found.group(1)
+        known = values.get(name, lowered.get(name.lower()))
+        if known is None:
+            line = text.count("\n", 0, found.start()) + 1
+            raise BadInput(
+                f"{path.shown}: line {line}: unknown placeholder ${{{name}}}; Flyway fails on "
+                "it ('No value provided for placeholder')",
+                fix=f"Set the config var {PLACEHOLDER_VARS}{name.upper().replace(':', '_')} "
+                f"(heroku config:set {PLACEHOLDER_VARS}{name.upper()}=...), or add "
+                f"`{path.name}.conf` with placeholderReplacement=false if the text is meant "
+                "literally.",
+            )
+        return known
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+def _split(stem: str) -> tuple[str | None, str, str]:
+    """(prefix, version text, description) of a script's name without its suffix; prefix None
+    when the name is none of Flyway's (no `__`, or another first letter)."""
+    head, separator, description = stem.partition(SEPARATOR)
+    if not separator or not head or head[0] not in "VRUB":
+        return None, "", ""
+    return head[0], head[1:], description
+
+
+def _read_conf(path: SourceFile, folder: FolderReader) -> dict[str, str]:
+    """A script's `.conf`: `key=value` lines (keys lowercased), `#` comments skipped."""
+    found = {}
+    for line in folder.text(path).splitlines():
+        key, equals, value = line.partition("=")
+        if equals and not key.strip().startswith("#"):
+            found[key.strip().lower()] = value.strip()
+    return found
+
+
+def _url_user_and_database(env: Mapping[str, str]) -> tuple[str, str]:
+    """The user and database name the app's DATABASE_URL names (empty at build time)."""
+    url = env.get("DATABASE_URL", "")
+    if not url:
+        return "", ""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.Error:  # a broken URL is reported where it is used
+        return "", ""
+    return str(parts.get("user") or ""), str(parts.get("dbname") or "")
+
+
+def _callback(path: SourceFile) -> BadInput:
+    return BadInput(
+        f"{path.shown}: a Flyway callback script; Flyway runs it around its own migrate, "
+        "heroku-migrate does not run callbacks (they would run outside its plan and its "
+        "one transaction)",
+        fix="Move its SQL into a migration (an R__ file runs again whenever it changes), or "
+        "move the file out of the migrations folder.",
+    )
+
+
+def _baseline(path: SourceFile) -> BadInput:
+    return BadInput(
+        f"{path.shown}: a Flyway baseline migration (B…); heroku-migrate does not apply "
+        "baseline migrations yet",
+        fix="Move it out of the migrations folder: the versioned migrations it stands for "
+        "are applied instead (on a new database they give the same schema).",
+    )
+
+
+def _app_sign(app_dir: Path) -> str:
+    """What in the app names Flyway: its build file's dependency, or a Spring Boot setting."""
+    for build in ("pom.xml", "build.gradle", "build.gradle.kts"):
+        try:
+            text = (app_dir / build).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if "flyway" in text:
+            return f"{build} names Flyway"
+    if (app_dir / "flyway.conf").is_file() or (app_dir / "flyway.toml").is_file():
+        return "a Flyway config file exists"
+    return ""
+
+
+FORMAT = FlywayFormat()
