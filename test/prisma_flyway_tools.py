@@ -14,8 +14,13 @@ collation, independent of the runner's own key); `migrate deploy` inserts the ro
 from __future__ import annotations
 
 import hashlib
+import io
+import re
+import time
 import uuid
+import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 
@@ -112,3 +117,164 @@ def prisma_edited(url: str, folder: Path) -> list[str]:
         if kept not in variants:
             edited.append(str(name))
     return edited
+
+
+# ----- Flyway ---------------------------------------------------------------------------------
+# flyway-core: ResourceNameParser (V/R/U prefixes, `__`, `.sql`), MigrationVersion (`_` read as
+# `.`, numeric parts, trailing zeros ignored), ChecksumCalculator (CRC-32 over the lines read by
+# a BufferedReader, BOM dropped), JdbcTableSchemaHistory (rank max + 1, current_user), the
+# PostgreSQL createMetaDataTable.sql; `migrate` runs versioned ones in order, each in its own
+# transaction with its row, then the repeatables whose checksum changed, by description.
+
+FLYWAY_DDL = (
+    'CREATE TABLE IF NOT EXISTS flyway_schema_history ("installed_rank" INT NOT NULL,'
+    ' "version" VARCHAR(50), "description" VARCHAR(200) NOT NULL, "type" VARCHAR(20) NOT NULL,'
+    ' "script" VARCHAR(1000) NOT NULL, "checksum" INTEGER, "installed_by" VARCHAR(100) NOT NULL,'
+    ' "installed_on" TIMESTAMP NOT NULL DEFAULT now(), "execution_time" INTEGER NOT NULL,'
+    ' "success" BOOLEAN NOT NULL);'
+    " ALTER TABLE flyway_schema_history ADD CONSTRAINT flyway_schema_history_pk"
+    " PRIMARY KEY (installed_rank);"
+    " CREATE INDEX flyway_schema_history_s_idx ON flyway_schema_history (success)"
+)
+FLYWAY_ROWS = (
+    "SELECT installed_rank, version, description, type, script, checksum, installed_by, success"
+    " FROM flyway_schema_history ORDER BY installed_rank"
+)
+
+
+class FlywayScript(NamedTuple):
+    """One script as Flyway resolves it."""
+
+    order: tuple[object, ...]
+    version: str | None  # as stored; None for a repeatable
+    description: str
+    script: str
+    text: str  # placeholders replaced
+    checksum: int
+    in_transaction: bool
+
+
+def flyway_crc(text: str) -> int:
+    """ChecksumCalculator: lines as `BufferedReader.readLine` gives them, BOM dropped."""
+    reader = io.StringIO(text.lstrip("\ufeff"), newline=None)  # universal newlines
+    crc = 0
+    for line in reader:
+        crc = zlib.crc32(line.rstrip("\n").encode("utf-8"), crc)
+    return crc if crc < 2**31 else crc - 2**32
+
+
+def flyway_folder(folder: Path, placeholders: dict[str, str] | None = None) -> list[FlywayScript]:
+    """The versioned scripts by version, then the repeatables by description."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        match = re.fullmatch(r"([VR])([0-9._]*)__(.*)\.sql", path.name)
+        if match is None:
+            continue
+        kind, written, description = match.groups()
+        raw = path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # BomStrippingReader
+        text = raw
+        conf = path.with_name(path.name + ".conf")
+        settings = conf.read_text() if conf.exists() else ""
+        if "placeholderReplacement=false" not in settings:
+            for name, value in (placeholders or {}).items():
+                text = text.replace("${" + name + "}", value)
+        in_transaction = "executeInTransaction=false" not in settings
+        description = description.replace("_", " ")
+        if kind == "V":
+            stored = written.replace("_", ".")
+            parts = [int(p) for p in stored.split(".")]
+            while len(parts) > 1 and parts[-1] == 0:
+                parts.pop()
+            order: tuple[object, ...] = (0, *parts)
+            found.append(
+                FlywayScript(
+                    order, stored, description, path.name, text, flyway_crc(raw), in_transaction
+                )
+            )
+        else:
+            found.append(
+                FlywayScript(
+                    (1, description),
+                    None,
+                    description,
+                    path.name,
+                    text,
+                    flyway_crc(text),
+                    in_transaction,
+                )
+            )
+    return sorted(found)
+
+
+def apply_as_flyway(
+    url: str, folder: Path, only: int | None = None, placeholders: dict[str, str] | None = None
+) -> None:
+    """`flyway migrate` (the first `only` scripts, when given)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('flyway_schema_history')").fetchone() == (None,):
+            conn.execute(FLYWAY_DDL)
+        done = conn.execute(
+            "SELECT version, description, checksum FROM flyway_schema_history"
+            " WHERE success ORDER BY installed_rank"
+        ).fetchall()
+        versions = {v for v, _, _ in done if v is not None}
+        repeatables = {d: c for v, d, c in done if v is None}  # the latest row counts
+        for m in flyway_folder(folder, placeholders)[:only]:
+            if m.version is not None and m.version in versions:
+                continue
+            if m.version is None and repeatables.get(m.description) == m.checksum:
+                continue
+            started = time.monotonic()
+            if m.in_transaction:
+                conn.execute("BEGIN")
+            conn.execute(m.text)
+            conn.execute(
+                "INSERT INTO flyway_schema_history (installed_rank, version, description, type,"
+                " script, checksum, installed_by, execution_time, success)"
+                " SELECT coalesce(max(installed_rank), 0) + 1, %s, %s, 'SQL', %s, %s,"
+                " current_user, %s, true FROM flyway_schema_history",
+                (
+                    m.version,
+                    m.description,
+                    m.script,
+                    m.checksum,
+                    round((time.monotonic() - started) * 1000),
+                ),
+            )
+            if m.in_transaction:
+                conn.execute("COMMIT")
+
+
+def flyway_would_apply(
+    url: str, folder: Path, placeholders: dict[str, str] | None = None
+) -> list[str]:
+    """What `flyway migrate` would run now (scripts); ToolRefuses with what its validation
+    says first (a failed row, a changed checksum, a version applied but not found, a pending
+    version below the newest applied one)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT version, description, checksum, success FROM flyway_schema_history"
+            " ORDER BY installed_rank"
+        ).fetchall()
+    if any(not ok for *_, ok in found):
+        raise ToolRefuses("Detected failed migration: please run repair")
+    scripts = flyway_folder(folder, placeholders)
+    local = {m.version: m for m in scripts if m.version is not None}
+    applied = {str(v): c for v, _, c, _ in found if v is not None}
+    for version, kept in applied.items():
+        if version not in local:
+            raise ToolRefuses(f"Detected applied migration not resolved locally: {version}")
+        if local[version].checksum != kept:
+            raise ToolRefuses(f"Migration checksum mismatch for migration version {version}")
+    newest = max((local[v].order for v in applied), default=None)
+    pending = []
+    latest = {str(d): c for v, d, c, _ in found if v is None}
+    for m in scripts:
+        if m.version is None:
+            if latest.get(m.description) != m.checksum:
+                pending.append(m.script)
+        elif m.version not in applied:
+            if newest is not None and m.order < newest:
+                raise ToolRefuses(f"Detected resolved migration not applied: {m.version}")
+            pending.append(m.script)
+    return pending

@@ -242,10 +242,22 @@ def check_plan(
         )
     warnings.extend(_tool_warnings(plan, migrations))
     if plan.pending:
+        # Repeatable migrations (Flyway's R__) have no place among the versions.
         pending = {m.version for m in plan.pending}
-        applied = [m.version for m in migrations if m.version not in pending]
+        applied = [m.version for m in migrations if m.version not in pending and not m.repeatable]
         newest = max(applied, default=None)
-        older = [m.label for m in plan.pending if newest is not None and m.version < newest]
+        older = [
+            m.label
+            for m in plan.pending
+            if newest is not None and not m.repeatable and m.version < newest
+        ]
+        refusal = plan.native.out_of_order_refusal() if plan.native is not None else None
+        if older and refusal is not None:
+            raise BadInput(
+                f"pending migration(s) older than the newest applied one ({newest}): "
+                f"{', '.join(older)}; {refusal.message}",
+                fix=refusal.fix,
+            )
         if older:
             warnings.append(
                 (

@@ -25,6 +25,9 @@ This module is the contract each tool's table class provides (one module per too
 - `edited(migration)`: whether an applied file differs from what the table keeps of it
   (default: `checksum_of` differs from the migration's checksum; Prisma also accepts the
   file's CRLF<->LF variants).
+- `out_of_order_refusal()`: why the tool itself refuses pending versions older than the
+  newest applied one, and the fix (Flyway, unless its outOfOrder is set); None (the default):
+  they are applied, with a warning.
 - `missing_note`: what the tool itself does with a database that has migrations the files do
   not (sqlx: `VersionMissing`), added to the run's warning about them (default: nothing).
 - `create(conn)`: create it with the tool's own DDL (and first rows), in the caller's
@@ -198,6 +201,11 @@ class NativeTable:
         """Whether `migration`, applied, differs from what the table keeps of it."""
         kept = self.checksum_of(migration.version)
         return kept is not None and kept != migration.checksum
+
+    def out_of_order_refusal(self) -> NativeFailure | None:
+        """Why pending versions older than the newest applied one are refused (None: they
+        are applied, with a warning)."""
+        return None
 
     def failure(self) -> NativeFailure | None:
         """A failure the table records (golang-migrate's dirty row), if any."""

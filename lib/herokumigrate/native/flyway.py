@@ -139,6 +139,18 @@ class FlywayTable(NativeTable):
             return None
         return str(row.checksum)
 
+    def out_of_order_refusal(self) -> NativeFailure | None:
+        """Flyway's `outOfOrder=false` (its default): `flyway validate` fails on them."""
+        if os.environ.get("FLYWAY_OUT_OF_ORDER", "").strip().lower() == "true":
+            return None
+        return NativeFailure(
+            None,
+            "Flyway refuses them too (outOfOrder is false: 'Detected resolved migration not "
+            "applied to database')",
+            "Give the migration a version above the newest applied one (rename the file), or "
+            "set the config var FLYWAY_OUT_OF_ORDER=true to apply it, as Flyway then would.",
+        )
+
     def failure(self) -> NativeFailure | None:
         failed = [row for row in self._latest.values() if not row.success]
         if not failed:
