@@ -344,3 +344,31 @@ def test_flyways_lock_held_elsewhere_keeps_the_run_out(
         other.execute("ROLLBACK")
     assert result.returncode == 3, result.output
     assert tables(database_url) == []
+
+
+@pytest.mark.db
+def test_resolve_settles_flyways_failed_row_as_flyway_repair_does(
+    dbname: str, database_url: str, app: Path
+) -> None:
+    folder = flyway_app(app, {k: v for k, v in SET.items() if k.startswith("V1")})
+    apply_as_flyway(database_url, folder, only=2)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE flyway_schema_history SET success = false WHERE version = '1.1'")
+    result = run_cli(["resolve", "1.1", "--applied"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert flyway_would_apply(database_url, folder) == [
+        "V1_2__add_posts.sql",
+        "V1.10__posts_title.sql",
+    ]
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    assert flyway_would_apply(database_url, folder) == []
+    # Rolled back instead: Flyway's repair deletes the failed row, and the migration runs again.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE flyway_schema_history SET success = false WHERE version = '1.10'")
+        conn.execute("ALTER TABLE posts DROP title")
+    result = run_cli(["resolve", "1.10", "--rolled-back"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert flyway_would_apply(database_url, folder) == ["V1.10__posts_title.sql"]
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    assert flyway_would_apply(database_url, folder) == []
+    assert scalar(database_url, "SELECT count(*) FROM flyway_schema_history") == 4

@@ -342,3 +342,57 @@ def test_prismas_lock_held_elsewhere_keeps_the_run_out(
     assert result.returncode == 3, result.output
     assert tables(database_url) == []
     assert scalar(database_url, "SELECT to_regclass('_prisma_migrations') IS NULL") is True
+
+
+@pytest.mark.db
+def test_resolve_rolled_back_then_up_finishes_as_prisma_resolve_then_deploy_would(
+    dbname: str, database_url: str, app: Path
+) -> None:
+    files = {"20240101_a": "CREATE TABLE a (id int);\n", "20240102_b": "CREATE TABLE b (x nope);\n"}
+    folder = prisma_app(app, files)
+    with pytest.raises(psycopg.Error):
+        apply_as_prisma(database_url, folder)
+    wrong = run_cli(["resolve", "20240101_a", "--applied"], cwd=app, database_url=database_url)
+    assert wrong.returncode == 2, wrong.output
+    assert "records the failure of 20240102_b, not 20240101_a" in wrong.stderr
+
+    result = run_cli(["resolve", "20240102_b", "--rolled-back"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert prisma_would_apply(database_url, folder) == ["20240102_b"]  # Prisma agrees
+    (folder / "20240102_b" / "migration.sql").write_text("CREATE TABLE b (x int);\n")
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    assert prisma_would_apply(database_url, folder) == []
+    found = rows(
+        database_url,
+        "SELECT migration_name, finished_at IS NOT NULL, rolled_back_at IS NOT NULL,"
+        " applied_steps_count FROM _prisma_migrations ORDER BY started_at, finished_at",
+    )
+    assert found == [
+        ("20240101_a", True, False, 1),
+        ("20240102_b", False, True, 0),  # the failed attempt, rolled back
+        ("20240102_b", True, False, 1),
+    ]
+
+
+@pytest.mark.db
+def test_resolve_applied_records_it_as_prisma_resolve_does(
+    dbname: str, database_url: str, app: Path
+) -> None:
+    files = {"20240101_a": "CREATE TABLE a (id int);\n", "20240102_b": "CREATE TABLE b (x nope);\n"}
+    folder = prisma_app(app, files)
+    with pytest.raises(psycopg.Error):
+        apply_as_prisma(database_url, folder)
+    with psycopg.connect(database_url, autocommit=True) as conn:  # repaired by hand
+        conn.execute("CREATE TABLE b (x int)")
+    result = run_cli(["resolve", "20240102_b", "--applied"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert prisma_would_apply(database_url, folder) == []
+    again = run_cli(["up"], cwd=app, database_url=database_url)
+    assert again.returncode == 0, again.output
+    assert "Applying" not in again.stdout  # 20240101_a adopted, 20240102_b resolved: none run
+    finished = rows(
+        database_url,
+        "SELECT applied_steps_count FROM _prisma_migrations WHERE migration_name = '20240102_b'"
+        " AND finished_at IS NOT NULL AND rolled_back_at IS NULL",
+    )
+    assert finished == [(0,)]

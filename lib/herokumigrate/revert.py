@@ -16,9 +16,10 @@ from herokumigrate.signals import transaction
 from herokumigrate.statements import StepFailed
 
 if TYPE_CHECKING:
-    from herokumigrate.history import HistoryRow
+    from herokumigrate.history import HistoryRow, HistoryTable
     from herokumigrate.ledger import DatabaseState
     from herokumigrate.migration import Migration
+    from herokumigrate.native import NativeTable, Resolution
     from herokumigrate.output import Output
     from herokumigrate.plan import Step, Unit
     from herokumigrate.recording import Bookkeeping
@@ -204,6 +205,45 @@ def force(
             conn, "forced", f"recorded version {version}: marked {len(mark)}, forgot {len(drop)}"
         )
     return len(mark), len(drop)
+
+
+def resolve(
+    conn: Conn,
+    history: HistoryTable,
+    state: DatabaseState,
+    migrations: list[Migration],
+    version: Version,
+    *,
+    outcome: Resolution,
+) -> NativeTable:
+    """Settle the failure the tool's table records for `version` as the tool's own repair
+    does (`NativeTable.resolve`), and our history with it: applied, it is recorded as applied;
+    rolled back, its partial row is forgotten (the next `up` applies it). Runs no SQL of the
+    migration. BadInput when the table records no failure of `version`."""
+    native = state.native
+    failure = native.failure() if native is not None else None
+    if native is None or failure is None:
+        raise BadInput(
+            "no failed migration to resolve: "
+            + (f"{native.table} ({native.tool}) records none" if native else "no tool's table"),
+            fix="Run `heroku-migrate status` to see the state; `force VERSION` records one.",
+        )
+    if failure.version != version:
+        raise BadInput(
+            f"{native.table} ({native.tool}) records the failure of {failure.version}, not "
+            f"{version}",
+            fix=f"Run `heroku-migrate resolve {failure.version} --applied` (or --rolled-back).",
+        )
+    migration = next((m for m in migrations if m.version == version), None)
+    with transaction(conn):
+        history.create(conn)
+        native.resolve(conn, version, outcome)
+        if outcome == "applied" and migration is not None:
+            history.record_applied(conn, [(migration, 0.0)], "resolved")
+        else:
+            history.delete(conn, [version])
+        history.log(conn, "resolved", f"{version} {outcome} in {native.table}")
+    return native
 
 
 NO_VERSION = "0"  # `goto 0`, `force 0`: none of the migrations
