@@ -166,11 +166,12 @@ def flyway_crc(text: str) -> int:
 def flyway_folder(folder: Path, placeholders: dict[str, str] | None = None) -> list[FlywayScript]:
     """The versioned scripts by version, then the repeatables by description."""
     found = []
-    for path in sorted(folder.iterdir()):
+    for path in sorted(folder.rglob("*.sql")):  # Flyway scans its locations recursively
         match = re.fullmatch(r"([VR])([0-9._]*)__(.*)\.sql", path.name)
         if match is None:
             continue
         kind, written, description = match.groups()
+        script = path.relative_to(folder).as_posix()  # the path in the location
         raw = path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # BomStrippingReader
         text = raw
         conf = path.with_name(path.name + ".conf")
@@ -188,7 +189,7 @@ def flyway_folder(folder: Path, placeholders: dict[str, str] | None = None) -> l
             order: tuple[object, ...] = (0, *parts)
             found.append(
                 FlywayScript(
-                    order, stored, description, path.name, text, flyway_crc(raw), in_transaction
+                    order, stored, description, script, text, flyway_crc(raw), in_transaction
                 )
             )
         else:
@@ -197,7 +198,7 @@ def flyway_folder(folder: Path, placeholders: dict[str, str] | None = None) -> l
                     (1, description),
                     None,
                     description,
-                    path.name,
+                    script,
                     text,
                     flyway_crc(text),
                     in_transaction,

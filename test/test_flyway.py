@@ -372,3 +372,33 @@ def test_resolve_settles_flyways_failed_row_as_flyway_repair_does(
     assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
     assert flyway_would_apply(database_url, folder) == []
     assert scalar(database_url, "SELECT count(*) FROM flyway_schema_history") == 4
+
+
+@pytest.mark.db
+def test_subfolders_are_read_as_flyway_scans_them_the_script_their_path(
+    pg_server: Server, dbname: str, database_url: str, tool_db: str, app: Path
+) -> None:
+    files = {
+        "V1__a.sql": "CREATE TABLE a (id int);\n",
+        "2024/V2__b.sql": "CREATE TABLE b (id int);\n",
+        "2024/q1/V10__c.sql": "CREATE TABLE c (id int);\n",
+        "2024/notes.md": "not a migration\n",
+        "views/R__v.sql": "CREATE OR REPLACE VIEW v AS SELECT id FROM c;\n",
+    }
+    folder = app / FOLDER
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(content)
+    flyway_app(app, {})
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    apply_as_flyway(pg_server.url(tool_db), folder)
+    ours = rows(database_url, FLYWAY_ROWS)
+    assert ours == rows(pg_server.url(tool_db), FLYWAY_ROWS)
+    assert [r[4] for r in ours] == [
+        "V1__a.sql",
+        "2024/V2__b.sql",
+        "2024/q1/V10__c.sql",
+        "views/R__v.sql",
+    ]
+    assert flyway_would_apply(database_url, folder) == []

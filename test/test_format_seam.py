@@ -103,6 +103,7 @@ class ToyTable(NativeTable):
 class ToyFormat:
     name = "toyway"
     syntax = DottedVersions()
+    nested = False
     naming = "T{version}__{title}.sql (toyway)"
 
     def claim(self, entry: FolderEntry, folder: FolderReader) -> Claim | None:

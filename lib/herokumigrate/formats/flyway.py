@@ -23,8 +23,8 @@ MigrationVersion, ChecksumCalculator, PlaceholderReplacingReader):
   does not show); baseline migrations (`B...`) are refused likewise for now.
 
 The folder is `src/main/resources/db/migration` (Spring Boot, Maven and Gradle apps) or
-`db/migration` (the Flyway CLI's default); subfolders are not read (Flyway's are: move their
-files up, or set `path`).
+`db/migration` (the Flyway CLI's default); its subfolders are read too, as Flyway scans them, and
+a script's `script` column holds its path in the folder (`2024/V3__x.sql`).
 """
 
 from __future__ import annotations
@@ -156,12 +156,13 @@ class FlywayFormat:
 
     name: ToolName = "flyway"
     syntax = FlywayVersions()
+    nested = True  # the files of its subfolders too, as Flyway scans its locations
     naming = "V{version}__{description}.sql or R__{description}.sql (Flyway)"
 
     def claim(self, entry: FolderEntry, folder: FolderReader) -> Claim | None:
         """`V…__….sql`, `R__….sql` and their `.sql.conf`; BadInput for a callback, a baseline
         migration or a malformed version; None for the rest (`U` files among them)."""
-        name = entry.name
+        name = entry.name.rsplit("/", 1)[-1]  # a subfolder's file: `2024/V3__x.sql`
         if entry.is_folder:
             return None
         conf = name.endswith(CONF_SUFFIX)

@@ -125,6 +125,7 @@ class PrismaFormat:
 
     name: ToolName = "prisma"
     syntax = PrismaVersions()
+    nested = False  # only the folder's own entries (formats/__init__.py)
     naming = "a folder {timestamp}_{name}/ holding migration.sql (Prisma Migrate)"
 
     def claim(self, entry: FolderEntry, folder: FolderReader) -> Claim | None:
