@@ -29,7 +29,7 @@ from prisma_flyway_tools import (
     prisma_would_apply,
 )
 from rust_tools import schema_without_ours
-from support import Server, rows, run_cli, scalar, tables
+from support import TEST_ROLE, Server, rows, run_cli, scalar, tables
 
 # Names whose ICU order differs from their byte order: `_` sorts before the digits in ICU and
 # after them in bytes; case is only a tie-break in ICU (`B` < `a` in bytes); a space sorts
@@ -396,3 +396,32 @@ def test_resolve_applied_records_it_as_prisma_resolve_does(
         " AND finished_at IS NOT NULL AND rolled_back_at IS NULL",
     )
     assert finished == [(0,)]
+
+
+@pytest.mark.db
+def test_the_urls_schema_parameter_is_honoured_for_a_prisma_folder_as_prisma_does(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    prisma_app(app, {k: v for k, v in SET.items() if "index" not in k})
+    with pg_server.admin_conn(dbname) as conn:
+        conn.execute('CREATE SCHEMA "my tenant"')
+        conn.execute(f'GRANT ALL ON SCHEMA "my tenant" TO {TEST_ROLE}')
+    url = f"{database_url}?schema=my%20tenant&connection_limit=5"
+    result = run_cli(["up"], cwd=app, database_url=url)
+    assert result.returncode == 0, result.output
+    assert "_prisma_migrations" in tables(database_url, "my tenant")
+    assert "users" in tables(database_url, "my tenant")
+    assert "users" not in tables(database_url)
+    assert scalar(database_url, 'SELECT count(*) FROM "my tenant"._prisma_migrations') == 4
+    again = run_cli(["status"], cwd=app, database_url=url)
+    assert again.returncode == 0, again.output
+    assert "Up to date" in again.stdout
+
+
+def test_the_schema_parameter_is_still_refused_for_another_tools_folder(app: Path) -> None:
+    (app / "db" / "migrations").mkdir(parents=True)
+    (app / "db" / "migrations" / "1_a.up.sql").write_text("SELECT 1;\n")
+    url = "postgres://u:secret@127.0.0.1:5432/db?schema=x"
+    result = run_cli(["status"], cwd=app, database_url=url)
+    assert result.returncode == 2, result.output
+    assert "has the parameter 'schema'" in result.stderr

@@ -66,8 +66,12 @@ class Session:
     def open(cls, config: Config, output: Output) -> Session:
         """Connect to the configured database (`connect` refuses transaction pooling)."""
         from herokumigrate.database import connect, read_target
+        from herokumigrate.formats.prisma import is_prisma_folder
 
-        target = read_target(os.environ, config.database_url_var, output)
+        prisma = config.tool == "prisma" or (
+            config.tool is None and is_prisma_folder(config.migrations_dir)
+        )
+        target = read_target(os.environ, config.database_url_var, output, prisma=prisma)
 
         def open_connection(wait: float) -> Conn:
             return connect(

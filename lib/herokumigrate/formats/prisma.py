@@ -183,6 +183,18 @@ class PrismaFormat:
         return [NewFile(f"{version}_{slug}/{SCRIPT}", f"-- {title}\n")]
 
 
+def is_prisma_folder(folder: Path) -> bool:
+    """Whether `folder` holds Prisma's migrations: its lock file, or a subfolder holding
+    `migration.sql` (for the URL's Prisma parameters, read before the folder is)."""
+    if (folder / LOCK_FILE).is_file():
+        return True
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return False
+    return any(e.is_dir() and os.path.isfile(os.path.join(e.path, SCRIPT)) for e in entries)
+
+
 def checksum_of_bytes(data: bytes) -> str:
     """Prisma's checksum: the lowercase hex SHA-256 of the file's bytes."""
     return hashlib.sha256(data).hexdigest()
