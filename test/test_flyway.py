@@ -402,3 +402,59 @@ def test_subfolders_are_read_as_flyway_scans_them_the_script_their_path(
         "views/R__v.sql",
     ]
     assert flyway_would_apply(database_url, folder) == []
+
+
+COPY_SCRIPT = (
+    "CREATE TABLE cp (id int, name text);\n"
+    "COPY cp (id, name) FROM stdin;\n"
+    "1\tends with a semicolon;\n"
+    "2\t$$ not a quote\n"
+    "3\t\\N\n"
+    "\\.\n"
+    "\n"
+    "INSERT INTO cp VALUES (4, $$x;y$$);\n"
+)
+
+
+def test_copy_from_stdin_data_is_split_off_with_its_statement() -> None:
+    from herokumigrate.sqlsplit import split_statements
+
+    create, copy, insert = split_statements(COPY_SCRIPT)
+    assert copy.text == "COPY cp (id, name) FROM stdin;"
+    assert copy.data == "1\tends with a semicolon;\n2\t$$ not a quote\n3\t\\N\n"
+    assert (create.data, insert.data) == (None, None)
+    assert insert.line == 8
+    from herokumigrate.sqlsplit import SplitError
+
+    with pytest.raises(SplitError, match="no end line"):
+        split_statements("COPY cp FROM stdin;\n1\tx\n")
+
+
+def test_copy_data_passes_postgresqls_parser_at_build_time(app: Path) -> None:
+    pytest.importorskip("pglast")
+    from herokumigrate.pgparse import check_boundaries, load_parser, parse_section
+
+    folder = flyway_app(app, {"V1__copy.sql": COPY_SCRIPT})
+    [m] = load_migrations(folder, app)
+    parsed = parse_section(load_parser(), m.up, trees=False)
+    check_boundaries(parsed, "flyway")
+    assert [s.line for s in parsed.statements] == [1, 2, 8]
+
+
+@pytest.mark.db
+def test_copy_from_stdin_with_inline_data_is_applied_as_flyway_applies_it(
+    pg_server: Server, dbname: str, database_url: str, tool_db: str, app: Path
+) -> None:
+    folder = flyway_app(app, {"V1__copy.sql": COPY_SCRIPT, "V2__more.sql": "SELECT 1;\n"})
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    found = rows(database_url, "SELECT id, name FROM cp ORDER BY id")
+    assert found == [(1, "ends with a semicolon;"), (2, "$$ not a quote"), (3, None), (4, "x;y")]
+    # psql, reading the same file, loads the same rows.
+    with pg_server.admin_conn(tool_db) as conn:
+        conn.execute("CREATE TABLE cp (id int, name text)")
+        with conn.cursor().copy("COPY cp (id, name) FROM STDIN") as copy:
+            copy.write("1\tends with a semicolon;\n2\t$$ not a quote\n3\t\\N\n")
+        conn.execute("INSERT INTO cp VALUES (4, $$x;y$$)")
+        assert found == rows(conn, "SELECT id, name FROM cp ORDER BY id")
+    assert flyway_would_apply(database_url, folder) == []

@@ -61,8 +61,14 @@ class StepFailed(Exception):
 
 
 def execute(conn: Conn, step: Step) -> None:
-    """Run one statement; StepFailed on a SQL error, the psycopg error if the session is gone."""
+    """Run one statement; StepFailed on a SQL error, the psycopg error if the session is gone.
+    A `COPY ... FROM STDIN` sends its inline data through the COPY protocol."""
+    data = step.statement.data
     try:
+        if data is not None:
+            with conn.cursor().copy(step.statement.text.encode("utf-8")) as copy:
+                copy.write(data.encode("utf-8"))
+            return
         conn.execute(step.statement.text.encode("utf-8"))
     except psycopg.OperationalError as exc:
         if connection_lost(exc):
@@ -78,8 +84,9 @@ def execute_batch(conn: Conn, steps: list[Step]) -> None:
     An error position from PostgreSQL is mapped back to the statement and its line; an
     error without one leaves the batch un-pinpointed (see `apply.pinpoint`).
     """
-    if len(steps) == 1:
-        execute(conn, steps[0])
+    if len(steps) == 1 or any(step.statement.data is not None for step in steps):
+        for step in steps:  # a COPY's data cannot share a simple query
+            execute(conn, step)
         return
     starts: list[int] = []
     parts: list[str] = []
