@@ -458,3 +458,28 @@ def test_copy_from_stdin_with_inline_data_is_applied_as_flyway_applies_it(
         conn.execute("INSERT INTO cp VALUES (4, $$x;y$$)")
         assert found == rows(conn, "SELECT id, name FROM cp ORDER BY id")
     assert flyway_would_apply(database_url, folder) == []
+
+
+@pytest.mark.db
+def test_down_goto_and_force_move_along_the_versions_leaving_repeatables_alone(
+    dbname: str, database_url: str, app: Path
+) -> None:
+    folder = flyway_app(
+        app,
+        {
+            "V1__a.sql": "CREATE TABLE a (id int);\n",
+            "V2__b.sql": "CREATE TABLE b (id int);\n",
+            "R__v.sql": "CREATE OR REPLACE VIEW v AS SELECT id FROM a;\n",
+        },
+    )
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    down = run_cli(["down", "1", "--yes"], cwd=app, database_url=database_url)
+    assert down.returncode == 2, down.output  # V2, not R__v: Flyway keeps no downs
+    assert "V2__b.sql: has no down migration" in down.stderr
+    assert "Undo it in a new migration" in down.stderr
+    forced = run_cli(["force", "1"], cwd=app, database_url=database_url)
+    assert forced.returncode == 0, forced.output
+    assert rows(
+        database_url, "SELECT version, script FROM flyway_schema_history ORDER BY installed_rank"
+    ) == [("1", "V1__a.sql"), (None, "R__v.sql")]
+    assert flyway_would_apply(database_url, folder) == ["V2__b.sql"]

@@ -16,6 +16,8 @@ from herokumigrate.signals import transaction
 from herokumigrate.statements import StepFailed
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from herokumigrate.history import HistoryRow, HistoryTable
     from herokumigrate.ledger import DatabaseState
     from herokumigrate.migration import Migration
@@ -97,8 +99,15 @@ def newest_applied(
 ) -> list[Migration]:
     """The `count` newest recorded migrations, newest first, each checked revertible."""
     by_version = {m.version: m for m in migrations}
-    versions = sorted(state.rows, reverse=True)[:count]
+    versions = sorted(_versioned(state.rows, migrations), reverse=True)[:count]
     return [revertible(v, by_version, state.rows) for v in versions]
+
+
+def _versioned(versions: Iterable[Version], migrations: list[Migration]) -> list[Version]:
+    """`versions` less those of repeatable migrations (Flyway's R__), which have no place in
+    the line of versions that `down`, `goto` and `force` move along."""
+    repeatable = {m.version for m in migrations if m.repeatable}
+    return [v for v in versions if v not in repeatable]
 
 
 def newer_than(
@@ -106,7 +115,7 @@ def newer_than(
 ) -> list[Migration]:
     """The recorded migrations newer than `version`, newest first, each checked revertible."""
     by_version = by_version_checked(migrations, version)
-    newer = sorted((v for v in state.rows if v > version), reverse=True)
+    newer = sorted((v for v in _versioned(state.rows, migrations) if v > version), reverse=True)
     return [revertible(v, by_version, state.rows) for v in newer]
 
 
@@ -122,9 +131,14 @@ def revertible(
             "`heroku-migrate force VERSION` to only change the record.",
         )
     if m.down is None:
+        downless = m.format in ("prisma", "flyway")  # the tool keeps no downs (Community)
         raise BadInput(
             f"{m.filename}: has no down migration, so it cannot be reverted",
-            fix="Write its down SQL (a .down.sql file or a '-- migrate:down' section).",
+            fix="Undo it in a new migration (heroku-migrate new NAME), as "
+            f"{m.format} itself would; or use `heroku-migrate force VERSION` to only change "
+            "the record."
+            if downless
+            else "Write its down SQL (a .down.sql file or a '-- migrate:down' section).",
         )
     if rows[version].state is HistoryState.PARTIAL:
         raise BadInput(
@@ -185,12 +199,13 @@ def force(
         history.create(conn)
         if state.native is None and book.native is not None:
             book.native.create(conn)
-        drop = [v for v in state.rows if v > version]
+        drop = [v for v in _versioned(state.rows, migrations) if v > version]
         history.delete(conn, drop)
         mark = [
             m
             for m in migrations
             if m.version <= version
+            and not m.repeatable
             and (
                 m.version not in state.rows
                 or state.rows[m.version].state is not HistoryState.APPLIED
