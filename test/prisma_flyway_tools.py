@@ -152,6 +152,7 @@ class FlywayScript(NamedTuple):
     text: str  # placeholders replaced
     checksum: int
     in_transaction: bool
+    baseline: bool = False  # a B file: stands for the versions up to its own
 
 
 def flyway_crc(text: str) -> int:
@@ -167,7 +168,7 @@ def flyway_folder(folder: Path, placeholders: dict[str, str] | None = None) -> l
     """The versioned scripts by version, then the repeatables by description."""
     found = []
     for path in sorted(folder.rglob("*.sql")):  # Flyway scans its locations recursively
-        match = re.fullmatch(r"([VR])([0-9._]*)__(.*)\.sql", path.name)
+        match = re.fullmatch(r"([VRB])([0-9._]*)__(.*)\.sql", path.name)
         if match is None:
             continue
         kind, written, description = match.groups()
@@ -181,15 +182,22 @@ def flyway_folder(folder: Path, placeholders: dict[str, str] | None = None) -> l
                 text = text.replace("${" + name + "}", value)
         in_transaction = "executeInTransaction=false" not in settings
         description = description.replace("_", " ")
-        if kind == "V":
+        if kind in "VB":
             stored = written.replace("_", ".")
             parts = [int(p) for p in stored.split(".")]
             while len(parts) > 1 and parts[-1] == 0:
                 parts.pop()
-            order: tuple[object, ...] = (0, *parts)
+            order: tuple[object, ...] = (0, *parts) if kind == "V" else (0, *parts, -1)
             found.append(
                 FlywayScript(
-                    order, stored, description, script, text, flyway_crc(raw), in_transaction
+                    order,
+                    stored,
+                    description,
+                    script,
+                    text,
+                    flyway_crc(raw),
+                    in_transaction,
+                    baseline=kind == "B",
                 )
             )
         else:
@@ -220,7 +228,12 @@ def apply_as_flyway(
         ).fetchall()
         versions = {v for v, _, _ in done if v is not None}
         repeatables = {d: c for v, d, c in done if v is None}  # the latest row counts
-        for m in flyway_folder(folder, placeholders)[:only]:
+        scripts = flyway_folder(folder, placeholders)
+        baselines = [m for m in scripts if m.baseline]
+        chosen = max(baselines) if baselines and not done else None  # an empty history only
+        for m in [s for s in scripts if not s.baseline or s is chosen][:only]:
+            if chosen is not None and m is not chosen and m.version and m.order <= chosen.order:
+                continue  # below the baseline migration: never run
             if m.version is not None and m.version in versions:
                 continue
             if m.version is None and repeatables.get(m.description) == m.checksum:
@@ -232,11 +245,12 @@ def apply_as_flyway(
             conn.execute(
                 "INSERT INTO flyway_schema_history (installed_rank, version, description, type,"
                 " script, checksum, installed_by, execution_time, success)"
-                " SELECT coalesce(max(installed_rank), 0) + 1, %s, %s, 'SQL', %s, %s,"
+                " SELECT coalesce(max(installed_rank), 0) + 1, %s, %s, %s, %s, %s,"
                 " current_user, %s, true FROM flyway_schema_history",
                 (
                     m.version,
                     m.description,
+                    "SQL_BASELINE" if m.baseline else "SQL",
                     m.script,
                     m.checksum,
                     round((time.monotonic() - started) * 1000),
@@ -254,14 +268,23 @@ def flyway_would_apply(
     version below the newest applied one)."""
     with psycopg.connect(url, autocommit=True) as conn:
         found = conn.execute(
-            "SELECT version, description, checksum, success FROM flyway_schema_history"
+            "SELECT version, description, checksum, success, type FROM flyway_schema_history"
             " ORDER BY installed_rank"
         ).fetchall()
-    if any(not ok for *_, ok in found):
+    if any(not ok for *_, ok, _ in found):
         raise ToolRefuses("Detected failed migration: please run repair")
-    scripts = flyway_folder(folder, placeholders)
+    everything = flyway_folder(folder, placeholders)
+    base = [
+        m
+        for m in everything
+        if m.baseline and (m.version, "SQL_BASELINE") in {(v, t) for v, _, _, _, t in found}
+    ]
+    floor = base[0].order if base else None  # versions up to the baseline are never run
+    scripts = [
+        m for m in everything if not m.baseline and not (floor and m.version and m.order <= floor)
+    ]
     local = {m.version: m for m in scripts if m.version is not None}
-    applied = {str(v): c for v, _, c, _ in found if v is not None}
+    applied = {str(v): c for v, _, c, _, t in found if v is not None and t != "SQL_BASELINE"}
     for version, kept in applied.items():
         if version not in local:
             raise ToolRefuses(f"Detected applied migration not resolved locally: {version}")
@@ -269,7 +292,7 @@ def flyway_would_apply(
             raise ToolRefuses(f"Migration checksum mismatch for migration version {version}")
     newest = max((local[v].order for v in applied), default=None)
     pending = []
-    latest = {str(d): c for v, d, c, _ in found if v is None}
+    latest = {str(d): c for v, d, c, _, _ in found if v is None}
     for m in scripts:
         if m.version is None:
             if latest.get(m.description) != m.checksum:

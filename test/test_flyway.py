@@ -137,11 +137,58 @@ def test_a_callback_script_is_refused_naming_it(app: Path) -> None:
     assert "afterMigrate.sql: a Flyway callback script" in caught.value.message
 
 
-def test_a_baseline_migration_is_refused_naming_it(app: Path) -> None:
-    folder = flyway_app(app, {"V1__a.sql": "SELECT 1;\n", "B1__base.sql": "SELECT 2;\n"})
-    with pytest.raises(BadInput) as caught:
-        load_migrations(folder, app)
-    assert "B1__base.sql: a Flyway baseline migration" in caught.value.message
+BASELINED = {
+    "V1__a.sql": "CREATE TABLE a (id int);\n",
+    "V2__b.sql": "CREATE TABLE b (id int);\n",
+    "B2__base.sql": "CREATE TABLE a (id int);\nCREATE TABLE b (id int, note text);\n",
+    "V3__c.sql": "CREATE TABLE c (id int);\n",
+    "R__v.sql": "CREATE OR REPLACE VIEW v AS SELECT id FROM b;\n",
+}
+
+
+@pytest.mark.db
+def test_a_baseline_migration_runs_instead_of_the_versions_it_covers_on_an_empty_history(
+    pg_server: Server, dbname: str, database_url: str, tool_db: str, app: Path
+) -> None:
+    folder = flyway_app(app, BASELINED)
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    apply_as_flyway(pg_server.url(tool_db), folder)
+    ours = rows(database_url, FLYWAY_ROWS)
+    assert ours == rows(pg_server.url(tool_db), FLYWAY_ROWS)
+    assert [(r[1], r[3], r[4]) for r in ours] == [
+        ("2", "SQL_BASELINE", "B2__base.sql"),
+        ("3", "SQL", "V3__c.sql"),
+        (None, "SQL", "R__v.sql"),
+    ]
+    assert "note" in str(
+        rows(database_url, "SELECT attname FROM pg_attribute WHERE attrelid = 'b'::regclass")
+    )
+    assert flyway_would_apply(database_url, folder) == []
+    again = run_cli(["up"], cwd=app, database_url=database_url)
+    assert again.returncode == 0, again.output
+    assert "Applying" not in again.stdout  # V1, V2 adopted as below the baseline
+
+
+@pytest.mark.db
+def test_a_baseline_migration_is_ignored_once_anything_is_applied(
+    pg_server: Server, dbname: str, database_url: str, tool_db: str, app: Path
+) -> None:
+    folder = flyway_app(app, {k: v for k, v in BASELINED.items() if k == "V1__a.sql"})
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    apply_as_flyway(pg_server.url(tool_db), folder)
+    flyway_app(app, BASELINED)
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    apply_as_flyway(pg_server.url(tool_db), folder)
+    assert rows(database_url, FLYWAY_ROWS) == rows(pg_server.url(tool_db), FLYWAY_ROWS)
+    assert [r[4] for r in rows(database_url, FLYWAY_ROWS)] == [
+        "V1__a.sql",
+        "V2__b.sql",
+        "V3__c.sql",
+        "R__v.sql",
+    ]
+    assert flyway_would_apply(database_url, folder) == []
 
 
 def test_placeholders_are_replaced_from_flyways_config_vars(

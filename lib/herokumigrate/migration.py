@@ -50,6 +50,9 @@ class Migration:
     # Run again whenever its checksum changes, instead of refused as an edited applied file
     # (Flyway's `R__` files); its version sorts after every versioned migration.
     repeatable: bool = False
+    # Stands for every versioned migration up to its own version, and runs instead of them on
+    # an empty history only (Flyway's `B` files); ignored once anything is applied.
+    baseline: bool = False
 
     @cached_property
     def down(self) -> SqlSection | None:

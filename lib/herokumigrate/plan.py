@@ -178,6 +178,9 @@ def make_plan(
         )
         and (target is None or m.version <= target)
     ]
+    if any(m.baseline for m in migrations):
+        empty = not rows and not adopted and not (state.native and state.native.applied())
+        pending = _with_baseline(pending, target) if empty else _without_baselines(pending)
     return ReleasePlan(
         state,
         pending,
@@ -199,6 +202,29 @@ def _edited(m: Migration, rows: Mapping[Version, HistoryRow], native: NativeTabl
     if row is not None and row.state is HistoryState.APPLIED and row.checksum != m.checksum:
         return True
     return native is not None and native.tool == m.format and native.edited(m)
+
+
+def _with_baseline(pending: list[Migration], target: Version | None) -> list[Migration]:
+    """On an empty history: the newest baseline migration (at or below `target`) instead of
+    the versioned migrations it stands for, as Flyway does; the other baselines not at all."""
+    chosen = max(
+        (m for m in pending if m.baseline and (target is None or m.version <= target)),
+        key=lambda m: m.version,
+        default=None,
+    )
+    if chosen is None:
+        return _without_baselines(pending)
+    covered = chosen.version.key[:-1]  # the version it stands for, and those below
+    return [
+        m
+        for m in pending
+        if m is chosen or not (m.baseline or (not m.repeatable and m.version.key <= covered))
+    ]
+
+
+def _without_baselines(pending: list[Migration]) -> list[Migration]:
+    """Baseline migrations run on an empty history only."""
+    return [m for m in pending if not m.baseline]
 
 
 def _tool_only(
@@ -244,12 +270,16 @@ def check_plan(
     if plan.pending:
         # Repeatable migrations (Flyway's R__) have no place among the versions.
         pending = {m.version for m in plan.pending}
-        applied = [m.version for m in migrations if m.version not in pending and not m.repeatable]
+        applied = [
+            m.version
+            for m in migrations
+            if m.version not in pending and not m.repeatable and not m.baseline
+        ]
         newest = max(applied, default=None)
         older = [
             m.label
             for m in plan.pending
-            if newest is not None and not m.repeatable and m.version < newest
+            if newest is not None and not m.repeatable and not m.baseline and m.version < newest
         ]
         refusal = plan.native.out_of_order_refusal() if plan.native is not None else None
         if older and refusal is not None:

@@ -104,10 +104,10 @@ def newest_applied(
 
 
 def _versioned(versions: Iterable[Version], migrations: list[Migration]) -> list[Version]:
-    """`versions` less those of repeatable migrations (Flyway's R__), which have no place in
-    the line of versions that `down`, `goto` and `force` move along."""
-    repeatable = {m.version for m in migrations if m.repeatable}
-    return [v for v in versions if v not in repeatable]
+    """`versions` less those of repeatable and baseline migrations (Flyway's R__ and B files),
+    which have no place in the line of versions that `down`, `goto` and `force` move along."""
+    aside = {m.version for m in migrations if m.repeatable or m.baseline}
+    return [v for v in versions if v not in aside]
 
 
 def newer_than(
@@ -205,7 +205,7 @@ def force(
             m
             for m in migrations
             if m.version <= version
-            and not m.repeatable
+            and not (m.repeatable or m.baseline)
             and (
                 m.version not in state.rows
                 or state.rows[m.version].state is not HistoryState.APPLIED

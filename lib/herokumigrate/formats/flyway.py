@@ -17,10 +17,13 @@ MigrationVersion, ChecksumCalculator, PlaceholderReplacingReader):
 - `${name}` placeholders are replaced everywhere in the file, comments and strings too: the
   built-ins `${flyway:...}` and the app's `FLYWAY_PLACEHOLDERS_<NAME>` config vars (their
   names lowercased, as Flyway reads them); an unknown one is an error naming file and line;
+- `B<version>__<description>.sql` (a baseline migration) runs, on an empty history only, instead
+  of the versioned migrations up to its version (the newest one at or below the target; its
+  row's type is `SQL_BASELINE`); once anything is applied, baseline migrations are ignored;
 - `U` files (undo, Flyway Teams only) are ignored as Flyway Community ignores them; callback
   scripts (`beforeMigrate.sql`, `afterMigrate__x.sql`, ...) are refused, naming the file: the
   runner does not run callbacks around its transaction (DESIGN: nothing runs that the plan
-  does not show); baseline migrations (`B...`) are refused likewise for now.
+  does not show).
 
 The folder is `src/main/resources/db/migration` (Spring Boot, Maven and Gradle apps) or
 `db/migration` (the Flyway CLI's default); its subfolders are read too, as Flyway scans them, and
@@ -53,6 +56,7 @@ SUFFIX = ".sql"
 CONF_SUFFIX = ".sql.conf"
 SEPARATOR = "__"
 REPEATABLE = "R"
+BASELINE = "B"
 DEFAULT_TABLE = "flyway_schema_history"
 PLACEHOLDER_VARS = "FLYWAY_PLACEHOLDERS_"
 # flyway_schema_history.version is VARCHAR(50); description VARCHAR(200).
@@ -134,6 +138,10 @@ class FlywayVersions:
         if written.startswith(REPEATABLE + SEPARATOR):
             description = description_of(written[len(REPEATABLE + SEPARATOR) :])
             return Version((1, description), written, written)
+        if written.startswith(BASELINE):  # just after the version it stands for
+            version = self.parse(written[len(BASELINE) :])
+            canonical = BASELINE + version.canonical
+            return Version((*version.key, -1), canonical, canonical)
         if not _VERSION.match(written):
             raise ValueError(
                 f"version {written!r} is not digits separated by `.` or `_` (Flyway: 'Invalid "
@@ -179,8 +187,6 @@ class FlywayFormat:
                 return Claim(entry, self.syntax.parse(written), description, primary=False)
             except ValueError:
                 return None
-        if prefix == "B":
-            raise _baseline(entry.path)
         if prefix == REPEATABLE:
             if written:
                 raise BadInput(
@@ -192,7 +198,7 @@ class FlywayFormat:
             version = self.syntax.parse(REPEATABLE + SEPARATOR + description)
         else:
             try:
-                version = self.syntax.parse(written)
+                version = self.syntax.parse(BASELINE + written if prefix == BASELINE else written)
             except ValueError as exc:
                 raise BadInput(
                     f"{entry.path.shown}: {exc}",
@@ -219,11 +225,20 @@ class FlywayFormat:
             folder.problem(path, exc)
             return None
         repeatable = version.key[0] == 1
+        baseline = not repeatable and version.key[-1] == -1
         checksum = str(checksum_of(text if repeatable else raw))
         in_transaction = conf.get("executeintransaction", "true").lower() != "false"
         section = SqlSection(path, text, transaction=in_transaction)
         title = "" if repeatable else script.title
-        return Migration(version, title, self.name, section, checksum, repeatable=repeatable)
+        return Migration(
+            version,
+            title,
+            self.name,
+            section,
+            checksum,
+            repeatable=repeatable,
+            baseline=baseline,
+        )
 
     def folders(self, app_dir: Path) -> list[FolderCandidate]:
         """Spring Boot's `src/main/resources/db/migration`, the Flyway CLI's `db/migration`."""
@@ -360,15 +375,6 @@ def _callback(path: SourceFile) -> BadInput:
         "one transaction)",
         fix="Move its SQL into a migration (an R__ file runs again whenever it changes), or "
         "move the file out of the migrations folder.",
-    )
-
-
-def _baseline(path: SourceFile) -> BadInput:
-    return BadInput(
-        f"{path.shown}: a Flyway baseline migration (B…); heroku-migrate does not apply "
-        "baseline migrations yet",
-        fix="Move it out of the migrations folder: the versioned migrations it stands for "
-        "are applied instead (on a new database they give the same schema).",
     )
 
 

@@ -20,6 +20,7 @@ from psycopg import sql
 
 from herokumigrate.errors import BadInput
 from herokumigrate.formats.flyway import (
+    BASELINE,
     DEFAULT_TABLE,
     REPEATABLE,
     SEPARATOR,
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 _LOCK_BASE = 0x466C79776179  # "Flyway" in ASCII
 _SYNTAX = FlywayVersions()
 _NOT_MIGRATIONS = frozenset({"SCHEMA", "DELETE", "UNDO_SQL", "UNDO_JDBC", "UNDO_SCRIPT"})
+# `flyway baseline`'s row, and a baseline migration's (`B5__x.sql`): every version up to theirs
+# counts as applied.
+_BASELINES = frozenset({"BASELINE", "SQL_BASELINE"})
 
 
 class FlywayRow(NamedTuple):
@@ -81,12 +85,13 @@ class FlywayTable(NativeTable):
         super().__init__(name)
         self.rows = sorted(rows, key=lambda r: r.rank)
         self._latest: dict[Version, FlywayRow] = {}
-        self._baseline: Version | None = None
+        self._baseline: tuple[object, ...] | None = None  # the key every version up to counts
         for row in self.rows:
             if row.kind in _NOT_MIGRATIONS:
                 continue
-            if row.kind == "BASELINE" and row.success:
-                self._baseline = row.version
+            if row.kind in _BASELINES and row.success:
+                key = row.version.key
+                self._baseline = key[:-1] if row.kind == "SQL_BASELINE" else key
             self._latest[row.version] = row  # the latest row of a version or description
 
     @classmethod
@@ -102,7 +107,7 @@ class FlywayTable(NativeTable):
         rows = [
             FlywayRow(
                 int(str(rank)),
-                _version_of(version, str(description)),
+                _version_of(version, str(description), str(kind)),
                 str(description),
                 str(kind),
                 str(script),
@@ -131,7 +136,11 @@ class FlywayTable(NativeTable):
             return row.success
         # Below a baseline: Flyway counts it as applied (it never runs it).
         base = self._baseline
-        return base is not None and version.key[0] == 0 and version <= base
+        return base is not None and version.key[0] == 0 and version.key <= base
+
+    def agrees(self, applied: set[Version]) -> bool:
+        # Below a baseline, versions count as applied without a row: never "the same set".
+        return self._baseline is None and super().agrees(applied)
 
     def checksum_of(self, version: Version) -> str | None:
         row = self._latest.get(version)
@@ -263,12 +272,13 @@ class FlywayTable(NativeTable):
             sql.SQL(
                 "INSERT INTO {} (installed_rank, version, description, type, script, checksum,"
                 " installed_by, execution_time, success)"
-                " SELECT coalesce(max(installed_rank), 0) + 1, %s, %s, 'SQL', %s, %s,"
+                " SELECT coalesce(max(installed_rank), 0) + 1, %s, %s, %s, %s, %s,"
                 " current_user, %s, %s FROM {}"
             ).format(table, table),
             (
-                None if repeatable else m.version.canonical,
+                None if repeatable else _stored(m.version),
                 description,
+                "SQL_BASELINE" if m.baseline else "SQL",
                 m.up.path.name,
                 checksum(m),
                 _ms(ms),
@@ -300,13 +310,21 @@ def _same(version: Version) -> sql.Composable:
 def _same_args(version: Version) -> tuple[str]:
     if version.key[0] == 1:
         return (str(version.key[1]),)
-    return (version.canonical,)
+    return (_stored(version),)
 
 
-def _version_of(version: object, description: str) -> Version:
-    """A row's version: its text, or a repeatable's `R__description`."""
+def _stored(version: Version) -> str:
+    """The version text Flyway's table keeps (a baseline migration's without its `B`)."""
+    return version.canonical.removeprefix(BASELINE)
+
+
+def _version_of(version: object, description: str, kind: str) -> Version:
+    """A row's version: its text, a repeatable's `R__description`, a baseline migration's
+    `B<version>`."""
     if version is None:
         return _SYNTAX.parse(REPEATABLE + SEPARATOR + description.replace(" ", "_"))
+    if kind == "SQL_BASELINE":
+        return _SYNTAX.parse(BASELINE + str(version))
     return _SYNTAX.parse(str(version))
 
 
