@@ -106,3 +106,32 @@ def test_statements_around_a_concurrent_index_in_a_large_file_run_once_each(
         pg_server.admin_url(dbname),
         "SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_name'::regclass",
     ) == [(True,)]
+
+
+def test_a_migrations_timeouts_never_reach_the_next_one_in_the_same_transaction(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # Our timeouts travel in the first round trip of each migration: a file's SET or RESET ALL
+    # ends with that file, whether the next migration is one statement or several.
+    seen = (
+        "INSERT INTO seen SELECT '{}', current_setting('lock_timeout'),"
+        " current_setting('statement_timeout');\n"
+    )
+    files = {
+        "1_off.up.sql": "SET lock_timeout = 0;\nSET statement_timeout = 0;\n"
+        "CREATE TABLE seen (name text, lock_timeout text, statement_timeout text);\n",
+        "2_one.up.sql": seen.format("one"),
+        "3_off_again.up.sql": "SET lock_timeout = 0;\nSET statement_timeout = 0;\n",
+        "4_many.up.sql": "CREATE TABLE other (id int);\n" + seen.format("many"),
+        "5_reset.up.sql": "RESET ALL;\n",
+        "6_after_reset.up.sql": seen.format("after reset"),
+    }
+    env = {"MIGRATE_LOCK_TIMEOUT": "2", "MIGRATE_STATEMENT_TIMEOUT": "30"}
+    result = up(app, files, database_url, env=env)
+    assert result.returncode == 0, result.output
+    # The first attempt waits 0.1 s for a lock (lockretry.py), every statement 30 s at most.
+    assert rows(pg_server.admin_url(dbname), "SELECT * FROM seen ORDER BY name") == [
+        ("after reset", "100ms", "30s"),
+        ("many", "100ms", "30s"),
+        ("one", "100ms", "30s"),
+    ]

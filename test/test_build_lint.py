@@ -334,3 +334,38 @@ def test_a_wheel_is_pinned_for_every_build_python() -> None:
     chosen = parser.pinned_for_this_python(pins)
     assert chosen is not None
     assert f"-cp3{sys.version_info.minor}-" in chosen.filename
+
+
+@needs_python310
+def test_a_new_down_that_drops_data_is_said_and_warned_about_with_revert(
+    buildpack: Path, python_dir: Path, first_build: Build, tmp_path: Path
+) -> None:
+    files = {
+        **FIRST,
+        "3_notes.up.sql": "CREATE TABLE notes (id bigserial PRIMARY KEY, body text);\n",
+        "3_notes.down.sql": "-- the notes go\nDROP TABLE notes;\n",
+    }
+    revert = build(
+        buildpack,
+        python_dir,
+        tmp_path / "revert",
+        cache_after_first(first_build, tmp_path / "revert"),
+        files,
+        MIGRATE_ON_ROLLBACK="revert",
+    )
+    keep = build(
+        buildpack,
+        python_dir,
+        tmp_path / "keep",
+        cache_after_first(first_build, tmp_path / "keep"),
+        files,
+    )
+
+    assert revert.result.returncode == 0, revert.output
+    assert "runs 1 down statement(s) of its new migrations that drop data" in revert.result.stderr
+    assert " !     3_notes.down.sql line 2: DROP TABLE notes;" in revert.result.stderr
+    # The first build's files (every one new to a cold cache) are not listed.
+    assert "1_create_users.down.sql" not in revert.output
+    assert keep.result.returncode == 0, keep.output
+    assert "drop data" not in keep.result.stderr
+    assert "with MIGRATE_ON_ROLLBACK=revert a rollback would run them" in keep.result.stdout

@@ -477,22 +477,6 @@ def test_skip_is_resolved_alone_from_flag_env_then_file(tmp_path: Path) -> None:
     assert skip_requested_by(tmp_path, {"MIGRATE_SKIP": "no"}, {}) is None
 
 
-def test_readme_has_a_row_for_every_setting() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    rows = {}
-    for line in readme.splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("| `") and len(cells) == 5 and cells[1].startswith("`MIGRATE_"):
-            rows[cells[0].strip("`")] = cells
-    assert set(rows) == set(SETTINGS)
-    for key, setting in SETTINGS.items():
-        _, env, flag, default, meaning = rows[key]
-        assert env == f"`{setting.env_var}`"
-        assert flag == (f"`{setting.flag_name}`" if setting.flag else ""), key
-        assert default.strip("`").startswith(setting.default_text), key
-        assert meaning, key
-
-
 def test_every_command_option_has_a_field_in_arguments() -> None:
     # parse_command_line builds Arguments from argparse's result: an option added to the
     # grammar without a field would fail at run time, so check every command's options here.

@@ -160,6 +160,7 @@ def test_golang_migrate_state_is_adopted_and_kept_in_sync(
         "c",
         "heroku_migrate_history",
         "heroku_migrate_history_log",
+        "heroku_migrate_history_rev",
         "schema_migrations",
     ]
     assert rows(pg_server.admin_url(dbname), "SELECT version, dirty FROM schema_migrations") == [

@@ -53,6 +53,7 @@ class Checks:
     def __init__(self, command: Command, config: Config, output: Output) -> None:
         self.policy = CHECKS[command]
         self.allow_changed = config.allow_changed
+        self.revert_on_rollback = config.on_rollback.value == "revert"
         self.output = output
         self._split: set[Migration] = set()
         self._warned: set[tuple[str, ...]] = set()
@@ -68,7 +69,13 @@ class Checks:
         from herokumigrate.plan import check_plan
 
         if self.policy.plan:
-            for warning in check_plan(plan, migrations, allow_changed=self.allow_changed):
+            warnings = check_plan(
+                plan,
+                migrations,
+                allow_changed=self.allow_changed,
+                revert_on_rollback=self.revert_on_rollback,
+            )
+            for warning in warnings:
                 if warning not in self._warned:
                     self._warned.add(warning)
                     self.output.warn(*warning)

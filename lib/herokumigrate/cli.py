@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from herokumigrate.migration import Migration
     from herokumigrate.migrator import Migrator, PlanReport, StatusEntry, StatusReport, UpResult
     from herokumigrate.native import Resolution
+    from herokumigrate.versions import Version
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,6 +210,14 @@ def _render_up(output: Output, result: UpResult) -> int:
 
 def _render_plan(output: Output, report: PlanReport) -> int:
     """The locks (and lint findings) of each pending migration, under the dry run's lines."""
+    if report.reverts:
+        output.step("Locks each down takes on rollback (observed in the rolled-back transaction)")
+        for entry in report.reverts:
+            lines = [lock.describe() for lock in entry.locks]
+            none = " takes no table lock the release does not hold already"
+            output.detail(f"{entry.migration.label}:" + ("" if lines else none))
+            for line in lines:
+                output.detail("  " + line)
     if report.result is not None and report.result.up_to_date:
         return _render_up(output, report.result)
     ran = [entry for entry in report.migrations if entry.ran]
@@ -260,6 +269,18 @@ def _render_plan_json(output: Output, report: PlanReport) -> int:
         "lint": "not run" if lint is None else "ran" if lint.available else "not available",
         "lint_problem": lint.problem if lint is not None and lint.problem else None,
         "migrations": [_plan_entry_json(report, entry) for entry in report.migrations],
+        # What a rollback reverts first, newest first (docs/rollback.md).
+        "reverts": [
+            {
+                "version": entry.migration.version.json,
+                "name": entry.migration.name,
+                "locks": [
+                    {"mode": lock.mode.value if lock.mode else None, "relation": lock.relation}
+                    for lock in entry.locks
+                ],
+            }
+            for entry in report.reverts
+        ],
     }
     if report.failure is not None:
         failure = report.failure
@@ -337,11 +358,17 @@ def _render_status_json(output: Output, report: StatusReport) -> int:
                 "status": _status_text(e),
                 "applied_at": e.row.applied_at.isoformat() if e.row and e.row.applied_at else None,
                 "duration_ms": e.row.duration_ms if e.row else None,
+                "stored_down": report.downs.get(e.migration.version),
             }
             for e in report.entries
         ],
         "unknown": [
-            {"version": row.version.json, "name": row.name, "applied_at": str(row.applied_at)}
+            {
+                "version": row.version.json,
+                "name": row.name,
+                "applied_at": str(row.applied_at),
+                "stored_down": report.downs.get(row.version),
+            }
             for row in report.unknown
         ],
         "pending": [v.json for v in report.pending],
@@ -359,9 +386,14 @@ def _render_status_json(output: Output, report: StatusReport) -> int:
     return EXIT_OK
 
 
+def _no_stored_down(report: StatusReport, version: Version) -> str:
+    """`, no stored down` for a recorded version a rollback could not revert (docs/rollback.md)."""
+    return ", no stored down" if report.downs.get(version) == "no stored down" else ""
+
+
 def _render_status(output: Output, report: StatusReport, path: str, files: int) -> int:
     output.step(f"Migrations in {path} ({files} file(s))")
-    texts = [_status_text(e) for e in report.entries]
+    texts = [_status_text(e) + _no_stored_down(report, e.migration.version) for e in report.entries]
     width = max((len(str(e.migration.version)) for e in report.entries), default=0)
     state_width = max((len(t) for t in texts), default=0)
     for e, text in zip(report.entries, texts, strict=True):
@@ -374,7 +406,10 @@ def _render_status(output: Output, report: StatusReport, path: str, files: int) 
     if report.unknown:
         output.warn(
             "Applied but not in these files (a rollback?): "
-            + ", ".join(f"{row.version} {row.name}" for row in report.unknown)
+            + ", ".join(
+                f"{row.version} {row.name}" + _no_stored_down(report, row.version)
+                for row in report.unknown
+            )
         )
     if report.native_problem:
         output.warn(*report.native_problem)

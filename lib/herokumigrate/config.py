@@ -60,6 +60,17 @@ class TransactionMode(str, Enum):
         return str(self.value)
 
 
+class OnRollback(str, Enum):
+    """What a release whose files are older than the database (`heroku rollback`) does with
+    the migrations newer than every file it has (rollback.py)."""
+
+    KEEP = "keep"  # leave them applied, and say so
+    REVERT = "revert"  # revert them with their stored downs, all or nothing
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
 class LintMode(str, Enum):
     """What the build does with release-safety lint findings (lint.py)."""
 
@@ -189,6 +200,12 @@ class Config:
     transaction: TransactionMode = _setting(  # noqa: RUF009 -- a field spec, not a shared default
         TransactionMode.RELEASE,
         "`release`: one transaction for all pending migrations; `migration`: one per file",
+    )
+    on_rollback: OnRollback = _setting(  # noqa: RUF009 -- a field spec, not a shared default
+        OnRollback.KEEP,
+        "a release older than the database (`heroku rollback`): `keep` the newer migrations "
+        "applied, or `revert` them with the downs stored when they were applied "
+        "(docs/rollback.md)",
     )
     lock_wait: float = _setting(300.0, "seconds to wait for another runner's lock", maximum=DAY)
     lock_timeout: float = _setting(

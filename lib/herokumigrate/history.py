@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 from psycopg import sql
 from psycopg.rows import class_row, kwargs_row
 
+from herokumigrate.downstore import DownStore
 from herokumigrate.signals import transaction
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class HistoryTable:
         self.syntax = syntax
         self.ident = sql.Identifier(schema, table)
         self.log_ident = sql.Identifier(schema, table + "_log")
+        self.downs = DownStore(schema, table)  # each applied migration's down (downstore.py)
         # Versions as sent: text, made the column's type (bigint, or text) by the server.
         self._versions = sql.SQL("%s::pg_catalog.text[]::{}[]").format(sql.SQL(syntax.column_type))
 
@@ -159,11 +161,13 @@ class HistoryTable:
                 " detail pg_catalog.text NOT NULL)"
             ).format(self.log_ident)
         )
+        self.downs.create(conn)
 
     def record_applied(
         self, conn: Conn, done: Iterable[tuple[Migration, float]], source: str = SOURCE_RUNNER
     ) -> None:
-        """Upsert `applied` rows for migrations (with their durations in ms) in one statement."""
+        """Upsert `applied` rows for migrations (with their durations in ms) in one statement,
+        and store their downs (downstore.py)."""
         items = list(done)
         if not items:
             return
@@ -188,6 +192,7 @@ class HistoryTable:
                 [source] * len(items),
             ),
         )
+        self.downs.record(conn, [m for m, _ in items])
 
     def record_partial(self, conn: Conn, migration: Migration, progress: int, ms: float) -> None:
         """Mark a migration as partly applied: `progress` statements of its up section ran."""
@@ -209,11 +214,13 @@ class HistoryTable:
         )
 
     def delete(self, conn: Conn, versions: Iterable[Version]) -> None:
-        """Forget migrations (after their downs ran, or by `force`)."""
+        """Forget migrations (after their downs ran, or by `force`), and their stored downs."""
+        canonical = [v.canonical for v in versions]
         conn.execute(
             sql.SQL("DELETE FROM {} WHERE version = ANY({})").format(self.ident, self._versions),
-            ([v.canonical for v in versions],),
+            (canonical,),
         )
+        self.downs.delete(conn, canonical)
 
     def log(self, conn: Conn, event: str, detail: str) -> None:
         """Append to the event log that `status` reports from."""
@@ -258,6 +265,7 @@ class HistoryTable:
     def accept_checksums(self, conn: Conn, changed: Iterable[Migration]) -> None:
         """Record the edited content of applied migrations as accepted (`allow_changed`): their
         rows take the files' checksums, and the log says which changed from what."""
+        changed = list(changed)
         for m in changed:
             row = conn.execute(
                 sql.SQL(
@@ -275,10 +283,13 @@ class HistoryTable:
                     f"{m.filename}: edited after it was applied; checksum {str(row[0])[:12]} "
                     f"-> {m.checksum[:12]} accepted (allow_changed)",
                 )
+        self.downs.record(conn, changed)  # the accepted content's down
 
     def drop(self, conn: Conn) -> None:
-        """Drop the history and log tables (a failed first release leaves nothing behind)."""
+        """Drop the history, log and downs tables (a failed first release leaves nothing
+        behind)."""
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(self.log_ident, self.ident))
+        self.downs.drop(conn)
 
 
 def _exists_of(*, found: bool) -> bool:

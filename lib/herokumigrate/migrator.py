@@ -41,11 +41,13 @@ StatusKind = Literal["pending", "partial", "applied", "adopted", "changed"]
 
 class UpResult(NamedTuple):
     """What `up`/`plan` did. `applied` counts this run's migrations (0 for a dry run);
-    `up_to_date` means there was nothing to do, `recorded` then how many are applied."""
+    `up_to_date` means there was nothing to do, `recorded` then how many are applied;
+    `reverted`, what a rollback reverted first (rollback.py)."""
 
     applied: int
     up_to_date: bool = False
     recorded: int = 0
+    reverted: int = 0  # migrations newer than the files a rollback reverted (on_rollback)
 
 
 class PlanReport(NamedTuple):
@@ -58,6 +60,8 @@ class PlanReport(NamedTuple):
     lint: PendingLint | None
     failure: MigrationFailed | None = None
     failed: Migration | None = None
+    # What a rollback would revert first (newest first) with the locks each down takes.
+    reverts: list[MigrationLocks] = []  # noqa: RUF012 -- a NamedTuple default, never mutated
 
 
 class DownResult(NamedTuple):
@@ -104,6 +108,9 @@ class StatusReport(NamedTuple):
     # The native table's disagreement (or golang-migrate's dirty row) `up` refuses, as the
     # lines of its error; None when it agrees.
     native_problem: tuple[str, ...] | None = None
+    # Each recorded version's stored down (downstore.py): `sql`, `empty`, `none`, or
+    # `no stored down` (applied before downs were stored, or stored for other content).
+    downs: dict[Version, str] = {}  # noqa: RUF012 -- a NamedTuple default, never mutated
 
 
 class Migrator:
@@ -129,10 +136,11 @@ class Migrator:
         dry_run: bool = False,
         fingerprint: Fingerprint | None = None,
         observer: LockObserver | None = None,
+        revert_observer: LockObserver | None = None,
     ) -> UpResult:
-        """`up` (or `plan` with `dry_run`, shown to `observer`). `migrations` may be None when
-        the build's manifest gave the `fingerprint`: the files are then read only if the quick
-        check finds work."""
+        """`up` (or `plan` with `dry_run`, shown to `observer`; what a rollback would revert,
+        to `revert_observer`). `migrations` may be None when the build's manifest gave the
+        `fingerprint`: the files are then read only if the quick check finds work."""
         if fingerprint is None:
             assert migrations is not None
             fingerprint = Fingerprint.of(migrations)
@@ -148,27 +156,35 @@ class Migrator:
             # Checked before anything is locked or written; then again under the lock, where
             # another runner may have applied them meanwhile.
             plan = checks.plan(self._plan(ledger, session, files), files)
-            if not plan.nothing_to_do:
+            reverted = 0
+            if not plan.nothing_to_do or self._rolls_back(plan, files, dry_run=dry_run):
                 session.lock()
                 plan = checks.plan(self._plan(ledger, session, files), files)
+                if self._rolls_back(plan, files, dry_run=dry_run):  # before anything else
+                    reverted = self._roll_back(
+                        session, ledger, plan, files, dry_run=dry_run, observer=revert_observer
+                    )
+                    plan = checks.plan(self._plan(ledger, session, files), files)
             if plan.nothing_to_do:
-                return _up_to_date(files, plan.state)
-            return UpResult(
-                self._apply(session, ledger, plan, files, dry_run=dry_run, observer=observer)
-            )
+                return _up_to_date(files, plan.state)._replace(reverted=reverted)
+            applied = self._apply(session, ledger, plan, files, dry_run=dry_run, observer=observer)
+            return UpResult(applied, reverted=reverted)
 
     def plan(self, migrations: list[Migration], *, lint: bool = True) -> PlanReport:
         """`plan`: rehearse `up` in a transaction that is rolled back, noting the locks each
         pending migration takes; with `lint`, check exactly the pending ones (where pglast is
         here). A failed rehearsal is reported in the result, not raised."""
+        from herokumigrate.downstore import DOWNS_SUFFIX
         from herokumigrate.locks import LockObserver
 
         schema, table = self.config.history_schema, self.config.history_table
-        observer = LockObserver(schema, [table, table + "_log"])
+        ours = [table, table + "_log", table + DOWNS_SUFFIX]
+        observer = LockObserver(schema, ours)
+        reverts = LockObserver(schema, ours)
         failure: MigrationFailed | None = None
         result: UpResult | None = None
         try:
-            result = self.up(migrations, dry_run=True, observer=observer)
+            result = self.up(migrations, dry_run=True, observer=observer, revert_observer=reverts)
         except MigrationFailed as exc:
             failure = exc
         pending = list(observer.migrations.values())
@@ -185,7 +201,8 @@ class Migrator:
                 one_transaction=self.config.transaction == TransactionMode.RELEASE,
             )
         failed = observer.current if failure is not None else None
-        return PlanReport(result, pending, checked, failure, failed)
+        reverted = [e for e in reverts.migrations.values() if e.ran]
+        return PlanReport(result, pending, checked, failure, failed, reverted)
 
     def status(self, migrations: list[Migration]) -> StatusReport:
         """What is applied, pending, partial or changed, and the newest log events."""
@@ -196,6 +213,11 @@ class Migrator:
             ledger = self._ledger(session, Fingerprint.of(migrations))
             state = ledger.read(session.conn)
             events = ledger.history.last_events(session.conn) if state.exists else []
+            kinds = ledger.history.downs.kinds(session.conn) if state.exists else {}
+        downs = {}
+        for version, row in state.rows.items():
+            kind, checksum = kinds.get(version.canonical, ("", ""))
+            downs[version] = kind if kind and checksum == row.checksum else "no stored down"
         native_problem: NativeConflict | None = None
         try:
             plan = make_plan(migrations, state)
@@ -208,7 +230,7 @@ class Migrator:
         unknown = [state.rows[v] for v in plan.unknown]
         pending = [m.version for m in plan.pending]
         problem = tuple(native_problem.lines()) if native_problem is not None else None
-        return StatusReport(entries, unknown, pending, tool, events, problem)
+        return StatusReport(entries, unknown, pending, tool, events, problem, downs)
 
     def down(self, migrations: list[Migration], count: int, *, confirmed: bool) -> DownResult:
         """Revert the `count` newest applied migrations, newest first (only if `confirmed`)."""
@@ -277,6 +299,46 @@ class Migrator:
                 runner.session.conn, ledger.history, state, migrations, version, outcome=outcome
             )
         return f"{native.table} ({native.tool})"
+
+    def _rolls_back(self, plan: ReleasePlan, files: list[Migration], *, dry_run: bool) -> bool:
+        """True when this release reverts migrations newer than its files (on_rollback); a
+        dry run (`plan`) shows what it would revert whatever the setting."""
+        from herokumigrate.config import OnRollback
+        from herokumigrate.rollback import newer_than_files
+
+        wanted = dry_run or self.config.on_rollback is OnRollback.REVERT
+        return wanted and bool(newer_than_files(plan.state, files))
+
+    def _roll_back(
+        self,
+        session: Session,
+        ledger: Ledger,
+        plan: ReleasePlan,
+        files: list[Migration],
+        *,
+        dry_run: bool,
+        observer: LockObserver | None,
+    ) -> int:
+        """Revert the migrations newer than every file with their stored downs, all or none
+        (rollback.py); a dry run rehearses it in a transaction rolled back. How many."""
+        from herokumigrate.config import OnRollback
+        from herokumigrate.rollback import (
+            read_rollback,
+            refusal,
+            rehearse_rollback,
+            revert_rollback,
+        )
+        from herokumigrate.runner import UnitRunner
+
+        rollback = read_rollback(session.conn, ledger.history, plan.state, files)
+        revert = self.config.on_rollback is OnRollback.REVERT
+        if rollback.blocked and (revert or not dry_run):
+            raise refusal(rollback, files)
+        runner = UnitRunner(session, self.output, sleep=self.sleep)
+        if dry_run:
+            return rehearse_rollback(runner, rollback, observer, setting=revert)
+        book = self._book(ledger, plan.state, files, plan.state.native)
+        return revert_rollback(runner, book, rollback.targets)
 
     def _plan(
         self,

@@ -237,10 +237,15 @@ def _tool_only(
 
 
 def check_plan(
-    plan: ReleasePlan, migrations: list[Migration], *, allow_changed: bool
+    plan: ReleasePlan,
+    migrations: list[Migration],
+    *,
+    allow_changed: bool,
+    revert_on_rollback: bool = False,
 ) -> list[tuple[str, ...]]:
     """Stop on edited applied files (unless allowed); return warnings about the unusual but
-    legal, each as the lines of one warning."""
+    legal, each as the lines of one warning. With `revert_on_rollback`, the versions newer
+    than every file are not warned about: the release reverts them (rollback.py)."""
     warnings: list[tuple[str, ...]] = []
     other_tool = _other_tool(plan, migrations)
     if plan.changed:
@@ -256,16 +261,9 @@ def check_plan(
                 "MIGRATE_ALLOW_CHANGED=true to accept the edit.",
             )
         warnings.append((f"Applied migration(s) changed since they ran: {names} (allowed)",))
-    if plan.unknown:
-        shown = ", ".join(str(v) for v in plan.unknown[:10])
-        more = f" and {len(plan.unknown) - 10} more" if len(plan.unknown) > 10 else ""
-        warnings.append(
-            (
-                f"The database has {len(plan.unknown)} migration(s) these files do not: "
-                f"{shown}{more}",
-                "This is expected after `heroku rollback`; they stay applied. Nothing to do.",
-            )
-        )
+    unknown = _unknown_warning(plan, migrations, revert_on_rollback=revert_on_rollback)
+    if unknown:
+        warnings.append(unknown)
     warnings.extend(_tool_warnings(plan, migrations))
     if plan.pending:
         # Repeatable migrations (Flyway's R__) have no place among the versions.
@@ -296,6 +294,30 @@ def check_plan(
                 )
             )
     return warnings
+
+
+def _unknown_warning(
+    plan: ReleasePlan, migrations: list[Migration], *, revert_on_rollback: bool
+) -> tuple[str, ...]:
+    """The warning about versions the files do not know (empty: none), leaving out those newer
+    than every file when the release reverts them (rollback.py), else saying it could."""
+    newest = max((m.version for m in migrations), default=None)
+    newer = [v for v in plan.unknown if newest is None or v > newest]
+    unknown = [v for v in plan.unknown if v not in newer] if revert_on_rollback else plan.unknown
+    if not unknown:
+        return ()
+    shown = ", ".join(str(v) for v in unknown[:10])
+    more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+    lines = [
+        f"The database has {len(unknown)} migration(s) these files do not: {shown}{more}",
+        "This is expected after `heroku rollback`; they stay applied. Nothing to do.",
+    ]
+    if newer and not revert_on_rollback:
+        lines.append(
+            "To revert the newer ones when the code is rolled back, set "
+            "MIGRATE_ON_ROLLBACK=revert (docs/rollback.md)."
+        )
+    return tuple(lines)
 
 
 def _tool_warnings(plan: ReleasePlan, migrations: list[Migration]) -> list[tuple[str, ...]]:

@@ -10,7 +10,7 @@ from herokumigrate.config import TransactionMode
 from herokumigrate.errors import BadInput, MigrationFailed
 from herokumigrate.history import HistoryState
 from herokumigrate.native import AppliedMigration, NativeChange
-from herokumigrate.plan import build_units
+from herokumigrate.plan import Unit, build_units
 from herokumigrate.recording import RecordFailed
 from herokumigrate.signals import transaction
 from herokumigrate.statements import StepFailed
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from herokumigrate.migration import Migration
     from herokumigrate.native import NativeTable, Resolution
     from herokumigrate.output import Output
-    from herokumigrate.plan import Step, Unit
+    from herokumigrate.plan import Step
     from herokumigrate.recording import Bookkeeping
     from herokumigrate.runner import UnitRunner
     from herokumigrate.session import Conn
@@ -38,18 +38,47 @@ def run_downs(
     per_migration: bool,
     done: list[Migration],
     output: Output | None = None,
+    committed: list[Unit] | None = None,
+    forget_after_alone: bool = False,
 ) -> None:
     """Run the downs of `targets` in this order, each migration forgotten (and the native
     table following what our history then holds) in the transaction of its last statement.
 
     Appends every reverted migration to `done`, so that a caller knows how far a failure got;
-    with `output`, says "reverted <label>" for each. Units run as in `up` (runner.py: lock
-    retries, timeouts). Raises StepFailed, or RecordFailed when forgetting a migration fails.
+    with `output`, says "reverted <label>" for each; appends each committed unit to
+    `committed`. Units run as in `up` (runner.py: lock retries, timeouts). With
+    `forget_after_alone`, a migration whose down ends with a statement outside a transaction
+    is forgotten right after it, not with the next migration's statements. Raises StepFailed,
+    or RecordFailed when forgetting a migration fails.
     """
     items = [(m, m.down, 0) for m in targets if m.down is not None]
     records = _DownRecords(book, done, output)
-    for unit in build_units(items, per_migration):
+    units = build_units(items, per_migration)
+    if forget_after_alone:
+        units = _forgotten_after_alone(units)
+    for unit in units:
         runner.run(unit, records)
+        if committed is not None:
+            committed.append(unit)
+
+
+def _forgotten_after_alone(units: list[Unit]) -> list[Unit]:
+    """`units`, each migration whose last statement runs alone finished in a unit of its own
+    (its bookkeeping only) right after that statement."""
+    result: list[Unit] = []
+    for unit in units:
+        previous = result[-1].alone if result else None
+        m = previous.migration if previous is not None else None
+        if (
+            m is not None
+            and m in unit.finishes
+            and unit.spans
+            and all(span.migration is not m for span in unit.spans)
+        ):
+            result.append(Unit(finishes=[m], reader=unit.reader))
+            unit.finishes.remove(m)
+        result.append(unit)
+    return result
 
 
 class _DownRecords:

@@ -153,16 +153,19 @@ class UnitRunner:
         migration changes (`previous`: the one they were set for); the ms per migration."""
         conn = self.session.conn
         spent: dict[Version, float] = {}
+        timeouts = self.session.timeouts_sql(local=True, lock_timeout=lock_timeout).as_string(conn)
         for group in groups:
             migration = group[0].migration
+            prefix = ""
             if migration is not previous:
-                # A migration's own SET/RESET must not disarm the next one's protection.
-                self.session.set_local_timeouts(lock_timeout)
+                # A migration's own SET/RESET must not disarm the next one's protection: our
+                # timeouts go first in its first batch's round trip.
+                prefix = timeouts + ";"
                 previous = migration
             if observer is not None:
                 observer.starting(conn, migration)
             started = time.perf_counter()
-            execute_batch(conn, group)
+            execute_batch(conn, group, prefix)
             ms = (time.perf_counter() - started) * 1000
             spent[migration.version] = spent.get(migration.version, 0.0) + ms
         return spent

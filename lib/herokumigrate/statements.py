@@ -78,19 +78,27 @@ def execute(conn: Conn, step: Step) -> None:
         raise StepFailed(step, exc, position=_int_or_none(exc.diag.statement_position)) from exc
 
 
-def execute_batch(conn: Conn, steps: list[Step]) -> None:
-    """One migration's consecutive statements in one round trip (simple query protocol).
+def execute_batch(conn: Conn, steps: list[Step], prefix: str = "") -> None:
+    """One migration's consecutive statements in one round trip (simple query protocol),
+    after `prefix` (our own statements, e.g. the timeouts re-asserted: no round trip of their
+    own).
 
     An error position from PostgreSQL is mapped back to the statement and its line; an
-    error without one leaves the batch un-pinpointed (see `apply.pinpoint`).
+    error without one, or in the prefix, leaves the batch un-pinpointed (see
+    `runner.UnitRunner.pinpoint`).
     """
-    if len(steps) == 1 or any(step.statement.data is not None for step in steps):
-        for step in steps:  # a COPY's data cannot share a simple query
+    if any(step.statement.data is not None for step in steps):
+        if prefix:  # a COPY's data cannot share a simple query: one round trip each
+            conn.execute(prefix.encode("utf-8"))
+        for step in steps:
             execute(conn, step)
         return
+    if len(steps) == 1 and not prefix:
+        execute(conn, steps[0])
+        return
     starts: list[int] = []
-    parts: list[str] = []
-    offset = 0
+    parts: list[str] = [prefix] if prefix else []
+    offset = len(prefix) + 1 if prefix else 0
     for step in steps:
         text = step.statement.text
         if not text.rstrip().endswith(";"):
@@ -128,8 +136,11 @@ def batches(steps: Iterable[Step], limit: int = BATCH_CHARS) -> Iterator[list[St
 def _batch_failure(steps: list[Step], starts: list[int], exc: psycopg.Error) -> StepFailed:
     position = _int_or_none(exc.diag.statement_position)
     if position is None:
-        return StepFailed(steps[0], exc, pinpointed=False)
+        # Our prefix sets values PostgreSQL accepted at connect time: a lone statement it is.
+        return StepFailed(steps[0], exc, pinpointed=len(steps) == 1)
     index = bisect.bisect_right(starts, position - 1) - 1
+    if index < 0:  # in the prefix
+        return StepFailed(steps[0], exc, pinpointed=False)
     return StepFailed(steps[index], exc, position=position - starts[index])
 
 

@@ -128,28 +128,7 @@ def validate(
             f"{config.path}/1_create_users.up.sql, commit), or point `path` in {CONFIG_FILE} "
             "at the folder that holds your migrations.",
         )
-    env = interpreter.build_env()
-    # Only real settings: the others were reported already, and may hold anything.
-    unknown = set(unknown_env_settings(settings))
-    env.update((name, value) for name, value in settings.items() if name not in unknown)
-    env.update((name, value) for name, value in os.environ.items() if is_tool_var(name))
-    env["PYTHONPATH"] = os.pathsep.join([str(RUNNER_SOURCE.parent), *map(str, wheel_files)])
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["NO_COLOR"] = "1"
-    # `-c` rather than `-m`, with sys.path[0] (the app's directory) removed: an app file must
-    # not shadow a module of the runner.
-    code = (
-        "import sys; del sys.path[0]; import runpy; "
-        "runpy.run_module('herokumigrate', run_name='__main__', alter_sys=True)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-s", "-c", code, "validate", "--manifest", str(manifest)],
-        cwd=build_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _run_validate(build_dir, settings, wheel_files, manifest)
     # Its report belongs under this step: its own `-----> ` line becomes a detail.
     for line in result.stdout.splitlines():
         out.detail(line.removeprefix("-----> ").strip())
@@ -170,3 +149,33 @@ def validate(
             f"{config.path}/ holds no migration yet: the release phase has nothing to apply "
             f"until you add one (e.g. {config.path}/1_create_users.up.sql)."
         )
+
+
+def _run_validate(
+    build_dir: Path, settings: dict[str, str], wheel_files: list[Path], manifest: Path
+) -> subprocess.CompletedProcess[str]:
+    """`heroku-migrate validate --manifest MANIFEST` in the app, its dependencies imported
+    from their wheels, with the config vars that are settings."""
+    env = interpreter.build_env()
+    # Only real settings: the others were reported already, and may hold anything.
+    unknown = set(unknown_env_settings(settings))
+    env.update((name, value) for name, value in settings.items() if name not in unknown)
+    # The tools' variables the files' reading depends on (Flyway's placeholders), never shown.
+    env.update((name, value) for name, value in os.environ.items() if is_tool_var(name))
+    env["PYTHONPATH"] = os.pathsep.join([str(RUNNER_SOURCE.parent), *map(str, wheel_files)])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["NO_COLOR"] = "1"
+    # `-c` rather than `-m`, with sys.path[0] (the app's directory) removed: an app file must
+    # not shadow a module of the runner.
+    code = (
+        "import sys; del sys.path[0]; import runpy; "
+        "runpy.run_module('herokumigrate', run_name='__main__', alter_sys=True)"
+    )
+    return subprocess.run(
+        [sys.executable, "-s", "-c", code, "validate", "--manifest", str(manifest)],
+        cwd=build_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )

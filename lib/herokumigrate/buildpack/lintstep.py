@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from herokumigrate import lint
 from herokumigrate.buildpack import BuildFailed, parser
-from herokumigrate.config import Config, LintMode, TransactionMode
+from herokumigrate.config import Config, LintMode, OnRollback, TransactionMode
 from herokumigrate.migration import Migration
 from herokumigrate.output import Output
 from herokumigrate.pgparse import ParsedSection, check_boundaries, parse_section, skips_parsing
 from herokumigrate.source import load_migrations
+from herokumigrate.versions import Version
 
 STATE_FILE = "lint-state.json"
 _STATE_FORMAT = 1
@@ -29,6 +31,10 @@ def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Outp
     """Parse and lint the app's migrations; raises BadInput (a broken file, a split that
     disagrees with PostgreSQL's) or BuildFailed (lint findings with `lint = "error"`)."""
     mode = config.lint
+    migrations = load_migrations(config.migrations_dir, build_dir, config.tool)
+    state = cache / STATE_FILE
+    previous = _recall(state, config.path)
+    new = _new_since(migrations, previous, config, out)
     if not config.parse:
         out.detail(
             "PostgreSQL's parser is off (MIGRATE_PARSE or parse in migrate.toml): "
@@ -38,27 +44,8 @@ def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Outp
     pg_parser = parser.obtain(cache, out)
     if pg_parser is None:
         return
-    migrations = load_migrations(config.migrations_dir, build_dir, config.tool)
-    state = cache / STATE_FILE
-    previous = _recall(state, config.path)
-    new = [m for m in migrations if previous is None or previous.get(str(m.version)) != m.checksum]
     to_lint = {m.version for m in new} if mode is not LintMode.OFF else set()
-    checked: list[ParsedSection] = []
-    context: list[ParsedSection] = []  # the older files, read for what they create
-    unparsed = []
-    for migration in migrations:
-        sections = [s for s in (migration.up, migration.down) if s is not None]
-        if any(skips_parsing(s) for s in sections):
-            unparsed.append(migration.filename)
-            continue
-        for section in sections:
-            # Only up sections need their trees decoded (when some file is new); the rest,
-            # boundaries.
-            trees = section is migration.up and bool(to_lint)
-            parsed = parse_section(pg_parser, section, trees=trees, wanted=lint.NODES_READ)
-            check_boundaries(parsed, migration.format)
-            if trees:
-                (checked if migration.version in to_lint else context).append(parsed)
+    checked, context, unparsed = _parse_all(pg_parser, migrations, to_lint)
     parsed_count = len(migrations) - len(unparsed)
     out.detail(
         f"{parsed_count} migration(s) parsed; statement boundaries agree with the release's "
@@ -87,6 +74,65 @@ def check_release_safety(build_dir: Path, config: Config, cache: Path, out: Outp
             "MIGRATE_LINT=warn.",
         )
     _remember(state, config.path, migrations)
+
+
+def _new_since(
+    migrations: list[Migration], previous: dict[str, str] | None, config: Config, out: Output
+) -> list[Migration]:
+    """The migrations new since the previous build (every one with a cold cache); what their
+    downs would lose in a rollback is said when there was a previous build."""
+    if previous is None:
+        return list(migrations)
+    new = [m for m in migrations if previous.get(str(m.version)) != m.checksum]
+    _say_lossy_downs(new, config, out)
+    return new
+
+
+def _say_lossy_downs(new: list[Migration], config: Config, out: Output) -> None:
+    """The new migrations' down statements that drop data: a warning when a rollback reverts
+    them (`on_rollback = "revert"`), a detail line otherwise (docs/rollback.md)."""
+    from herokumigrate.downloss import lossy_downs
+
+    found = lossy_downs(new)
+    if not found:
+        return
+    where = [f"{s.file} line {s.line}: {s.text}" for s in found]
+    if config.on_rollback is OnRollback.REVERT:
+        out.warn(
+            f"Rolling this release back (heroku rollback, MIGRATE_ON_ROLLBACK=revert) runs "
+            f"{len(found)} down statement(s) of its new migrations that drop data, with what "
+            "the app wrote to it since the deploy:",
+            *where,
+        )
+        return
+    out.detail(
+        f"The downs of the new migrations hold {len(found)} statement(s) that drop data; with "
+        f"MIGRATE_ON_ROLLBACK=revert a rollback would run them: {'; '.join(where)}"
+    )
+
+
+def _parse_all(
+    pg_parser: Any, migrations: list[Migration], to_lint: set[Version]
+) -> tuple[list[ParsedSection], list[ParsedSection], list[str]]:
+    """Parse every migration (boundaries checked against the splitter's); returns the up
+    sections to lint, the older ones read for what they create, and the files not parsed."""
+    checked: list[ParsedSection] = []
+    context: list[ParsedSection] = []
+    unparsed = []
+    for migration in migrations:
+        sections = [s for s in (migration.up, migration.down) if s is not None]
+        if any(skips_parsing(s) for s in sections):
+            unparsed.append(migration.filename)
+            continue
+        for section in sections:
+            # Only up sections need their trees decoded (when some file is new); the rest,
+            # boundaries.
+            trees = section is migration.up and bool(to_lint)
+            parsed = parse_section(pg_parser, section, trees=trees, wanted=lint.NODES_READ)
+            check_boundaries(parsed, migration.format)
+            if trees:
+                (checked if migration.version in to_lint else context).append(parsed)
+    return checked, context, unparsed
 
 
 def _counts(findings: int, errors: int) -> str:
