@@ -104,9 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     goto.add_argument("--yes", action="store_true", help="confirm reverting newer migrations")
     force = command("force", "record VERSION as current, run no SQL")
     force.add_argument("version", type=_version_arg)
-    resolve = command(
-        "resolve", "settle a failed migration the tool's table records (prisma/flyway/sqlx)"
+    _add_resolve(
+        command(
+            "resolve", "settle a failed migration the tool's table records (prisma/flyway/sqlx)"
+        )
     )
+    new = command("new", "create a new migration")
+    new.add_argument("name", help="what it does, e.g. add_users_email_index")
+    new.add_argument("--format", choices=NEW_FORMATS, default=NEW_FORMATS[0])
+    _add_lint(command("lint", "release-safety lint of the files (no database; needs pglast)"))
+    return parser
+
+
+def _add_resolve(resolve: argparse.ArgumentParser) -> None:
+    """`resolve VERSION --applied|--rolled-back` (revert.resolve)."""
     resolve.add_argument("version", type=_version_arg)
     outcome = resolve.add_mutually_exclusive_group(required=True)
     outcome.add_argument(
@@ -123,11 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
         const="rolled-back",
         help="none of its changes are: the next `up` applies it again",
     )
-    new = command("new", "create a new migration")
-    new.add_argument("name", help="what it does, e.g. add_users_email_index")
-    new.add_argument("--format", choices=NEW_FORMATS, default=NEW_FORMATS[0])
-    _add_lint(command("lint", "release-safety lint of the files (no database; needs pglast)"))
-    return parser
 
 
 def _add_lint(lint: argparse.ArgumentParser) -> None:
