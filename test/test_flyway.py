@@ -29,7 +29,7 @@ from prisma_flyway_tools import (
     flyway_would_apply,
 )
 from rust_tools import schema_without_ours
-from support import Server, rows, run_cli, scalar, tables
+from support import TEST_ROLE, Server, rows, run_cli, scalar, tables
 
 FOLDER = "src/main/resources/db/migration"
 # A Spring Boot app's set: dotted and underscored versions, a leading zero, a version that
@@ -530,3 +530,20 @@ def test_down_goto_and_force_move_along_the_versions_leaving_repeatables_alone(
         database_url, "SELECT version, script FROM flyway_schema_history ORDER BY installed_rank"
     ) == [("1", "V1__a.sql"), (None, "R__v.sql")]
     assert flyway_would_apply(database_url, folder) == ["V2__b.sql"]
+
+
+@pytest.mark.db
+def test_flyways_default_schema_holds_its_table_and_the_migrations_unqualified_names(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    with pg_server.admin_conn(dbname) as conn:
+        conn.execute(f"GRANT CREATE ON DATABASE {dbname} TO {TEST_ROLE}")
+    folder = flyway_app(app, {"V1__t.sql": "CREATE TABLE t (id int);\n"})
+    env = {"FLYWAY_SCHEMAS": "app,other", "FLYWAY_PLACEHOLDERS_X": "1"}
+    result = run_cli(["up"], cwd=app, database_url=database_url, env=env)
+    assert result.returncode == 0, result.output
+    assert tables(database_url, "app") == ["flyway_schema_history", "t"]
+    assert "t" not in tables(database_url)
+    again = run_cli(["status"], cwd=app, database_url=database_url, env=env)
+    assert "Up to date" in again.stdout, again.output
+    assert folder.is_dir()

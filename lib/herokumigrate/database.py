@@ -77,8 +77,8 @@ class Target:
     migrations_table: MigrationsTable | None = None
     # `x-statement-timeout`, in seconds; None when the URL has none.
     statement_timeout: float | None = None
-    # Prisma's `?schema=NAME` (a Prisma folder's URL only): the session's search_path, as
-    # Prisma sets it; None when the URL has none.
+    # The session's search_path, as the folder's tool sets it (Prisma's `?schema=NAME`,
+    # Flyway's default schema), quoted; None: the server's.
     search_path: str | None = None
 
     @property
@@ -92,11 +92,17 @@ class Target:
 
 
 def read_target(
-    env: Mapping[str, str], var: str, output: Output, *, prisma: bool = False
+    env: Mapping[str, str],
+    var: str,
+    output: Output,
+    *,
+    prisma: bool = False,
+    search_path: str | None = None,
 ) -> Target:
     """Parse the database URL held by config var `var`, registering its secrets for redaction.
     With `prisma` (the folder is Prisma's), Prisma's own URL parameters are removed before
-    connecting, as Prisma's schema engine reads them, and `schema` sets the search_path."""
+    connecting, as Prisma's schema engine reads them, and `schema` sets the search_path;
+    `search_path` (quoted) is the one the folder's tool sets otherwise (Flyway's)."""
     url = env.get(var, "").strip()
     output.add_secret(url)
     if not url:
@@ -135,7 +141,9 @@ def read_target(
         url_path=url_path,
         migrations_table=_migrations_table(options, var),
         statement_timeout=_statement_timeout(options, var),
-        search_path=prisma_options.get("schema") or None,
+        search_path=_quoted(prisma_options["schema"])
+        if prisma_options.get("schema")
+        else search_path,
     )
 
 
@@ -172,10 +180,15 @@ def _unknown_parameter(name: str, var: str) -> BadInput:
 
 
 def _search_path_option(target: Target) -> str:
-    """`-c search_path="NAME"`, escaped for libpq's `options` (a backslash before a space or a
+    """`-c search_path=...`, escaped for libpq's `options` (a backslash before a space or a
     backslash)."""
-    quoted = '"' + str(target.search_path).replace('"', '""') + '"'
-    return "-csearch_path=" + quoted.replace("\\", "\\\\").replace(" ", "\\ ")
+    value = str(target.search_path)
+    return "-csearch_path=" + value.replace("\\", "\\\\").replace(" ", "\\ ")
+
+
+def _quoted(name: str) -> str:
+    """A schema name quoted for search_path."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _strip_golang_migrate_options(url: str) -> tuple[str, dict[str, str]]:

@@ -64,6 +64,7 @@ MAX_VERSION_CHARS = 50
 _VERSION = re.compile(r"[0-9]+(?:[._][0-9]+)*\Z", re.ASCII)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _PLACEHOLDER = re.compile(r"\$\{([^${}\s]+)\}")
+_FLYWAY_NAME = re.compile(r"(?:[VB][0-9][0-9._]*|R)__.*\.sql\Z")
 # The events Flyway runs a script named after (`<event>.sql`, `<event>__<description>.sql`).
 CALLBACK_EVENTS = frozenset(
     f"{when}{what}"
@@ -298,6 +299,22 @@ def placeholders(path: SourceFile, env: Mapping[str, str] | None = None) -> dict
         }
     )
     return found
+
+
+def search_path(env: Mapping[str, str]) -> str | None:
+    """The search_path Flyway sets for its migrations when a default schema is configured:
+    that schema (quoted) before the server's default path; None when none is configured."""
+    schema = default_schema(env)
+    if schema is None:
+        return None
+    return '"' + schema.replace('"', '""') + '", "$user", public'
+
+
+def is_flyway_folder(folder: Path) -> bool:
+    """Whether `folder` (or a subfolder) holds a file named as Flyway names its migrations
+    (for the session's settings, chosen before the folder is read)."""
+    walked = os.walk(folder)
+    return any(_FLYWAY_NAME.match(name) for _, _, names in walked for name in names)
 
 
 def default_schema(env: Mapping[str, str]) -> str | None:
