@@ -425,3 +425,57 @@ def test_the_schema_parameter_is_still_refused_for_another_tools_folder(app: Pat
     result = run_cli(["status"], cwd=app, database_url=url)
     assert result.returncode == 2, result.output
     assert "has the parameter 'schema'" in result.stderr
+
+
+# What `prisma migrate dev` writes for a schema's life: quoted names, enums, foreign keys,
+# unique indexes, an enum value removed (Prisma's BEGIN ... COMMIT rewrite of the type), a
+# column renamed by hand, a seed.
+GENERATED = {
+    "20240101000000_init": (
+        "-- CreateEnum\nCREATE TYPE \"Role\" AS ENUM ('USER', 'ADMIN', 'GUEST');\n\n"
+        '-- CreateTable\nCREATE TABLE "User" (\n    "id" SERIAL NOT NULL,\n'
+        '    "email" TEXT NOT NULL,\n    "role" "Role" NOT NULL DEFAULT \'USER\',\n'
+        '    "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,\n\n'
+        '    CONSTRAINT "User_pkey" PRIMARY KEY ("id")\n);\n\n'
+        '-- CreateIndex\nCREATE UNIQUE INDEX "User_email_key" ON "User"("email");\n'
+    ),
+    "20240102000000_posts": (
+        '-- CreateTable\nCREATE TABLE "Post" (\n    "id" SERIAL NOT NULL,\n'
+        '    "title" VARCHAR(255) NOT NULL,\n    "authorId" INTEGER,\n\n'
+        '    CONSTRAINT "Post_pkey" PRIMARY KEY ("id")\n);\n\n'
+        '-- AddForeignKey\nALTER TABLE "Post" ADD CONSTRAINT "Post_authorId_fkey" FOREIGN KEY'
+        ' ("authorId") REFERENCES "User"("id") ON DELETE SET NULL ON UPDATE CASCADE;\n'
+    ),
+    "20240103000000_drop_guest": (
+        "/*\n  Warnings:\n\n  - The values [GUEST] on the enum `Role` will be removed.\n*/\n"
+        "-- AlterEnum\nBEGIN;\nCREATE TYPE \"Role_new\" AS ENUM ('USER', 'ADMIN');\n"
+        'ALTER TABLE "User" ALTER COLUMN "role" DROP DEFAULT;\n'
+        'ALTER TABLE "User" ALTER COLUMN "role" TYPE "Role_new" USING ("role"::text::"Role_new");\n'
+        'ALTER TYPE "Role" RENAME TO "Role_old";\nALTER TYPE "Role_new" RENAME TO "Role";\n'
+        'DROP TYPE "Role_old";\nALTER TABLE "User" ALTER COLUMN "role" SET DEFAULT \'USER\';\n'
+        "COMMIT;\n"
+    ),
+    "20240104000000_rename": 'ALTER TABLE "Post" RENAME COLUMN "title" TO "headline";\n',
+    "20240105000000_seed": (
+        'INSERT INTO "User" ("email", "role") VALUES (\'a@b.c\', \'ADMIN\');\n'
+        'INSERT INTO "Post" ("headline", "authorId") SELECT \'hi\', "id" FROM "User";\n'
+    ),
+}
+
+
+@pytest.mark.db
+def test_a_generated_set_applies_as_prisma_would_and_adopts_half_way(
+    pg_server: Server, dbname: str, database_url: str, tool_db: str, app: Path
+) -> None:
+    folder = prisma_app(app, GENERATED)
+    apply_as_prisma(database_url, folder, only=2)  # a database Prisma migrated half-way
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    apply_as_prisma(pg_server.url(tool_db), folder)
+    assert schema_without_ours(pg_server.pg_dump(dbname)) == schema_without_ours(
+        pg_server.pg_dump(tool_db)
+    )
+    assert rows(database_url, PRISMA_ROWS) == rows(pg_server.url(tool_db), PRISMA_ROWS)
+    assert rows(database_url, 'SELECT "headline" FROM "Post"') == [("hi",)]
+    assert prisma_would_apply(database_url, folder) == []
+    assert prisma_edited(database_url, folder) == []
