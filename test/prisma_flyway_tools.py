@@ -180,7 +180,11 @@ def flyway_folder(folder: Path, placeholders: dict[str, str] | None = None) -> l
         if "placeholderReplacement=false" not in settings:
             for name, value in (placeholders or {}).items():
                 text = text.replace("${" + name + "}", value)
-        in_transaction = "executeInTransaction=false" not in settings
+        # Flyway runs a script outside a transaction when told so, or when it holds a
+        # statement PostgreSQL refuses in one (here: a concurrent index build).
+        in_transaction = "executeInTransaction=false" not in settings and not re.search(
+            r"\bCONCURRENTLY\b", text, re.IGNORECASE
+        )
         description = description.replace("_", " ")
         if kind in "VB":
             stored = written.replace("_", ".")

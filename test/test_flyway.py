@@ -547,3 +547,69 @@ def test_flyways_default_schema_holds_its_table_and_the_migrations_unqualified_n
     again = run_cli(["status"], cwd=app, database_url=database_url, env=env)
     assert "Up to date" in again.stdout, again.output
     assert folder.is_dir()
+
+
+# A Spring Boot app's set whose first script is a pg_dump (session settings, a schema-qualified
+# search_path reset, COPY data, sequences set), then hand-written versions and a repeatable.
+PG_DUMP = (
+    "--\n-- PostgreSQL database dump\n--\n\n"
+    "SET statement_timeout = 0;\nSET client_encoding = 'UTF8';\n"
+    "SET standard_conforming_strings = on;\n"
+    "SELECT pg_catalog.set_config('search_path', 'public', false);\n"
+    "SET check_function_bodies = false;\n\n"
+    "CREATE TABLE public.country (\n    id integer NOT NULL,\n    name text NOT NULL\n);\n\n"
+    "CREATE SEQUENCE public.country_id_seq AS integer START WITH 1 INCREMENT BY 1 NO MINVALUE"
+    " NO MAXVALUE CACHE 1;\n"
+    "ALTER SEQUENCE public.country_id_seq OWNED BY public.country.id;\n"
+    "ALTER TABLE ONLY public.country ALTER COLUMN id SET DEFAULT"
+    " nextval('public.country_id_seq'::regclass);\n\n"
+    "COPY public.country (id, name) FROM stdin;\n1\tFrance\n2\tCôte d'Ivoire\n3\t\\N-ish\n\\.\n\n"
+    "SELECT pg_catalog.setval('public.country_id_seq', 3, true);\n\n"
+    "ALTER TABLE ONLY public.country ADD CONSTRAINT country_pkey PRIMARY KEY (id);\n"
+)
+SPRING_SET = {
+    "V1__baseline_dump.sql": PG_DUMP,
+    "V1.1__city.sql": (
+        "CREATE TABLE city (id serial PRIMARY KEY, country_id int REFERENCES country (id),"
+        " name text);\n"
+    ),
+    "V2__index.sql": "CREATE INDEX CONCURRENTLY city_country ON city (country_id);\n",
+    "R__views.sql": "CREATE OR REPLACE VIEW city_names AS SELECT c.name FROM city c;\n",
+}
+
+
+@pytest.mark.db
+def test_a_spring_boot_set_with_a_pg_dump_applies_as_flyway_would(
+    pg_server: Server, dbname: str, database_url: str, tool_db: str, app: Path
+) -> None:
+    folder = flyway_app(app, SPRING_SET)
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    tool_url = pg_server.url(tool_db)
+    scripts = {s.script: s for s in flyway_folder(folder)}
+    with psycopg.connect(tool_url, autocommit=True) as conn:  # COPY through psql's protocol
+        dump = scripts["V1__baseline_dump.sql"].text
+        head, _, rest = dump.partition("COPY public.country (id, name) FROM stdin;\n")
+        data, _, tail = rest.partition("\\.\n")
+        conn.execute(head)
+        with conn.cursor().copy("COPY public.country (id, name) FROM STDIN") as copy:
+            copy.write(data)
+        conn.execute(tail)
+    (folder / "V1__baseline_dump.sql").rename(folder.parent / "dump.sql")
+    apply_as_flyway(tool_url, folder)  # the rest, as Flyway runs it
+    (folder.parent / "dump.sql").rename(folder / "V1__baseline_dump.sql")
+    assert schema_without_ours(pg_server.pg_dump(dbname)) == schema_without_ours(
+        pg_server.pg_dump(tool_db)
+    )
+    assert rows(database_url, "SELECT name FROM country ORDER BY id") == [
+        ("France",),
+        ("Côte d'Ivoire",),
+        ("N-ish",),  # COPY reads `\\N-ish` as PostgreSQL does
+    ]
+    assert [r[4] for r in rows(database_url, FLYWAY_ROWS)] == [
+        "V1__baseline_dump.sql",
+        "V1.1__city.sql",
+        "V2__index.sql",
+        "R__views.sql",
+    ]
+    assert flyway_would_apply(database_url, folder) == []
