@@ -479,3 +479,24 @@ def test_a_generated_set_applies_as_prisma_would_and_adopts_half_way(
     assert rows(database_url, 'SELECT "headline" FROM "Post"') == [("hi",)]
     assert prisma_would_apply(database_url, folder) == []
     assert prisma_edited(database_url, folder) == []
+
+
+@pytest.mark.db
+def test_an_enum_value_used_in_the_release_that_adds_it_says_how_to_apply_it(
+    dbname: str, database_url: str, app: Path
+) -> None:
+    files = {
+        "1_a": "CREATE TYPE \"Role\" AS ENUM ('USER');\n",
+        "2_b": "ALTER TYPE \"Role\" ADD VALUE 'ADMIN';\n",
+        "3_c": "CREATE TABLE u (r \"Role\" NOT NULL DEFAULT 'ADMIN');\n",
+    }
+    prisma_app(app, files)
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 1, result.output
+    assert "set MIGRATE_TRANSACTION=migration" in result.stderr
+    assert tables(database_url) == []  # the release was rolled back whole
+    per_migration = run_cli(
+        ["up"], cwd=app, database_url=database_url, env={"MIGRATE_TRANSACTION": "migration"}
+    )
+    assert per_migration.returncode == 0, per_migration.output
+    assert "u" in tables(database_url)
