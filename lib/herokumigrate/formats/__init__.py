@@ -22,7 +22,10 @@ What `MigrationFormat` must provide:
   parts for Flyway; the string for Diesel; an ICU-like key then the name for Prisma), the
   canonical text our history stores, and the text as written. A migration the tool runs with no
   version (Flyway's repeatable `R__` files) gets a key that sorts after every versioned one
-  (say `(1, description)` against `(0, *parts)`) and `number` None. Migrations of two syntaxes
+  (say `(1, description)` against `(0, *parts)`) and `number` None; its migration is marked
+  `repeatable` (run again when its checksum changes, never reverted by `down`). A baseline
+  migration (Flyway's `B` files: run on an empty history instead of the versions it stands for)
+  is marked `baseline`, its key just after the version it stands for. Migrations of two syntaxes
   never share a folder (source.py refuses it). `syntax.column_type` says how our history table
   is created for it: `bigint` for integers (what every release before this one created, and
   what `heroku rollback` to an old slug reads), `text` otherwise.
