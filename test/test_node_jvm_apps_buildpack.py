@@ -80,7 +80,10 @@ def test_a_flyway_app_with_placeholders_builds_and_releases(
     _write(
         app / FLYWAY_FOLDER,
         {
-            "V1__users.sql": "CREATE TABLE ${prefix}users (id int);\n",
+            "V1__users.sql": (
+                "CREATE TABLE ${prefix}users (id int);\n"
+                "GRANT SELECT ON ${prefix}users TO ${flyway:user};\n"
+            ),
             "R__view.sql": (
                 "CREATE OR REPLACE VIEW ${prefix}names AS SELECT id FROM ${prefix}users;\n"
             ),

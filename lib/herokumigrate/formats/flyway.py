@@ -370,19 +370,25 @@ def _read_conf(path: SourceFile, folder: FolderReader) -> dict[str, str]:
     return found
 
 
+# At build time no database URL is known: `${flyway:user}` and `${flyway:database}` stand for
+# a plain name there, so that the files still parse (the release replaces the real ones).
+BUILD_STAND_IN = "heroku_migrate_build"
+
+
 def _url_user_and_database(env: Mapping[str, str]) -> tuple[str, str]:
-    """The user and database name the app's DATABASE_URL names (empty at build time)."""
+    """The user and database name the app's DATABASE_URL names (a stand-in at build time)."""
     url = env.get("DATABASE_URL", "")
     if not url:
-        return "", ""
+        return BUILD_STAND_IN, BUILD_STAND_IN
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
     try:
         parts = conninfo_to_dict(url)
     except psycopg.Error:  # a broken URL is reported where it is used
-        return "", ""
-    return str(parts.get("user") or ""), str(parts.get("dbname") or "")
+        return BUILD_STAND_IN, BUILD_STAND_IN
+    user = str(parts.get("user") or BUILD_STAND_IN)
+    return user, str(parts.get("dbname") or user)
 
 
 def _callback(path: SourceFile) -> BadInput:
