@@ -165,6 +165,28 @@ def test_prisma_config_names_the_folder_with_a_plain_string(app: Path) -> None:
     assert "Validated 1 migration(s) in db/prisma-migrations" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("files", "folder"),
+    [
+        ({"prisma.config.ts": "export default { schema: 'db/app.prisma' }\n"}, "db/migrations"),
+        ({"package.json": '{"prisma": {"schema": "src/db/schema.prisma"}}'}, "src/db/migrations"),
+        ({"prisma/schema/base.prisma": "datasource db {}\n"}, "prisma/schema/migrations"),
+    ],
+)
+def test_the_folder_beside_the_schema_is_found_as_prisma_finds_it(
+    app: Path, files: dict[str, str], folder: str
+) -> None:
+    for name, content in files.items():
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / name).write_text(content)
+    (app / folder / "20240101_a").mkdir(parents=True)
+    (app / folder / "20240101_a" / "migration.sql").write_text("CREATE TABLE a (id int);\n")
+    assert load_config(app, {}).path == folder
+    result = run_cli(["validate"], cwd=app)
+    assert result.returncode == 0, result.output
+    assert "Format: prisma (" in result.stdout
+
+
 def test_a_lock_file_for_another_provider_fails_the_build_naming_it(app: Path) -> None:
     prisma_app(app, SET, lock='provider = "mysql"\n')
     result = run_cli(["validate"], cwd=app)

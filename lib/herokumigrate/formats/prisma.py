@@ -54,6 +54,8 @@ MAX_NAME_CHARS = 255
 _CONFIG_PATH = re.compile(
     r"\bmigrations\s*:\s*\{[^{}]*?\bpath\s*:\s*(?:'([^'\\\n]*)'|\"([^\"\\\n]*)\")", re.DOTALL
 )
+# `schema: "prisma/schema.prisma"` at the top of the config object.
+_CONFIG_SCHEMA = re.compile(r"(?<![\w.])schema\s*:\s*(?:'([^'\\\n]*)'|\"([^\"\\\n]*)\")")
 _PROVIDER = re.compile(r"^\s*provider\s*=\s*\"([^\"]*)\"", re.MULTILINE)
 
 # ICU root collation (CLDR, alternate = non-ignorable) of the printable ASCII characters that
@@ -164,13 +166,27 @@ class PrismaFormat:
         return Migration(version, "", self.name, section, checksum)
 
     def folders(self, app_dir: Path) -> list[FolderCandidate]:
-        """`prisma/migrations`, or the folder `migrations.path` names in `prisma.config.*`."""
+        """The folder `migrations.path` names in `prisma.config.*`; else `migrations` beside
+        the schema that file or package.json's `prisma.schema` names; else `prisma/migrations`
+        (and `prisma/schema/migrations`, beside a multi-file schema)."""
         sign = _app_sign(app_dir)
         for config in CONFIG_FILES:
-            named = _configured_path(app_dir / config)
+            named = _configured_path(app_dir / config, _CONFIG_PATH)
             if named:
                 return [FolderCandidate(named, f"named by {config} (migrations.path)", sign)]
-        return [FolderCandidate(DEFAULT_FOLDER, "Prisma Migrate's folder", sign)]
+        for config in CONFIG_FILES:
+            schema = _configured_path(app_dir / config, _CONFIG_SCHEMA)
+            if schema:
+                because = f"beside the schema {config} names"
+                return [FolderCandidate(_beside(app_dir, schema), because, sign)]
+        schema = _package_schema(app_dir)
+        if schema:
+            because = "beside the schema package.json's prisma.schema names"
+            return [FolderCandidate(_beside(app_dir, schema), because, sign)]
+        return [
+            FolderCandidate(DEFAULT_FOLDER, "Prisma Migrate's folder", sign),
+            FolderCandidate("prisma/schema/migrations", "Prisma's multi-file schema folder", sign),
+        ]
 
     def native_table(self) -> type[NativeTable]:
         """Prisma's `_prisma_migrations`."""
@@ -231,17 +247,38 @@ def _check_provider(path: SourceFile, folder: FolderReader) -> None:
         )
 
 
-def _configured_path(config: Path) -> str | None:
-    """`migrations.path` of a Prisma config file, when it is a plain string literal."""
+def _configured_path(config: Path, pattern: re.Pattern[str]) -> str | None:
+    """A path a Prisma config file gives (`migrations.path`, `schema`), when it is a plain
+    string literal."""
     try:
         text = config.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    found = _CONFIG_PATH.search(text)
+    found = pattern.search(text)
     if found is None:
         return None
     named = (found.group(1) if found.group(1) is not None else found.group(2)).strip()
     return os.path.normpath(named.removeprefix("./")) if named else None
+
+
+def _package_schema(app_dir: Path) -> str | None:
+    """package.json's `prisma.schema` (Prisma before its config file), when it is a string."""
+    try:
+        package = json.loads((app_dir / "package.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    settings = package.get("prisma") if isinstance(package, dict) else None
+    schema = settings.get("schema") if isinstance(settings, dict) else None
+    return os.path.normpath(schema) if isinstance(schema, str) and schema.strip() else None
+
+
+def _beside(app_dir: Path, schema: str) -> str:
+    """The `migrations` folder Prisma uses for a schema: beside the file, or inside the
+    folder of a multi-file schema."""
+    is_file = schema.endswith(".prisma") or (app_dir / schema).is_file()
+    return os.path.normpath(
+        os.path.join(os.path.dirname(schema) if is_file else schema, "migrations")
+    )
 
 
 def _app_sign(app_dir: Path) -> str:
