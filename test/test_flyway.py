@@ -613,3 +613,15 @@ def test_a_spring_boot_set_with_a_pg_dump_applies_as_flyway_would(
         "R__views.sql",
     ]
     assert flyway_would_apply(database_url, folder) == []
+
+
+def test_placeholder_replacement_turned_off_for_the_app_keeps_every_text(
+    app: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = flyway_app(app, {"V1__a.sql": "SELECT '${not_a_placeholder}';\n"})
+    monkeypatch.setenv("FLYWAY_PLACEHOLDER_REPLACEMENT", "false")
+    [m] = load_migrations(folder, app)
+    assert m.up.text == "SELECT '${not_a_placeholder}';\n"
+    monkeypatch.delenv("FLYWAY_PLACEHOLDER_REPLACEMENT")
+    with pytest.raises(BadInput, match="unknown placeholder"):
+        load_migrations(folder, app)

@@ -17,7 +17,13 @@ from herokumigrate.config import ENV_PREFIX
 _NAME_RE = re.compile(r"[A-Z][A-Z0-9_]*\Z")
 # The tools' variables a migration file's reading depends on (formats/flyway.py).
 TOOL_VARS = frozenset(
-    {"FLYWAY_TABLE", "FLYWAY_SCHEMAS", "FLYWAY_DEFAULT_SCHEMA", "FLYWAY_ENVIRONMENT"}
+    {
+        "FLYWAY_TABLE",
+        "FLYWAY_SCHEMAS",
+        "FLYWAY_DEFAULT_SCHEMA",
+        "FLYWAY_ENVIRONMENT",
+        "FLYWAY_PLACEHOLDER_REPLACEMENT",
+    }
 )
 TOOL_VAR_PREFIX = "FLYWAY_PLACEHOLDERS_"
 

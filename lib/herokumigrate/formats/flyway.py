@@ -220,7 +220,8 @@ class FlywayFormat:
         try:
             conf = _read_conf(confs[0], folder) if confs else {}
             raw = folder.text(path)
-            replace = conf.get("placeholderreplacement", "true").lower() != "false"
+            default = os.environ.get("FLYWAY_PLACEHOLDER_REPLACEMENT", "true").strip()
+            replace = conf.get("placeholderreplacement", default).lower() != "false"
             text = replace_placeholders(path, raw, placeholders(path)) if replace else raw
         except BadInput as exc:
             folder.problem(path, exc)
