@@ -44,8 +44,9 @@ This module is the contract each tool's table class provides (one module per too
   (nothing to settle).
 - `lock_keys(scope)`: the tool's session advisory lock keys, held together with ours so the
   tool and this runner exclude each other (golang-migrate's two; Prisma's 72707369; sqlx's
-  derived from the database name). A tool that locks per transaction (Flyway) takes its lock
-  in `follow`, which runs in every transaction that writes its table.
+  derived from the database name). A tool that takes its key per transaction (Flyway's
+  `pg_try_advisory_xact_lock`) gives it here too: held as a session lock for the whole run, it
+  keeps the tool's transactions out (PostgreSQL's advisory locks of both kinds conflict).
 """
 
 from __future__ import annotations

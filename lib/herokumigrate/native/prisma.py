@@ -9,7 +9,7 @@ with `rolled_back_at` set never counts as applied. Its lock: `pg_advisory_lock(7
 
 from __future__ import annotations
 
-import uuid
+import os
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from psycopg import sql
@@ -140,7 +140,7 @@ class PrismaTable(NativeTable):
                     "INSERT INTO {} (id, checksum, migration_name, started_at, finished_at,"
                     " applied_steps_count) VALUES (%s, %s, %s, now(), now(), 0)"
                 ).format(table),
-                (str(uuid.uuid4()), str(done[0][0]), version.written),
+                (_uuid4(), str(done[0][0]), version.written),
             )
 
     def create(self, conn: Conn) -> None:
@@ -192,7 +192,7 @@ class PrismaTable(NativeTable):
                         " WHERE migration_name = %s AND finished_at IS NOT NULL"
                         " AND rolled_back_at IS NULL)"
                     ).format(table, table),
-                    (str(uuid.uuid4()), checksum(m), name, name),
+                    (_uuid4(), checksum(m), name, name),
                 )
         for m in change.rechecked:
             conn.execute(
@@ -212,7 +212,7 @@ class PrismaTable(NativeTable):
                 " SELECT %s, %s, %s, now(), 0 WHERE NOT EXISTS (SELECT FROM {}"
                 " WHERE migration_name = %s AND finished_at IS NULL AND rolled_back_at IS NULL)"
             ).format(table, table),
-            (str(uuid.uuid4()), file_checksum, name, name),
+            (_uuid4(), file_checksum, name, name),
         )
 
 
@@ -233,3 +233,13 @@ def _checksum_for(change: NativeChange) -> str:
 def _first_line(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line[:300]
+
+
+def _uuid4() -> str:
+    """A random (version 4) UUID, as Prisma writes its rows' ids (without the uuid module, whose
+    imports would grow the bundled standard library)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
