@@ -130,6 +130,48 @@ def test_the_flyway_cli_folder_is_found_too(app: Path) -> None:
     assert load_config(app, {}).path == "db/migration"
 
 
+@pytest.mark.parametrize(
+    ("config", "text", "folder"),
+    [
+        (
+            "application.properties",
+            "server.port=8080\nspring.flyway.locations=classpath:db/migration/{vendor},"
+            "classpath:db/other\n",
+            "src/main/resources/db/migration/postgresql",
+        ),
+        (
+            "application.yml",
+            "spring:\n  datasource:\n    url: x\n  flyway:\n    enabled: true\n"
+            "    locations:\n      - classpath:db/flyway\n",
+            "src/main/resources/db/flyway",
+        ),
+        (
+            "application.yaml",
+            "spring:\n  flyway.locations: 'filesystem:sql/migrations'\n",
+            "sql/migrations",
+        ),
+    ],
+)
+def test_the_location_spring_boot_names_is_found(
+    app: Path, config: str, text: str, folder: str
+) -> None:
+    (app / "src/main/resources").mkdir(parents=True)
+    (app / "src/main/resources" / config).write_text(text)
+    flyway_app(app, {"V1__a.sql": "CREATE TABLE a (id int);\n"}, folder=folder)
+    found = load_config(app, {})
+    assert found.path == folder
+    assert "spring.flyway.locations" in found.path_origin
+    assert applies(app)
+
+
+def test_flyway_locations_config_var_names_the_folder(
+    app: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flyway_app(app, {"V1__a.sql": "CREATE TABLE a (id int);\n"}, folder="db/pg")
+    monkeypatch.setenv("FLYWAY_LOCATIONS", "filesystem:db/pg")
+    assert load_config(app, {}).path == "db/pg"
+
+
 def test_a_callback_script_is_refused_naming_it(app: Path) -> None:
     folder = flyway_app(app, {"V1__a.sql": "SELECT 1;\n", "afterMigrate.sql": "SELECT 2;\n"})
     with pytest.raises(BadInput) as caught:

@@ -64,6 +64,7 @@ MAX_VERSION_CHARS = 50
 _VERSION = re.compile(r"[0-9]+(?:[._][0-9]+)*\Z", re.ASCII)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _PLACEHOLDER = re.compile(r"\$\{([^${}\s]+)\}")
+_PROPERTY_LOCATIONS = re.compile(r"^[ \t]*spring\.flyway\.locations[ \t]*[=:][ \t]*(.*)$", re.M)
 _FLYWAY_NAME = re.compile(r"(?:[VB][0-9][0-9._]*|R)__.*\.sql\Z")
 # The events Flyway runs a script named after (`<event>.sql`, `<event>__<description>.sql`).
 CALLBACK_EVENTS = frozenset(
@@ -243,8 +244,12 @@ class FlywayFormat:
         )
 
     def folders(self, app_dir: Path) -> list[FolderCandidate]:
-        """Spring Boot's `src/main/resources/db/migration`, the Flyway CLI's `db/migration`."""
+        """The location FLYWAY_LOCATIONS or Spring Boot's `spring.flyway.locations` names (its
+        first); else Spring Boot's `src/main/resources/db/migration`, the CLI's `db/migration`."""
         sign = _app_sign(app_dir)
+        named = configured_location(app_dir, os.environ)
+        if named is not None:
+            return [FolderCandidate(named[0], f"named by {named[1]}", sign or named[1])]
         return [
             FolderCandidate(
                 "src/main/resources/db/migration", "Flyway's folder (Spring Boot)", sign
@@ -261,6 +266,70 @@ class FlywayFormat:
     def new_files(self, version: str, slug: str, title: str) -> list[NewFile]:
         """A versioned migration, named as Flyway's conventions write it."""
         return [NewFile(f"V{version}__{slug}.sql", f"-- {title}\n")]
+
+
+def configured_location(app_dir: Path, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """The folder of the first location FLYWAY_LOCATIONS, or `spring.flyway.locations` in the
+    app's `application.properties`/`.yml`/`.yaml`, names (plain values only), and what named
+    it: `classpath:x` is `src/main/resources/x`, `filesystem:x` and a bare `x` are `x`;
+    `{vendor}` is `postgresql`. None when nothing names one."""
+    value, where = env.get("FLYWAY_LOCATIONS", "").strip(), "FLYWAY_LOCATIONS"
+    resources = app_dir / "src" / "main" / "resources"
+    for name in ("application.properties", "application.yml", "application.yaml"):
+        if value:
+            break
+        value, where = _spring_locations(resources / name), f"spring.flyway.locations ({name})"
+    first = value.split(",")[0].strip().replace("{vendor}", "postgresql")
+    if not first or "$" in first or "*" in first:
+        return None
+    kind, colon, rest = first.partition(":")
+    if colon and kind == "classpath":
+        folder = f"src/main/resources/{rest.lstrip('/')}"
+    elif colon and kind == "filesystem":
+        folder = rest
+    elif colon:
+        return None  # s3:, gcs:, ... : not a folder of the app
+    else:
+        folder = first
+    return os.path.normpath(folder.strip("/") or "."), where
+
+
+def _spring_locations(path: Path) -> str:
+    """`spring.flyway.locations` of a Spring Boot properties or YAML file ("" when absent)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    if path.suffix == ".properties":
+        found = _PROPERTY_LOCATIONS.search(text)
+        return found.group(1).strip() if found else ""
+    return _yaml_value(text, ("spring", "flyway", "locations"))
+
+
+def _yaml_value(text: str, keys: tuple[str, ...]) -> str:
+    """The scalar (or the first item of the list) at `keys` in a simple block-style YAML file;
+    a dotted key (`spring.flyway.locations: x`) at any level counts too."""
+    path: list[tuple[int, str]] = []
+    lines = iter(text.splitlines())
+    for line in lines:
+        stripped = line.split(" #", 1)[0].rstrip()
+        if not stripped.strip() or stripped.lstrip().startswith(("#", "-", "---")):
+            continue
+        indent = len(stripped) - len(stripped.lstrip())
+        key, colon, value = stripped.strip().partition(":")
+        if not colon:
+            continue
+        while path and path[-1][0] >= indent:
+            path.pop()
+        names = tuple(n for _, k in path for n in k.split(".")) + tuple(key.strip().split("."))
+        path.append((indent, key.strip()))
+        if names != keys:
+            continue
+        if value.strip():
+            return value.strip().strip("'\"")
+        item = next(lines, "").strip()
+        return item[1:].strip().strip("'\"") if item.startswith("-") else ""
+    return ""
 
 
 def description_of(title: str) -> str:
