@@ -667,3 +667,35 @@ def test_placeholder_replacement_turned_off_for_the_app_keeps_every_text(
     monkeypatch.delenv("FLYWAY_PLACEHOLDER_REPLACEMENT")
     with pytest.raises(BadInput, match="unknown placeholder"):
         load_migrations(folder, app)
+
+
+def test_spring_boots_flyway_placeholders_are_read_from_the_apps_config(
+    app: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (app / "src/main/resources").mkdir(parents=True)
+    (app / "src/main/resources/application.yml").write_text(
+        "spring:\n  flyway:\n    placeholders:\n      owner: ${APP_OWNER:app_reader}\n"
+        "      tableName: things\n"
+    )
+    (app / "src/main/resources/application.properties").write_text(
+        "spring.flyway.placeholders.suffix=_v2\n"
+    )
+    folder = flyway_app(
+        app,
+        {
+            "V1__a.sql": (
+                "CREATE TABLE ${tableName}${suffix} (id int);\nGRANT ALL ON x TO ${owner};\n"
+            )
+        },
+    )
+    [m] = load_migrations(folder, app)
+    assert m.up.text == "CREATE TABLE things_v2 (id int);\nGRANT ALL ON x TO app_reader;\n"
+    monkeypatch.setenv("FLYWAY_PLACEHOLDERS_OWNER", "from_env")  # Flyway's variable wins
+    monkeypatch.setenv("APP_OWNER", "ignored")
+    [m] = load_migrations(folder, app)
+    assert "TO from_env;" in m.up.text
+    (app / "src/main/resources/application.properties").write_text(
+        "spring.flyway.placeholder-replacement=false\n"
+    )
+    [m] = load_migrations(folder, app)
+    assert "${tableName}" in m.up.text

@@ -32,10 +32,12 @@ a script's `script` column holds its path in the folder (`2024/V3__x.sql`).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import zlib
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from herokumigrate.errors import BadInput
@@ -47,7 +49,6 @@ from herokumigrate.versions import Version
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from pathlib import Path
 
     from herokumigrate.formats import FolderEntry, FolderReader
     from herokumigrate.native import NativeTable
@@ -64,7 +65,11 @@ MAX_VERSION_CHARS = 50
 _VERSION = re.compile(r"[0-9]+(?:[._][0-9]+)*\Z", re.ASCII)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _PLACEHOLDER = re.compile(r"\$\{([^${}\s]+)\}")
-_PROPERTY_LOCATIONS = re.compile(r"^[ \t]*spring\.flyway\.locations[ \t]*[=:][ \t]*(.*)$", re.M)
+_SPRING_PREFIX = "spring.flyway."
+_SPRING_PLACEHOLDERS = "placeholders."
+_REPLACEMENT_KEYS = ("placeholder-replacement", "placeholderReplacement", "placeholder_replacement")
+_PROPERTY = re.compile(r"([^=:\s]+)\s*[=:\s]\s*(.*)")
+_SPRING_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*(?::[^}]*)?)\}")
 _FLYWAY_NAME = re.compile(r"(?:[VB][0-9][0-9._]*|R)__.*\.sql\Z")
 # The events Flyway runs a script named after (`<event>.sql`, `<event>__<description>.sql`).
 CALLBACK_EVENTS = frozenset(
@@ -221,9 +226,13 @@ class FlywayFormat:
         try:
             conf = _read_conf(confs[0], folder) if confs else {}
             raw = folder.text(path)
-            default = os.environ.get("FLYWAY_PLACEHOLDER_REPLACEMENT", "true").strip()
+            spring = spring_flyway(folder.app_root) if folder.app_root is not None else {}
+            default = os.environ.get("FLYWAY_PLACEHOLDER_REPLACEMENT", "").strip() or next(
+                (spring[k] for k in _REPLACEMENT_KEYS if k in spring), "true"
+            )
             replace = conf.get("placeholderreplacement", default).lower() != "false"
-            text = replace_placeholders(path, raw, placeholders(path)) if replace else raw
+            values = placeholders(path, spring=spring)
+            text = replace_placeholders(path, raw, values) if replace else raw
         except BadInput as exc:
             folder.problem(path, exc)
             return None
@@ -274,11 +283,9 @@ def configured_location(app_dir: Path, env: Mapping[str, str]) -> tuple[str, str
     it: `classpath:x` is `src/main/resources/x`, `filesystem:x` and a bare `x` are `x`;
     `{vendor}` is `postgresql`. None when nothing names one."""
     value, where = env.get("FLYWAY_LOCATIONS", "").strip(), "FLYWAY_LOCATIONS"
-    resources = app_dir / "src" / "main" / "resources"
-    for name in ("application.properties", "application.yml", "application.yaml"):
-        if value:
-            break
-        value, where = _spring_locations(resources / name), f"spring.flyway.locations ({name})"
+    if not value:
+        value = spring_flyway(app_dir).get("locations", "")
+        where = "spring.flyway.locations (application.properties/.yml)"
     first = value.split(",")[0].strip().replace("{vendor}", "postgresql")
     if not first or "$" in first or "*" in first:
         return None
@@ -294,42 +301,81 @@ def configured_location(app_dir: Path, env: Mapping[str, str]) -> tuple[str, str
     return os.path.normpath(folder.strip("/") or "."), where
 
 
-def _spring_locations(path: Path) -> str:
-    """`spring.flyway.locations` of a Spring Boot properties or YAML file ("" when absent)."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    if path.suffix == ".properties":
-        found = _PROPERTY_LOCATIONS.search(text)
-        return found.group(1).strip() if found else ""
-    return _yaml_value(text, ("spring", "flyway", "locations"))
-
-
-def _yaml_value(text: str, keys: tuple[str, ...]) -> str:
-    """The scalar (or the first item of the list) at `keys` in a simple block-style YAML file;
-    a dotted key (`spring.flyway.locations: x`) at any level counts too."""
-    path: list[tuple[int, str]] = []
-    lines = iter(text.splitlines())
-    for line in lines:
-        stripped = line.split(" #", 1)[0].rstrip()
-        if not stripped.strip() or stripped.lstrip().startswith(("#", "-", "---")):
+def spring_flyway(app_dir: Path) -> dict[str, str]:
+    """The `spring.flyway.*` settings of a Spring Boot app (`application.properties`, `.yml`,
+    `.yaml` in `src/main/resources`), keys without that prefix, plain values (a `${VAR:default}`
+    in one is read from the environment, as Spring resolves it)."""
+    resources = app_dir / "src" / "main" / "resources"
+    stamps = []
+    for name in ("application.properties", "application.yml", "application.yaml"):
+        try:
+            stamps.append((name, (resources / name).stat().st_mtime_ns))
+        except OSError:
             continue
-        indent = len(stripped) - len(stripped.lstrip())
-        key, colon, value = stripped.strip().partition(":")
+    return dict(_spring_flyway(str(resources), tuple(stamps)))
+
+
+@functools.lru_cache(maxsize=8)
+def _spring_flyway(
+    resources: str, stamps: tuple[tuple[str, int], ...]
+) -> tuple[tuple[str, str], ...]:
+    found: dict[str, str] = {}
+    for name, _ in reversed(stamps):  # application.properties wins, as in Spring Boot
+        try:
+            text = Path(resources, name).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        flat = _properties(text) if name.endswith(".properties") else _yaml_flat(text)
+        for key, value in flat.items():
+            if key.startswith(_SPRING_PREFIX):
+                found[key[len(_SPRING_PREFIX) :]] = _SPRING_REFERENCE.sub(_spring_env, value)
+    return tuple(found.items())
+
+
+def _spring_env(found: re.Match[str]) -> str:
+    name, _, default = found.group(1).partition(":")
+    return os.environ.get(name, default if found.group(1).count(":") else found.group(0))
+
+
+def _properties(text: str) -> dict[str, str]:
+    """`key=value` (or `key: value`, `key value`) lines of a Java properties file."""
+    found = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        match = _PROPERTY.match(line)
+        if match is not None:
+            found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def _yaml_flat(text: str) -> dict[str, str]:
+    """The scalars of a simple block-style YAML file by dotted key (a list: its first item)."""
+    found: dict[str, str] = {}
+    path: list[tuple[int, str]] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].rstrip()
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "---")):
+            continue
+        if stripped.startswith("-"):
+            if pending and pending not in found:
+                found[pending] = stripped[1:].strip().strip("'\"")
+            continue
+        indent = len(line) - len(line.lstrip())
+        key, colon, value = stripped.partition(":")
         if not colon:
             continue
         while path and path[-1][0] >= indent:
             path.pop()
-        names = tuple(n for _, k in path for n in k.split(".")) + tuple(key.strip().split("."))
         path.append((indent, key.strip()))
-        if names != keys:
-            continue
+        dotted = ".".join(k for _, k in path)
+        pending = dotted
         if value.strip():
-            return value.strip().strip("'\"")
-        item = next(lines, "").strip()
-        return item[1:].strip().strip("'\"") if item.startswith("-") else ""
-    return ""
+            found[dotted] = value.strip().strip("'\"")
+    return found
 
 
 def description_of(title: str) -> str:
@@ -346,15 +392,25 @@ def checksum_of(text: str) -> int:
     return crc - (1 << 32) if crc >= 1 << 31 else crc
 
 
-def placeholders(path: SourceFile, env: Mapping[str, str] | None = None) -> dict[str, str]:
+def placeholders(
+    path: SourceFile,
+    env: Mapping[str, str] | None = None,
+    spring: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """The placeholders of a file: the app's `FLYWAY_PLACEHOLDERS_<NAME>` (lowercased names),
-    and Flyway's built-ins, from the settings Flyway would read them from."""
+    over Spring Boot's `spring.flyway.placeholders.<name>`, and Flyway's built-ins, from the
+    settings Flyway would read them from."""
     env = os.environ if env is None else env
     found = {
-        name[len(PLACEHOLDER_VARS) :].lower(): value
+        key[len(_SPRING_PLACEHOLDERS) :]: value
+        for key, value in (spring or {}).items()
+        if key.startswith(_SPRING_PLACEHOLDERS)
+    }
+    found.update(
+        (name[len(PLACEHOLDER_VARS) :].lower(), value)
         for name, value in env.items()
         if name.startswith(PLACEHOLDER_VARS) and len(name) > len(PLACEHOLDER_VARS)
-    }
+    )
     user, database = _url_user_and_database(env)
     found.update(
         {
