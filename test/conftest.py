@@ -95,9 +95,15 @@ def pgbouncer(pg_server: Server) -> Iterator[Callable[..., PgBouncer]]:
     started: list[PgBouncer] = []
 
     def start(
-        mode: PoolMode, *, pool_size: int = 5, aliases: dict[str, str] | None = None
+        mode: PoolMode,
+        *,
+        pool_size: int = 5,
+        aliases: dict[str, str] | None = None,
+        settings: dict[str, str] | None = None,
     ) -> PgBouncer:
-        bouncer = start_pgbouncer(pg_server, mode, pool_size=pool_size, aliases=aliases)
+        bouncer = start_pgbouncer(
+            pg_server, mode, pool_size=pool_size, aliases=aliases, settings=settings
+        )
         started.append(bouncer)
         return bouncer
 

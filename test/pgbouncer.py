@@ -68,11 +68,17 @@ class PgBouncer:
 
 
 def start_pgbouncer(
-    server: Server, mode: PoolMode, *, pool_size: int = 5, aliases: dict[str, str] | None = None
+    server: Server,
+    mode: PoolMode,
+    *,
+    pool_size: int = 5,
+    aliases: dict[str, str] | None = None,
+    settings: dict[str, str] | None = None,
 ) -> PgBouncer:
     """Start PgBouncer on a free loopback port in front of `server`; wait until it listens.
 
-    `aliases` maps database names that clients use to the server's database names.
+    `aliases` maps database names that clients use to the server's database names (each
+    alias is a pool of its own); `settings` adds lines to its [pgbouncer] section.
     """
     binary = pgbouncer_binary()
     assert binary is not None, "pgbouncer is not installed (scripts/test.sh installs it)"
@@ -100,7 +106,8 @@ def start_pgbouncer(
         f"default_pool_size = {pool_size}\n"
         "max_client_conn = 200\n"
         f"logfile = {workdir / 'pgbouncer.log'}\n"
-        f"pidfile = {workdir / 'pgbouncer.pid'}\n",
+        f"pidfile = {workdir / 'pgbouncer.pid'}\n"
+        + "".join(f"{name} = {value}\n" for name, value in (settings or {}).items()),
         encoding="utf-8",
     )
     uid = gid = None

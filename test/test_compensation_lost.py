@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from support import (
@@ -18,6 +19,7 @@ from support import (
     finish,
     history,
     rows,
+    run_cli,
     spawn_cli,
     tables,
     up,
@@ -124,3 +126,96 @@ def test_without_a_down_the_lost_run_says_what_is_left(
     assert "STATE LEFT: still applied (possibly partly) from this run: 1_first" in result.stderr
     assert "first_table" in tables(pg_server.admin_url(dbname))
     assert [(r[0], r[3]) for r in history(pg_server, dbname)] == [(1, "applied")]
+
+
+GO_ON = "go on, test"  # the application_name that lets a waiting down proceed
+# A down that waits until the test opens a connection named GO_ON (no lock: lock_timeout
+# cannot cut the wait short), then drops what its up created.
+WAITING_DOWN = (
+    "DO $$ BEGIN\n"
+    f"  WHILE NOT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = '{GO_ON}') LOOP\n"
+    "    PERFORM pg_sleep(0.05);\n"
+    "    PERFORM pg_stat_clear_snapshot();  -- pg_stat_activity is read once per transaction\n"
+    "  END LOOP;\n"
+    "END $$;\n"
+    "DROP TABLE first_table;\n"
+)
+
+
+def our_advisory_locks(server: Server, pid: object) -> int:
+    """How many advisory locks backend `pid` holds."""
+    return int(
+        str(
+            rows(
+                server.admin_url("postgres"),
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND pid = %s",
+                (pid,),
+            )[0][0]
+        )
+    )
+
+
+def test_after_a_lost_connection_the_migration_lock_is_taken_again_before_anything_runs(
+    pg_server: Server, dbname: str, database_url: str, app: Path, tmp_path: Path
+) -> None:
+    """The connection is lost between two migrations (migration mode): the runner reconnects
+    and, before it runs the next statement (the down that compensates migration 1), holds the
+    migration lock again, seen from another session; a second runner started in that gap waits
+    for the lock and gives up (exit 3) instead of migrating alongside."""
+    write_migrations(
+        app,
+        {
+            "1_first.up.sql": "CREATE TABLE first_table (id int);\n",
+            "1_first.down.sql": WAITING_DOWN,
+            "2_slow.up.sql": "SELECT pg_sleep(600);\n",
+        },
+    )
+    other_app = tmp_path / "other"
+    write_migrations(
+        other_app,
+        {
+            "1_first.up.sql": "CREATE TABLE first_table (id int);\n",
+            "3_other.up.sql": "CREATE TABLE other_table (id int);\n",
+        },
+    )
+    proc = spawn_cli(
+        ["up"], cwd=app, database_url=database_url, env={"MIGRATE_TRANSACTION": "migration"}
+    )
+    go_on = None
+    try:
+        wait_until(lambda: bool(sleeping_backends(pg_server, dbname)), 60, "migration 2's sleep")
+        lost = sleeping_backends(pg_server, dbname)[0][0]
+        assert our_advisory_locks(pg_server, lost) > 0, "no migration lock before the loss"
+        rows(pg_server.admin_url("postgres"), "SELECT pg_terminate_backend(%s)", (lost,))
+        wait_until(lambda: bool(waiting_downs(pg_server, dbname)), 60, "the down of migration 1")
+        again = waiting_downs(pg_server, dbname)[0][0]
+        assert again != lost
+        assert our_advisory_locks(pg_server, again) > 0, "the lock was not taken again"
+        second = run_cli(
+            ["up"], cwd=other_app, database_url=database_url, env={"MIGRATE_LOCK_WAIT": "1"}
+        )
+        assert second.returncode == 3, second.output
+        assert "other_table" not in tables(pg_server.admin_url(dbname))
+        go_on = psycopg.connect(pg_server.admin_url("postgres"), application_name=GO_ON)
+        result = finish(proc, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        if go_on is not None:
+            go_on.close()
+    assert result.returncode == 1, result.output
+    assert "reverted 1_first" in result.stderr, result.output
+    assert "the schema is as before the run" in result.stderr, result.output
+    assert "first_table" not in tables(pg_server.admin_url(dbname))
+
+
+def waiting_downs(server: Server, dbname: str) -> list[tuple[object, ...]]:
+    """The runner's sessions on `dbname` running the down that waits for GO_ON."""
+    return rows(
+        server.admin_url("postgres"),
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s"
+        " AND state = 'active' AND query LIKE %s",
+        (dbname, APP_NAME, f"%{GO_ON}%"),
+    )

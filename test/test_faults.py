@@ -8,22 +8,28 @@ traceback is printed.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 
+from herokumigrate.errors import MigrationFailed
 from support import (
     LIB,
+    TEST_PASSWORD,
     Result,
     Server,
+    assert_no_secret,
     finish,
     history,
     rows,
@@ -35,6 +41,9 @@ from support import (
     up,
     write_migrations,
 )
+
+if TYPE_CHECKING:
+    from herokumigrate.config import Config
 
 pytestmark = pytest.mark.db
 
@@ -868,3 +877,152 @@ def test_recovery_after_a_lost_connection_never_undoes_another_runners_work(
         (1, "applied"),
         (2, "applied"),
     ]
+
+
+# ----- no secret in the history's log ----------------------------------------------------------
+
+
+def test_a_failure_quoting_the_url_and_password_leaves_no_secret_in_the_log_table(
+    pg_server: Server, dbname: str, app: Path, database_url: str
+) -> None:
+    """The failure text and the compensation's report are written to the log table too (for
+    `status`): redacted like the output, so a migration (or a down) whose error quotes the
+    database URL or its password stores neither."""
+    assert up(app, {"1_base.up.sql": "CREATE TABLE base (id int);\n"}, database_url).returncode == 0
+    for n, secret in ((2, TEST_PASSWORD), (4, database_url)):
+        # PostgreSQL quotes the value it cannot read as an integer in its error message: the
+        # up fails, then compensation runs the down of the migration before it, which fails
+        # the same way (its line goes into the report).
+        quoting = f"SELECT $q${secret}$q$::int;\n"
+        files = {
+            f"{n}_first.up.sql": "SELECT 1;\n",
+            f"{n}_first.down.sql": quoting,
+            f"{n + 1}_quotes.up.sql": quoting,
+        }
+        result = up(app, files, database_url, env={"MIGRATE_TRANSACTION": "migration"})
+        assert result.returncode == 1, result.output  # run_cli checked the printed output
+        assert f"down of {n}_first failed" in result.stderr, result.output
+        for name in files:
+            (app / "db" / "migrations" / name).unlink()
+    logged = rows(
+        pg_server.admin_url(dbname),
+        "SELECT detail FROM heroku_migrate_history_log WHERE event = 'failed' ORDER BY id",
+    )
+    assert len(logged) == 2, logged
+    for (detail,) in logged:
+        text = str(detail)
+        assert text.count("invalid input syntax for type integer") == 2, text
+        assert "[REDACTED]" in text, text
+        assert_no_secret(text)
+        assert database_url not in text, text
+
+
+# ----- the migration lock is released on every failure path ---------------------------------
+
+# Each way a run can fail after it took the lock: the files after a first migration that commits
+# on its own (migration mode), so that compensation runs (and, after a lost connection,
+# reconnects and locks again) before the command gives up.
+FAILURES = {
+    "sql error": "SELECT 1 / 0;\n",
+    "lost connection": "SELECT pg_terminate_backend(pg_backend_pid());\n",
+    "bookkeeping": "CREATE TABLE refused (id int);\n",
+    "signal": "SELECT pg_sleep(600);\n",
+}
+REFUSE_VERSION_3 = (
+    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+    " $$ BEGIN RAISE EXCEPTION 'refused'; END $$;\n"
+    "CREATE TRIGGER refuse BEFORE INSERT ON heroku_migrate_history"
+    " FOR EACH ROW WHEN (NEW.version = 3) EXECUTE FUNCTION refuse();\n"
+)
+
+
+def advisory_locks(server: Server, dbname: str) -> list[tuple[object, ...]]:
+    """The advisory locks held on `dbname`, by anyone."""
+    return rows(
+        server.admin_url("postgres"),
+        "SELECT pid, objid FROM pg_locks WHERE locktype = 'advisory'"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = %s)",
+        (dbname,),
+    )
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+def test_the_migration_lock_is_released_on_every_failure_path(
+    pg_server: Server,
+    dbname: str,
+    database_url: str,
+    app: Path,
+    *,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: str,
+) -> None:
+    """In the runner's own process (its sessions kept referenced, so nothing is closed by the
+    process ending or by garbage collection): after the failure, another session sees no
+    advisory lock of ours."""
+    from herokumigrate.config import load_config
+    from herokumigrate.migrator import Migrator
+    from herokumigrate.output import Output
+    from herokumigrate.session import Session
+    from herokumigrate.signals import Interrupted
+    from herokumigrate.source import load_migrations
+
+    assert up(app, {"1_base.up.sql": "CREATE TABLE base (id int);\n"}, database_url).returncode == 0
+    if failure == "bookkeeping":
+        with pg_server.admin_conn(dbname) as conn:
+            conn.execute(REFUSE_VERSION_3)
+    write_migrations(
+        app,
+        {
+            "2_first.up.sql": "CREATE TABLE first_table (id int);\n",
+            "2_first.down.sql": "DROP TABLE first_table;\n",
+            "3_fails.up.sql": FAILURES[failure],
+        },
+    )
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    config = load_config(app, {"MIGRATE_TRANSACTION": "migration"})
+    out = io.StringIO()
+    sessions: list[Session] = []
+
+    def open_session(config: Config, output: Output) -> Session:
+        session = Session.open(config, output)
+        sessions.append(session)
+        return session
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    def signal_when_sleeping() -> None:
+        wait_until(
+            lambda: rows(
+                pg_server.admin_url("postgres"),
+                "SELECT FROM pg_stat_activity WHERE datname = %s"
+                " AND query LIKE 'SELECT pg_sleep%%'",
+                (dbname,),
+            ),
+            60,
+            "the migration's sleep",
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    migrator = Migrator(config, Output(out, out, color=False), open_session=open_session)
+    migrations = load_migrations(config.migrations_dir, config.app_dir)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    sender = threading.Thread(target=signal_when_sleeping, daemon=True)
+    if failure == "signal":
+        sender.start()
+    try:
+        with pytest.raises((MigrationFailed, Interrupted)) as raised:
+            migrator.up(migrations)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if failure == "signal":
+            sender.join(60)
+    try:
+        assert isinstance(raised.value, Interrupted) == (failure == "signal"), out.getvalue()
+        assert sessions, "no session was opened"
+        if failure != "signal":  # compensation ran (after a reconnect, locked again)
+            assert "reverted 2_first" in str(raised.value.lines()), raised.value.lines()
+        assert advisory_locks(pg_server, dbname) == [], f"{failure}: lock held\n{out.getvalue()}"
+    finally:
+        for session in sessions:
+            session.conn.close()

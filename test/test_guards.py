@@ -71,17 +71,28 @@ def test_first_lock_timeout_step_is_a_tenth_of_a_second_and_statement_timeout_of
     assert rows(pg_server.admin_url(dbname), "SELECT * FROM seen_1") == [("100ms", "0")]
 
 
-@pytest.mark.parametrize("statement", ["SET lock_timeout = '1h'", "RESET ALL"])
+@pytest.mark.parametrize("mode", ["release", "migration"])
+@pytest.mark.parametrize(
+    "statement", ["SET lock_timeout = '1h'", "SET lock_timeout = 0", "RESET ALL"]
+)
 def test_a_migration_that_changes_the_timeouts_does_not_change_the_next_ones(
-    pg_server: Server, dbname: str, database_url: str, app: Path, statement: str
+    pg_server: Server,
+    dbname: str,
+    database_url: str,
+    app: Path,
+    *,
+    statement: str,
+    mode: str,
 ) -> None:
-    """A session-level SET in a file outlives its transaction; every migration still runs with
-    the configured timeouts (the runner sets them again for each transaction)."""
+    """A session-level SET in a file outlives its transaction (migration mode), and within the
+    release's one transaction it would carry into every later migration (release mode); every
+    migration still runs with the configured timeouts: the runner re-asserts them before each
+    migration, not only at the start of a transaction."""
     files = {
         "1_changes.up.sql": f"{statement};\n",
         "2_seen_2.up.sql": READ_TIMEOUTS.format(n=2),
     }
-    env = {"MIGRATE_TRANSACTION": "migration", "MIGRATE_LOCK_TIMEOUT": "0.05"}
+    env = {"MIGRATE_TRANSACTION": mode, "MIGRATE_LOCK_TIMEOUT": "0.05"}
     result = up(app, files, database_url, env=env)
     assert result.returncode == 0, result.output
     assert rows(pg_server.admin_url(dbname), "SELECT * FROM seen_2") == [("50ms", "0")]

@@ -525,12 +525,20 @@ def test_plan_on_a_fresh_database_runs_files_that_alter_the_tools_table(
     assert snapshot(pg_server, dbname) == before
 
 
+@pytest.mark.parametrize(
+    "columns",
+    ["version int, name text", "version bigint PRIMARY KEY, name text"],
+    ids=["int-version", "bigint-version"],
+)
 def test_another_frameworks_table_under_the_default_name_is_left_alone(
-    pg_server: Server, dbname: str, database_url: str, app: Path
+    pg_server: Server, dbname: str, database_url: str, app: Path, columns: str
 ) -> None:
+    """A table is golang-migrate's by all its columns (`version bigint`, `dirty boolean`):
+    another framework's `schema_migrations`, even with a bigint version, is not read or
+    written."""
     files = {k: v for k, v in GOLANG_FILES.items() if not k.startswith("2_")}
     write_migrations(app, files)
-    _admin(pg_server, dbname, "CREATE TABLE schema_migrations (version int, name text)")
+    _admin(pg_server, dbname, f"CREATE TABLE schema_migrations ({columns})")
     result = run_cli(["up"], cwd=app, database_url=database_url)
     assert result.returncode == 0, result.output
     assert "Created" not in result.stdout
@@ -541,6 +549,34 @@ def test_another_frameworks_table_under_the_default_name_is_left_alone(
         "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute"
         " WHERE attrelid = 'schema_migrations'::regclass AND attnum > 0",
     ) == [("version,name",)]
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 3]
+
+
+def test_golang_migrate_at_version_zero_is_adopted_not_run_again(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    """Version 0 is a version like any other: a database golang-migrate left at 0 has
+    migration 0 applied; `up` adopts it and applies only what follows."""
+    write_migrations(
+        app,
+        {
+            "0_zero.up.sql": "CREATE TABLE zero (id int);\n",
+            "0_zero.down.sql": "DROP TABLE zero;\n",
+            "1_one.up.sql": "CREATE TABLE one (id int);\n",
+            "1_one.down.sql": "DROP TABLE one;\n",
+        },
+    )
+    _admin(
+        pg_server,
+        dbname,
+        f"CREATE TABLE zero (id int); {GOLANG_DDL};"
+        " INSERT INTO schema_migrations VALUES (0, false)",
+    )
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert [(r[0], r[3]) for r in history(pg_server, dbname)] == [(0, "applied"), (1, "applied")]
+    # Run again, migration 0 would have failed: its table exists.
+    assert _golang_rows(pg_server, dbname) == [(1, False)]
 
 
 def test_mixed_folder_gets_the_table_of_its_newest_files_format(

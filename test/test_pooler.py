@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from herokumigrate.database import Target, connect, read_target
@@ -231,3 +232,37 @@ def test_sslmode_require_without_tls_fails_at_once(
     assert "does not support SSL" in errors[0], errors
     assert "TLS" in errors[-1], errors
     assert history(pg_server, dbname) == []
+
+
+def test_a_pooler_that_moves_our_session_after_the_probe_is_caught_by_our_own_recheck(
+    pg_server: Server, dbname: str, pgbouncer: StartPgBouncer
+) -> None:
+    """Transaction pooling where the second client proves nothing: its pool is full, so it
+    gets no server session in time (no pid to compare). Meanwhile PgBouncer closed our idle
+    server session (server_idle_timeout), so our next transaction runs on another backend:
+    only our own re-check after the probe sees that, and it must count."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from herokumigrate.pooler import detect_pooling
+
+    probe_timeout = 3.0  # the probe's wait: three times the idle timeout
+    bouncer = pgbouncer(
+        "transaction",
+        pool_size=1,
+        aliases={"probe_pool": dbname},  # a pool of its own for the second client
+        settings={"server_idle_timeout": "1"},
+    )
+    # The probe's pool has one server session, held in a transaction: the probe waits.
+    holder = psycopg.connect(bouncer.url("probe_pool"))
+    conn = psycopg.connect(bouncer.url(dbname), autocommit=True)
+    try:
+        holder.execute("SELECT 1")
+        params = {k: str(v) for k, v in conninfo_to_dict(bouncer.url("probe_pool")).items()}
+        started = time.monotonic()
+        found = detect_pooling(conn, params, probe_timeout=probe_timeout)
+        waited = time.monotonic() - started
+    finally:
+        conn.close()
+        holder.close()
+    assert waited >= probe_timeout, f"the probe got an answer after {waited:.2f}s"
+    assert found == "transaction", bouncer.log()

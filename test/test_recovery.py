@@ -353,6 +353,119 @@ def test_failing_first_concurrent_statement_leaves_no_invalid_index(
     assert snapshot(pg_server, dbname) == before
 
 
+def test_a_valid_index_of_the_same_name_is_not_taken_for_a_finished_build(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    """Only a resumed run may skip a concurrent build whose index is there and valid (it finished
+    before the kill). On a fresh run, an index of the same name from an unrelated earlier
+    migration does not make the build "done": the statement runs, and fails as PostgreSQL
+    says."""
+    write_migrations(app, DUPLICATES)
+    write_migrations(app, {"3_old.up.sql": "CREATE INDEX dup_id_idx ON dup (v);\n"})
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    before = snapshot(pg_server, dbname)
+
+    result = up(
+        app,
+        {"11_build.up.sql": "CREATE INDEX CONCURRENTLY dup_id_idx ON dup (id);\n"},
+        database_url,
+    )
+
+    assert result.returncode == 1, result.output
+    text = errors(result)
+    assert "11_build.up.sql: line 1: ERROR 42P07" in text, text
+    assert 'relation "dup_id_idx" already exists' in text, text
+    assert "built before the interruption" not in result.output, result.output
+    assert snapshot(pg_server, dbname) == before
+
+
+def test_exact_undo_keeps_an_index_that_existed_before_the_run(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    """`CREATE INDEX CONCURRENTLY IF NOT EXISTS` on an index an earlier release built does
+    nothing; when a later statement of the migration fails, the undo of what ran must keep that
+    index: it is not this run's."""
+    write_migrations(app, DUPLICATES)
+    write_migrations(app, {"3_old.up.sql": "CREATE INDEX dup_id_idx ON dup (id);\n"})
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    before = snapshot(pg_server, dbname)
+    files = {
+        "11_indexes.up.sql": "CREATE INDEX CONCURRENTLY IF NOT EXISTS dup_id_idx ON dup (id);\n"
+        "CREATE UNIQUE INDEX CONCURRENTLY dup_v_key ON dup (v);\n",
+        "11_indexes.down.sql": "DROP INDEX CONCURRENTLY dup_v_key;\n"
+        "DROP INDEX CONCURRENTLY dup_id_idx;\n",
+    }
+
+    result = up(app, files, database_url)
+
+    assert result.returncode == 1, result.output
+    text = errors(result)
+    assert "11_indexes.up.sql: line 2: ERROR 23505" in text, text
+    assert "undid what ran of the half-applied 11_indexes: nothing of it needed undoing" in text
+    assert "dropped index public.dup_id_idx" not in text, text
+    assert "the schema is as before the run" in text, text
+    assert "public.dup_id_idx" in [
+        str(r[0])
+        for r in rows(pg_server.admin_url(dbname), "SELECT 'public.' || indexname FROM pg_indexes")
+    ], "the index built before the run was dropped"
+    assert snapshot(pg_server, dbname) == before
+
+
+def test_the_build_that_finished_before_its_progress_was_recorded_is_undone(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    """The exact boundary: the concurrent build completed, then writing its progress failed
+    (as when the connection is lost right after it, before the next statement starts). The
+    history still says "statement 1 in flight"; the build was in flight and finished, so its
+    index is this run's and is dropped."""
+    write_migrations(app, DUPLICATES)
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    with pg_server.admin_conn(dbname) as conn:
+        conn.execute(
+            RAISING_TRIGGER.replace("NEW.version = 12", "NEW.version = 11 AND NEW.progress = 1")
+        )
+    before = snapshot(pg_server, dbname)
+    files = {
+        "11_indexes.up.sql": "CREATE INDEX CONCURRENTLY dup_id_idx ON dup (id);\n"
+        "CREATE INDEX CONCURRENTLY dup_v_idx ON dup (v);\n",
+        "11_indexes.down.sql": "DROP INDEX CONCURRENTLY dup_v_idx;\n"
+        "DROP INDEX CONCURRENTLY dup_id_idx;\n",
+    }
+
+    result = up(app, files, database_url)
+
+    assert result.returncode == 1, result.output
+    text = errors(result)
+    assert "history write refused for 11" in text, text
+    undid = "undid what ran of the half-applied 11_indexes: dropped index public.dup_id_idx"
+    assert undid + " (line 1)" in text, text
+    assert "the schema is as before the run" in text, text
+    assert snapshot(pg_server, dbname) == before
+
+
+def test_compensation_drops_only_the_invalid_indexes_of_its_own_run(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    """An INVALID index that was there before the run (someone's failed build) is not ours to
+    drop: only the one this release's failed build left is dropped and reported."""
+    write_migrations(app, DUPLICATES)
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    with pg_server.admin_conn(dbname) as conn, pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("CREATE UNIQUE INDEX CONCURRENTLY someones_key ON dup (v)")
+    assert invalid_indexes(pg_server, dbname) == [("someones_key",)]
+    before = snapshot(pg_server, dbname)
+    files = {"11_unique.up.sql": "CREATE UNIQUE INDEX CONCURRENTLY dup_v_key ON dup (v);\n"}
+
+    result = up(app, files, database_url)
+
+    assert result.returncode == 1, result.output
+    text = errors(result)
+    assert "dropped INVALID index public.dup_v_key left by the failed build" in text, text
+    assert "someones_key" not in text, text
+    assert invalid_indexes(pg_server, dbname) == [("someones_key",)]
+    assert snapshot(pg_server, dbname) == before
+
+
 # ----- 4. no stale partial row after a successful recovery --------------------------------------
 
 
@@ -698,6 +811,30 @@ def test_downs_that_leave_objects_behind_are_reported(
     if extension:
         assert "extension citext" in text, text
     assert "as before the run (checked" not in text, text
+
+
+def test_a_down_that_drops_more_than_its_up_created_is_not_called_as_before(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    """Compensation ran a down that also dropped a table from before the run: objects vanished,
+    so the report says what differs instead of "as before"."""
+    baseline(app, database_url)
+    files = {
+        "10_greedy.up.sql": "CREATE TABLE greedy (id int);\n",
+        "10_greedy.down.sql": "DROP TABLE greedy;\nDROP TABLE base;\n",
+        "11_fails.up.sql": "SELECT 1 / 0;\n",
+    }
+
+    result = up(app, files, database_url, env=MIGRATION)
+
+    assert result.returncode == 1, result.output
+    text = errors(result)
+    assert "reverted 10_greedy" in text, text
+    assert "the schema differs from before the run" in text, text
+    assert "gone" in text, text
+    assert "table public.base" in text, text
+    assert "as before the run" not in text, text
+    assert "base" not in tables(pg_server.admin_url(dbname))
 
 
 def test_compensation_report_is_in_the_log_and_status(

@@ -7,10 +7,13 @@ Real signals to the real CLI, a real server.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -21,7 +24,17 @@ from psycopg import pq
 from herokumigrate.database import CONNECTION_CHECK_INTERVAL_MS
 from herokumigrate.lock import lock_key
 from herokumigrate.signals import SETTLE_SECONDS, Interrupted, settle, transaction
-from support import finish, history, rows, run_cli, scalar, snapshot, spawn_cli, write_migrations
+from support import (
+    cli_env,
+    finish,
+    history,
+    rows,
+    run_cli,
+    scalar,
+    snapshot,
+    spawn_cli,
+    write_migrations,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -338,6 +351,59 @@ def test_cleanup_that_hangs_is_cut_short_by_the_exit_deadline(
     assert snapshot(pg_server, dbname) == before
 
 
+# A second signal forces the exit at once: well before the exit deadline (2.5 s after the
+# first) would. The bound leaves a loaded machine a margin and stays under that deadline.
+SECOND_SIGNAL_EXIT_BOUND_SECONDS = 1.2
+HUNG_BEFORE_SECOND_SIGNAL_SECONDS = 0.5
+
+
+def test_a_second_signal_during_a_hung_cleanup_exits_at_once_and_says_so(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    """The clean-up after the first SIGTERM hangs (the backend is frozen: the cancel goes
+    unanswered); a second SIGTERM does not wait for the exit deadline: the runner leaves at
+    once, saying why, and the server rolls back and frees the lock."""
+    _baseline(app, database_url)
+    before = snapshot(pg_server, dbname)
+    write_migrations(app, {"2_slow.up.sql": "CREATE TABLE made (id int);\nSELECT pg_sleep(30);\n"})
+    proc = spawn_cli(["up"], cwd=app, database_url=database_url)
+    stopped: int | None = None
+    try:
+        _wait_until(lambda: _sleeping(pg_server, dbname), 30, "the runner to reach pg_sleep")
+        pid = int(str(_runner_backends(pg_server, dbname)[0][0]))
+        try:
+            os.kill(pid, signal.SIGSTOP)  # a server that does not answer the cancel
+        except PermissionError:
+            pytest.skip("the server's backends run as another user: cannot freeze one")
+        stopped = pid
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(HUNG_BEFORE_SECOND_SIGNAL_SECONDS)  # the clean-up is now waiting
+        assert proc.poll() is None, "the runner exited with its backend frozen"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        took = time.monotonic() - t0
+        out, err = proc.communicate()
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+    print(f"second SIGTERM during a hung clean-up: exit {proc.returncode} {took:.2f}s after it")
+    assert proc.returncode == 143, (out, err)
+    assert "SIGTERM again: stopping at once" in err, err
+    assert "clean-up took too long" not in err, err
+    assert "Traceback" not in err, err
+    assert took <= SECOND_SIGNAL_EXIT_BOUND_SECONDS, f"took {took:.2f}s after the second signal"
+    _wait_until(
+        lambda: not _runner_backends(pg_server, dbname),
+        KILLED_BACKEND_BOUND_SECONDS,
+        "the runner's backend to end",
+    )
+    assert _advisory_locks(pg_server, dbname) == 0
+    assert snapshot(pg_server, dbname) == before
+
+
 def _left_running(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     """The state an interruption leaves when it lands while psycopg's own code runs between
     two waits (its generator ends, nothing cancels): a statement running, the connection busy."""
@@ -391,3 +457,148 @@ def test_settle_cancels_a_statement_left_running_outside_a_transaction(
         assert not conn.closed
         assert conn.execute("SELECT 1").fetchone() == (1,)
         assert not _still_sleeping(pg_server, dbname)
+
+
+def test_an_interruption_in_an_aborted_transaction_still_says_what_was_committed(
+    pg_server: Server,
+    dbname: str,
+    database_url: str,
+    app: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The interruption's handling finds the connection in an aborted transaction (the
+    statement the signal cancelled failed it): it rolls back before it reads the history, so
+    the message still names exactly what the run had committed, and the event is logged."""
+    from herokumigrate.config import load_config
+    from herokumigrate.manifest import Fingerprint
+    from herokumigrate.migrator import Migrator
+    from herokumigrate.output import Output
+    from herokumigrate.session import Session
+    from herokumigrate.source import load_migrations
+
+    _baseline(app, database_url)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    config = load_config(app, {})
+    out = io.StringIO()
+    output = Output(out, out, color=False)
+    migrator = Migrator(config, output)
+    session = Session.open(config, output)
+    try:
+        write_migrations(app, {"2_table.up.sql": "CREATE TABLE made (id int);\n"})
+        migrations = load_migrations(config.migrations_dir, config.app_dir)
+        ledger = migrator._ledger(session, Fingerprint.of(migrations))
+        state = ledger.read(session.conn)  # as the run found it: 1 applied
+        # The run committed migration 2 (here: another run of the CLI), then the signal came
+        # and left this connection's transaction aborted.
+        assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+        session.conn.execute("BEGIN")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            session.conn.execute("SET LOCAL statement_timeout = 1; SELECT pg_sleep(1)")
+        assert session.conn.info.transaction_status == pq.TransactionStatus.INERROR
+
+        stop = migrator._interrupted(session, ledger, state, Interrupted(signal.SIGTERM))
+
+        assert stop.committed == ["2_table (applied)"], out.getvalue()
+        assert "Committed before the signal, and kept" in " ".join(stop.lines())
+        event = _last_event(pg_server, dbname)
+        assert event[0] == "interrupted", event
+        assert "committed before it: 2_table (applied)" in str(event[1]), event
+    finally:
+        session.close()
+
+
+# What a SIGTERM that lands inside psycopg's construction of a result leaves (its __init__
+# interrupted before the pointer was set): the object's finalizer then fails, and Python
+# would print "Exception ignored in: <function PGresult.__del__ ...>" with a traceback.
+HALF_BUILT_AFTER_A_SIGNAL = """
+import os, signal, sys, time
+from herokumigrate.signals import Interrupted, install_stop_signals
+from psycopg.pq import pq_ctypes
+
+install_stop_signals()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+except Interrupted:
+    pass
+half_built = pq_ctypes.PGresult.__new__(pq_ctypes.PGresult)
+del half_built
+sys.stdout.write("finalized\\n")
+"""
+
+
+def test_an_interruption_inside_psycopg_prints_no_exception_ignored() -> None:
+    """After a stop signal, a finalizer that fails on what the interruption left half built
+    prints nothing: the user sees the runner's lines, never Python's "Exception ignored"."""
+    done = subprocess.run(
+        [sys.executable, "-c", HALF_BUILT_AFTER_A_SIGNAL],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "finalized\n", done.stdout
+    assert done.stderr == "", done.stderr
+
+
+def _backend_pid_of(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    return int(conn.info.backend_pid)
+
+
+def test_settle_gives_up_on_a_frozen_backend_within_its_deadline(
+    pg_server: Server, dbname: str
+) -> None:
+    """The backend does not answer the cancel (frozen): settle must not wait for its results
+    without end; after SETTLE_SECONDS it closes the connection (the server then rolls back and
+    frees the lock when it sees the connection gone)."""
+    conn = psycopg.connect(pg_server.admin_url(dbname), autocommit=True)
+    pid = _backend_pid_of(conn)
+    try:
+        _left_running(conn)
+        _wait_until(lambda: _still_sleeping(pg_server, dbname), 10, "the statement to run")
+        os.kill(pid, signal.SIGSTOP)
+    except PermissionError:
+        conn.close()
+        pytest.skip("the server's backends run as another user: cannot freeze one")
+    try:
+        t0 = time.monotonic()
+        settle(conn)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        conn.close()
+    print(f"[{pg_server.label}] settle gave up on a frozen backend after {took:.2f}s")
+    assert took < SETTLE_SECONDS + 1.0, f"settle waited {took:.2f}s"
+
+
+def test_settle_sends_the_cancel_again_when_the_first_one_came_too_early(
+    pg_server: Server, dbname: str
+) -> None:
+    """A cancel that reaches the backend before it starts the statement is ignored (it was
+    idle, reading); the statement then runs in full. Settle cancels again when no result
+    came, so the statement still ends early and the connection stays usable."""
+    conn = psycopg.connect(pg_server.admin_url(dbname), autocommit=True)
+    pid = _backend_pid_of(conn)
+    try:
+        os.kill(pid, signal.SIGSTOP)  # the statement will sit unread in its socket
+    except PermissionError:
+        conn.close()
+        pytest.skip("the server's backends run as another user: cannot freeze one")
+    try:
+        _left_running(conn)
+        thaw = threading.Timer(0.3, os.kill, args=(pid, signal.SIGCONT))
+        thaw.start()
+        t0 = time.monotonic()
+        settle(conn)  # its first cancel arrives while the backend is frozen, idle
+        took = time.monotonic() - t0
+        thaw.join()
+        print(f"[{pg_server.label}] settled after a lost cancel in {took:.2f}s")
+        assert not conn.closed, "the statement was not cancelled: the connection was closed"
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert took < SETTLE_SECONDS + 1.0, f"settle took {took:.2f}s"
+        assert not _still_sleeping(pg_server, dbname)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        conn.close()

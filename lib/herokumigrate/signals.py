@@ -17,15 +17,20 @@ close, as after `kill -9` (and `client_connection_check_interval` makes it notic
 psycopg cancels and drains a statement when the interruption comes while it waits for the
 server. When it comes while psycopg's own code runs between two waits, the statement is left
 running and the connection busy ("another command is already in progress"): `settle` cancels
-and drains it then, and `transaction` does so before its rollback.
+and drains it then, and `transaction` does so before its rollback. When it lands inside the
+construction of one of psycopg's objects, that object's finalizer fails later: after a stop
+signal such failures are not printed ("Exception ignored in ..." is no news for the user).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
+import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -126,6 +131,11 @@ class StopSignals:
         if self.received is not None:
             self._exit_now(f"{signal.Signals(signum).name} again: stopping at once")
         self.received = signum
+        # From here on the process is stopping, and the interruption may have landed inside a
+        # library's object construction: that object's finalizer then fails on what is half
+        # built, and Python would print "Exception ignored in ..." with a traceback. Such
+        # failures are the interruption's doing, not news for the user: they go unprinted.
+        sys.unraisablehook = _unraisable_after_a_stop_signal
         watchdog = threading.Timer(
             self.deadline, self._exit_now, args=("clean-up took too long: stopping at once",)
         )
@@ -143,20 +153,48 @@ class StopSignals:
         os._exit(128 + (self.received or signal.SIGTERM))
 
 
+def _unraisable_after_a_stop_signal(unraisable: sys.UnraisableHookArgs) -> None:
+    """Drop an exception a finalizer raised after the stop signal (see `StopSignals._handle`)."""
+    del unraisable
+
+
 def settle(conn: Conn) -> None:
     """Leave no statement running on `conn` after an interruption: cancel it and read its
-    results; if that fails, close the connection (the server then rolls back and frees the
-    lock)."""
+    results, within SETTLE_SECONDS; if that fails, close the connection (the server then rolls
+    back and frees the lock).
+
+    A cancel that reaches the server before the backend starts the statement is ignored (the
+    backend was idle), so when no result came in half the time, the cancel is sent again. A
+    backend that answers neither (a frozen server) gets no longer than the deadline."""
     from psycopg import pq
 
     if conn.closed or conn.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
         return
+    deadline = time.monotonic() + SETTLE_SECONDS
     try:
-        conn.cancel_safe(timeout=SETTLE_SECONDS)
-        while conn.pgconn.get_result() is not None:
-            pass
-    except Exception:
-        conn.close()
+        conn.cancel_safe(timeout=SETTLE_SECONDS / 2)
+        if _drained(conn, time.monotonic() + SETTLE_SECONDS / 2):
+            return
+        conn.cancel_safe(timeout=max(0.1, deadline - time.monotonic()))
+        if _drained(conn, deadline):
+            return
+    except Exception:  # noqa: S110 -- closing is the fallback for any failure here
+        pass
+    conn.close()
+
+
+def _drained(conn: Conn, deadline: float) -> bool:
+    """Read the running statement's results until none is left (True), or the deadline."""
+    pgconn = conn.pgconn
+    while True:
+        pgconn.consume_input()
+        while not pgconn.is_busy():
+            if pgconn.get_result() is None:
+                return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        select.select([pgconn.socket], [], [], remaining)
 
 
 @contextlib.contextmanager

@@ -1,24 +1,34 @@
-"""Mutation testing: put one deliberate bug at a time into a core module and check that the
-tests guarding it fail.
+"""Mutation testing: put one deliberate bug at a time into the code and check that a test fails.
 
+    .venv/bin/python test/mutation/mutate.py --mutants test/mutation/mutants.toml  # the list
+    .venv/bin/python test/mutation/mutate.py --mutants test/mutation/mutants.toml --id ID
     .venv/bin/python test/mutation/mutate.py                      # every target, sampled
     .venv/bin/python test/mutation/mutate.py --module sqlsplit --limit 0   # all of one module
     .venv/bin/python test/mutation/mutate.py --list               # the mutants, nothing run
     .venv/bin/python test/mutation/mutate.py --module plan --json plan.json
     .venv/bin/python test/mutation/mutate.py --module plan --rerun plan.json  # survivors only
 
-Each mutant is made from the module's syntax tree (a comparison flipped, `and` turned into
-`or`, a condition negated, a constant changed, a call statement or a `return` value dropped),
-written into a scratch copy of the repository, and the module's test files run there with
-pytest `-x`; subprocesses that the tests spawn import the scratch copy too. Tests that fail
-without any mutant are deselected first (and named), so they cannot "kill" every mutant. A
-mutant is *killed* when the tests fail, *survived* when they pass, *timeout* when they
-outlive --timeout (a hang, or tests too slow for the limit: not counted as killed). The report
-lists every survivor with its line, so it can be judged: a real gap in the tests, or an
-equivalent mutant (one no test could tell apart, e.g. a change inside an error message).
+Two kinds of mutant. A *listed* mutant (`--mutants FILE`, see test/mutation/mutants.toml) is
+written by hand: an exact piece of text in a file, replaced, named by the promise it breaks; the
+list is reproducible (the same mutants every run, whatever else changed in the file) and each
+was chosen as a change a real bug could look like. A *sampled* mutant is made from a module's
+syntax tree (a comparison flipped, `and` turned into `or`, a condition negated, a constant
+changed, a call statement or a `return` value dropped), sampled per module with a fixed seed.
 
-It is a tool to run by hand (minutes per module, against TEST_DATABASE_URL or the embedded
-server the suite starts); pytest does not collect it.
+Each mutant is written into a scratch copy of the repository (every file git tracks), and
+pytest runs there with `-x`; subprocesses that the tests spawn import the scratch copy too.
+First the test files named for the mutant (most mutants die there, in seconds); when they pass,
+with `--scope whole` (the default for a list) the rest of the fast and real-database tiers
+(`-m "not slow and not standin and not buildpack"`), so that a survivor means no test anywhere
+catches it; `--scope mapped` stops after the named files. Tests that fail without any mutant
+are deselected first (and named), so they cannot "kill" every mutant. A mutant is *killed*
+when the tests fail, *survived* when they pass, *timeout* when they outlive --timeout (a
+hang, or tests too slow for the limit: not counted as killed). The report counts kills, lists
+every survivor with its line, and, for a list, groups the survivors by promise, so each can be
+judged: a real gap in the tests, or an equivalent mutant (one no test could tell apart).
+
+It is a tool to run by hand (see docs/mutation-testing.md), against TEST_DATABASE_URL or the
+embedded server the suite starts; pytest does not collect it.
 """
 
 from __future__ import annotations
@@ -42,8 +52,15 @@ from typing import Literal
 
 Verdict = Literal["killed", "survived", "timeout"]
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "lib/herokumigrate"
+# The fast and real-database tiers: every test but the slow ones and the real builds.
+WHOLE_TIERS = "not slow and not standin and not buildpack"
 
 # module (relative to lib/herokumigrate, without .py) -> the test files that guard it
 # (fastest first: with -x most mutants die in the first file).
@@ -62,6 +79,51 @@ TARGETS: dict[str, list[str]] = {
     "revert": [*_RUNNER, "test/test_faults.py"],
     "migrator": [*_RUNNER, "test/test_faults.py", "test/test_concurrency.py"],
     "session": [*_RUNNER, "test/test_faults.py", "test/test_concurrency.py"],
+    # The modules the first targets left out (issue 16).
+    "halfway": ["test/test_recovery.py", "test/test_compensation_lost.py"],
+    "indexes": ["test/test_recovery.py", "test/test_guards.py", "test/test_faults.py"],
+    "snapshot": ["test/test_recovery.py", "test/test_compensation_lost.py"],
+    "signals": ["test/test_signals.py"],
+    "native/__init__": ["test/test_native.py", "test/test_runner.py"],
+    "native/golang_migrate": ["test/test_native.py", "test/test_runner.py"],
+    "pooler": ["test/test_pooler.py"],
+    "lockretry": ["test/test_stall.py", "test/test_guards.py", "test/test_concurrency.py"],
+    "output": ["test/test_output.py", "test/test_database_url.py", "test/test_faults.py"],
+    "database": ["test/test_database_url.py", "test/test_pooler.py", "test/test_bad_input.py"],
+    "sqllex": ["test/test_sqlsplit.py", "test/test_source.py"],
+    "source": ["test/test_source.py", "test/test_file_sets.py", "test/test_folder_choice.py"],
+    "buildpack/wheels": ["test/test_wheels.py"],
+    "buildpack/stacks": ["test/test_stacks.py"],
+}
+# What each module keeps of DESIGN.md's promises: the report groups sampled survivors by it.
+PROMISES: dict[str, str] = {
+    "sqlsplit": "statement splitting",
+    "sqllex": "statement splitting",
+    "history": "history and its log",
+    "lock": "the migration lock",
+    "session": "the migration lock, timeouts, reconnecting",
+    "buildpack/procfile": "the release phase wired",
+    "plan": "one transaction per release: the plan",
+    "apply": "one transaction per release: applying",
+    "runner": "timeouts and lock retries",
+    "lockretry": "timeouts and lock retries",
+    "recording": "the tools' tables kept in sync",
+    "native/__init__": "the tools' tables kept in sync",
+    "native/golang_migrate": "the tools' tables kept in sync",
+    "reconcile": "adopting the tools' state",
+    "compensate": "a failure undone: compensation",
+    "halfway": "a failure undone: compensation",
+    "indexes": "a failure undone: INVALID indexes",
+    "snapshot": "a failure undone: the schema checked",
+    "revert": "downs, goto, force",
+    "migrator": "the commands",
+    "signals": "SIGTERM",
+    "pooler": "transaction pooling refused",
+    "database": "connecting, transaction pooling refused",
+    "output": "no secrets in any output",
+    "source": "formats: files read as their tool reads them",
+    "buildpack/wheels": "pinned, hash-checked dependencies",
+    "buildpack/stacks": "stacks",
 }
 
 _FLIP_COMPARE: dict[type[ast.cmpop], type[ast.cmpop]] = {
@@ -86,6 +148,58 @@ class Mutant:
     index: int  # position among the module's candidate nodes, in tree-walk order
     line: int
     description: str
+
+
+@dataclass(frozen=True)
+class ListedMutant:
+    """A hand-made mutant from a list: `old` (exactly once in `file`) becomes `new`."""
+
+    id: str
+    promise: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    killed_by: str = ""
+
+    @property
+    def line(self) -> int:
+        """The line where `old` starts (0 when it is not found)."""
+        text = (REPO / self.file).read_text()
+        at = text.find(self.old)
+        if at < 0:
+            return 0
+        return text.count("\n", 0, at + len(self.old) - len(self.old.lstrip("\n"))) + 1
+
+    def apply(self, text: str) -> str:
+        """`text` with the mutant in; ValueError unless `old` occurs exactly once."""
+        found = text.count(self.old)
+        if found != 1:
+            raise ValueError(f"{self.id}: its `old` text occurs {found} times in {self.file}")
+        return text.replace(self.old, self.new)
+
+
+def read_list(path: Path) -> list[ListedMutant]:
+    """The mutants of a list file (see test/mutation/mutants.toml)."""
+    with path.open("rb") as handle:
+        entries = tomllib.load(handle).get("mutant", [])
+    mutants = [
+        ListedMutant(
+            id=e["id"],
+            promise=e["promise"],
+            file=e["file"],
+            old=e["old"],
+            new=e["new"],
+            tests=tuple(e.get("tests", ())),
+            killed_by=e.get("killed_by", ""),
+        )
+        for e in entries
+    ]
+    ids = [m.id for m in mutants]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"{path}: ids used twice: {', '.join(duplicates)}")
+    return mutants
 
 
 def _is_docstring(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
@@ -178,13 +292,16 @@ def mutated_source(mutant: Mutant) -> str:
 
 
 def _scratch_copy() -> Path:
+    """Every file git tracks (as it is in the working tree), in a new temporary folder."""
     root = Path(tempfile.mkdtemp(prefix="hm-mutate-"))
-    for part in ("lib", "test", "bin", "migrations_example", "pyproject.toml"):
-        source = REPO / part
-        if source.is_dir():
-            shutil.copytree(source, root / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / part)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():  # a tracked file deleted in the working tree is left out
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name, follow_symlinks=False)
     return root
 
 
@@ -217,7 +334,54 @@ def failing_without_mutants(root: Path, tests: list[str], timeout: float) -> lis
     done = _pytest(root, ["-rf", *tests], timeout)
     if done is None or done.returncode not in (0, 1):
         return None
-    return re.findall(r"^FAILED (\S+)", done.stdout, re.MULTILINE)
+    # `FAILED test/x.py::name[param with spaces] - message`: the id ends before ` - `.
+    return re.findall(r"^FAILED (.+?)(?: - .*)?$", done.stdout, re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One mutant to try, whichever kind: where it goes, what it breaks, what to run first."""
+
+    key: str  # the sampled mutant's module and index, or the listed mutant's id
+    where: str  # file:line
+    description: str
+    promise: str
+    file: str  # relative to the repository
+    mutant: Mutant | ListedMutant
+    tests: tuple[str, ...]
+
+    def mutated(self, text: str) -> str:
+        """The file's text with the mutant in."""
+        if isinstance(self.mutant, ListedMutant):
+            return self.mutant.apply(text)
+        return mutated_source(self.mutant)
+
+
+def _jobs(args: argparse.Namespace) -> list[Job]:
+    """The mutants to try: the list's (optionally only --id ones), else the sampled ones."""
+    if args.mutants:
+        listed = read_list(args.mutants)
+        if args.id:
+            unknown = set(args.id) - {m.id for m in listed}
+            if unknown:
+                raise SystemExit(f"no mutant with id {', '.join(sorted(unknown))}")
+            listed = [m for m in listed if m.id in args.id]
+        return [
+            Job(m.id, f"{m.file}:{m.line}", m.id, m.promise, m.file, m, m.tests) for m in listed
+        ]
+    modules = args.module or [m for m in TARGETS if (REPO / PACKAGE / f"{m}.py").exists()]
+    return [
+        Job(
+            f"{m.module}#{m.index}",
+            f"{m.module}.py:{m.line}",
+            m.description,
+            PROMISES.get(m.module, m.module),
+            f"{PACKAGE}/{m.module}.py",
+            m,
+            tuple(args.tests or TARGETS[m.module]),
+        )
+        for m in _choose(args, modules)
+    ]
 
 
 def _choose(args: argparse.Namespace, modules: list[str]) -> list[Mutant]:
@@ -240,31 +404,139 @@ def _choose(args: argparse.Namespace, modules: list[str]) -> list[Mutant]:
     return chosen
 
 
-def _report(modules: list[str], results: list[dict[str, object]]) -> None:
-    print()
-    print("| module | mutants | killed | timed out | rate |")
+class Trial:
+    """Runs the jobs in one scratch copy, with the baselines' known failures deselected."""
+
+    def __init__(self, root: Path, args: argparse.Namespace) -> None:
+        self.root = root
+        self.args = args
+        self.scope: str = args.scope or ("whole" if args.mutants else "mapped")
+        self._known: dict[tuple[str, ...], list[str] | None] = {}
+
+    def _known_failures(self, tests: list[str]) -> list[str] | None:
+        """What fails in `tests` without a mutant (once per selection); None: it broke."""
+        key = tuple(tests)
+        if key not in self._known:
+            if self.args.no_baseline:
+                self._known[key] = []
+            else:
+                found = failing_without_mutants(self.root, tests, self.args.timeout)
+                for test_id in found or []:
+                    print(f"fails without any mutant, deselected: {test_id}", file=sys.stderr)
+                if found is None:
+                    print(f"breaks without any mutant: {' '.join(tests)}", file=sys.stderr)
+                self._known[key] = found
+        return self._known[key]
+
+    def _stages(self, job: Job) -> list[list[str]]:
+        """The pytest selections to run in order: the job's files, then (whole scope) the
+        rest of the fast and real-database tiers."""
+        first = [*job.tests, "-m", self.args.marker] if job.tests else []
+        stages = [first] if first else []
+        if self.scope == "whole":
+            rest = ["test", "-m", WHOLE_TIERS, *(f"--ignore={t}" for t in job.tests)]
+            stages.append(rest)
+        return stages
+
+    def run(self, job: Job) -> dict[str, object]:
+        """Put the mutant in, run the stages until one fails, take it out; the result."""
+        target = self.root / job.file
+        original = target.read_text()
+        verdict: Verdict = "survived"
+        seconds = 0.0
+        stage_reached = ""
+        try:
+            mutated = job.mutated(original)
+        except ValueError as exc:  # its text is gone: the list needs updating, not a verdict
+            print(f"STALE    {job.where}: {exc}", flush=True)
+            return {
+                "key": job.key,
+                "where": job.where,
+                "description": job.description,
+                "promise": job.promise,
+                "killed": False,
+                "verdict": "stale",
+                "stage": "",
+                "seconds": 0.0,
+            }
+        try:
+            for stage in self._stages(job):
+                # A selection's baseline runs on the unmutated copy, and only when reached (a
+                # mutant killed by its named files never costs the whole tiers' baseline).
+                target.write_text(original)
+                failing = self._known_failures(stage)
+                if failing is None:
+                    verdict, stage_reached = "timeout", "baseline broken"
+                    break
+                target.write_text(mutated)
+                selected = [*stage, *(f"--deselect={t}" for t in failing)]
+                verdict, took = run_tests(self.root, selected, self.args.timeout)
+                seconds += took
+                stage_reached = "named files" if stage[0] != "test" else "whole tiers"
+                if verdict != "survived":
+                    break
+        finally:
+            target.write_text(original)
+        print(
+            f"{verdict.upper():8} {job.where}: {job.description} ({stage_reached}, {seconds:.0f}s)",
+            flush=True,
+        )
+        return {
+            "key": job.key,
+            "where": job.where,
+            "description": job.description,
+            "promise": job.promise,
+            "killed": verdict == "killed",
+            "verdict": verdict,
+            "stage": stage_reached,
+            "seconds": round(seconds, 1),
+            **(job.mutant.__dict__ if isinstance(job.mutant, Mutant) else {}),
+        }
+
+
+def _report(results: list[dict[str, object]], scope: str) -> None:
+    stale = [r for r in results if r.get("verdict") == "stale"]
+    results = [r for r in results if r.get("verdict") != "stale"]
+    for r in stale:
+        print(f"not run, its text is gone (update the list): {r['key']}")
+    killed = sum(bool(r["killed"]) for r in results)
+    late = sum(r.get("verdict") == "timeout" for r in results)
+    total = len(results)
+    rate = f"{killed / total:.1%}" if total else "n/a"
+    print(f"\nKilled {killed} of {total} ({rate}); {late} timed out; scope: {scope}")
+    print("\n| promise | mutants | killed | timed out | rate |")
     print("|---|---:|---:|---:|---:|")
-    for module in modules:
-        mine = [r for r in results if r["module"] == module]
-        if mine:
-            killed = sum(bool(r["killed"]) for r in mine)
-            late = sum(r.get("verdict") == "timeout" for r in mine)
-            print(f"| {module} | {len(mine)} | {killed} | {late} | {killed / len(mine):.0%} |")
+    for promise in sorted({str(r["promise"]) for r in results}):
+        mine = [r for r in results if r["promise"] == promise]
+        k = sum(bool(r["killed"]) for r in mine)
+        t = sum(r.get("verdict") == "timeout" for r in mine)
+        print(f"| {promise} | {len(mine)} | {k} | {t} | {k / len(mine):.0%} |")
     survivors = [r for r in results if not r["killed"]]
     if survivors:
-        print("\nSurvivors (and timeouts):")
-        for r in survivors:
-            print(f"- {r['module']}.py:{r['line']}: {r['description']} ({r.get('verdict')})")
+        print("\nSurvivors (and timeouts), by promise:")
+        for promise in sorted({str(r["promise"]) for r in survivors}):
+            print(f"- {promise}")
+            for r in survivors:
+                if r["promise"] == promise:
+                    print(f"  - {r['where']}: {r['description']} ({r.get('verdict')})")
 
 
 def main() -> int:
     """Run the mutants; print and optionally save the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mutants", type=Path, help="a list of hand-made mutants (TOML)")
+    parser.add_argument("--id", action="append", help="with --mutants: only this mutant")
     parser.add_argument("--module", action="append", choices=sorted(TARGETS))
     parser.add_argument("--limit", type=int, default=25, help="mutants per module (0: all)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--timeout", type=float, default=600)
-    parser.add_argument("--marker", default="not slow", help="pytest -m expression")
+    parser.add_argument(
+        "--scope",
+        choices=("mapped", "whole"),
+        help="after the named test files, also the rest of the fast and real-database tiers "
+        "(whole; the default with --mutants) or not (mapped; the default for sampled mutants)",
+    )
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per pytest run")
+    parser.add_argument("--marker", default="not slow", help="pytest -m for the named files")
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--rerun", type=Path, help="run only the survivors of this --json report")
@@ -276,61 +548,26 @@ def main() -> int:
     parser.add_argument(
         "--no-baseline",
         action="store_true",
-        help="skip the unmutated run (deselect known failures with --tests ... --deselect=ID)",
+        help="skip the unmutated runs (deselect known failures with --tests ... --deselect=ID)",
     )
     args = parser.parse_args()
-    modules = args.module or [m for m in TARGETS if (REPO / PACKAGE / f"{m}.py").exists()]
-    chosen = _choose(args, modules)
+    jobs = _jobs(args)
     if args.list:
-        for m in chosen:
-            print(f"{m.module}.py:{m.line}: {m.description}")
+        for job in jobs:
+            job.mutated((REPO / job.file).read_text())  # a stale list fails here, naming it
+            print(f"{job.where}: {job.description} [{job.promise}]")
         return 0
     root = _scratch_copy()
+    trial = Trial(root, args)
     results: list[dict[str, object]] = []
     try:
-        # Tests that already fail without a mutant would "kill" every mutant: deselect them.
-        selections: dict[str, list[str] | None] = {}
-        baselines: dict[tuple[str, ...], list[str] | None] = {}
-        for module in modules:
-            tests = [*(args.tests or TARGETS[module]), "-m", args.marker]
-            if args.no_baseline:
-                baselines[tuple(tests)] = []
-            elif tuple(tests) not in baselines:
-                baselines[tuple(tests)] = failing_without_mutants(root, tests, args.timeout)
-            failing = baselines[tuple(tests)]
-            if failing is None:
-                print(f"{module}: the tests break without any mutant; skipped", file=sys.stderr)
-                selections[module] = None
-                continue
-            for test_id in failing:
-                print(f"{module}: fails without any mutant, deselected: {test_id}", file=sys.stderr)
-            selections[module] = [*tests, *(f"--deselect={t}" for t in failing)]
-        for m in chosen:
-            selected = selections[m.module]
-            if selected is None:
-                continue
-            target = root / PACKAGE / f"{m.module}.py"
-            original = target.read_text()
-            target.write_text(mutated_source(m))
-            try:
-                verdict, seconds = run_tests(root, selected, args.timeout)
-            finally:
-                target.write_text(original)
-            where = f"{m.module}.py:{m.line}"
-            print(f"{verdict.upper():8} {where}: {m.description} ({seconds:.0f}s)", flush=True)
-            results.append(
-                {
-                    **m.__dict__,
-                    "killed": verdict == "killed",
-                    "verdict": verdict,
-                    "seconds": round(seconds, 1),
-                }
-            )
+        for job in jobs:
+            results.append(trial.run(job))
             if args.json:  # kept up to date: a long run can be stopped and still reported
                 args.json.write_text(json.dumps(results, indent=2))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    _report(modules, results)
+    _report(results, trial.scope)
     return 0
 
 
