@@ -699,3 +699,26 @@ def test_spring_boots_flyway_placeholders_are_read_from_the_apps_config(
     )
     [m] = load_migrations(folder, app)
     assert "${tableName}" in m.up.text
+
+
+@pytest.mark.db
+def test_spring_boots_flyway_schema_table_and_out_of_order_are_read(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    with pg_server.admin_conn(dbname) as conn:
+        conn.execute(f"GRANT CREATE ON DATABASE {dbname} TO {TEST_ROLE}")
+    (app / "src/main/resources").mkdir(parents=True)
+    (app / "src/main/resources/application.yml").write_text(
+        "spring:\n  flyway:\n    default-schema: app\n    table: schema_history\n"
+        "    out-of-order: true\n"
+    )
+    folder = flyway_app(
+        app, {"V1__a.sql": "CREATE TABLE a (id int);\n", "V3__c.sql": "SELECT 1;\n"}
+    )
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert tables(database_url, "app") == ["a", "schema_history"]
+    (folder / "V2__b.sql").write_text("CREATE TABLE b (id int);\n")  # out of order: allowed
+    result = run_cli(["up"], cwd=app, database_url=database_url)
+    assert result.returncode == 0, result.output
+    assert "b" in tables(database_url, "app")

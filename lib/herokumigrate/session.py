@@ -234,5 +234,5 @@ def _tool_url(config: Config) -> dict[str, Any]:
     if tool == "prisma" or (tool is None and prisma.is_prisma_folder(folder)):
         return {"prisma": True}
     if tool == "flyway" or (tool is None and flyway.is_flyway_folder(folder)):
-        return {"search_path": flyway.search_path(os.environ)}
+        return {"search_path": flyway.search_path(os.environ, config.app_dir)}
     return {}

@@ -67,6 +67,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _PLACEHOLDER = re.compile(r"\$\{([^${}\s]+)\}")
 _SPRING_PREFIX = "spring.flyway."
 _SPRING_PLACEHOLDERS = "placeholders."
+_DEFAULT_SCHEMA_KEYS = ("default-schema", "defaultSchema", "default_schema")
 _REPLACEMENT_KEYS = ("placeholder-replacement", "placeholderReplacement", "placeholder_replacement")
 _PROPERTY = re.compile(r"([^=:\s]+)\s*[=:\s]\s*(.*)")
 _SPRING_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*(?::[^}]*)?)\}")
@@ -420,17 +421,17 @@ def placeholders(
             "flyway:timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
             "flyway:filename": os.path.basename(path.name),
             "flyway:workingDirectory": os.getcwd(),
-            "flyway:table": env.get("FLYWAY_TABLE", "").strip() or DEFAULT_TABLE,
+            "flyway:table": table_name(env),
             "flyway:environment": env.get("FLYWAY_ENVIRONMENT", "").strip() or "default",
         }
     )
     return found
 
 
-def search_path(env: Mapping[str, str]) -> str | None:
+def search_path(env: Mapping[str, str], app_dir: Path | None = None) -> str | None:
     """The search_path Flyway sets for its migrations when a default schema is configured:
     that schema (quoted) before the server's default path; None when none is configured."""
-    schema = default_schema(env)
+    schema = default_schema(env, app_dir)
     if schema is None:
         return None
     return '"' + schema.replace('"', '""') + '", "$user", public'
@@ -443,13 +444,33 @@ def is_flyway_folder(folder: Path) -> bool:
     return any(_FLYWAY_NAME.match(name) for _, _, names in walked for name in names)
 
 
-def default_schema(env: Mapping[str, str]) -> str | None:
-    """Flyway's default schema: FLYWAY_DEFAULT_SCHEMA, else the first of FLYWAY_SCHEMAS."""
-    named = env.get("FLYWAY_DEFAULT_SCHEMA", "").strip()
+def setting(
+    env: Mapping[str, str], var: str, *spring_keys: str, app_dir: Path | None = None
+) -> str:
+    """A Flyway setting as Flyway reads it: its environment variable (`var`), else Spring
+    Boot's `spring.flyway.<key>` in the app's config (`app_dir`, default the app's root)."""
+    value = env.get(var, "").strip()
+    if value or not spring_keys:
+        return value
+    from herokumigrate.config import app_root  # the settings' module: below the formats
+
+    spring = spring_flyway(app_dir if app_dir is not None else app_root(env))
+    return next((spring[k].strip() for k in spring_keys if spring.get(k, "").strip()), "")
+
+
+def default_schema(env: Mapping[str, str], app_dir: Path | None = None) -> str | None:
+    """Flyway's default schema: FLYWAY_DEFAULT_SCHEMA (spring.flyway.default-schema), else the
+    first of FLYWAY_SCHEMAS (spring.flyway.schemas)."""
+    named = setting(env, "FLYWAY_DEFAULT_SCHEMA", *_DEFAULT_SCHEMA_KEYS, app_dir=app_dir)
     if named:
         return named
-    first = env.get("FLYWAY_SCHEMAS", "").split(",")[0].strip()
-    return first or None
+    schemas = setting(env, "FLYWAY_SCHEMAS", "schemas", app_dir=app_dir)
+    return schemas.split(",")[0].strip() or None
+
+
+def table_name(env: Mapping[str, str], app_dir: Path | None = None) -> str:
+    """Flyway's table: FLYWAY_TABLE (spring.flyway.table), else `flyway_schema_history`."""
+    return setting(env, "FLYWAY_TABLE", "table", app_dir=app_dir) or DEFAULT_TABLE
 
 
 def replace_placeholders(path: SourceFile, text: str, values: Mapping[str, str]) -> str:

@@ -28,6 +28,8 @@ from herokumigrate.formats.flyway import (
     checksum_of,
     default_schema,
     description_of,
+    setting,
+    table_name,
 )
 from herokumigrate.native import NativeFailure, NativeName, NativeTable
 
@@ -123,7 +125,7 @@ class FlywayTable(NativeTable):
         """Flyway's key for its table: FLYWAY_TABLE in Flyway's default schema (the session's
         when none is set)."""
         env = os.environ
-        table = env.get("FLYWAY_TABLE", "").strip() or DEFAULT_TABLE
+        table = table_name(env)
         schema = default_schema(env) or scope.schema or "public"
         return [lock_key(schema, table)]
 
@@ -150,7 +152,8 @@ class FlywayTable(NativeTable):
 
     def out_of_order_refusal(self) -> NativeFailure | None:
         """Flyway's `outOfOrder=false` (its default): `flyway validate` fails on them."""
-        if os.environ.get("FLYWAY_OUT_OF_ORDER", "").strip().lower() == "true":
+        keys = ("out-of-order", "outOfOrder", "out_of_order")
+        if setting(os.environ, "FLYWAY_OUT_OF_ORDER", *keys).lower() == "true":
             return None
         return NativeFailure(
             None,
