@@ -175,7 +175,7 @@ class SqlSection:
                 size *= 2
             shift = line - 1
             for s in found:
-                yield Statement(s.text, s.line + shift, s.kind) if shift else s
+                yield Statement(s.text, s.line + shift, s.kind, s.data) if shift else s
             line += piece.count("\n")
             start = cut
 

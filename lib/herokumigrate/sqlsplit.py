@@ -97,6 +97,9 @@ class Statement:
     """1-based line of the input where `text` starts."""
     kind: StatementKind
     """See `classify`."""
+    data: str | None = None
+    """The inline data of a `COPY ... FROM STDIN` (the lines after it, up to its `\\.` line),
+    sent through the COPY protocol; None for any other statement."""
 
 
 # A statement's first word, and a next one after whitespace only, when they are plain: read
@@ -110,6 +113,10 @@ _CREATE_HEAD = re.compile(
     rf"create[{WS}]+(?:or[{WS}]+replace[{WS}]+)?([A-Za-z_]+)(?!{IDENT_CONT}|')",
     re.IGNORECASE,
 )
+# A COPY reading its rows from the client (`COPY t (a, b) FROM stdin;`), and the line that
+# ends its inline data.
+_COPY_IN = re.compile(r"copy\b.*\bfrom[\s]+stdin\b", re.IGNORECASE | re.DOTALL)
+_END_OF_DATA = re.compile(r"^\\\.[ \t\r]*$", re.MULTILINE)
 # What may stand between two statements: whitespace, line comments and empty statements.
 _GAP = re.compile(rf"(?:[{WS};]+|--[^\n\r]*)*")
 
@@ -237,7 +244,27 @@ def split_statements(sql: str) -> list[Statement]:
         kind = classify(text)
         if kind is TRANSACTION_CONTROL:
             _refuse_ending_the_transaction(text, line)
+        if sql[start] in "cC" and text.endswith(";") and _COPY_IN.match(text):
+            data, pos = _copy_data(sql, pos, line + text.count("\n"))
+            out.append(Statement(text, line, kind, data))
+            continue
         out.append(Statement(text, line, kind))
+
+
+def _copy_data(sql: str, pos: int, line: int) -> tuple[str, int]:
+    """The inline data after a `COPY ... FROM STDIN;` ending at `pos` (from the next line up to
+    its `\\.` line, as psql and Flyway read it), and where the text goes on after that line.
+    SplitError when the `\\.` line is missing."""
+    newline = sql.find("\n", pos)
+    start = len(sql) if newline < 0 else newline + 1
+    end = _END_OF_DATA.search(sql, start)
+    if end is None:
+        raise SplitError(
+            "COPY ... FROM STDIN: its inline data has no end line `\\.`",
+            line,
+            fix="End the data with a line holding only \\. (as pg_dump writes it).",
+        )
+    return sql[start : end.start()], end.end()
 
 
 def _refuse_ending_the_transaction(text: str, line: int) -> None:
