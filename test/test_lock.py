@@ -48,6 +48,23 @@ def test_lock_key_is_golang_migrates_schema_table_database_order() -> None:
 # ----- keys from the server ------------------------------------------------------------------
 
 
+# Prisma's schema engine: pg_advisory_lock(72707369), the same for every database.
+PRISMA_KEY = 72707369
+
+
+def flyway_key(schema: str) -> int:
+    """Flyway's PostgreSQL lock: 0x466C79776179 plus Java's String.hashCode of its table's
+    quoted name (77433833903597 for public.flyway_schema_history, as FORMATS.md reads it)."""
+    code = 0
+    for char in f'"{schema}"."flyway_schema_history"':
+        code = (code * 31 + ord(char)) & 0xFFFFFFFF
+    return 0x466C79776179 + (code - 2**32 if code >= 2**31 else code)
+
+
+def test_flyway_key_of_public_is_the_one_read_from_its_source() -> None:
+    assert flyway_key("public") == 77433833903597
+
+
 def sqlx_key(dbname: str) -> int:
     """sqlx-postgres's generate_lock_id: 0x3d32ad9e times the CRC-32 (IEEE) of the database's
     name (368907709894077238 for `postgres`, as FORMATS.md reads it from the source)."""
@@ -93,6 +110,8 @@ def test_keys_come_from_the_servers_database_and_schema(
         golang_migrate_lock_id(dbname, app_schema, "schema_migrations"),
         golang_migrate_lock_id(f"/{dbname}", app_schema, "schema_migrations"),
         sqlx_key(dbname),
+        PRISMA_KEY,
+        flyway_key(app_schema),
     )
     assert lock.key == lock_key(dbname)
 
@@ -115,6 +134,8 @@ def test_pooler_alias_does_not_change_the_server_keys(
         lock_key(dbname),
         golang_migrate_lock_id("/aliased", "public", "schema_migrations"),
         sqlx_key(dbname),  # sqlx's library: the server's current_database(), not the alias
+        PRISMA_KEY,
+        flyway_key("public"),
     )
 
 
@@ -132,12 +153,16 @@ def test_custom_migrations_table_keys(dbname: str, database_url: str) -> None:
         lock_key(dbname),
         golang_migrate_lock_id(dbname, "public", "my_migrations"),
         sqlx_key(dbname),
+        PRISMA_KEY,
+        flyway_key("public"),
     )
     assert quoted.keys == (
         lock_key(dbname),
         golang_migrate_lock_id(dbname, "ops", "my_migrations"),
         golang_migrate_lock_id(f"/{dbname}", "ops", "my_migrations"),
         sqlx_key(dbname),
+        PRISMA_KEY,
+        flyway_key("public"),
     )
 
 
@@ -168,6 +193,8 @@ KEY_OWNERS: dict[str, Callable[[str], int]] = {
     "golang-migrate-library": lambda db: golang_migrate_lock_id(db, "public", "my_migrations"),
     "golang-migrate-cli": lambda db: golang_migrate_lock_id(f"/{db}", "public", "my_migrations"),
     "sqlx": sqlx_key,
+    "prisma": lambda db: PRISMA_KEY,
+    "flyway": lambda db: flyway_key("public"),
 }
 
 
@@ -182,7 +209,7 @@ def test_any_key_held_elsewhere_keeps_the_lock_out_and_takes_nothing(
         lock = migration_lock(
             conn, output, table=MigrationsTable("my_migrations"), url_path=url_path
         )
-        assert len(lock.keys) == 4
+        assert len(lock.keys) == 6
         with pytest.raises(LockTimeout) as caught:
             lock.acquire(0.5)
         # What it took before the miss was given back: only the other session's key is held.
@@ -201,7 +228,8 @@ def test_acquire_holds_every_key_and_release_gives_all_back(
         lock = migration_lock(conn, output, url_path=url_path)
         lock.acquire(1)
         assert _held_keys(pg_server, dbname) == set(lock.keys)
-        assert len(lock.keys) == 3  # ours (= golang-migrate library's), its CLI's, sqlx's
+        assert len(lock.keys) == 5  # ours (= golang-migrate library's), its CLI's, sqlx's,
+        # Prisma's, Flyway's
         lock.release()
         assert _held_keys(pg_server, dbname) == set()
         again = lock.on(conn)

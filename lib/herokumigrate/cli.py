@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from herokumigrate.locks import MigrationLocks
     from herokumigrate.migration import Migration
     from herokumigrate.migrator import Migrator, PlanReport, StatusEntry, StatusReport, UpResult
+    from herokumigrate.native import Resolution
     from herokumigrate.versions import Version
 
 
@@ -168,6 +169,15 @@ def _force(args: Arguments, config: Config, output: Output) -> int:
         from herokumigrate.firstcontact import created_native
 
         output.detail(created_native(forced.created))
+    return EXIT_OK
+
+
+def _resolve(args: Arguments, config: Config, output: Output) -> int:
+    outcome: Resolution = "applied" if args.outcome == "applied" else "rolled-back"
+    table = _migrator(config, output).resolve(_files(config), args.version, outcome)
+    output.step(f"Resolved {args.version} as {outcome} in {table} and the history")
+    if outcome == "rolled-back":
+        output.detail("The next `heroku-migrate up` (your next release) applies it again.")
     return EXIT_OK
 
 
@@ -479,6 +489,7 @@ COMMANDS: dict[str, Callable[[Arguments, Config, Output], int]] = {
     "down": _down,
     "goto": _goto,
     "force": _force,
+    "resolve": _resolve,
     "new": _new,
     "lint": _lint,
 }

@@ -347,6 +347,12 @@ def fix_for(error: psycopg.Error | None) -> str:
             "One transaction touched more objects than the server's lock table holds: set "
             "MIGRATE_TRANSACTION=migration, or raise max_locks_per_transaction."
         )
+    if state == "55P04":
+        return (
+            "An enum value added earlier in this release is used before the release commits "
+            "(PostgreSQL allows that only after a commit; Prisma and Flyway commit each "
+            "migration): set MIGRATE_TRANSACTION=migration, or use the value in a later release."
+        )
     return "Fix the migration and push again."
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
@@ -108,6 +108,9 @@ class Target:
     migrations_table: MigrationsTable | None = None
     # `x-statement-timeout`, in seconds; None when the URL has none.
     statement_timeout: float | None = None
+    # The session's search_path, as the folder's tool sets it (Prisma's `?schema=NAME`,
+    # Flyway's default schema), quoted; None: the server's.
+    search_path: str | None = None
 
     @property
     def description(self) -> str:
@@ -119,8 +122,18 @@ class Target:
         return f"{dbname} on {host}"
 
 
-def read_target(env: Mapping[str, str], var: str, output: Output) -> Target:
-    """Parse the database URL held by config var `var`, registering its secrets for redaction."""
+def read_target(
+    env: Mapping[str, str],
+    var: str,
+    output: Output,
+    *,
+    prisma: bool = False,
+    search_path: str | None = None,
+) -> Target:
+    """Parse the database URL held by config var `var`, registering its secrets for redaction.
+    With `prisma` (the folder is Prisma's), Prisma's own URL parameters are removed before
+    connecting, as Prisma's schema engine reads them, and `schema` sets the search_path;
+    `search_path` (quoted) is the one the folder's tool sets otherwise (Flyway's)."""
     url = env.get(var, "").strip()
     output.add_secret(url)
     if not url:
@@ -139,8 +152,11 @@ def read_target(env: Mapping[str, str], var: str, output: Output) -> Target:
         )
     url_path = None
     options: dict[str, str] = {}
+    prisma_options: dict[str, str] = {}
     if scheme is not None:
         try:
+            if prisma:
+                url, prisma_options = _strip_options(url, _PRISMA_PARAMETERS.__contains__)
             url, options = _strip_golang_migrate_options(url)
             url_path = unquote(urlsplit(url).path)
         except ValueError:  # urllib's messages may quote the URL
@@ -156,6 +172,9 @@ def read_target(env: Mapping[str, str], var: str, output: Output) -> Target:
         url_path=url_path,
         migrations_table=_migrations_table(options, var),
         statement_timeout=_statement_timeout(options, var),
+        search_path=_quoted(prisma_options["schema"])
+        if prisma_options.get("schema")
+        else search_path,
     )
 
 
@@ -191,21 +210,39 @@ def _unknown_parameter(name: str, var: str) -> BadInput:
     )
 
 
+def _search_path_option(target: Target) -> str:
+    """`-c search_path=...`, escaped for libpq's `options` (a backslash before a space or a
+    backslash)."""
+    value = str(target.search_path)
+    return "-csearch_path=" + value.replace("\\", "\\\\").replace(" ", "\\ ")
+
+
+def _quoted(name: str) -> str:
+    """A schema name quoted for search_path."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _strip_golang_migrate_options(url: str) -> tuple[str, dict[str, str]]:
     """The URL without golang-migrate's `x-*` query parameters, and those parameters.
 
     golang-migrate removes them before connecting (FilterCustomQuery), and libpq would refuse
     them. Like Go's `url.Query().Get`, the first value of a repeated parameter wins.
     """
-    parts = urlsplit(url)
-    if "x-" not in parts.query:
+    if "x-" not in urlsplit(url).query:
         return url, {}
+    return _strip_options(url, lambda name: name.startswith("x-"))
+
+
+def _strip_options(url: str, wanted: Callable[[str], bool]) -> tuple[str, dict[str, str]]:
+    """The URL without the query parameters `wanted` names, and those parameters (the first
+    value of a repeated one wins)."""
+    parts = urlsplit(url)
     kept: list[str] = []
     options: dict[str, str] = {}
     for pair in parts.query.split("&"):
         key, _, value = pair.partition("=")
         name = unquote_plus(key)
-        if name.startswith("x-"):
+        if wanted(name):
             options.setdefault(name, unquote_plus(value))
         elif pair:
             kept.append(pair)
@@ -278,6 +315,8 @@ def connect(
     params.setdefault("application_name", APPLICATION_NAME)
     for name, value in _CLIENT_TCP.items():
         params.setdefault(name, value)  # the URL's own choice wins
+    if target.search_path is not None:  # Prisma's `schema`: its schema for unqualified names
+        params["options"] = f"{params.get('options', '')} {_search_path_option(target)}".strip()
     params["connect_timeout"] = str(max(1, round(connect_timeout)))
     ours = dict(SESSION_OPTIONS)
     deadline = time.monotonic() + connect_wait

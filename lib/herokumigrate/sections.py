@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -155,7 +155,7 @@ class SqlSection:
         and is kept only when the splitter ends its last statement at that `;` without an
         error: the scanner is then between statements, exactly as on the whole text (no token
         spans a line break), so the pieces' statements are the whole region's."""
-        from herokumigrate.sqlsplit import SplitError, split_statements
+        from herokumigrate.sqlsplit import SplitError, Statement, split_statements
 
         text = self.text
         while start < stop:
@@ -175,7 +175,7 @@ class SqlSection:
                 size *= 2
             shift = line - 1
             for s in found:
-                yield replace(s, line=s.line + shift) if shift else s
+                yield Statement(s.text, s.line + shift, s.kind, s.data) if shift else s
             line += piece.count("\n")
             start = cut
 

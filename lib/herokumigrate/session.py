@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -72,7 +72,7 @@ class Session:
         """Connect to the configured database (`connect` refuses transaction pooling)."""
         from herokumigrate.database import connect, read_target
 
-        target = read_target(os.environ, config.database_url_var, output)
+        target = read_target(os.environ, config.database_url_var, output, **_tool_url(config))
 
         def open_connection(wait: float) -> Conn:
             return connect(
@@ -308,3 +308,16 @@ def milliseconds(seconds: float) -> str:
     """A PostgreSQL duration; a positive value never rounds down to 0 (which means "off")."""
     ms = round(seconds * 1000)
     return f"{max(ms, 1) if seconds > 0 else 0}ms"
+
+
+def _tool_url(config: Config) -> dict[str, Any]:
+    """How the folder's tool reads the database URL and sets the session (read_target's
+    options): Prisma's URL parameters, Flyway's default schema in the search_path."""
+    from herokumigrate.formats import flyway, prisma
+
+    folder, tool = config.migrations_dir, config.tool
+    if tool == "prisma" or (tool is None and prisma.is_prisma_folder(folder)):
+        return {"prisma": True}
+    if tool == "flyway" or (tool is None and flyway.is_flyway_folder(folder)):
+        return {"search_path": flyway.search_path(os.environ, config.app_dir)}
+    return {}

@@ -99,8 +99,8 @@ class Statement:
     kind: StatementKind
     """See `classify`."""
     data: str | None = None
-    """For `COPY ... FROM stdin`: the data lines that follow it in the file, up to the `\\.`
-    line (psql's and pg_dump's form), sent through the COPY protocol; None otherwise."""
+    """The inline data of a `COPY ... FROM STDIN` (the lines after it, up to its `\\.` line),
+    sent through the COPY protocol; None for any other statement."""
 
     @property
     def data_line(self) -> int:
@@ -119,6 +119,10 @@ _CREATE_HEAD = re.compile(
     rf"create[{WS}]+(?:or[{WS}]+replace[{WS}]+)?([A-Za-z_]+)(?!{IDENT_CONT}|')",
     re.IGNORECASE,
 )
+# A COPY reading its rows from the client (`COPY t (a, b) FROM stdin;`), and the line that
+# ends its inline data.
+_COPY_IN = re.compile(r"copy\b.*\bfrom[\s]+stdin\b", re.IGNORECASE | re.DOTALL)
+_END_OF_DATA = re.compile(r"^\\\.[ \t\r]*$", re.MULTILINE)
 # What may stand between two statements: whitespace, line comments and empty statements.
 _GAP = re.compile(rf"(?:[{WS};]+|--[^\n\r]*)*")
 
@@ -247,44 +251,44 @@ def split_statements(sql: str) -> list[Statement]:
         if kind is TRANSACTION_CONTROL:
             _refuse_ending_the_transaction(text, line)
         if sql[start] in "cC" and _COPY_HEAD.match(text) is not None:
-            data, pos = _copy_data(sql, text, pos, line)  # the data lines are passed over
-            out.append(Statement(text, line, kind, data))
-        else:
-            out.append(Statement(text, line, kind))
+            _refuse_copy_to_the_client(text, line)
+            if _COPY_IN.match(text):
+                # Without its `;` it ends the file: no data can follow (a SplitError).
+                after = pos if text.endswith(";") else len(sql)
+                data, pos = _copy_data(sql, after, line + text.count("\n"))
+                out.append(Statement(text, line, kind, data))
+                continue
+        out.append(Statement(text, line, kind))
 
 
 _COPY_HEAD = re.compile(rf"copy[{WS}(]", re.IGNORECASE)
-# The end of COPY data: `\.` alone on its line (psql also takes it at the end of the file).
-_END_OF_COPY_DATA = re.compile(r"^\\\.\r?(?:\n|\Z)", re.MULTILINE)
-_BLANK_REST_OF_LINE = re.compile(rf"[{WS}]*?(?:\n|\Z)")
 
 
-def _copy_data(sql: str, text: str, pos: int, line: int) -> tuple[str | None, int]:
-    """For a COPY statement ending at `pos`: its inline data and where the next statement may
-    start, as psql reads a script (`COPY ... FROM stdin;`, the data lines, `\\.`). (None, pos)
-    for a COPY that reads or writes a file or program on the server. SplitError for a COPY to
-    the client (nowhere to write to) and for one from stdin without its data."""
+def _refuse_copy_to_the_client(text: str, line: int) -> None:
+    """SplitError for `COPY ... TO STDOUT`: a migration has nowhere to put the rows."""
     words = list(tokens(text, 0))
-    pairs = set(itertools.pairwise(words))
-    if ("to", "stdout") in pairs:
+    if ("to", "stdout") in set(itertools.pairwise(words)):
         raise SplitError(
             "COPY ... TO stdout sends rows to the client: a migration has nowhere to put them",
             line,
             fix="Remove the COPY ... TO stdout statement (to export data, run it with psql).",
         )
-    if ("from", "stdin") not in pairs:
-        return None, pos
-    rest = _BLANK_REST_OF_LINE.match(sql, pos)
-    end = _END_OF_COPY_DATA.search(sql, rest.end()) if rest is not None else None
-    if rest is None or end is None or not text.rstrip().endswith(";"):
+
+
+def _copy_data(sql: str, pos: int, line: int) -> tuple[str, int]:
+    """The inline data after a `COPY ... FROM STDIN;` ending at `pos` (from the next line up to
+    its `\\.` line, as psql and Flyway read it), and where the text goes on after that line.
+    SplitError when the `\\.` line is missing."""
+    newline = sql.find("\n", pos)
+    start = len(sql) if newline < 0 else newline + 1
+    end = _END_OF_DATA.search(sql, start)
+    if end is None:
         raise SplitError(
-            "COPY ... FROM stdin needs its data: the lines after the statement, ended by a line "
-            "holding only \\. (as pg_dump writes it)",
+            "COPY ... FROM STDIN: its inline data has no end line `\\.`",
             line,
-            fix="Put the rows on the lines after `COPY ... FROM stdin;` and end them with a "
-            "line `\\.`, or load them with INSERT statements.",
+            fix="End the data with a line holding only \\. (as pg_dump writes it).",
         )
-    return sql[rest.end() : end.start()], end.end()
+    return sql[start : end.start()], end.end()
 
 
 def _refuse_ending_the_transaction(text: str, line: int) -> None:

@@ -67,10 +67,12 @@ class StepFailed(Exception):
 
 
 def execute(conn: Conn, step: Step) -> None:
-    """Run one statement; StepFailed on a SQL error, the psycopg error if the session is gone."""
+    """Run one statement; StepFailed on a SQL error, the psycopg error if the session is gone.
+    A `COPY ... FROM STDIN` sends its inline data through the COPY protocol."""
+    data = step.statement.data
     try:
-        if step.statement.data is not None:
-            _copy_in(conn, step.statement.text, step.statement.data)
+        if data is not None:
+            _copy_in(conn, step.statement.text, data)
         else:
             conn.execute(step.statement.text.encode("utf-8"))
     except psycopg.OperationalError as exc:
@@ -113,6 +115,12 @@ def execute_batch(conn: Conn, steps: list[Step], prefix: str = "") -> None:
     error without one, or in the prefix, leaves the batch un-pinpointed (see
     `runner.UnitRunner.pinpoint`).
     """
+    if any(step.statement.data is not None for step in steps):
+        if prefix:  # a COPY's data cannot share a simple query: one round trip each
+            conn.execute(prefix.encode("utf-8"))
+        for step in steps:
+            execute(conn, step)
+        return
     if len(steps) == 1 and not prefix:
         execute(conn, steps[0])
         return
