@@ -319,3 +319,34 @@ def test_migrations_table_setting_names_the_table_in_golang_migrates_keys(
 
     assert result.returncode == 3, result.output
     assert snapshot(pg_server, dbname) == before
+
+
+def test_versions_only_the_database_has_found_after_the_lock_wait_are_warned_about(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # An older slug's release (files 1, 2) waits for the lock while a newer one applies 2 and
+    # 3: under the lock, 3 is a version these files do not have.
+    import time
+
+    from support import finish, spawn_cli
+
+    files = {f"{n}_{t}.up.sql": f"CREATE TABLE {t} (id int);" for n, t in ((1, "a"), (2, "b"))}
+    write_migrations(app, {**files, "3_c.up.sql": "CREATE TABLE c (id int);"})
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    (app / "db/migrations/3_c.up.sql").unlink()
+    admin = pg_server.admin_conn(dbname)
+    try:
+        admin.execute("CREATE TEMP TABLE later AS SELECT * FROM heroku_migrate_history"
+                      " WHERE version > 1")  # fmt: skip
+        admin.execute("DELETE FROM heroku_migrate_history WHERE version > 1")
+        admin.execute("SELECT pg_advisory_lock(%s)", (lock_key(dbname),))
+        proc = spawn_cli(["up"], cwd=app, database_url=database_url)
+        time.sleep(2.0)  # it found 2 pending, and waits for the lock
+        admin.execute("INSERT INTO heroku_migrate_history SELECT * FROM later")
+        admin.execute("SELECT pg_advisory_unlock_all()")
+        result = finish(proc)
+    finally:
+        admin.close()
+    assert result.returncode == 0, result.output
+    assert "Waiting for the migration lock" in result.output, result.output
+    assert "The database has 1 migration(s) these files do not: 3" in result.stderr, result.output

@@ -42,8 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from herokumigrate.signals import Interrupted, install_stop_signals
 
     stop_signals = install_stop_signals()
+    json_output = False
     try:
         args, flags = parse_command_line(argv)
+        json_output = bool(getattr(args, "json", False))
         if args.command is None:
             raise BadInput(
                 "no command given",
@@ -65,9 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, config, output)
     except MigrateError as exc:
         output.error(*exc.lines())
+        if json_output:
+            _render_error_json(output, exc.message, exc.details, exc.fix, exc.exit_code)
         return exc.exit_code
     except Interrupted as stop:
         output.error(*stop.lines())
+        if json_output:
+            lines = stop.lines()
+            _render_error_json(output, lines[0], tuple(lines[1:-1]), lines[-1], stop.exit_code)
         return stop.exit_code
     except KeyboardInterrupt:
         output.error("Interrupted; an open transaction was rolled back by the server.")
@@ -257,6 +264,17 @@ def _lint_lines(report: PlanReport, entry: MigrationLocks) -> list[str]:
     return lines
 
 
+def _render_error_json(
+    output: Output, message: str, details: tuple[str, ...], fix: str, exit_code: int
+) -> None:
+    """A refused or failed `--json` command: the error as a JSON document on stdout (the
+    ` !     ` lines went to stderr), so that a script reading stdout gets a document."""
+    import json
+
+    error = {"message": message, "details": list(details), "fix": fix, "exit_code": exit_code}
+    sys.stdout.write(output.redact(json.dumps({"error": error}, indent=2)) + "\n")
+
+
 def _render_plan_json(output: Output, report: PlanReport) -> int:
     """`plan --json`: one document on stdout (progress went to stderr)."""
     import json
@@ -291,8 +309,9 @@ def _render_plan_json(output: Output, report: PlanReport) -> int:
         }
     sys.stdout.write(output.redact(json.dumps(doc, indent=2)) + "\n")
     sys.stdout.flush()
-    if report.failure is not None:
-        raise report.failure  # its lines go to stderr, with exit code 1
+    if report.failure is not None:  # its lines go to stderr, with its exit code (1)
+        output.error(*report.failure.lines())
+        return report.failure.exit_code
     return EXIT_OK
 
 

@@ -327,7 +327,8 @@ def fix_for(error: psycopg.Error | None) -> str:
     state = error.sqlstate if error is not None else None
     if error is None or connection_lost(error):
         return (
-            "The connection was lost (database restart or maintenance?): check heroku pg:info, "
+            "The connection was lost (a database restart or maintenance, or the network between "
+            "the dyno and the database): check heroku pg:info, "
             "then retry the release (heroku releases:retry)."
         )
     if state in ("55P03", "40P01"):

@@ -60,6 +60,16 @@ class TransactionMode(str, Enum):
         return str(self.value)
 
 
+class OutOfOrder(str, Enum):
+    """What `up` does with a pending migration older than the newest applied one."""
+
+    REFUSE = "refuse"  # stop before any change, with the fix (Flyway's default)
+    APPLY = "apply"  # apply it, with a warning (Flyway's outOfOrder = true)
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
 class OnRollback(str, Enum):
     """What a release whose files are older than the database (`heroku rollback`) does with
     the migrations newer than every file it has (rollback.py)."""
@@ -234,6 +244,11 @@ class Config:
         180.0, "seconds to keep retrying while the database starts", maximum=DAY
     )
     allow_changed: bool = _setting(False, "warn instead of failing when an applied file changed")
+    out_of_order: OutOfOrder = _setting(  # noqa: RUF009 -- a field spec, not a shared default
+        OutOfOrder.REFUSE,
+        "a pending migration older than the newest applied one (a branch merged late): "
+        "`refuse` (stop before any change) or `apply` it",
+    )
     skip: bool = _setting(
         False, "`up` exits 0 at once, migrating nothing (an emergency switch for releases)"
     )

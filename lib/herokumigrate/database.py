@@ -5,9 +5,10 @@ Nothing here prints a password or the URL: the Output redacts both, and errors q
 the host and database name.
 
 The connection carries no session state of ours beyond its startup parameters: its
-application_name and, where the server has it, `client_connection_check_interval` (so the
-server stops the statements of a runner that was killed). Everything else the runner sets is
-`SET LOCAL`.
+application_name, TCP keepalives and `tcp_user_timeout` on our side (a network that silently
+drops our packets ends the run with an error instead of hanging it), and, in the startup
+`options`, what lets the server end an abandoned session by itself (`SESSION_OPTIONS`).
+Everything else the runner sets is `SET LOCAL`.
 """
 
 from __future__ import annotations
@@ -29,13 +30,43 @@ if TYPE_CHECKING:
 APPLICATION_NAME = "heroku-migrate"
 # How often a busy backend checks that we are still there (PostgreSQL 14+), in milliseconds.
 CONNECTION_CHECK_INTERVAL_MS = 2000
-_CHECK_INTERVAL_OPTION = f"-c client_connection_check_interval={CONNECTION_CHECK_INTERVAL_MS}"
-# The startup option is a courtesy: a pooler that refuses `options`, or a server older than 14,
-# gets a connection without it.
-_CHECK_INTERVAL_REFUSED = (
-    "unsupported startup parameter: options",
-    'unrecognized configuration parameter "client_connection_check_interval"',
-)
+# The server ends our session when it sits idle in a transaction this long: a runner cut off by
+# the network leaves no transaction (and no ACCESS EXCLUSIVE lock) behind for longer. Far above
+# the longest pause between our own statements in a transaction (none waits on anything but
+# the server).
+IDLE_IN_TRANSACTION_SECONDS = 30
+# Our side of the TCP connection: probe a silent connection after KEEPALIVE_IDLE seconds, every
+# KEEPALIVE_INTERVAL, give up after KEEPALIVE_COUNT unanswered probes; and give up when data we
+# sent stays unacknowledged for TCP_USER_TIMEOUT_MS. A live server answers the probes even
+# while a long statement runs; a black-holed one is noticed within about 30 s.
+KEEPALIVE_IDLE = 10
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 4
+TCP_USER_TIMEOUT_MS = 30_000
+_CLIENT_TCP = {
+    "keepalives": "1",
+    "keepalives_idle": str(KEEPALIVE_IDLE),
+    "keepalives_interval": str(KEEPALIVE_INTERVAL),
+    "keepalives_count": str(KEEPALIVE_COUNT),
+    "tcp_user_timeout": str(TCP_USER_TIMEOUT_MS),
+}
+# Our session's settings, sent as startup options (a file's SET cannot be undone by them, but
+# nothing of ours needs a SET that could outlive us). The server probes our connection too, so
+# a backend whose client vanished mid-transaction ends even while it waits for us.
+SESSION_OPTIONS = {
+    "client_connection_check_interval": str(CONNECTION_CHECK_INTERVAL_MS),  # PostgreSQL 14+
+    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_SECONDS * 1000),
+    "tcp_keepalives_idle": str(KEEPALIVE_IDLE),
+    "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL),
+    "tcp_keepalives_count": str(KEEPALIVE_COUNT),
+    "tcp_user_timeout": str(TCP_USER_TIMEOUT_MS),  # PostgreSQL 12+
+}
+_SIDE_OPTIONS = {k: v for k, v in SESSION_OPTIONS.items() if k.startswith("tcp_")}
+# The startup options are a courtesy: a pooler that refuses `options` gets a connection without
+# them, an older server without those it does not know.
+_OPTIONS_REFUSED = "unsupported startup parameter: options"
+_UNRECOGNIZED_SETTING_RE = re.compile(r'unrecognized configuration parameter "([^"]*)"')
+_INVALID_VALUE_RE = re.compile(r'invalid value for parameter "([^"]*)"')
 # libpq messages that retrying cannot fix: say so at once instead of waiting minutes.
 _PERMANENT = (
     "password authentication failed",
@@ -282,28 +313,40 @@ def connect(
 
     params = dict(target.params)
     params.setdefault("application_name", APPLICATION_NAME)
+    for name, value in _CLIENT_TCP.items():
+        params.setdefault(name, value)  # the URL's own choice wins
     if target.search_path is not None:  # Prisma's `schema`: its schema for unqualified names
         params["options"] = f"{params.get('options', '')} {_search_path_option(target)}".strip()
     params["connect_timeout"] = str(max(1, round(connect_timeout)))
-    check_interval = True
+    ours = dict(SESSION_OPTIONS)
     deadline = time.monotonic() + connect_wait
     attempt = 0
     delay = 1.0
     while True:
         attempt += 1
         try:
-            conninfo = make_conninfo(
-                "", **_with_check_interval(params) if check_interval else params
-            )
+            conninfo = make_conninfo("", **_with_session_options(params, ours))
             conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None)
             _refuse_transaction_pooling(conn, params, target, min(3.0, connect_timeout))
             return conn
         except psycopg.OperationalError as exc:
             message = _first_line(output.redact(str(exc)))
-            if check_interval and any(m in message for m in _CHECK_INTERVAL_REFUSED):
-                check_interval = False
+            if ours and _OPTIONS_REFUSED in message:
+                ours.clear()
                 attempt -= 1
                 continue
+            setting = _refused_setting(message)
+            if setting is not None and setting in ours:
+                del ours[setting]  # a server too old for it
+                attempt -= 1
+                continue
+            if setting is not None:
+                raise BadInput(
+                    f"cannot connect to {target.description} ({target.var}): the server "
+                    f"refuses the setting {setting!r} of the URL's options: {message}",
+                    fix=f"Correct or remove -c {setting}=... in the options parameter of "
+                    f"{target.var} (the server's SHOW ALL lists what it knows).",
+                ) from None
             if any(p in message for p in _PERMANENT):
                 raise BadInput(
                     f"cannot connect to {target.description} ({target.var}): {message}",
@@ -325,9 +368,43 @@ def connect(
             delay = min(delay * 2, 15.0)
 
 
-def _with_check_interval(params: dict[str, str]) -> dict[str, str]:
-    options = params.get("options", "")
-    return dict(params, options=f"{options} {_CHECK_INTERVAL_OPTION}".strip())
+def connect_side(
+    target: Target, *, connect_timeout: float
+) -> psycopg.Connection[tuple[object, ...]] | None:
+    """A second, plain connection that watches our session (lockwatch.py) or ends it (a forced
+    exit, signals.py), named apart from the runner's own; None when it cannot be opened (the
+    run goes on without it)."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    params = dict(target.params, **_CLIENT_TCP)
+    params["application_name"] = f"{APPLICATION_NAME} watchdog"
+    params["connect_timeout"] = str(max(1, round(connect_timeout)))
+    # The server probes this connection too (an orphan must not hold a slot for hours); a
+    # pooler or server that refuses the options gets the connection without them.
+    for attempt in (_with_session_options(params, _SIDE_OPTIONS), params):
+        try:
+            return psycopg.connect(
+                make_conninfo("", **attempt), autocommit=True, prepare_threshold=None
+            )
+        except psycopg.Error:
+            continue
+    return None
+
+
+def _with_session_options(params: dict[str, str], ours: dict[str, str]) -> dict[str, str]:
+    """`params` with our session settings added to its `options` (the URL's own come last and
+    so win when they set the same one)."""
+    if not ours:
+        return params
+    added = " ".join(f"-c {name}={value}" for name, value in ours.items())
+    return dict(params, options=f"{added} {params.get('options', '')}".strip())
+
+
+def _refused_setting(message: str) -> str | None:
+    """The setting a server refused at startup (unknown, or a bad value), if that is the error."""
+    found = _UNRECOGNIZED_SETTING_RE.search(message) or _INVALID_VALUE_RE.search(message)
+    return found.group(1) if found else None
 
 
 def _refuse_transaction_pooling(
@@ -337,14 +414,16 @@ def _refuse_transaction_pooling(
     probe_timeout: float,
 ) -> None:
     """BadInput, after closing `conn`, when a pooler hands our transactions to any session."""
-    from herokumigrate.pooler import detect_pooling
+    from herokumigrate.pooler import detect_pooling, statement_or_transaction
 
     try:
         pooling = detect_pooling(conn, params, probe_timeout=probe_timeout)
+        if pooling == "transaction":
+            pooling = statement_or_transaction(conn)
     except BaseException:
         conn.close()
         raise
-    if pooling != "transaction":
+    if pooling not in ("transaction", "statement"):
         return
     conn.close()
     if target.var == "DATABASE_URL":
@@ -354,9 +433,12 @@ def _refuse_transaction_pooling(
         )
     else:
         where = f"Set MIGRATE_DATABASE_URL_VAR=DATABASE_URL (the direct URL), not {target.var}"
+    if pooling == "transaction":
+        how = "through a connection pooler in transaction mode (PgBouncer, as in Heroku's connection pooling)"  # noqa: E501 -- quoted whole in docs/troubleshooting.md
+    else:
+        how = "through a connection pooler in statement mode (PgBouncer's pool_mode = statement)"
     raise BadInput(
-        f"{target.var} reaches {target.description} through a connection pooler in "
-        "transaction mode (PgBouncer, as in Heroku's connection pooling)",
+        f"{target.var} reaches {target.description} {how}",
         fix=f"{where}, or switch the pooler to session mode.",
         details=(
             "Session locks and settings do not survive from one transaction to the next "

@@ -158,6 +158,8 @@ class Migrator:
             plan = checks.plan(self._plan(ledger, session, files), files)
             reverted = 0
             if not plan.nothing_to_do or self._rolls_back(plan, files, dry_run=dry_run):
+                session.require_writable()
+                ledger.history.require_privileges(session.conn)
                 session.lock()
                 plan = checks.plan(self._plan(ledger, session, files), files)
                 if self._rolls_back(plan, files, dry_run=dry_run):  # before anything else
@@ -459,8 +461,10 @@ class Migrator:
         from herokumigrate.runner import UnitRunner
 
         with self._session() as session:
+            session.require_writable()
             session.lock()
             ledger = self._ledger(session, Fingerprint.of(migrations))
+            ledger.history.require_privileges(session.conn)
             state = ledger.read(session.conn)
             yield ledger, state, UnitRunner(session, self.output, sleep=self.sleep)
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from herokumigrate.history import HistoryRow
     from herokumigrate.ledger import DatabaseState
     from herokumigrate.migration import Migration
-    from herokumigrate.native import NativeTable
+    from herokumigrate.native import NativeFailure, NativeTable
     from herokumigrate.sections import SqlSection
     from herokumigrate.versions import Version
 
@@ -241,11 +241,13 @@ def check_plan(
     migrations: list[Migration],
     *,
     allow_changed: bool,
+    out_of_order: bool = True,
     revert_on_rollback: bool = False,
 ) -> list[tuple[str, ...]]:
-    """Stop on edited applied files (unless allowed); return warnings about the unusual but
-    legal, each as the lines of one warning. With `revert_on_rollback`, the versions newer
-    than every file are not warned about: the release reverts them (rollback.py)."""
+    """Stop on edited applied files (unless allowed), and on pending migrations older than the
+    newest applied one unless `out_of_order`; return warnings about the unusual but legal, each
+    as the lines of one warning. With `revert_on_rollback`, the versions newer than every file
+    are not warned about: the release reverts them (rollback.py)."""
     warnings: list[tuple[str, ...]] = []
     other_tool = _other_tool(plan, migrations)
     if plan.changed:
@@ -279,12 +281,13 @@ def check_plan(
             for m in plan.pending
             if newest is not None and not m.repeatable and not m.baseline and m.version < newest
         ]
-        refusal = plan.native.out_of_order_refusal() if plan.native is not None else None
+        refusal = _out_of_order_refusal(plan, out_of_order=out_of_order)
         if older and refusal is not None:
             raise BadInput(
                 f"pending migration(s) older than the newest applied one ({newest}): "
                 f"{', '.join(older)}; {refusal.message}",
                 fix=refusal.fix,
+                details=("Nothing was changed.",),
             )
         if older:
             warnings.append(
@@ -294,6 +297,28 @@ def check_plan(
                 )
             )
     return warnings
+
+
+def _out_of_order_refusal(plan: ReleasePlan, *, out_of_order: bool) -> NativeFailure | None:
+    """Why pending versions older than the newest applied one are refused, None when they are
+    applied: a tool with a policy of its own (Flyway's outOfOrder) decides for its folder;
+    otherwise the `out_of_order` setting (refuse by default)."""
+    from herokumigrate.native import NativeFailure, NativeTable
+
+    native = plan.native
+    own_policy = native is not None and (
+        type(native).out_of_order_refusal is not NativeTable.out_of_order_refusal
+    )
+    if native is not None and own_policy:
+        return native.out_of_order_refusal()
+    if out_of_order:
+        return None
+    return NativeFailure(
+        None,
+        "a branch merged late? (out_of_order = refuse)",
+        "Give them versions after the newest applied one (rename the files; heroku-migrate new "
+        "NAME makes a fresh version), or set MIGRATE_OUT_OF_ORDER=apply to apply them anyway.",
+    )
 
 
 def _unknown_warning(

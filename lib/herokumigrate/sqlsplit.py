@@ -30,6 +30,7 @@ Lexical rules, and the one scan over them: see `herokumigrate.sqllex`.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -100,6 +101,11 @@ class Statement:
     data: str | None = None
     """The inline data of a `COPY ... FROM STDIN` (the lines after it, up to its `\\.` line),
     sent through the COPY protocol; None for any other statement."""
+
+    @property
+    def data_line(self) -> int:
+        """The line of the input where `data` starts (the one after the statement's end)."""
+        return self.line + self.text.count("\n") + 1
 
 
 # A statement's first word, and a next one after whitespace only, when they are plain: read
@@ -244,11 +250,29 @@ def split_statements(sql: str) -> list[Statement]:
         kind = classify(text)
         if kind is TRANSACTION_CONTROL:
             _refuse_ending_the_transaction(text, line)
-        if sql[start] in "cC" and text.endswith(";") and _COPY_IN.match(text):
-            data, pos = _copy_data(sql, pos, line + text.count("\n"))
-            out.append(Statement(text, line, kind, data))
-            continue
+        if sql[start] in "cC" and _COPY_HEAD.match(text) is not None:
+            _refuse_copy_to_the_client(text, line)
+            if _COPY_IN.match(text):
+                # Without its `;` it ends the file: no data can follow (a SplitError).
+                after = pos if text.endswith(";") else len(sql)
+                data, pos = _copy_data(sql, after, line + text.count("\n"))
+                out.append(Statement(text, line, kind, data))
+                continue
         out.append(Statement(text, line, kind))
+
+
+_COPY_HEAD = re.compile(rf"copy[{WS}(]", re.IGNORECASE)
+
+
+def _refuse_copy_to_the_client(text: str, line: int) -> None:
+    """SplitError for `COPY ... TO STDOUT`: a migration has nowhere to put the rows."""
+    words = list(tokens(text, 0))
+    if ("to", "stdout") in set(itertools.pairwise(words)):
+        raise SplitError(
+            "COPY ... TO stdout sends rows to the client: a migration has nowhere to put them",
+            line,
+            fix="Remove the COPY ... TO stdout statement (to export data, run it with psql).",
+        )
 
 
 def _copy_data(sql: str, pos: int, line: int) -> tuple[str, int]:
