@@ -311,13 +311,7 @@ def connect(
     import psycopg
     from psycopg.conninfo import make_conninfo
 
-    params = dict(target.params)
-    params.setdefault("application_name", APPLICATION_NAME)
-    for name, value in _CLIENT_TCP.items():
-        params.setdefault(name, value)  # the URL's own choice wins
-    if target.search_path is not None:  # Prisma's `schema`: its schema for unqualified names
-        params["options"] = f"{params.get('options', '')} {_search_path_option(target)}".strip()
-    params["connect_timeout"] = str(max(1, round(connect_timeout)))
+    params = _connection_params(target, connect_timeout)
     ours = dict(SESSION_OPTIONS)
     deadline = time.monotonic() + connect_wait
     attempt = 0
@@ -340,18 +334,9 @@ def connect(
                 del ours[setting]  # a server too old for it
                 attempt -= 1
                 continue
-            if setting is not None:
-                raise BadInput(
-                    f"cannot connect to {target.description} ({target.var}): the server "
-                    f"refuses the setting {setting!r} of the URL's options: {message}",
-                    fix=f"Correct or remove -c {setting}=... in the options parameter of "
-                    f"{target.var} (the server's SHOW ALL lists what it knows).",
-                ) from None
-            if any(p in message for p in _PERMANENT):
-                raise BadInput(
-                    f"cannot connect to {target.description} ({target.var}): {message}",
-                    fix=_permanent_fix(message, target.var),
-                ) from None
+            refusal = _permanent_failure(message, setting, target)
+            if refusal is not None:
+                raise refusal from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BadInput(
@@ -366,6 +351,36 @@ def connect(
             )
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 15.0)
+
+
+def _connection_params(target: Target, connect_timeout: float) -> dict[str, str]:
+    """The URL's parameters, with our client-side defaults (the URL's own choices win)."""
+    params = dict(target.params)
+    params.setdefault("application_name", APPLICATION_NAME)
+    for name, value in _CLIENT_TCP.items():
+        params.setdefault(name, value)
+    if target.search_path is not None:  # Prisma's `schema`: its schema for unqualified names
+        params["options"] = f"{params.get('options', '')} {_search_path_option(target)}".strip()
+    params["connect_timeout"] = str(max(1, round(connect_timeout)))
+    return params
+
+
+def _permanent_failure(message: str, setting: str | None, target: Target) -> BadInput | None:
+    """The BadInput for a failed connection that no retry can fix (a setting of the URL's
+    options the server refuses, bad credentials, an unknown database, ...), else None."""
+    if setting is not None:
+        return BadInput(
+            f"cannot connect to {target.description} ({target.var}): the server "
+            f"refuses the setting {setting!r} of the URL's options: {message}",
+            fix=f"Correct or remove -c {setting}=... in the options parameter of "
+            f"{target.var} (the server's SHOW ALL lists what it knows).",
+        )
+    if any(p in message for p in _PERMANENT):
+        return BadInput(
+            f"cannot connect to {target.description} ({target.var}): {message}",
+            fix=_permanent_fix(message, target.var),
+        )
+    return None
 
 
 def connect_side(

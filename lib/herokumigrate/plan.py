@@ -268,35 +268,44 @@ def check_plan(
         warnings.append(unknown)
     warnings.extend(_tool_warnings(plan, migrations))
     if plan.pending:
-        # Repeatable migrations (Flyway's R__) have no place among the versions.
-        pending = {m.version for m in plan.pending}
-        applied = [
-            m.version
-            for m in migrations
-            if m.version not in pending and not m.repeatable and not m.baseline
-        ]
-        newest = max(applied, default=None)
-        older = [
-            m.label
-            for m in plan.pending
-            if newest is not None and not m.repeatable and not m.baseline and m.version < newest
-        ]
-        refusal = _out_of_order_refusal(plan, out_of_order=out_of_order)
-        if older and refusal is not None:
-            raise BadInput(
-                f"pending migration(s) older than the newest applied one ({newest}): "
-                f"{', '.join(older)}; {refusal.message}",
-                fix=refusal.fix,
-                details=("Nothing was changed.",),
-            )
-        if older:
-            warnings.append(
-                (
-                    f"Pending migration(s) older than the newest applied one: "
-                    f"{', '.join(older)}; they will be applied now (a merged branch?)",
-                )
-            )
+        warnings.extend(_check_order(plan, migrations, out_of_order=out_of_order))
     return warnings
+
+
+def _check_order(
+    plan: ReleasePlan, migrations: list[Migration], *, out_of_order: bool
+) -> list[tuple[str, ...]]:
+    """Pending migrations older than the newest applied one: refused (BadInput) unless
+    `out_of_order` (or the tool's own policy) applies them, then a warning."""
+    # Repeatable migrations (Flyway's R__) have no place among the versions.
+    pending = {m.version for m in plan.pending}
+    applied = [
+        m.version
+        for m in migrations
+        if m.version not in pending and not m.repeatable and not m.baseline
+    ]
+    newest = max(applied, default=None)
+    older = [
+        m.label
+        for m in plan.pending
+        if newest is not None and not m.repeatable and not m.baseline and m.version < newest
+    ]
+    if not older:
+        return []
+    refusal = _out_of_order_refusal(plan, out_of_order=out_of_order)
+    if refusal is not None:
+        raise BadInput(
+            f"pending migration(s) older than the newest applied one ({newest}): "
+            f"{', '.join(older)}; {refusal.message}",
+            fix=refusal.fix,
+            details=("Nothing was changed.",),
+        )
+    return [
+        (
+            f"Pending migration(s) older than the newest applied one: "
+            f"{', '.join(older)}; they will be applied now (a merged branch?)",
+        )
+    ]
 
 
 def _out_of_order_refusal(plan: ReleasePlan, *, out_of_order: bool) -> NativeFailure | None:
