@@ -29,7 +29,9 @@ BUILDPACK_FIXTURES = frozenset(
     {"buildpack", "build_pythons", "heroku24_cold_build", "heroku24_cache", "heroku24"}
 )
 # Files whose tests bound wall-clock waits (a signal's exit, an app query behind a lock).
-SERIAL_MODULES = frozenset({"test_signals", "test_stall", "test_concurrency", "test_lock"})
+SERIAL_MODULES = frozenset(
+    {"test_signals", "test_stall", "test_concurrency", "test_lock", "test_dead_network"}
+)
 # The real-database tests every interpreter runs: the runner's main promises, end to end.
 SMOKE_MODULES = frozenset({"test_runner"})
 

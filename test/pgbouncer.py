@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from support import TEST_PASSWORD, TEST_ROLE, Server
 
-PoolMode = Literal["session", "transaction"]
+PoolMode = Literal["session", "transaction", "statement"]
 _SYSTEM_USER = "postgres"
 _START_SECONDS = 20.0
 

@@ -267,6 +267,32 @@ def _hold_migration_lock(ctx: Ctx) -> None:
     (ctx.migrations / "4_add_widgets.up.sql").write_text(GOOD_UP)
 
 
+def _read_only_database(ctx: Ctx) -> None:
+    """The database refuses writes by default (as a follower does, or a database an operator
+    switched to read-only)."""
+    statement = sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = {}")
+    name = sql.Identifier(ctx.dbname)
+    with ctx.server.admin_conn() as conn:
+        conn.execute(statement.format(name, sql.SQL("on")))
+
+    def undo() -> None:
+        with ctx.server.admin_conn() as conn:
+            conn.execute(statement.format(name, sql.SQL("off")))
+
+    ctx.cleanup.append(undo)
+
+
+def _revoke_insert_on_history(ctx: Ctx) -> None:
+    """The role may read the history but not add to it (an operator's REVOKE, a read-mostly
+    role given the URL)."""
+    with ctx.server.admin_conn(ctx.dbname) as conn:
+        conn.execute(
+            sql.SQL("REVOKE INSERT ON heroku_migrate_history FROM {}").format(
+                sql.Identifier(TEST_ROLE)
+            )
+        )
+
+
 def _edit_applied(ctx: Ctx) -> None:
     path = ctx.migrations / "3_index_users_email.up.sql"
     path.write_text("CREATE INDEX users_email_idx ON users (lower(email));\n")
@@ -813,7 +839,55 @@ CASES = [
         "MIGRATE_CONNECT_WAIT",
         prepare=_url(_pooler_port_url),
     ),
+    Case(
+        "copy-to-stdout",
+        "4_export.up.sql: line 2",
+        "psql",
+        files={"4_export.up.sql": GOOD_UP + "COPY users TO stdout;\n"},
+        offline=True,
+    ),
+    Case(
+        "copy-from-stdin-without-data",
+        "4_seed.up.sql: line 2",
+        "\\.",
+        files={"4_seed.up.sql": GOOD_UP + "COPY widgets FROM stdin;\n1\n2\n"},
+        offline=True,
+    ),
+    Case(
+        "url-options-unknown-setting",
+        "'no_such_setting'",
+        "options parameter of DATABASE_URL",
+        prepare=_url(lambda c: _with_query(c, "options=-c%20no_such_setting%3Dx")),
+    ),
     # --- the database's state
+    Case(
+        "database-read-only",
+        "read-only",
+        "MIGRATE_DATABASE_URL_VAR",
+        files={"4_add_widgets.up.sql": GOOD_UP},
+        prepare=_read_only_database,
+    ),
+    Case(
+        "database-read-only-down",
+        "read-only",
+        "MIGRATE_DATABASE_URL_VAR",
+        args=("down", "1", "--yes"),
+        prepare=_read_only_database,
+    ),
+    Case(
+        "history-insert-not-granted",
+        'lacks INSERT on "public"."heroku_migrate_history"',
+        'GRANT INSERT ON "public"."heroku_migrate_history" TO "hm_tester";',
+        files={"4_add_widgets.up.sql": GOOD_UP},
+        prepare=_revoke_insert_on_history,
+    ),
+    Case(
+        "url-options-read-only",
+        "default_transaction_read_only = on",
+        "MIGRATE_DATABASE_URL_VAR",
+        files={"4_add_widgets.up.sql": GOOD_UP},
+        prepare=_url(lambda c: _with_query(c, "options=-c%20default_transaction_read_only%3Don")),
+    ),
     Case(
         "golang-migrate-table-dirty",
         "schema_migrations",

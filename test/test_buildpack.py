@@ -65,7 +65,9 @@ def test_detect_rejects_an_app_without_migrations(buildpack: Path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert "no db/migrations/ folder, no SQL migrations in " in result.stderr
-    assert "migrations/, no migrate.toml" in result.stderr
+    for folder in ("migrations/", "prisma/migrations/", "src/main/resources/db/migration/"):
+        assert f" {folder}," in result.stderr
+    assert "db/migration/, no migrate.toml" in result.stderr
     assert 'create migrate.toml with path = "your/folder"' in result.stderr
 
 

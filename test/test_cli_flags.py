@@ -239,3 +239,28 @@ def test_a_history_table_name_too_long_for_its_log_is_refused_before_connecting(
     with pg_server.admin_conn(dbname) as conn:
         tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
         assert tables.fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    ("argv", "files", "names"),
+    [
+        (["status", "--json"], ONE_MIGRATION, "DATABASE_URL"),
+        (["plan", "--json"], {"1_bad.up.sql": "SELECT 'unterminated;\n"}, "1_bad.up.sql"),
+    ],
+    ids=["status-without-url", "plan-with-a-broken-file"],
+)
+def test_a_refused_json_command_prints_the_error_as_json_on_stdout(
+    app: Path, database_url: str, argv: list[str], files: dict[str, str], names: str
+) -> None:
+    import json
+
+    write_migrations(app, files)
+    url = "" if names == "DATABASE_URL" else database_url
+    result = run_cli(argv, cwd=app, env={"DATABASE_URL": url})
+    assert result.returncode == 2, result.output
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"error"}, doc
+    assert names in doc["error"]["message"], doc
+    assert doc["error"]["exit_code"] == 2, doc
+    assert doc["error"]["fix"], doc
+    assert doc["error"]["message"] in result.stderr, result.output

@@ -494,6 +494,7 @@ def test_every_command_option_has_a_field_in_arguments() -> None:
         "down",
         "goto",
         "force",
+        "resolve",
         "new",
         "lint",
     }

@@ -175,3 +175,29 @@ def test_x_statement_timeout_limits_statements_unless_the_setting_is_set(
     setting = run_cli(["up"], cwd=app, database_url=url, env={"MIGRATE_STATEMENT_TIMEOUT": "30"})
     assert setting.returncode == 0, setting.output
     assert [row[0] for row in history(pg_server, dbname)] == [1]
+
+
+def test_our_session_lets_the_server_end_it_and_our_side_notices_a_dead_network(
+    database_url: str,
+) -> None:
+    # Startup settings only (source "client"): nothing of ours is SET on the session.
+    from herokumigrate.database import IDLE_IN_TRANSACTION_SECONDS, SESSION_OPTIONS, connect
+
+    output = Output()
+    url = database_url + "?keepalives_idle=7"  # the URL's own choice wins
+    conn = connect(read_target({"DATABASE_URL": url}, "DATABASE_URL", output), output,
+                   connect_timeout=5, connect_wait=5)  # fmt: skip
+    with conn:
+        settings = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE source = 'client' AND name = ANY(%s)",
+                (list(SESSION_OPTIONS),),
+            ).fetchall()
+        )
+        client = {i.keyword.decode(): i.val for i in conn.pgconn.info if i.val is not None}
+    assert settings == SESSION_OPTIONS, settings
+    idle_ms = str(IDLE_IN_TRANSACTION_SECONDS * 1000)
+    assert settings["idle_in_transaction_session_timeout"] == idle_ms, settings
+    assert client["keepalives"] == b"1", client
+    assert client["keepalives_idle"] == b"7", client
+    assert client["tcp_user_timeout"] == b"30000", client

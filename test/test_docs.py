@@ -164,3 +164,9 @@ def test_the_buildpacks_description_names_every_format() -> None:
     assert description
     for tool in TOOL_NAMES:
         assert tool in description.group(1).lower(), tool
+
+
+def test_every_docs_page_is_linked_from_the_readme() -> None:
+    text = README.read_text()
+    unlinked = [p.name for p in DOCS.glob("*.md") if f"(docs/{p.name})" not in text]
+    assert not unlinked

@@ -1,4 +1,4 @@
-"""The format seam, tried with a format made here: a Flyway-like `V<dotted>__<title>.sql` whose
+"""The format seam, tried with a format made here: a Flyway-like `T<dotted>__<title>.sql` whose
 versions are not integers (1.9 < 1.10 < 2) and whose tool keeps a table of rich rows. Registered
 for the test only, it goes through `up` as a real format would: the folder read, our history
 created with a text version column, the tool's table created, found again under its own name,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.db
 
-_NAME = re.compile(r"^V([0-9]+(?:\.[0-9]+)*)__(.+)\.sql$")
+_NAME = re.compile(r"^T([0-9]+(?:\.[0-9]+)*)__(.+)\.sql$")
 
 
 class DottedVersions:
@@ -103,7 +103,8 @@ class ToyTable(NativeTable):
 class ToyFormat:
     name = "toyway"
     syntax = DottedVersions()
-    naming = "V{version}__{title}.sql (toyway)"
+    nested = False
+    naming = "T{version}__{title}.sql (toyway)"
 
     def claim(self, entry: FolderEntry, folder: FolderReader) -> Claim | None:
         found = _NAME.match(entry.name)
@@ -128,7 +129,7 @@ class ToyFormat:
         return ToyTable
 
     def new_files(self, version: str, slug: str, title: str) -> list[NewFile]:
-        return [NewFile(f"V{version}__{slug}.sql", f"-- {title}\n")]
+        return [NewFile(f"T{version}__{slug}.sql", f"-- {title}\n")]
 
 
 @pytest.fixture
@@ -146,9 +147,9 @@ def test_a_format_with_dotted_versions_plugs_into_the_seam(
     write_migrations(
         app,
         {
-            "V2__c.sql": "CREATE TABLE c (id int);\n",
-            "V1.10__b.sql": "CREATE TABLE b (id int);\nCREATE INDEX CONCURRENTLY b_id ON b (id);\n",
-            "V1.9__a.sql": "CREATE TABLE a (id int);\n",
+            "T2__c.sql": "CREATE TABLE c (id int);\n",
+            "T1.10__b.sql": "CREATE TABLE b (id int);\nCREATE INDEX CONCURRENTLY b_id ON b (id);\n",
+            "T1.9__a.sql": "CREATE TABLE a (id int);\n",
         },
     )
     monkeypatch.setenv("DATABASE_URL", database_url)

@@ -230,6 +230,7 @@ def test_new_migration_template_loads_as_a_no_op_in_its_format(tmp_path: Path, f
     stamp = "2026-01-01-120000-0000" if fmt == "diesel" else "20260101120000"
     assert (m.format, m.label) == (fmt, f"{stamp}_add_users")
     assert m.applies_nothing
-    # sqlx's `migrate add` writes one simple file: no down; the others write an empty down.
-    assert m.reverts_nothing is (fmt != "sqlx")
+    # sqlx's `migrate add` writes one simple file, and Prisma and Flyway (Community) keep no
+    # downs: no down; the others write an empty down.
+    assert m.reverts_nothing is (fmt not in ("sqlx", "prisma", "flyway"))
     assert "add users" in files[0].content

@@ -48,6 +48,23 @@ def test_lock_key_is_golang_migrates_schema_table_database_order() -> None:
 # ----- keys from the server ------------------------------------------------------------------
 
 
+# Prisma's schema engine: pg_advisory_lock(72707369), the same for every database.
+PRISMA_KEY = 72707369
+
+
+def flyway_key(schema: str) -> int:
+    """Flyway's PostgreSQL lock: 0x466C79776179 plus Java's String.hashCode of its table's
+    quoted name (77433833903597 for public.flyway_schema_history, as FORMATS.md reads it)."""
+    code = 0
+    for char in f'"{schema}"."flyway_schema_history"':
+        code = (code * 31 + ord(char)) & 0xFFFFFFFF
+    return 0x466C79776179 + (code - 2**32 if code >= 2**31 else code)
+
+
+def test_flyway_key_of_public_is_the_one_read_from_its_source() -> None:
+    assert flyway_key("public") == 77433833903597
+
+
 def sqlx_key(dbname: str) -> int:
     """sqlx-postgres's generate_lock_id: 0x3d32ad9e times the CRC-32 (IEEE) of the database's
     name (368907709894077238 for `postgres`, as FORMATS.md reads it from the source)."""
@@ -93,6 +110,8 @@ def test_keys_come_from_the_servers_database_and_schema(
         golang_migrate_lock_id(dbname, app_schema, "schema_migrations"),
         golang_migrate_lock_id(f"/{dbname}", app_schema, "schema_migrations"),
         sqlx_key(dbname),
+        PRISMA_KEY,
+        flyway_key(app_schema),
     )
     assert lock.key == lock_key(dbname)
 
@@ -115,6 +134,8 @@ def test_pooler_alias_does_not_change_the_server_keys(
         lock_key(dbname),
         golang_migrate_lock_id("/aliased", "public", "schema_migrations"),
         sqlx_key(dbname),  # sqlx's library: the server's current_database(), not the alias
+        PRISMA_KEY,
+        flyway_key("public"),
     )
 
 
@@ -132,12 +153,16 @@ def test_custom_migrations_table_keys(dbname: str, database_url: str) -> None:
         lock_key(dbname),
         golang_migrate_lock_id(dbname, "public", "my_migrations"),
         sqlx_key(dbname),
+        PRISMA_KEY,
+        flyway_key("public"),
     )
     assert quoted.keys == (
         lock_key(dbname),
         golang_migrate_lock_id(dbname, "ops", "my_migrations"),
         golang_migrate_lock_id(f"/{dbname}", "ops", "my_migrations"),
         sqlx_key(dbname),
+        PRISMA_KEY,
+        flyway_key("public"),
     )
 
 
@@ -168,6 +193,8 @@ KEY_OWNERS: dict[str, Callable[[str], int]] = {
     "golang-migrate-library": lambda db: golang_migrate_lock_id(db, "public", "my_migrations"),
     "golang-migrate-cli": lambda db: golang_migrate_lock_id(f"/{db}", "public", "my_migrations"),
     "sqlx": sqlx_key,
+    "prisma": lambda db: PRISMA_KEY,
+    "flyway": lambda db: flyway_key("public"),
 }
 
 
@@ -182,7 +209,7 @@ def test_any_key_held_elsewhere_keeps_the_lock_out_and_takes_nothing(
         lock = migration_lock(
             conn, output, table=MigrationsTable("my_migrations"), url_path=url_path
         )
-        assert len(lock.keys) == 4
+        assert len(lock.keys) == 6
         with pytest.raises(LockTimeout) as caught:
             lock.acquire(0.5)
         # What it took before the miss was given back: only the other session's key is held.
@@ -201,7 +228,8 @@ def test_acquire_holds_every_key_and_release_gives_all_back(
         lock = migration_lock(conn, output, url_path=url_path)
         lock.acquire(1)
         assert _held_keys(pg_server, dbname) == set(lock.keys)
-        assert len(lock.keys) == 3  # ours (= golang-migrate library's), its CLI's, sqlx's
+        assert len(lock.keys) == 5  # ours (= golang-migrate library's), its CLI's, sqlx's,
+        # Prisma's, Flyway's
         lock.release()
         assert _held_keys(pg_server, dbname) == set()
         again = lock.on(conn)
@@ -291,3 +319,34 @@ def test_migrations_table_setting_names_the_table_in_golang_migrates_keys(
 
     assert result.returncode == 3, result.output
     assert snapshot(pg_server, dbname) == before
+
+
+def test_versions_only_the_database_has_found_after_the_lock_wait_are_warned_about(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # An older slug's release (files 1, 2) waits for the lock while a newer one applies 2 and
+    # 3: under the lock, 3 is a version these files do not have.
+    import time
+
+    from support import finish, spawn_cli
+
+    files = {f"{n}_{t}.up.sql": f"CREATE TABLE {t} (id int);" for n, t in ((1, "a"), (2, "b"))}
+    write_migrations(app, {**files, "3_c.up.sql": "CREATE TABLE c (id int);"})
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
+    (app / "db/migrations/3_c.up.sql").unlink()
+    admin = pg_server.admin_conn(dbname)
+    try:
+        admin.execute("CREATE TEMP TABLE later AS SELECT * FROM heroku_migrate_history"
+                      " WHERE version > 1")  # fmt: skip
+        admin.execute("DELETE FROM heroku_migrate_history WHERE version > 1")
+        admin.execute("SELECT pg_advisory_lock(%s)", (lock_key(dbname),))
+        proc = spawn_cli(["up"], cwd=app, database_url=database_url)
+        time.sleep(2.0)  # it found 2 pending, and waits for the lock
+        admin.execute("INSERT INTO heroku_migrate_history SELECT * FROM later")
+        admin.execute("SELECT pg_advisory_unlock_all()")
+        result = finish(proc)
+    finally:
+        admin.close()
+    assert result.returncode == 0, result.output
+    assert "Waiting for the migration lock" in result.output, result.output
+    assert "The database has 1 migration(s) these files do not: 3" in result.stderr, result.output

@@ -299,8 +299,8 @@ def test_configured_table_of_no_tool_is_refused(
     )
     assert result.returncode == 2, result.output
     assert (
-        "schema_om exists but is not golang-migrate's, dbmate's, goose's, sqlx's or diesel's"
-        in result.stderr
+        "schema_om exists but is not golang-migrate's, dbmate's, goose's, sqlx's, diesel's,"
+        " prisma's or flyway's" in result.stderr
     )
     assert "MIGRATE_MIGRATIONS_TABLE" in result.stderr
     assert snapshot(pg_server, dbname) == before

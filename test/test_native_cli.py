@@ -63,7 +63,7 @@ def test_new_writes_a_goose_migration_that_validates(app: Path) -> None:
 
 
 def test_new_format_choices_are_the_registered_formats(app: Path) -> None:
-    result = run_cli(["new", "x", "--format", "flyway"], cwd=app)
+    result = run_cli(["new", "x", "--format", "liquibase"], cwd=app)
     assert result.returncode == 2
     assert "'golang-migrate', 'dbmate', 'goose'" in result.stderr
 

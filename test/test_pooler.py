@@ -110,6 +110,23 @@ def test_transaction_pooling_is_refused_by_every_command(
     assert history(pg_server, dbname) == []
 
 
+def test_statement_pooling_is_refused_and_named_as_such(
+    pg_server: Server, dbname: str, app: Path, pgbouncer: StartPgBouncer
+) -> None:
+    bouncer = pgbouncer("statement")
+    write_migrations(app, MIGRATIONS)
+    before = snapshot(pg_server, dbname)
+
+    result = run_cli(["up"], cwd=app, database_url=bouncer.url(dbname))
+
+    assert result.returncode == 2, result.output
+    errors = _error_lines(result.stderr)
+    assert "connection pooler in statement mode" in errors[0], errors
+    assert "MIGRATE_DATABASE_URL_VAR" in errors[-1], errors
+    assert snapshot(pg_server, dbname) == before
+    assert history(pg_server, dbname) == []
+
+
 # ----- session pooling: works ------------------------------------------------------------------
 
 

@@ -509,3 +509,25 @@ def test_validate_and_a_no_op_release_import_only_what_they_need(
     assert loaded.startswith("0 "), loaded
     for module in ("plan", "apply", "compensate", "revert", "statements", "sqllex", "sqlsplit"):
         assert f"herokumigrate.{module}'" not in loaded, loaded
+
+
+def test_a_pending_migration_older_than_the_newest_applied_is_refused_unless_out_of_order_apply(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    first = up(app, {"1_a.up.sql": "CREATE TABLE a (id int);", "3_c.up.sql": "CREATE TABLE c ();"},
+               database_url)  # fmt: skip
+    assert first.returncode == 0, first.output
+    write_migrations(app, {"2_b.up.sql": "CREATE TABLE b (id int);"})  # a branch merged late
+    before = snapshot(pg_server, dbname)
+
+    refused = run_cli(["up"], cwd=app, database_url=database_url)
+    assert refused.returncode == 2, refused.output
+    assert "older than the newest applied one (3): 2_b" in refused.stderr, refused.output
+    assert "MIGRATE_OUT_OF_ORDER=apply" in refused.stderr, refused.output
+    assert "Nothing to do" not in refused.output, refused.output
+    assert snapshot(pg_server, dbname) == before
+
+    applied = run_cli(["up", "--out-of-order", "apply"], cwd=app, database_url=database_url)
+    assert applied.returncode == 0, applied.output
+    assert "older than the newest applied one: 2_b" in applied.stderr, applied.output
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 2, 3]

@@ -404,6 +404,49 @@ def test_a_second_signal_during_a_hung_cleanup_exits_at_once_and_says_so(
     assert snapshot(pg_server, dbname) == before
 
 
+def test_a_migration_that_swallows_cancels_loses_its_backend_and_locks_within_three_seconds(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    _baseline(app, database_url)
+    before = snapshot(pg_server, dbname)
+    write_migrations(
+        app,
+        {
+            "2_stubborn.up.sql": "CREATE TABLE made (id int);\n"
+            "DO $$ BEGIN LOOP BEGIN PERFORM pg_sleep(0.1);"
+            " EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$;\n"
+        },
+    )
+    proc = spawn_cli(["up"], cwd=app, database_url=database_url)
+    try:
+        _wait_until(lambda: _sleeping(pg_server, dbname), 30, "the runner to reach pg_sleep")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        released = _wait_until(
+            lambda: (
+                not _runner_backends(pg_server, dbname) and not _advisory_locks(pg_server, dbname)
+            ),
+            30,
+            "the runner's backend and locks to go",
+        )
+        proc.wait(timeout=30)
+        took = time.monotonic() - t0
+        out, err = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    print(
+        f"[{pg_server.label}] SIGTERM to a migration that swallows cancels: exit "
+        f"{proc.returncode} after {took:.2f}s, its backend and locks gone after {released:.2f}s"
+        f"\n{out}{err}"
+    )
+    assert proc.returncode == 143, (out, err)
+    assert took <= SIGNAL_EXIT_BOUND_SECONDS, f"took {took:.2f}s to exit"
+    assert "pg_terminate_backend" in err, err
+    assert released <= 3.0 + 0.3, f"the backend kept its locks {released:.2f}s after the signal"
+    assert snapshot(pg_server, dbname) == before
+
+
 def _left_running(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     """The state an interruption leaves when it lands while psycopg's own code runs between
     two waits (its generator ends, nothing cancels): a statement running, the connection busy."""

@@ -22,8 +22,10 @@ from herokumigrate.source import load_migrations
 from support import Probe, finish, history, run_cli, scalar, snapshot, spawn_cli, write_migrations
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
+    from pgbouncer import PgBouncer
     from support import Server
 
 # The promise: no app query waits more than 0.5 s behind the migration's lock request. This
@@ -137,6 +139,30 @@ def test_lock_retry_budget_bounds_the_retries_and_nothing_changes(
     assert snapshot(pg_server, dbname) == before
 
 
+@pytest.mark.slow
+def test_lock_retries_and_the_final_error_name_the_statement_that_waited(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    _table_t(app, database_url)
+    # Sent in one round trip, the lock wait of line 3 is not placed by the server.
+    write_migrations(
+        app,
+        {"2_two.up.sql": "CREATE TABLE other (id int);\n\nALTER TABLE t ADD COLUMN c int;\n"},
+    )
+    before = snapshot(pg_server, dbname)
+
+    code, output, _, elapsed, _ = _release_against_blocker(
+        pg_server, dbname, database_url, app, env={"MIGRATE_LOCK_RETRY_BUDGET": "2"}
+    )
+    print(f"exit {code} after {elapsed:.1f}s\n{output}")
+
+    assert code == 1, output
+    assert "2_two: line 3: lock not granted within" in output, output
+    assert "2_two.up.sql: line 3: ERROR 55P03" in output, output
+    assert "could not be pinpointed" not in output, output
+    assert snapshot(pg_server, dbname) == before
+
+
 def test_down_waits_for_its_lock_in_short_retries_like_up(
     pg_server: Server, dbname: str, database_url: str, app: Path
 ) -> None:
@@ -205,6 +231,67 @@ def test_a_migrations_set_lock_timeout_zero_does_not_disarm_the_next(
     assert "4_alter_t: line 1: lock not granted within 0.1s (55P03)" in output, output
     assert worst <= PROBE_BOUND_SECONDS, f"an app query waited {worst:.2f}s behind the migration"
     assert [r[0] for r in history(pg_server, dbname)] == [1, 2, 3, 4]
+
+
+# Ways a migration can switch lock_timeout off for its own next statement (issue 20): the
+# server cannot know, so the watchdog (lockwatch.py) holds the wait to lock_timeout.
+ESCAPES = {
+    "set": "SET lock_timeout = 0;",
+    "reset-all": "RESET ALL;",
+    "set-session": "SET SESSION lock_timeout = 0;",
+    "set-config": "SELECT set_config('lock_timeout', '0', false);",
+    "do-block": "DO $$ BEGIN PERFORM set_config('lock_timeout', '0', false); END $$;",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("escape", list(ESCAPES), ids=list(ESCAPES))
+def test_a_migration_cannot_switch_off_lock_timeout_for_itself(
+    pg_server: Server, dbname: str, database_url: str, app: Path, escape: str
+) -> None:
+    _table_t(app, database_url)
+    write_migrations(
+        app, {"2_alter_t.up.sql": f"{ESCAPES[escape]}\nALTER TABLE t ADD COLUMN c int;\n"}
+    )
+    blocker = 3.0
+
+    code, output, worst, elapsed, queries = _release_against_blocker(
+        pg_server, dbname, database_url, app, blocker_seconds=blocker
+    )
+    print(
+        f"[{pg_server.label}] {ESCAPES[escape]!r} then ALTER behind a {blocker:g}s blocker: "
+        f"worst app probe wait {worst:.3f}s over {queries} queries; exit {code} after "
+        f"{elapsed:.1f}s\n{output}"
+    )
+
+    assert code == 0, output
+    assert worst <= PROBE_BOUND_SECONDS, f"an app query waited {worst:.2f}s behind the migration"
+    assert "lock not granted within 0.1s (55P03)" in output, output
+    assert elapsed >= blocker, "the release cannot have finished before the blocker did"
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 2]
+
+
+@pytest.mark.slow
+def test_the_lock_watchdog_works_through_a_session_pooler(
+    pg_server: Server,
+    dbname: str,
+    database_url: str,
+    app: Path,
+    pgbouncer: Callable[..., PgBouncer],
+) -> None:
+    # Through PgBouncer the pid libpq knows is the pooler's, not our server session's.
+    bouncer = pgbouncer("session")
+    _table_t(app, database_url)
+    write_migrations(
+        app, {"2_alter_t.up.sql": f"{ESCAPES['set-config']}\nALTER TABLE t ADD COLUMN c int;\n"}
+    )
+    code, output, worst, _, _ = _release_against_blocker(
+        pg_server, dbname, bouncer.url(dbname), app, blocker_seconds=3.0
+    )
+    print(f"[{pg_server.label}] through PgBouncer (session): worst app probe wait {worst:.3f}s")
+    assert code == 0, output
+    assert worst <= PROBE_BOUND_SECONDS, f"an app query waited {worst:.2f}s behind the migration"
+    assert [r[0] for r in history(pg_server, dbname)] == [1, 2]
 
 
 def _snapshot_writer(server: Server, dbname: str) -> psycopg.Connection[tuple[object, ...]]:

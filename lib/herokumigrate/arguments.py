@@ -39,7 +39,8 @@ class Arguments:
     manifest: Path | None = None  # validate (the build writes it)
     count: int = 0  # down
     yes: bool = False  # down, goto
-    version: str = "0"  # goto, force: as written (the files' syntax reads it)
+    version: str = "0"  # goto, force, resolve: as written (the files' syntax reads it)
+    outcome: str = ""  # resolve: `applied` or `rolled-back`
     name: str = ""  # new
     format: ToolName = NEW_FORMATS[0]  # new
     paths: list[Path] = field(default_factory=list)  # lint
@@ -103,11 +104,36 @@ def build_parser() -> argparse.ArgumentParser:
     goto.add_argument("--yes", action="store_true", help="confirm reverting newer migrations")
     force = command("force", "record VERSION as current, run no SQL")
     force.add_argument("version", type=_version_arg)
+    _add_resolve(
+        command(
+            "resolve", "settle a failed migration the tool's table records (prisma/flyway/sqlx)"
+        )
+    )
     new = command("new", "create a new migration")
     new.add_argument("name", help="what it does, e.g. add_users_email_index")
     new.add_argument("--format", choices=NEW_FORMATS, default=NEW_FORMATS[0])
     _add_lint(command("lint", "release-safety lint of the files (no database; needs pglast)"))
     return parser
+
+
+def _add_resolve(resolve: argparse.ArgumentParser) -> None:
+    """`resolve VERSION --applied|--rolled-back` (revert.resolve)."""
+    resolve.add_argument("version", type=_version_arg)
+    outcome = resolve.add_mutually_exclusive_group(required=True)
+    outcome.add_argument(
+        "--applied",
+        dest="outcome",
+        action="store_const",
+        const="applied",
+        help="its changes are in the database (fixed by hand)",
+    )
+    outcome.add_argument(
+        "--rolled-back",
+        dest="outcome",
+        action="store_const",
+        const="rolled-back",
+        help="none of its changes are: the next `up` applies it again",
+    )
 
 
 def _add_lint(lint: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from herokumigrate.config import OutOfOrder
 from herokumigrate.problems import FileProblems
 from herokumigrate.validation import check_migrations
 
@@ -53,6 +54,7 @@ class Checks:
     def __init__(self, command: Command, config: Config, output: Output) -> None:
         self.policy = CHECKS[command]
         self.allow_changed = config.allow_changed
+        self.out_of_order = config.out_of_order is OutOfOrder.APPLY
         self.revert_on_rollback = config.on_rollback.value == "revert"
         self.output = output
         self._split: set[Migration] = set()
@@ -73,6 +75,7 @@ class Checks:
                 plan,
                 migrations,
                 allow_changed=self.allow_changed,
+                out_of_order=self.out_of_order,
                 revert_on_rollback=self.revert_on_rollback,
             )
             for warning in warnings:

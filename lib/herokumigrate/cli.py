@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from herokumigrate.locks import MigrationLocks
     from herokumigrate.migration import Migration
     from herokumigrate.migrator import Migrator, PlanReport, StatusEntry, StatusReport, UpResult
+    from herokumigrate.native import Resolution
     from herokumigrate.versions import Version
 
 
@@ -41,8 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from herokumigrate.signals import Interrupted, install_stop_signals
 
     stop_signals = install_stop_signals()
+    json_output = False
     try:
         args, flags = parse_command_line(argv)
+        json_output = bool(getattr(args, "json", False))
         if args.command is None:
             raise BadInput(
                 "no command given",
@@ -64,9 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, config, output)
     except MigrateError as exc:
         output.error(*exc.lines())
+        if json_output:
+            _render_error_json(output, exc.message, exc.details, exc.fix, exc.exit_code)
         return exc.exit_code
     except Interrupted as stop:
         output.error(*stop.lines())
+        if json_output:
+            lines = stop.lines()
+            _render_error_json(output, lines[0], tuple(lines[1:-1]), lines[-1], stop.exit_code)
         return stop.exit_code
     except KeyboardInterrupt:
         output.error("Interrupted; an open transaction was rolled back by the server.")
@@ -164,6 +172,15 @@ def _force(args: Arguments, config: Config, output: Output) -> int:
     return EXIT_OK
 
 
+def _resolve(args: Arguments, config: Config, output: Output) -> int:
+    outcome: Resolution = "applied" if args.outcome == "applied" else "rolled-back"
+    table = _migrator(config, output).resolve(_files(config), args.version, outcome)
+    output.step(f"Resolved {args.version} as {outcome} in {table} and the history")
+    if outcome == "rolled-back":
+        output.detail("The next `heroku-migrate up` (your next release) applies it again.")
+    return EXIT_OK
+
+
 def _validate(args: Arguments, config: Config, output: Output) -> int:
     """Check every file offline (the build runs this; it imports nothing of the database
     side, which the build may lack): every problem in one error, else the report."""
@@ -247,6 +264,17 @@ def _lint_lines(report: PlanReport, entry: MigrationLocks) -> list[str]:
     return lines
 
 
+def _render_error_json(
+    output: Output, message: str, details: tuple[str, ...], fix: str, exit_code: int
+) -> None:
+    """A refused or failed `--json` command: the error as a JSON document on stdout (the
+    ` !     ` lines went to stderr), so that a script reading stdout gets a document."""
+    import json
+
+    error = {"message": message, "details": list(details), "fix": fix, "exit_code": exit_code}
+    sys.stdout.write(output.redact(json.dumps({"error": error}, indent=2)) + "\n")
+
+
 def _render_plan_json(output: Output, report: PlanReport) -> int:
     """`plan --json`: one document on stdout (progress went to stderr)."""
     import json
@@ -281,8 +309,9 @@ def _render_plan_json(output: Output, report: PlanReport) -> int:
         }
     sys.stdout.write(output.redact(json.dumps(doc, indent=2)) + "\n")
     sys.stdout.flush()
-    if report.failure is not None:
-        raise report.failure  # its lines go to stderr, with exit code 1
+    if report.failure is not None:  # its lines go to stderr, with its exit code (1)
+        output.error(*report.failure.lines())
+        return report.failure.exit_code
     return EXIT_OK
 
 
@@ -460,6 +489,7 @@ COMMANDS: dict[str, Callable[[Arguments, Config, Output], int]] = {
     "down": _down,
     "goto": _goto,
     "force": _force,
+    "resolve": _resolve,
     "new": _new,
     "lint": _lint,
 }

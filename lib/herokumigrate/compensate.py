@@ -327,7 +327,8 @@ def fix_for(error: psycopg.Error | None) -> str:
     state = error.sqlstate if error is not None else None
     if error is None or connection_lost(error):
         return (
-            "The connection was lost (database restart or maintenance?): check heroku pg:info, "
+            "The connection was lost (a database restart or maintenance, or the network between "
+            "the dyno and the database): check heroku pg:info, "
             "then retry the release (heroku releases:retry)."
         )
     if state in ("55P03", "40P01"):
@@ -345,6 +346,12 @@ def fix_for(error: psycopg.Error | None) -> str:
         return (
             "One transaction touched more objects than the server's lock table holds: set "
             "MIGRATE_TRANSACTION=migration, or raise max_locks_per_transaction."
+        )
+    if state == "55P04":
+        return (
+            "An enum value added earlier in this release is used before the release commits "
+            "(PostgreSQL allows that only after a commit; Prisma and Flyway commit each "
+            "migration): set MIGRATE_TRANSACTION=migration, or use the value in a later release."
         )
     return "Fix the migration and push again."
 

@@ -40,7 +40,11 @@ HISTORY_LOG_SUFFIX = "_log"
 # The native tools' own variables naming their tables, read as the tools read them (dbmate's
 # `--migrations-table`, goose's `-table`) when `migrations_table` is unset (README,
 # "Adopting golang-migrate, dbmate or goose"). golang-migrate's is a URL parameter (database.py).
-TOOL_TABLE_VARS: dict[ToolName, str] = {"dbmate": "DBMATE_MIGRATIONS_TABLE", "goose": "GOOSE_TABLE"}
+TOOL_TABLE_VARS: dict[ToolName, str] = {
+    "dbmate": "DBMATE_MIGRATIONS_TABLE",
+    "goose": "GOOSE_TABLE",
+    "flyway": "FLYWAY_TABLE",
+}
 _PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
 _CONFIG_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
@@ -51,6 +55,16 @@ class TransactionMode(str, Enum):
 
     RELEASE = "release"  # all of a release's migrations in one transaction
     MIGRATION = "migration"  # one transaction per migration file
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class OutOfOrder(str, Enum):
+    """What `up` does with a pending migration older than the newest applied one."""
+
+    REFUSE = "refuse"  # stop before any change, with the fix (Flyway's default)
+    APPLY = "apply"  # apply it, with a warning (Flyway's outOfOrder = true)
 
     def __str__(self) -> str:
         return str(self.value)
@@ -230,6 +244,11 @@ class Config:
         180.0, "seconds to keep retrying while the database starts", maximum=DAY
     )
     allow_changed: bool = _setting(False, "warn instead of failing when an applied file changed")
+    out_of_order: OutOfOrder = _setting(  # noqa: RUF009 -- a field spec, not a shared default
+        OutOfOrder.REFUSE,
+        "a pending migration older than the newest applied one (a branch merged late): "
+        "`refuse` (stop before any change) or `apply` it",
+    )
     skip: bool = _setting(
         False, "`up` exits 0 at once, migrating nothing (an emergency switch for releases)"
     )
@@ -493,7 +512,7 @@ def load_config(
 
         found = find_migrations_folder(app_dir)
         values["path"], path_origin = found.path, found.because
-    tools = () if values["migrations_table"] is not None else tool_tables(env)
+    tools = () if values["migrations_table"] is not None else tool_tables(env, app_dir)
     return Config(
         app_dir=app_dir,
         tool_tables=tools,
@@ -502,16 +521,33 @@ def load_config(
     )
 
 
-def tool_tables(env: Mapping[str, str]) -> tuple[tuple[ToolName, str], ...]:
+def tool_tables(
+    env: Mapping[str, str], app_dir: Path | None = None
+) -> tuple[tuple[ToolName, str], ...]:
     """The tables the tools' own variables name (TOOL_TABLE_VARS; empty counts as unset, as
     the tools read them), each checked as `migrations_table` is."""
     found: list[tuple[ToolName, str]] = []
     for tool, var in TOOL_TABLE_VARS.items():
         raw = env.get(var, "").strip()
+        if tool == "flyway":
+            raw = _flyway_table(env, app_dir)
         if raw:
             _check_identifier(SETTINGS["migrations_table"], raw, "environment", key=var)
             found.append((tool, raw))
     return tuple(found)
+
+
+def _flyway_table(env: Mapping[str, str], app_dir: Path | None) -> str:
+    """Flyway's table (FLYWAY_TABLE or spring.flyway.table), in Flyway's default schema when
+    one is set (FLYWAY_DEFAULT_SCHEMA, FLYWAY_SCHEMAS or their spring.flyway keys):
+    `schema.table`; empty when none of them is set."""
+    from herokumigrate.formats.flyway import DEFAULT_TABLE, default_schema, setting
+
+    table = setting(env, "FLYWAY_TABLE", "table", app_dir=app_dir)
+    schema = default_schema(env, app_dir)
+    if schema is None:
+        return table
+    return f"{schema}.{table or DEFAULT_TABLE}"
 
 
 def skip_requested_by(

@@ -5,16 +5,17 @@ Nothing here prints a password or the URL: the Output redacts both, and errors q
 the host and database name.
 
 The connection carries no session state of ours beyond its startup parameters: its
-application_name and, where the server has it, `client_connection_check_interval` (so the
-server stops the statements of a runner that was killed). Everything else the runner sets is
-`SET LOCAL`.
+application_name, TCP keepalives and `tcp_user_timeout` on our side (a network that silently
+drops our packets ends the run with an error instead of hanging it), and, in the startup
+`options`, what lets the server end an abandoned session by itself (`SESSION_OPTIONS`).
+Everything else the runner sets is `SET LOCAL`.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
@@ -29,13 +30,43 @@ if TYPE_CHECKING:
 APPLICATION_NAME = "heroku-migrate"
 # How often a busy backend checks that we are still there (PostgreSQL 14+), in milliseconds.
 CONNECTION_CHECK_INTERVAL_MS = 2000
-_CHECK_INTERVAL_OPTION = f"-c client_connection_check_interval={CONNECTION_CHECK_INTERVAL_MS}"
-# The startup option is a courtesy: a pooler that refuses `options`, or a server older than 14,
-# gets a connection without it.
-_CHECK_INTERVAL_REFUSED = (
-    "unsupported startup parameter: options",
-    'unrecognized configuration parameter "client_connection_check_interval"',
-)
+# The server ends our session when it sits idle in a transaction this long: a runner cut off by
+# the network leaves no transaction (and no ACCESS EXCLUSIVE lock) behind for longer. Far above
+# the longest pause between our own statements in a transaction (none waits on anything but
+# the server).
+IDLE_IN_TRANSACTION_SECONDS = 30
+# Our side of the TCP connection: probe a silent connection after KEEPALIVE_IDLE seconds, every
+# KEEPALIVE_INTERVAL, give up after KEEPALIVE_COUNT unanswered probes; and give up when data we
+# sent stays unacknowledged for TCP_USER_TIMEOUT_MS. A live server answers the probes even
+# while a long statement runs; a black-holed one is noticed within about 30 s.
+KEEPALIVE_IDLE = 10
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 4
+TCP_USER_TIMEOUT_MS = 30_000
+_CLIENT_TCP = {
+    "keepalives": "1",
+    "keepalives_idle": str(KEEPALIVE_IDLE),
+    "keepalives_interval": str(KEEPALIVE_INTERVAL),
+    "keepalives_count": str(KEEPALIVE_COUNT),
+    "tcp_user_timeout": str(TCP_USER_TIMEOUT_MS),
+}
+# Our session's settings, sent as startup options (a file's SET cannot be undone by them, but
+# nothing of ours needs a SET that could outlive us). The server probes our connection too, so
+# a backend whose client vanished mid-transaction ends even while it waits for us.
+SESSION_OPTIONS = {
+    "client_connection_check_interval": str(CONNECTION_CHECK_INTERVAL_MS),  # PostgreSQL 14+
+    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_SECONDS * 1000),
+    "tcp_keepalives_idle": str(KEEPALIVE_IDLE),
+    "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL),
+    "tcp_keepalives_count": str(KEEPALIVE_COUNT),
+    "tcp_user_timeout": str(TCP_USER_TIMEOUT_MS),  # PostgreSQL 12+
+}
+_SIDE_OPTIONS = {k: v for k, v in SESSION_OPTIONS.items() if k.startswith("tcp_")}
+# The startup options are a courtesy: a pooler that refuses `options` gets a connection without
+# them, an older server without those it does not know.
+_OPTIONS_REFUSED = "unsupported startup parameter: options"
+_UNRECOGNIZED_SETTING_RE = re.compile(r'unrecognized configuration parameter "([^"]*)"')
+_INVALID_VALUE_RE = re.compile(r'invalid value for parameter "([^"]*)"')
 # libpq messages that retrying cannot fix: say so at once instead of waiting minutes.
 _PERMANENT = (
     "password authentication failed",
@@ -77,6 +108,9 @@ class Target:
     migrations_table: MigrationsTable | None = None
     # `x-statement-timeout`, in seconds; None when the URL has none.
     statement_timeout: float | None = None
+    # The session's search_path, as the folder's tool sets it (Prisma's `?schema=NAME`,
+    # Flyway's default schema), quoted; None: the server's.
+    search_path: str | None = None
 
     @property
     def description(self) -> str:
@@ -88,8 +122,18 @@ class Target:
         return f"{dbname} on {host}"
 
 
-def read_target(env: Mapping[str, str], var: str, output: Output) -> Target:
-    """Parse the database URL held by config var `var`, registering its secrets for redaction."""
+def read_target(
+    env: Mapping[str, str],
+    var: str,
+    output: Output,
+    *,
+    prisma: bool = False,
+    search_path: str | None = None,
+) -> Target:
+    """Parse the database URL held by config var `var`, registering its secrets for redaction.
+    With `prisma` (the folder is Prisma's), Prisma's own URL parameters are removed before
+    connecting, as Prisma's schema engine reads them, and `schema` sets the search_path;
+    `search_path` (quoted) is the one the folder's tool sets otherwise (Flyway's)."""
     url = env.get(var, "").strip()
     output.add_secret(url)
     if not url:
@@ -108,8 +152,11 @@ def read_target(env: Mapping[str, str], var: str, output: Output) -> Target:
         )
     url_path = None
     options: dict[str, str] = {}
+    prisma_options: dict[str, str] = {}
     if scheme is not None:
         try:
+            if prisma:
+                url, prisma_options = _strip_options(url, _PRISMA_PARAMETERS.__contains__)
             url, options = _strip_golang_migrate_options(url)
             url_path = unquote(urlsplit(url).path)
         except ValueError:  # urllib's messages may quote the URL
@@ -125,6 +172,9 @@ def read_target(env: Mapping[str, str], var: str, output: Output) -> Target:
         url_path=url_path,
         migrations_table=_migrations_table(options, var),
         statement_timeout=_statement_timeout(options, var),
+        search_path=_quoted(prisma_options["schema"])
+        if prisma_options.get("schema")
+        else search_path,
     )
 
 
@@ -160,21 +210,39 @@ def _unknown_parameter(name: str, var: str) -> BadInput:
     )
 
 
+def _search_path_option(target: Target) -> str:
+    """`-c search_path=...`, escaped for libpq's `options` (a backslash before a space or a
+    backslash)."""
+    value = str(target.search_path)
+    return "-csearch_path=" + value.replace("\\", "\\\\").replace(" ", "\\ ")
+
+
+def _quoted(name: str) -> str:
+    """A schema name quoted for search_path."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _strip_golang_migrate_options(url: str) -> tuple[str, dict[str, str]]:
     """The URL without golang-migrate's `x-*` query parameters, and those parameters.
 
     golang-migrate removes them before connecting (FilterCustomQuery), and libpq would refuse
     them. Like Go's `url.Query().Get`, the first value of a repeated parameter wins.
     """
-    parts = urlsplit(url)
-    if "x-" not in parts.query:
+    if "x-" not in urlsplit(url).query:
         return url, {}
+    return _strip_options(url, lambda name: name.startswith("x-"))
+
+
+def _strip_options(url: str, wanted: Callable[[str], bool]) -> tuple[str, dict[str, str]]:
+    """The URL without the query parameters `wanted` names, and those parameters (the first
+    value of a repeated one wins)."""
+    parts = urlsplit(url)
     kept: list[str] = []
     options: dict[str, str] = {}
     for pair in parts.query.split("&"):
         key, _, value = pair.partition("=")
         name = unquote_plus(key)
-        if name.startswith("x-"):
+        if wanted(name):
             options.setdefault(name, unquote_plus(value))
         elif pair:
             kept.append(pair)
@@ -243,33 +311,32 @@ def connect(
     import psycopg
     from psycopg.conninfo import make_conninfo
 
-    params = dict(target.params)
-    params.setdefault("application_name", APPLICATION_NAME)
-    params["connect_timeout"] = str(max(1, round(connect_timeout)))
-    check_interval = True
+    params = _connection_params(target, connect_timeout)
+    ours = dict(SESSION_OPTIONS)
     deadline = time.monotonic() + connect_wait
     attempt = 0
     delay = 1.0
     while True:
         attempt += 1
         try:
-            conninfo = make_conninfo(
-                "", **_with_check_interval(params) if check_interval else params
-            )
+            conninfo = make_conninfo("", **_with_session_options(params, ours))
             conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None)
             _refuse_transaction_pooling(conn, params, target, min(3.0, connect_timeout))
             return conn
         except psycopg.OperationalError as exc:
             message = _first_line(output.redact(str(exc)))
-            if check_interval and any(m in message for m in _CHECK_INTERVAL_REFUSED):
-                check_interval = False
+            if ours and _OPTIONS_REFUSED in message:
+                ours.clear()
                 attempt -= 1
                 continue
-            if any(p in message for p in _PERMANENT):
-                raise BadInput(
-                    f"cannot connect to {target.description} ({target.var}): {message}",
-                    fix=_permanent_fix(message, target.var),
-                ) from None
+            setting = _refused_setting(message)
+            if setting is not None and setting in ours:
+                del ours[setting]  # a server too old for it
+                attempt -= 1
+                continue
+            refusal = _permanent_failure(message, setting, target)
+            if refusal is not None:
+                raise refusal from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BadInput(
@@ -286,9 +353,73 @@ def connect(
             delay = min(delay * 2, 15.0)
 
 
-def _with_check_interval(params: dict[str, str]) -> dict[str, str]:
-    options = params.get("options", "")
-    return dict(params, options=f"{options} {_CHECK_INTERVAL_OPTION}".strip())
+def _connection_params(target: Target, connect_timeout: float) -> dict[str, str]:
+    """The URL's parameters, with our client-side defaults (the URL's own choices win)."""
+    params = dict(target.params)
+    params.setdefault("application_name", APPLICATION_NAME)
+    for name, value in _CLIENT_TCP.items():
+        params.setdefault(name, value)
+    if target.search_path is not None:  # Prisma's `schema`: its schema for unqualified names
+        params["options"] = f"{params.get('options', '')} {_search_path_option(target)}".strip()
+    params["connect_timeout"] = str(max(1, round(connect_timeout)))
+    return params
+
+
+def _permanent_failure(message: str, setting: str | None, target: Target) -> BadInput | None:
+    """The BadInput for a failed connection that no retry can fix (a setting of the URL's
+    options the server refuses, bad credentials, an unknown database, ...), else None."""
+    if setting is not None:
+        return BadInput(
+            f"cannot connect to {target.description} ({target.var}): the server "
+            f"refuses the setting {setting!r} of the URL's options: {message}",
+            fix=f"Correct or remove -c {setting}=... in the options parameter of "
+            f"{target.var} (the server's SHOW ALL lists what it knows).",
+        )
+    if any(p in message for p in _PERMANENT):
+        return BadInput(
+            f"cannot connect to {target.description} ({target.var}): {message}",
+            fix=_permanent_fix(message, target.var),
+        )
+    return None
+
+
+def connect_side(
+    target: Target, *, connect_timeout: float
+) -> psycopg.Connection[tuple[object, ...]] | None:
+    """A second, plain connection that watches our session (lockwatch.py) or ends it (a forced
+    exit, signals.py), named apart from the runner's own; None when it cannot be opened (the
+    run goes on without it)."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    params = dict(target.params, **_CLIENT_TCP)
+    params["application_name"] = f"{APPLICATION_NAME} watchdog"
+    params["connect_timeout"] = str(max(1, round(connect_timeout)))
+    # The server probes this connection too (an orphan must not hold a slot for hours); a
+    # pooler or server that refuses the options gets the connection without them.
+    for attempt in (_with_session_options(params, _SIDE_OPTIONS), params):
+        try:
+            return psycopg.connect(
+                make_conninfo("", **attempt), autocommit=True, prepare_threshold=None
+            )
+        except psycopg.Error:
+            continue
+    return None
+
+
+def _with_session_options(params: dict[str, str], ours: dict[str, str]) -> dict[str, str]:
+    """`params` with our session settings added to its `options` (the URL's own come last and
+    so win when they set the same one)."""
+    if not ours:
+        return params
+    added = " ".join(f"-c {name}={value}" for name, value in ours.items())
+    return dict(params, options=f"{added} {params.get('options', '')}".strip())
+
+
+def _refused_setting(message: str) -> str | None:
+    """The setting a server refused at startup (unknown, or a bad value), if that is the error."""
+    found = _UNRECOGNIZED_SETTING_RE.search(message) or _INVALID_VALUE_RE.search(message)
+    return found.group(1) if found else None
 
 
 def _refuse_transaction_pooling(
@@ -298,14 +429,16 @@ def _refuse_transaction_pooling(
     probe_timeout: float,
 ) -> None:
     """BadInput, after closing `conn`, when a pooler hands our transactions to any session."""
-    from herokumigrate.pooler import detect_pooling
+    from herokumigrate.pooler import detect_pooling, statement_or_transaction
 
     try:
         pooling = detect_pooling(conn, params, probe_timeout=probe_timeout)
+        if pooling == "transaction":
+            pooling = statement_or_transaction(conn)
     except BaseException:
         conn.close()
         raise
-    if pooling != "transaction":
+    if pooling not in ("transaction", "statement"):
         return
     conn.close()
     if target.var == "DATABASE_URL":
@@ -315,9 +448,12 @@ def _refuse_transaction_pooling(
         )
     else:
         where = f"Set MIGRATE_DATABASE_URL_VAR=DATABASE_URL (the direct URL), not {target.var}"
+    if pooling == "transaction":
+        how = "through a connection pooler in transaction mode (PgBouncer, as in Heroku's connection pooling)"  # noqa: E501 -- quoted whole in docs/troubleshooting.md
+    else:
+        how = "through a connection pooler in statement mode (PgBouncer's pool_mode = statement)"
     raise BadInput(
-        f"{target.var} reaches {target.description} through a connection pooler in "
-        "transaction mode (PgBouncer, as in Heroku's connection pooling)",
+        f"{target.var} reaches {target.description} {how}",
         fix=f"{where}, or switch the pooler to session mode.",
         details=(
             "Session locks and settings do not survive from one transaction to the next "

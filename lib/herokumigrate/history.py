@@ -19,6 +19,7 @@ from psycopg import sql
 from psycopg.rows import class_row, kwargs_row
 
 from herokumigrate.downstore import DownStore
+from herokumigrate.errors import BadInput
 from herokumigrate.signals import transaction
 
 if TYPE_CHECKING:
@@ -125,6 +126,38 @@ class HistoryTable:
             HistoryState(state),
             progress,
             source,
+        )
+
+    def require_privileges(self, conn: Conn) -> None:
+        """BadInput naming the grants the role lacks on our existing tables (SELECT, INSERT,
+        UPDATE, DELETE on the history; SELECT, INSERT on its log): checked before a run, so a
+        permission problem is not reported as a migration's doing, after the migrations ran."""
+        names = [self.ident.as_string(conn), self.log_ident.as_string(conn)]
+        missing = conn.execute(
+            "SELECT t.name, p.privilege, current_user FROM unnest(%s::text[]) WITH ORDINALITY"
+            " AS t(name, n) CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'])"
+            " WITH ORDINALITY AS p(privilege, m)"
+            " WHERE pg_catalog.to_regclass(t.name) IS NOT NULL"
+            " AND (t.n = 1 OR p.privilege IN ('SELECT', 'INSERT'))"
+            " AND NOT pg_catalog.has_table_privilege(pg_catalog.to_regclass(t.name), p.privilege)"
+            " ORDER BY t.n, p.m",
+            (names,),
+        ).fetchall()
+        if not missing:
+            return
+        role = str(missing[0][2])
+        grants: dict[str, list[str]] = {}
+        for name, privilege, _ in missing:
+            grants.setdefault(str(name), []).append(str(privilege))
+        lacks = "; ".join(f"{', '.join(p)} on {name}" for name, p in grants.items())
+        statements = " ".join(
+            f"GRANT {', '.join(p)} ON {name} TO {sql.Identifier(role).as_string(conn)};"
+            for name, p in grants.items()
+        )
+        raise BadInput(
+            f"the database role {role} lacks {lacks} (heroku-migrate's history): a permission "
+            "problem, found before anything ran",
+            fix=f"As the tables' owner, run: {statements} Or connect as their owner.",
         )
 
     def log_exists(self, conn: Conn) -> bool:

@@ -106,8 +106,11 @@ def with_lock_retries(
                     "(lock_retry_budget / retries)"
                 )
                 raise
+            where = f"line {exc.step.statement.line}"
+            if not exc.pinpointed:  # the retry sends the statements one at a time
+                where = f"a statement from {where} on"
             output.detail(
-                f"{exc.step.migration.label}: line {exc.step.statement.line}: "
+                f"{exc.step.migration.label}: {where}: "
                 f"{_conflict(exc, lock_timeout)}, rolled back; "
                 f"{policy.describe_retry(retry, started, clock())} in {pause:.1f}s "
                 "(the app's queries are not kept waiting meanwhile)"

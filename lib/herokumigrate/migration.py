@@ -47,6 +47,12 @@ class Migration:
     # How the format makes a section of its down file's text (sqlx's `-- no-transaction`,
     # Diesel's metadata.toml); None: plain SQL, in a transaction.
     down_reader: Callable[[SourceFile, str], SqlSection] | None = None
+    # Run again whenever its checksum changes, instead of refused as an edited applied file
+    # (Flyway's `R__` files); its version sorts after every versioned migration.
+    repeatable: bool = False
+    # Stands for every versioned migration up to its own version, and runs instead of them on
+    # an empty history only (Flyway's `B` files); ignored once anything is applied.
+    baseline: bool = False
 
     @cached_property
     def down(self) -> SqlSection | None:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from herokumigrate.ledger import DatabaseState
     from herokumigrate.locks import LockObserver, MigrationLocks
     from herokumigrate.migration import Migration
-    from herokumigrate.native import NativeTable
+    from herokumigrate.native import NativeTable, Resolution
     from herokumigrate.output import Output
     from herokumigrate.plan import ReleasePlan
     from herokumigrate.planlint import PendingLint
@@ -158,6 +158,8 @@ class Migrator:
             plan = checks.plan(self._plan(ledger, session, files), files)
             reverted = 0
             if not plan.nothing_to_do or self._rolls_back(plan, files, dry_run=dry_run):
+                session.require_writable()
+                ledger.history.require_privileges(session.conn)
                 session.lock()
                 plan = checks.plan(self._plan(ledger, session, files), files)
                 if self._rolls_back(plan, files, dry_run=dry_run):  # before anything else
@@ -287,6 +289,18 @@ class Migrator:
             marked, forgot = force(runner.session.conn, book, state, migrations, version)
         created = book.native if state.native is None else None
         return ForceResult(version, marked, forgot, created)
+
+    def resolve(self, migrations: list[Migration], target: str, outcome: Resolution) -> str:
+        """Settle the failed migration `target` the tool's table records (revert.resolve),
+        under the lock; returns the table's name, for the message."""
+        from herokumigrate.revert import resolve
+
+        version = _version(target, migrations)
+        with self._database_errors(), self._locked(migrations) as (ledger, state, runner):
+            native = resolve(
+                runner.session.conn, ledger.history, state, migrations, version, outcome=outcome
+            )
+        return f"{native.table} ({native.tool})"
 
     def _rolls_back(self, plan: ReleasePlan, files: list[Migration], *, dry_run: bool) -> bool:
         """True when this release reverts migrations newer than its files (on_rollback); a
@@ -447,8 +461,10 @@ class Migrator:
         from herokumigrate.runner import UnitRunner
 
         with self._session() as session:
+            session.require_writable()
             session.lock()
             ledger = self._ledger(session, Fingerprint.of(migrations))
+            ledger.history.require_privileges(session.conn)
             state = ledger.read(session.conn)
             yield ledger, state, UnitRunner(session, self.output, sleep=self.sleep)
 

@@ -31,6 +31,11 @@ the parser's PostgreSQL version); no syntax check, no split cross-check and no l
 _STATEMENT = re.compile(r'\{"stmt":\{"(\w+)":')
 _DECODER = json.JSONDecoder()
 _NO_PARSE_RE = re.compile(r"^[ \t]*--[ \t]*heroku-migrate:no-parse[ \t]*$", re.MULTILINE)
+# A `COPY ... FROM STDIN;` line (its data follows), and the `\\.` line that ends the data.
+_COPY_IN_LINE = re.compile(
+    r"^[ \t]*copy\b[^;]*\bfrom\s+stdin\b[^;]*;[^\n]*\n", re.IGNORECASE | re.MULTILINE
+)
+_END_OF_DATA = re.compile(r"^\\\.[ \t\r]*$", re.MULTILINE)
 GOOSE_FORMAT: ToolName = "goose"
 PGLAST_REQUIREMENT = "pglast==8.8"
 """The pglast the build pins (buildpack/build_wheels.txt) and the tests use: what to install to
@@ -101,7 +106,7 @@ def parse_section(
     times the parse, and most statements of a migration (CREATE TABLE, INSERT) concern no rule.
     A field named there must be its node's first one in libpg_query's output (struct order).
     """
-    sql = section.sql
+    sql = blank_copy_data(section.sql)
     try:
         slices = parser.split(sql, with_parser=True, only_slices=True)
     except parser.ParseError as exc:
@@ -114,6 +119,24 @@ def parse_section(
         line = section.first_line + sql.count("\n", 0, piece.start)
         statements.append(ParsedStatement(node_type, node, piece.start, piece.stop, line))
     return ParsedSection(section, statements)
+
+
+def blank_copy_data(sql: str) -> str:
+    """`sql` with the inline data of its `COPY ... FROM STDIN` statements (and their `\\.`
+    lines) blanked out, line breaks kept: the parser reads SQL, and the data is not; offsets
+    and lines stay those of the file."""
+    if "stdin" not in sql.lower():
+        return sql
+    out, pos = [], 0
+    for found in _COPY_IN_LINE.finditer(sql):
+        if found.start() < pos:
+            continue
+        end = _END_OF_DATA.search(sql, found.end())
+        stop = end.end() if end is not None else len(sql)
+        out += [sql[pos : found.end()], re.sub(r"[^\n]", " ", sql[found.end() : stop])]
+        pos = stop
+    out.append(sql[pos:])
+    return "".join(out)
 
 
 def _trees(

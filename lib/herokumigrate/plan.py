@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from herokumigrate.history import HistoryRow
     from herokumigrate.ledger import DatabaseState
     from herokumigrate.migration import Migration
-    from herokumigrate.native import NativeTable
+    from herokumigrate.native import NativeFailure, NativeTable
     from herokumigrate.sections import SqlSection
     from herokumigrate.versions import Version
 
@@ -155,7 +155,15 @@ def make_plan(
     adopted_versions = {m.version for m in adopted}
     by_version = {m.version: m for m in migrations}
     unknown = sorted(v for v in rows if v not in by_version)
-    changed = [m for m in migrations if _edited(m, rows, state.native)]
+    # A repeatable migration whose checksum changed runs again (Flyway's R__ files).
+    rerun = {
+        m.version
+        for m in migrations
+        if m.repeatable
+        and (m.version in rows or m.version in adopted_versions)
+        and _edited(m, rows, state.native)
+    }
+    changed = [m for m in migrations if not m.repeatable and _edited(m, rows, state.native)]
     partial = {
         v: row.progress or 0
         for v, row in rows.items()
@@ -164,10 +172,15 @@ def make_plan(
     pending = [
         m
         for m in migrations
-        if (m.version not in rows or m.version in partial)
-        and m.version not in adopted_versions
+        if (
+            ((m.version not in rows or m.version in partial) and m.version not in adopted_versions)
+            or m.version in rerun
+        )
         and (target is None or m.version <= target)
     ]
+    if any(m.baseline for m in migrations):
+        empty = not rows and not adopted and not (state.native and state.native.applied())
+        pending = _with_baseline(pending, target) if empty else _without_baselines(pending)
     return ReleasePlan(
         state,
         pending,
@@ -188,8 +201,30 @@ def _edited(m: Migration, rows: Mapping[Version, HistoryRow], native: NativeTabl
     row = rows.get(m.version)
     if row is not None and row.state is HistoryState.APPLIED and row.checksum != m.checksum:
         return True
-    kept = native.checksum_of(m.version) if native is not None and native.tool == m.format else None
-    return kept is not None and kept != m.checksum
+    return native is not None and native.tool == m.format and native.edited(m)
+
+
+def _with_baseline(pending: list[Migration], target: Version | None) -> list[Migration]:
+    """On an empty history: the newest baseline migration (at or below `target`) instead of
+    the versioned migrations it stands for, as Flyway does; the other baselines not at all."""
+    chosen = max(
+        (m for m in pending if m.baseline and (target is None or m.version <= target)),
+        key=lambda m: m.version,
+        default=None,
+    )
+    if chosen is None:
+        return _without_baselines(pending)
+    covered = chosen.version.key[:-1]  # the version it stands for, and those below
+    return [
+        m
+        for m in pending
+        if m is chosen or not (m.baseline or (not m.repeatable and m.version.key <= covered))
+    ]
+
+
+def _without_baselines(pending: list[Migration]) -> list[Migration]:
+    """Baseline migrations run on an empty history only."""
+    return [m for m in pending if not m.baseline]
 
 
 def _tool_only(
@@ -206,11 +241,13 @@ def check_plan(
     migrations: list[Migration],
     *,
     allow_changed: bool,
+    out_of_order: bool = True,
     revert_on_rollback: bool = False,
 ) -> list[tuple[str, ...]]:
-    """Stop on edited applied files (unless allowed); return warnings about the unusual but
-    legal, each as the lines of one warning. With `revert_on_rollback`, the versions newer
-    than every file are not warned about: the release reverts them (rollback.py)."""
+    """Stop on edited applied files (unless allowed), and on pending migrations older than the
+    newest applied one unless `out_of_order`; return warnings about the unusual but legal, each
+    as the lines of one warning. With `revert_on_rollback`, the versions newer than every file
+    are not warned about: the release reverts them (rollback.py)."""
     warnings: list[tuple[str, ...]] = []
     other_tool = _other_tool(plan, migrations)
     if plan.changed:
@@ -231,18 +268,66 @@ def check_plan(
         warnings.append(unknown)
     warnings.extend(_tool_warnings(plan, migrations))
     if plan.pending:
-        pending = {m.version for m in plan.pending}
-        applied = [m.version for m in migrations if m.version not in pending]
-        newest = max(applied, default=None)
-        older = [m.label for m in plan.pending if newest is not None and m.version < newest]
-        if older:
-            warnings.append(
-                (
-                    f"Pending migration(s) older than the newest applied one: "
-                    f"{', '.join(older)}; they will be applied now (a merged branch?)",
-                )
-            )
+        warnings.extend(_check_order(plan, migrations, out_of_order=out_of_order))
     return warnings
+
+
+def _check_order(
+    plan: ReleasePlan, migrations: list[Migration], *, out_of_order: bool
+) -> list[tuple[str, ...]]:
+    """Pending migrations older than the newest applied one: refused (BadInput) unless
+    `out_of_order` (or the tool's own policy) applies them, then a warning."""
+    # Repeatable migrations (Flyway's R__) have no place among the versions.
+    pending = {m.version for m in plan.pending}
+    applied = [
+        m.version
+        for m in migrations
+        if m.version not in pending and not m.repeatable and not m.baseline
+    ]
+    newest = max(applied, default=None)
+    older = [
+        m.label
+        for m in plan.pending
+        if newest is not None and not m.repeatable and not m.baseline and m.version < newest
+    ]
+    if not older:
+        return []
+    refusal = _out_of_order_refusal(plan, out_of_order=out_of_order)
+    if refusal is not None:
+        raise BadInput(
+            f"pending migration(s) older than the newest applied one ({newest}): "
+            f"{', '.join(older)}; {refusal.message}",
+            fix=refusal.fix,
+            details=("Nothing was changed.",),
+        )
+    return [
+        (
+            f"Pending migration(s) older than the newest applied one: "
+            f"{', '.join(older)}; they will be applied now (a merged branch?)",
+        )
+    ]
+
+
+def _out_of_order_refusal(plan: ReleasePlan, *, out_of_order: bool) -> NativeFailure | None:
+    """Why pending versions older than the newest applied one are refused, None when they are
+    applied: a tool with a policy of its own (Flyway's outOfOrder) decides for its folder;
+    otherwise the `out_of_order` setting (refuse by default)."""
+    from herokumigrate.native import NativeFailure, NativeTable
+
+    native = plan.native
+    own_policy = native is not None and (
+        type(native).out_of_order_refusal is not NativeTable.out_of_order_refusal
+    )
+    if native is not None and own_policy:
+        return native.out_of_order_refusal()
+    if out_of_order:
+        return None
+    return NativeFailure(
+        None,
+        "a branch merged late? (out_of_order = refuse)",
+        "Give them versions after the newest applied one (rename the files; heroku-migrate new "
+        "NAME makes a fresh version), or set MIGRATE_OUT_OF_ORDER=apply to apply them anyway.",
+    )
 
 
 def _unknown_warning(

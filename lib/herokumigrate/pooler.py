@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import psycopg
 
-Pooling = Literal["direct", "session", "transaction"]
+Pooling = Literal["direct", "session", "transaction", "statement"]
 
 _PROBE_APPLICATION_NAME = "heroku-migrate pooler check"
 _PID_QUERY = "SELECT pg_backend_pid()"
@@ -47,6 +47,21 @@ def detect_pooling(
     if other == first or _backend_pid(conn) != first:
         return "transaction"
     return "session"
+
+
+def statement_or_transaction(conn: psycopg.Connection[tuple[object, ...]]) -> Pooling:
+    """Which of the two a pooler that hands our statements around does (for the message):
+    PgBouncer's statement mode refuses to open a transaction block (and drops the client). May
+    leave `conn` unusable: call it on a connection that is closed next."""
+    import psycopg
+
+    try:
+        conn.execute("BEGIN")
+        conn.execute("ROLLBACK")
+    except psycopg.Error as exc:
+        if "statement" in str(exc).lower() or conn.broken or conn.closed:
+            return "statement"
+    return "transaction"
 
 
 def _backend_pid(conn: psycopg.Connection[tuple[object, ...]]) -> int:

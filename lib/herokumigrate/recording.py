@@ -135,7 +135,9 @@ class Bookkeeping:
         with recording([migration], "partial history row"):
             self.history.record_partial(conn, migration, progress, 0.0)
             if applied is not None:
-                change = NativeChange(frozenset(applied), in_flight=migration.version)
+                change = NativeChange(
+                    frozenset(applied), in_flight=migration.version, flying=migration
+                )
                 self.follow(conn, change, read_back=False)
 
     def progress(self, conn: Conn, migration: Migration, progress: int, ms: float) -> None:

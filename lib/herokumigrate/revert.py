@@ -16,9 +16,12 @@ from herokumigrate.signals import transaction
 from herokumigrate.statements import StepFailed
 
 if TYPE_CHECKING:
-    from herokumigrate.history import HistoryRow
+    from collections.abc import Iterable
+
+    from herokumigrate.history import HistoryRow, HistoryTable
     from herokumigrate.ledger import DatabaseState
     from herokumigrate.migration import Migration
+    from herokumigrate.native import NativeTable, Resolution
     from herokumigrate.output import Output
     from herokumigrate.plan import Step
     from herokumigrate.recording import Bookkeeping
@@ -125,8 +128,15 @@ def newest_applied(
 ) -> list[Migration]:
     """The `count` newest recorded migrations, newest first, each checked revertible."""
     by_version = {m.version: m for m in migrations}
-    versions = sorted(state.rows, reverse=True)[:count]
+    versions = sorted(_versioned(state.rows, migrations), reverse=True)[:count]
     return [revertible(v, by_version, state.rows) for v in versions]
+
+
+def _versioned(versions: Iterable[Version], migrations: list[Migration]) -> list[Version]:
+    """`versions` less those of repeatable and baseline migrations (Flyway's R__ and B files),
+    which have no place in the line of versions that `down`, `goto` and `force` move along."""
+    aside = {m.version for m in migrations if m.repeatable or m.baseline}
+    return [v for v in versions if v not in aside]
 
 
 def newer_than(
@@ -134,7 +144,7 @@ def newer_than(
 ) -> list[Migration]:
     """The recorded migrations newer than `version`, newest first, each checked revertible."""
     by_version = by_version_checked(migrations, version)
-    newer = sorted((v for v in state.rows if v > version), reverse=True)
+    newer = sorted((v for v in _versioned(state.rows, migrations) if v > version), reverse=True)
     return [revertible(v, by_version, state.rows) for v in newer]
 
 
@@ -150,9 +160,14 @@ def revertible(
             "`heroku-migrate force VERSION` to only change the record.",
         )
     if m.down is None:
+        downless = m.format in ("prisma", "flyway")  # the tool keeps no downs (Community)
         raise BadInput(
             f"{m.filename}: has no down migration, so it cannot be reverted",
-            fix="Write its down SQL (a .down.sql file or a '-- migrate:down' section).",
+            fix="Undo it in a new migration (heroku-migrate new NAME), as "
+            f"{m.format} itself would; or use `heroku-migrate force VERSION` to only change "
+            "the record."
+            if downless
+            else "Write its down SQL (a .down.sql file or a '-- migrate:down' section).",
         )
     if rows[version].state is HistoryState.PARTIAL:
         raise BadInput(
@@ -213,12 +228,13 @@ def force(
         history.create(conn)
         if state.native is None and book.native is not None:
             book.native.create(conn)
-        drop = [v for v in state.rows if v > version]
+        drop = [v for v in _versioned(state.rows, migrations) if v > version]
         history.delete(conn, drop)
         mark = [
             m
             for m in migrations
             if m.version <= version
+            and not (m.repeatable or m.baseline)
             and (
                 m.version not in state.rows
                 or state.rows[m.version].state is not HistoryState.APPLIED
@@ -233,6 +249,45 @@ def force(
             conn, "forced", f"recorded version {version}: marked {len(mark)}, forgot {len(drop)}"
         )
     return len(mark), len(drop)
+
+
+def resolve(
+    conn: Conn,
+    history: HistoryTable,
+    state: DatabaseState,
+    migrations: list[Migration],
+    version: Version,
+    *,
+    outcome: Resolution,
+) -> NativeTable:
+    """Settle the failure the tool's table records for `version` as the tool's own repair
+    does (`NativeTable.resolve`), and our history with it: applied, it is recorded as applied;
+    rolled back, its partial row is forgotten (the next `up` applies it). Runs no SQL of the
+    migration. BadInput when the table records no failure of `version`."""
+    native = state.native
+    failure = native.failure() if native is not None else None
+    if native is None or failure is None:
+        raise BadInput(
+            "no failed migration to resolve: "
+            + (f"{native.table} ({native.tool}) records none" if native else "no tool's table"),
+            fix="Run `heroku-migrate status` to see the state; `force VERSION` records one.",
+        )
+    if failure.version != version:
+        raise BadInput(
+            f"{native.table} ({native.tool}) records the failure of {failure.version}, not "
+            f"{version}",
+            fix=f"Run `heroku-migrate resolve {failure.version} --applied` (or --rolled-back).",
+        )
+    migration = next((m for m in migrations if m.version == version), None)
+    with transaction(conn):
+        history.create(conn)
+        native.resolve(conn, version, outcome)
+        if outcome == "applied" and migration is not None:
+            history.record_applied(conn, [(migration, 0.0)], "resolved")
+        else:
+            history.delete(conn, [version])
+        history.log(conn, "resolved", f"{version} {outcome} in {native.table}")
+    return native
 
 
 NO_VERSION = "0"  # `goto 0`, `force 0`: none of the migrations

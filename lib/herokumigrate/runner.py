@@ -8,7 +8,8 @@ replay), a unit runs the same way:
   migration's statements (a file's own SET or RESET cannot disarm the next one's protection);
   around a statement outside a transaction, `SET`, then `RESET` (session.py);
 - retried as a whole on lock timeout or deadlock, each attempt's lock wait short and growing
-  (lockretry.py); an INVALID index a failed concurrent build left is dropped before a retry, or
+  (lockretry.py), and held to it by a watchdog whatever the migration does to lock_timeout
+  (lockwatch.py); an INVALID index a failed concurrent build left is dropped before a retry, or
   before the statement that builds it runs again;
 - its statements sent a batch at a time (`statements.batches`: ~1 MiB of one section's SQL per
   round trip); a failure PostgreSQL does not place in the batch is pinpointed by replaying the
@@ -28,7 +29,7 @@ import psycopg
 from herokumigrate.indexes import drop_invalid_index_of
 from herokumigrate.lockretry import RETRYABLE, LockRetryPolicy, with_lock_retries
 from herokumigrate.signals import transaction
-from herokumigrate.statements import StepFailed, batches, execute, execute_batch
+from herokumigrate.statements import BATCH_CHARS, StepFailed, batches, execute, execute_batch
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -85,12 +86,22 @@ class UnitRunner:
         spent in it. Raises StepFailed (pinpointed), RecordFailed, or psycopg's error for a
         lost connection."""
         spent: dict[Version, float] = {}
+        # After a lock conflict somewhere in a batch, the retries send the unit a statement at a
+        # time: their progress lines, and the final error, name the statement that waited.
+        batch_limit = [BATCH_CHARS]
 
         def attempt(lock_timeout: float) -> None:
             if unit.alone is not None:
                 spent.update(self._alone(unit.alone, records, lock_timeout))
-            else:
-                spent.update(self._transaction(unit, records, lock_timeout))
+                return
+            try:
+                # lock_timeout holds even where a migration switched it off (lockwatch.py).
+                with self.session.guard_lock_waits(lock_timeout):
+                    spent.update(self._transaction(unit, records, lock_timeout, batch_limit[0]))
+            except StepFailed as exc:
+                if not exc.pinpointed:
+                    batch_limit[0] = 0
+                raise
 
         def drop_invalid_index(exc: StepFailed) -> None:
             drop_invalid_index_of(self.session.conn, self.output, exc.step)
@@ -111,15 +122,16 @@ class UnitRunner:
         return spent
 
     def _transaction(
-        self, unit: Unit, records: UnitRecords, lock_timeout: float
+        self, unit: Unit, records: UnitRecords, lock_timeout: float, batch_limit: int = BATCH_CHARS
     ) -> dict[Version, float]:
-        """The unit's statements, then its bookkeeping, in one transaction."""
+        """The unit's statements (`batch_limit` characters per round trip, 0: one statement
+        at a time), then its bookkeeping, in one transaction."""
         conn = self.session.conn
         with transaction(conn):
             self.session.set_local_timeouts(lock_timeout)
             records.at_start(conn, unit)
             first = unit.spans[0].migration if unit.spans else None
-            spent = self.send(batches(unit.steps()), lock_timeout, first)
+            spent = self.send(batches(unit.steps(), batch_limit), lock_timeout, first)
             records.after_statements(conn, unit, spent)
         return spent
 

@@ -175,7 +175,7 @@ class SqlSection:
                 size *= 2
             shift = line - 1
             for s in found:
-                yield Statement(s.text, s.line + shift, s.kind) if shift else s
+                yield Statement(s.text, s.line + shift, s.kind, s.data) if shift else s
             line += piece.count("\n")
             start = cut
 
@@ -185,8 +185,17 @@ class SqlSection:
 
         body = self.text[start:stop]
         try:
-            if not split_statements(body):
+            found = split_statements(body)
+            if not found:
                 return None
+            copy = next((s for s in found if s.data is not None), None)
+            if copy is not None:  # the block goes to the server as one text: no COPY data
+                raise SplitError(
+                    "COPY ... FROM stdin inside a StatementBegin/StatementEnd block: its data "
+                    "cannot be sent with the block",
+                    copy.line,
+                    fix="Move the COPY statement and its data lines after -- +goose StatementEnd.",
+                )
         except SplitError as exc:
             raise self._error(exc, line) from None
         stripped = body.lstrip()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from herokumigrate.config import Config
     from herokumigrate.database import Target
+    from herokumigrate.lockwatch import LockWatch
     from herokumigrate.native import NativeTable
     from herokumigrate.output import Output
     from herokumigrate.plan import Step
@@ -60,14 +61,18 @@ class Session:
         self.statement_timeout = config.statement_timeout or from_url or 0.0
         self._conn = open_connection(config.connect_wait)
         self._lock: AdvisoryLock | None = None
-        watch_connection(lambda: self._conn)  # a forced exit on SIGTERM cancels its statement
+        self._lock_watch: LockWatch | None = None
+        # The server's pid of our session (through a pooler, not the pid libpq was told).
+        self._server_pid: int | None = None
+        # A forced exit on SIGTERM ends our backend (or cancels its statement).
+        watch_connection(lambda: self._conn, self._terminate_backend)
 
     @classmethod
     def open(cls, config: Config, output: Output) -> Session:
         """Connect to the configured database (`connect` refuses transaction pooling)."""
         from herokumigrate.database import connect, read_target
 
-        target = read_target(os.environ, config.database_url_var, output)
+        target = read_target(os.environ, config.database_url_var, output, **_tool_url(config))
 
         def open_connection(wait: float) -> Conn:
             return connect(
@@ -80,6 +85,31 @@ class Session:
     def conn(self) -> Conn:
         """The current connection (a new one after `reconnect_if_lost` replaced a dead one)."""
         return self._conn
+
+    def guard_lock_waits(
+        self, lock_timeout: float | None
+    ) -> contextlib.AbstractContextManager[None]:
+        """Around a unit's transaction (idle connection): the watchdog that holds our
+        lock_timeout when a migration switches it off (lockwatch.py), its connection opened
+        when a unit first needs it."""
+        if self._lock_watch is None:
+            from herokumigrate.lockwatch import LockWatch  # not on a no-op release's path
+
+            self._lock_watch = LockWatch(self._open_side_connection)
+        return self._lock_watch.guard(self._conn, self._read_server_pid(), lock_timeout)
+
+    def _read_server_pid(self) -> int:
+        """Our session's pid as the server knows it (read once per connection, while idle)."""
+        if self._server_pid is None:
+            row = self._conn.execute("SELECT pg_backend_pid()").fetchone()
+            assert row is not None
+            self._server_pid = int(str(row[0]))
+        return self._server_pid
+
+    def _close_lock_watch(self) -> None:
+        if self._lock_watch is not None:
+            self._lock_watch.close()
+            self._lock_watch = None
 
     @property
     def target(self) -> Target | None:
@@ -106,6 +136,37 @@ class Session:
             )
         self._lock.acquire(self.config.lock_wait)
 
+    def require_writable(self) -> None:
+        """BadInput when the database cannot be written: a hot standby (a follower's URL), or
+        `default_transaction_read_only` on for this role or database. Checked before anything
+        is locked or written, so a wrong URL is named as such, not blamed on a migration."""
+        from herokumigrate.errors import BadInput
+
+        row = self._conn.execute(
+            "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'"
+        ).fetchone()
+        assert row is not None
+        standby, read_only = bool(row[0]), bool(row[1])
+        if not (standby or read_only):
+            return
+        target = self._target
+        var = target.var if target is not None else self.config.database_url_var
+        where = target.description if target is not None else "the database"
+        if standby:
+            what = f"{var} reaches {where}, a read-only replica (a follower or hot standby)"
+        else:
+            what = (
+                f"{var} reaches {where}, which is read-only for this connection "
+                "(default_transaction_read_only = on)"
+            )
+        raise BadInput(
+            what,
+            details=("Nothing was attempted: the database is unchanged.",),
+            fix="Point MIGRATE_DATABASE_URL_VAR at the config var that holds the primary "
+            "database's URL (heroku pg:info tells the primary from its followers)"
+            + ("." if standby else ", or turn default_transaction_read_only off for the role."),
+        )
+
     def _tools_table(self) -> MigrationsTable | None:
         """The table the tools' keys name: the `migrations_table` setting, else the URL's
         `x-migrations-table`, else their default (as native_tables.py finds the table)."""
@@ -122,6 +183,8 @@ class Session:
         """
         if not self.lost:
             return False
+        self._close_lock_watch()  # its connection may hold the slot we need
+        self._server_pid = None
         self._conn = self._open(min(RECONNECT_WAIT_SECONDS, self.config.connect_wait))
         if self._lock is not None:
             self.lock()
@@ -176,6 +239,28 @@ class Session:
         """Release the lock and disconnect."""
         self.release()
         self._conn.close()
+        self._close_lock_watch()
+
+    def _terminate_backend(self) -> bool:
+        """End our session's backend from a new connection; True when the server did. Only
+        when its server pid is known (read before any migration ran): never a guessed pid."""
+        pid = self._server_pid
+        if pid is None:
+            return False
+        side = self._open_side_connection()
+        if side is None:
+            return False
+        with side:
+            row = side.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+        return bool(row and row[0])
+
+    def _open_side_connection(self) -> Conn | None:
+        """A second connection for the lock watchdog, or None (no URL known, or it failed)."""
+        if self._target is None:
+            return None
+        from herokumigrate.database import connect_side
+
+        return connect_side(self._target, connect_timeout=self.config.connect_timeout)
 
 
 def migration_lock(
@@ -223,3 +308,16 @@ def milliseconds(seconds: float) -> str:
     """A PostgreSQL duration; a positive value never rounds down to 0 (which means "off")."""
     ms = round(seconds * 1000)
     return f"{max(ms, 1) if seconds > 0 else 0}ms"
+
+
+def _tool_url(config: Config) -> dict[str, Any]:
+    """How the folder's tool reads the database URL and sets the session (read_target's
+    options): Prisma's URL parameters, Flyway's default schema in the search_path."""
+    from herokumigrate.formats import flyway, prisma
+
+    folder, tool = config.migrations_dir, config.tool
+    if tool == "prisma" or (tool is None and prisma.is_prisma_folder(folder)):
+        return {"prisma": True}
+    if tool == "flyway" or (tool is None and flyway.is_flyway_folder(folder)):
+        return {"search_path": flyway.search_path(os.environ, config.app_dir)}
+    return {}

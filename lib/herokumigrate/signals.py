@@ -9,8 +9,9 @@ number (143 for SIGTERM, 130 for SIGINT).
 Nothing is compensated on a signal (the downs could outlast the 30 s before SIGKILL): what
 committed before it stays, recorded as applied or `partial`, and the next `up` continues.
 
-If cleaning up takes longer than EXIT_DEADLINE_SECONDS (a server that does not answer), or a
-second signal arrives, the process cancels what its connection runs and exits at once; the
+If cleaning up takes longer than EXIT_DEADLINE_SECONDS (a server that does not answer, or a
+network that drops our packets, where even the cancel request hangs), or a second signal
+arrives, the process cancels what its connection runs (waiting briefly) and exits; the
 server then rolls back the open transaction and frees the lock when it sees the connection
 close, as after `kill -9` (and `client_connection_check_interval` makes it notice soon).
 
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 SETTLE_SECONDS = 2.0
 # From the first signal to the exit, at most this long (Heroku's SIGKILL comes after 30 s).
 EXIT_DEADLINE_SECONDS = 2.5
+# A forced exit waits this long for its backend to be ended (a dead network never answers).
+FORCED_CANCEL_SECONDS = 0.4
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -107,6 +110,7 @@ class StopSignals:
         self.deadline = deadline
         self.received: int | None = None
         self._connection: Callable[[], Conn | None] = lambda: None
+        self._terminate: Callable[[], bool] | None = None
         self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
 
     def install(self) -> None:
@@ -122,9 +126,15 @@ class StopSignals:
             signal.signal(signum, handler)
         self._previous.clear()
 
-    def watch(self, connection: Callable[[], Conn | None]) -> None:
-        """`connection()` gives the connection to cancel before a forced exit."""
+    def watch(
+        self,
+        connection: Callable[[], Conn | None],
+        terminate: Callable[[], bool] | None = None,
+    ) -> None:
+        """`connection()` gives the connection whose backend a forced exit stops;
+        `terminate()` ends that backend from a new connection (True when it did)."""
         self._connection = connection
+        self._terminate = terminate
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         del frame
@@ -136,20 +146,47 @@ class StopSignals:
         # built, and Python would print "Exception ignored in ..." with a traceback. Such
         # failures are the interruption's doing, not news for the user: they go unprinted.
         sys.unraisablehook = _unraisable_after_a_stop_signal
+        # Started early enough that ending the backend (FORCED_CANCEL_SECONDS at most) still
+        # leaves by the deadline.
         watchdog = threading.Timer(
-            self.deadline, self._exit_now, args=("clean-up took too long: stopping at once",)
+            max(0.0, self.deadline - FORCED_CANCEL_SECONDS),
+            self._exit_now,
+            args=("clean-up took too long: stopping at once",),
         )
         watchdog.daemon = True
         watchdog.start()
         raise Interrupted(signum)
 
     def _exit_now(self, why: str) -> None:
-        """Cancel what the connection runs and leave without unwinding (any thread)."""
+        """End our backend (or at least cancel its statement) and leave without unwinding
+        (any thread).
+
+        A statement that swallows cancels (`EXCEPTION WHEN query_canceled` in a loop) would
+        keep its locks after we left: the backend is ended from a new connection
+        (`terminate`, pg_terminate_backend: a role may end its own backends), else cancelled.
+        Both open a new connection to the server, which blocks without limit when the network
+        drops our packets: they get their own thread and FORCED_CANCEL_SECONDS, and the exit
+        happens whether they got through or not."""
         conn = self._connection()
+        ended: list[bool] = []
         if conn is not None and not conn.closed:
-            with contextlib.suppress(Exception):  # best effort: the exit must happen
-                conn.cancel()
-        os.write(2, f" !     {why}; the server rolls back what was not committed\n".encode())
+            terminate = self._terminate
+
+            def stop_backend() -> None:
+                with contextlib.suppress(Exception):  # best effort: the exit must happen
+                    if terminate is not None and terminate():
+                        ended.append(True)
+                        return
+                    conn.cancel()
+
+            stopper = threading.Thread(target=stop_backend, daemon=True)
+            stopper.start()
+            stopper.join(FORCED_CANCEL_SECONDS)
+        if ended:
+            then = "our session on the server was ended (pg_terminate_backend), which rolls back"
+        else:
+            then = "the server rolls back"
+        os.write(2, f" !     {why}; {then} what was not committed\n".encode())
         os._exit(128 + (self.received or signal.SIGTERM))
 
 
@@ -219,7 +256,10 @@ def install_stop_signals() -> StopSignals:
     return _installed
 
 
-def watch_connection(connection: Callable[[], Conn | None]) -> None:
-    """Tell the installed handlers (if any) which connection a forced exit must cancel."""
+def watch_connection(
+    connection: Callable[[], Conn | None], terminate: Callable[[], bool] | None = None
+) -> None:
+    """Tell the installed handlers (if any) which connection's backend a forced exit must
+    stop, and how to end a backend (see `StopSignals.watch`)."""
     if _installed is not None:
-        _installed.watch(connection)
+        _installed.watch(connection, terminate)

@@ -61,8 +61,11 @@ def read_folder(
     is added to `problems`."""
     folder = Folder(problems, app_root)
     formats = registered_formats()
+    nested = tuple(fmt for fmt in formats if fmt.nested)
     for entry in list_folder(directory, app_root, problems):
         folder.offer(entry, formats)
+        if entry.is_folder and nested:
+            folder.offer_nested(entry, nested)
     try:
         choice = choose_format(folder.offered, tool, app_signs(formats, directory, app_root))
     except BadInput as exc:
@@ -161,6 +164,29 @@ class Folder:
             self.problem(entry.path, _claimed_twice(entry, marked))
         elif offered.claims or offered.unmarked or offered.errors or _is_sql_file(entry):
             self.offered.append(offered)
+
+    def offer_nested(self, folder: FolderEntry, formats: tuple[MigrationFormat, ...]) -> None:
+        """Offer the files of a subfolder, at any depth, to the formats whose tools read them
+        (`nested`), named by their path in the migrations folder; a file none of them claims
+        or fails on is skipped, as those tools skip it."""
+        for entry in list_folder(Path(folder.path.full), self.app_root, self.problems):
+            named = FolderEntry(
+                SourceFile(entry.path.full, f"{folder.name}/{entry.name}"), entry.is_folder
+            )
+            if entry.is_folder:
+                self.offer_nested(named, formats)
+                continue
+            offered = Offered(named, [], [], [])
+            for fmt in formats:
+                try:
+                    found = fmt.claim(named, self)
+                except BadInput as exc:
+                    offered.errors.append((fmt, exc))
+                    continue
+                if isinstance(found, Claim):
+                    offered.claims.append((fmt, found))
+            if offered.claims or offered.errors:
+                self.offered.append(offered)
 
     def keep_chosen(self, choice: FormatChoice, formats: tuple[MigrationFormat, ...]) -> None:
         """Keep the chosen tools' claims; an entry they do not read is a problem when it is a

@@ -30,6 +30,7 @@ Lexical rules, and the one scan over them: see `herokumigrate.sqllex`.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -97,6 +98,14 @@ class Statement:
     """1-based line of the input where `text` starts."""
     kind: StatementKind
     """See `classify`."""
+    data: str | None = None
+    """The inline data of a `COPY ... FROM STDIN` (the lines after it, up to its `\\.` line),
+    sent through the COPY protocol; None for any other statement."""
+
+    @property
+    def data_line(self) -> int:
+        """The line of the input where `data` starts (the one after the statement's end)."""
+        return self.line + self.text.count("\n") + 1
 
 
 # A statement's first word, and a next one after whitespace only, when they are plain: read
@@ -110,6 +119,10 @@ _CREATE_HEAD = re.compile(
     rf"create[{WS}]+(?:or[{WS}]+replace[{WS}]+)?([A-Za-z_]+)(?!{IDENT_CONT}|')",
     re.IGNORECASE,
 )
+# A COPY reading its rows from the client (`COPY t (a, b) FROM stdin;`), and the line that
+# ends its inline data.
+_COPY_IN = re.compile(r"copy\b.*\bfrom[\s]+stdin\b", re.IGNORECASE | re.DOTALL)
+_END_OF_DATA = re.compile(r"^\\\.[ \t\r]*$", re.MULTILINE)
 # What may stand between two statements: whitespace, line comments and empty statements.
 _GAP = re.compile(rf"(?:[{WS};]+|--[^\n\r]*)*")
 
@@ -237,7 +250,45 @@ def split_statements(sql: str) -> list[Statement]:
         kind = classify(text)
         if kind is TRANSACTION_CONTROL:
             _refuse_ending_the_transaction(text, line)
+        if sql[start] in "cC" and _COPY_HEAD.match(text) is not None:
+            _refuse_copy_to_the_client(text, line)
+            if _COPY_IN.match(text):
+                # Without its `;` it ends the file: no data can follow (a SplitError).
+                after = pos if text.endswith(";") else len(sql)
+                data, pos = _copy_data(sql, after, line + text.count("\n"))
+                out.append(Statement(text, line, kind, data))
+                continue
         out.append(Statement(text, line, kind))
+
+
+_COPY_HEAD = re.compile(rf"copy[{WS}(]", re.IGNORECASE)
+
+
+def _refuse_copy_to_the_client(text: str, line: int) -> None:
+    """SplitError for `COPY ... TO STDOUT`: a migration has nowhere to put the rows."""
+    words = list(tokens(text, 0))
+    if ("to", "stdout") in set(itertools.pairwise(words)):
+        raise SplitError(
+            "COPY ... TO stdout sends rows to the client: a migration has nowhere to put them",
+            line,
+            fix="Remove the COPY ... TO stdout statement (to export data, run it with psql).",
+        )
+
+
+def _copy_data(sql: str, pos: int, line: int) -> tuple[str, int]:
+    """The inline data after a `COPY ... FROM STDIN;` ending at `pos` (from the next line up to
+    its `\\.` line, as psql and Flyway read it), and where the text goes on after that line.
+    SplitError when the `\\.` line is missing."""
+    newline = sql.find("\n", pos)
+    start = len(sql) if newline < 0 else newline + 1
+    end = _END_OF_DATA.search(sql, start)
+    if end is None:
+        raise SplitError(
+            "COPY ... FROM STDIN: its inline data has no end line `\\.`",
+            line,
+            fix="End the data with a line holding only \\. (as pg_dump writes it).",
+        )
+    return sql[start : end.start()], end.end()
 
 
 def _refuse_ending_the_transaction(text: str, line: int) -> None:

@@ -5,6 +5,7 @@ one round trip; a failure becomes a StepFailed that names the file and line.
 from __future__ import annotations
 
 import bisect
+import re
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -35,18 +36,23 @@ class StepFailed(Exception):
         *,
         position: int | None = None,
         pinpointed: bool = True,
+        data_line: int | None = None,
     ) -> None:
         super().__init__(str(error))
         self.step = step
         self.error = error
         self.position = position
         self.pinpointed = pinpointed
+        self.data_line = data_line  # the 1-based line of a COPY's data that failed
 
     def describe(self) -> str:
         """`file: line N: ERROR SQLSTATE: message (detail) hint: ...` for the user."""
         diag = self.error.diag
         path = self.step.section.path.name
-        if self.pinpointed:
+        if self.data_line is not None:
+            line = self.step.statement.data_line + self.data_line - 1
+            where = f"{path}: line {line} (COPY data)"
+        elif self.pinpointed:
             line = self.step.section.file_line(self.step.statement, self.position)
             where = f"{path}: line {line}"
         else:
@@ -61,15 +67,43 @@ class StepFailed(Exception):
 
 
 def execute(conn: Conn, step: Step) -> None:
-    """Run one statement; StepFailed on a SQL error, the psycopg error if the session is gone."""
+    """Run one statement; StepFailed on a SQL error, the psycopg error if the session is gone.
+    A `COPY ... FROM STDIN` sends its inline data through the COPY protocol."""
+    data = step.statement.data
     try:
-        conn.execute(step.statement.text.encode("utf-8"))
+        if data is not None:
+            _copy_in(conn, step.statement.text, data)
+        else:
+            conn.execute(step.statement.text.encode("utf-8"))
     except psycopg.OperationalError as exc:
         if connection_lost(exc):
             raise  # handled as such, not as a SQL error
-        raise StepFailed(step, exc, position=_int_or_none(exc.diag.statement_position)) from exc
+        raise _step_failed(step, exc) from exc
     except psycopg.Error as exc:
-        raise StepFailed(step, exc, position=_int_or_none(exc.diag.statement_position)) from exc
+        raise _step_failed(step, exc) from exc
+
+
+def _copy_in(conn: Conn, text: str, data: str) -> None:
+    """`COPY ... FROM stdin` with the data lines that followed it in the file, as psql sends
+    them (a piece at a time: a large seed file is not copied in memory again)."""
+    with conn.cursor() as cursor, cursor.copy(text.encode("utf-8")) as copy:
+        for at in range(0, len(data), BATCH_CHARS):
+            copy.write(data[at : at + BATCH_CHARS].encode("utf-8"))
+
+
+# PostgreSQL's context of a failed COPY FROM: "COPY t, line 3, column id: "x"".
+_COPY_LINE_RE = re.compile(r"^COPY [^\n]*?, line ([0-9]+)", re.MULTILINE)
+
+
+def _step_failed(step: Step, exc: psycopg.Error) -> StepFailed:
+    """The StepFailed of one statement: where PostgreSQL placed the error, and for COPY data,
+    the data line it names."""
+    data_line = None
+    if step.statement.data is not None:
+        found = _COPY_LINE_RE.search(exc.diag.context or "")
+        data_line = int(found.group(1)) if found else None
+    position = _int_or_none(exc.diag.statement_position)
+    return StepFailed(step, exc, position=position, data_line=data_line)
 
 
 def execute_batch(conn: Conn, steps: list[Step], prefix: str = "") -> None:
@@ -81,6 +115,12 @@ def execute_batch(conn: Conn, steps: list[Step], prefix: str = "") -> None:
     error without one, or in the prefix, leaves the batch un-pinpointed (see
     `runner.UnitRunner.pinpoint`).
     """
+    if any(step.statement.data is not None for step in steps):
+        if prefix:  # a COPY's data cannot share a simple query: one round trip each
+            conn.execute(prefix.encode("utf-8"))
+        for step in steps:
+            execute(conn, step)
+        return
     if len(steps) == 1 and not prefix:
         execute(conn, steps[0])
         return
@@ -112,6 +152,12 @@ def batches(steps: Iterable[Step], limit: int = BATCH_CHARS) -> Iterator[list[St
     size = 0
     for step in steps:
         length = len(step.statement.text)
+        if step.statement.data is not None:  # COPY's data goes its own way: a group of its own
+            if batch:
+                yield batch
+            yield [step]
+            batch, size = [], 0
+            continue
         if batch and (batch[-1].section is not step.section or size + length > limit):
             yield batch
             batch, size = [], 0
@@ -133,8 +179,12 @@ def _batch_failure(steps: list[Step], starts: list[int], exc: psycopg.Error) -> 
 
 
 def connection_lost(exc: psycopg.Error) -> bool:
-    """True for errors that mean the session is gone (terminated, network), not bad SQL."""
-    return exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P0"))
+    """True for errors that mean the session is gone (terminated, network), not bad SQL. An
+    error without a SQLSTATE counts only when it is about the connection: psycopg's refusal of a
+    statement (a ProgrammingError) is not."""
+    if exc.sqlstate is None:
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+    return exc.sqlstate.startswith(("08", "57P0"))
 
 
 def _int_or_none(text: str | None) -> int | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-ToolName = Literal["golang-migrate", "dbmate", "goose", "sqlx", "diesel"]
+ToolName = Literal["golang-migrate", "dbmate", "goose", "sqlx", "diesel", "prisma", "flyway"]
 TOOL_NAMES: tuple[ToolName, ...] = get_args(ToolName)
 
 # Tools whose migrations may share one folder (the runner has always read golang-migrate's,

@@ -170,7 +170,7 @@ def schema(url: str, pg_dump: str) -> list[str]:
     out = subprocess.run(
         [pg_dump, "--schema-only", "--no-owner", "--no-privileges", "--restrict-key=bench",
          "-T", "heroku_migrate_history", "-T", "heroku_migrate_history_log",
-         "-T", "heroku_migrate_history_log_id_seq", url],
+         "-T", "heroku_migrate_history_log_id_seq", "-T", "heroku_migrate_history_rev", url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return [line for line in out.splitlines() if line and not line.startswith("--")]

@@ -106,6 +106,8 @@ def _compile(
     slug = build_dir / SLUG_DIR
     cache = cache_dir / "heroku-migrate"
     settings = envdir.read_settings(env_dir)
+    # Read by the formats while the files are checked here (Flyway's placeholders).
+    os.environ.update(envdir.read_tool_vars(env_dir))
 
     with _step(out, "Fetching heroku-migrate's dependencies"):
         wheel_files = [wheels.fetch(pinned, cache / "wheels", out) for pinned in wheels.PINNED]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import herokumigrate
 from herokumigrate.buildpack import BuildFailed, interpreter
+from herokumigrate.buildpack.envdir import is_tool_var
 from herokumigrate.buildpack.lintstep import check_release_safety
 from herokumigrate.config import (
     CONFIG_FILE,
@@ -159,6 +160,8 @@ def _run_validate(
     # Only real settings: the others were reported already, and may hold anything.
     unknown = set(unknown_env_settings(settings))
     env.update((name, value) for name, value in settings.items() if name not in unknown)
+    # The tools' variables the files' reading depends on (Flyway's placeholders), never shown.
+    env.update((name, value) for name, value in os.environ.items() if is_tool_var(name))
     env["PYTHONPATH"] = os.pathsep.join([str(RUNNER_SOURCE.parent), *map(str, wheel_files)])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["NO_COLOR"] = "1"

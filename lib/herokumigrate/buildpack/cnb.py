@@ -188,6 +188,8 @@ def build(
     cache_layer = prepare_cache_layer(layers_dir, target, out)
     cache = cache_layer / "heroku-migrate"
     settings = envdir.read_settings(platform_dir / "env")
+    # Read by the formats while the files are checked here (Flyway's placeholders).
+    os.environ.update(envdir.read_tool_vars(platform_dir / "env"))
 
     out.step("Fetching heroku-migrate's dependencies")
     wheel_files = [wheels.fetch(pinned, cache / "wheels", out) for pinned in wheels.PINNED]

@@ -22,11 +22,18 @@ What `MigrationFormat` must provide:
   parts for Flyway; the string for Diesel; an ICU-like key then the name for Prisma), the
   canonical text our history stores, and the text as written. A migration the tool runs with no
   version (Flyway's repeatable `R__` files) gets a key that sorts after every versioned one
-  (say `(1, description)` against `(0, *parts)`) and `number` None. Migrations of two syntaxes
+  (say `(1, description)` against `(0, *parts)`) and `number` None; its migration is marked
+  `repeatable` (run again when its checksum changes, never reverted by `down`). A baseline
+  migration (Flyway's `B` files: run on an empty history instead of the versions it stands for)
+  is marked `baseline`, its key just after the version it stands for. Migrations of two syntaxes
   never share a folder (source.py refuses it). `syntax.column_type` says how our history table
   is created for it: `bigint` for integers (what every release before this one created, and
   what `heroku rollback` to an old slug reads), `text` otherwise.
 - `naming`: how its migrations are named, for the fix of a file no format reads.
+- `nested`: whether its tool also reads the files of the folder's subfolders, at any depth
+  (Flyway scans its locations recursively): those files are offered to it (to nested formats
+  only) as entries named by their path in the folder (`2024/V3__x.sql`); one it neither claims
+  nor fails on is skipped.
 - `claim(entry, folder)`: whether an entry of the folder (a file, or a subfolder for tools that
   keep one folder per migration: `<name>/migration.sql`, `<name>/up.sql` + `down.sql` +
   `metadata.toml`) is one of its migrations or a part of one. A `Claim` gives the version from
@@ -167,6 +174,10 @@ class MigrationFormat(Protocol):
     @property
     def syntax(self) -> VersionSyntax:
         """How its versions are written and compared."""
+
+    @property
+    def nested(self) -> bool:
+        """Whether the files of the folder's subfolders are its entries too."""
 
     @property
     def naming(self) -> str:

@@ -35,6 +35,7 @@ class DbmateFormat:
 
     name: ToolName = "dbmate"
     syntax = INTEGER
+    nested = False  # only the folder's own entries (formats/__init__.py)
     naming = "{version}_{title}.sql with '-- migrate:up' (dbmate)"
 
     def claim(self, entry: FolderEntry, folder: FolderReader) -> Claim | Unmarked | None:

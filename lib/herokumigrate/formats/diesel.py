@@ -71,6 +71,7 @@ class DieselFormat:
 
     name: ToolName = "diesel"
     syntax = DieselVersions()
+    nested = False  # only the folder's own entries (formats/__init__.py)
     naming = "a folder {version}_{title}/ holding up.sql (Diesel)"
 
     def claim(self, entry: FolderEntry, folder: FolderReader) -> Claim | None:

@@ -35,6 +35,7 @@ class GolangMigrateFormat:
 
     name: ToolName = "golang-migrate"
     syntax = INTEGER
+    nested = False  # only the folder's own entries (formats/__init__.py)
     naming = "{version}_{title}.up.sql / .down.sql (golang-migrate)"
 
     def claim(self, entry: FolderEntry, folder: FolderReader) -> Claim | None:

@@ -57,6 +57,7 @@ class GooseFormat:
 
     name: ToolName = "goose"
     syntax = INTEGER
+    nested = False  # only the folder's own entries (formats/__init__.py)
     naming = "{version}_{title}.sql with '-- +goose Up' (goose)"
 
     def claim(self, entry: FolderEntry, folder: FolderReader) -> Claim | Unmarked | None:

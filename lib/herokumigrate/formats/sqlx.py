@@ -69,6 +69,7 @@ class SqlxFormat:
 
     name: ToolName = "sqlx"
     syntax = SqlxVersions()
+    nested = False  # only the folder's own entries (formats/__init__.py)
     naming = "{version}_{title}.sql, or .up.sql / .down.sql (sqlx)"
 
     def claim(self, entry: FolderEntry, folder: FolderReader) -> Claim | None:

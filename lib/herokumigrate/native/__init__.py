@@ -22,6 +22,12 @@ This module is the contract each tool's table class provides (one module per too
 - `checksum_of(version)`: the checksum the table keeps for an applied version, spelled as the
   format's `Migration.checksum` (sqlx's SHA-384), for a tool that keeps one; the run refuses a
   file that differs from it as it refuses an edited applied file (default: None, none kept).
+- `edited(migration)`: whether an applied file differs from what the table keeps of it
+  (default: `checksum_of` differs from the migration's checksum; Prisma also accepts the
+  file's CRLF<->LF variants).
+- `out_of_order_refusal()`: why the tool itself refuses pending versions older than the
+  newest applied one, and the fix (Flyway, unless its outOfOrder is set); None (the default):
+  they are applied, with a warning.
 - `missing_note`: what the tool itself does with a database that has migrations the files do
   not (sqlx: `VersionMissing`), added to the run's warning about them (default: nothing).
 - `create(conn)`: create it with the tool's own DDL (and first rows), in the caller's
@@ -38,8 +44,9 @@ This module is the contract each tool's table class provides (one module per too
   (nothing to settle).
 - `lock_keys(scope)`: the tool's session advisory lock keys, held together with ours so the
   tool and this runner exclude each other (golang-migrate's two; Prisma's 72707369; sqlx's
-  derived from the database name). A tool that locks per transaction (Flyway) takes its lock
-  in `follow`, which runs in every transaction that writes its table.
+  derived from the database name). A tool that takes its key per transaction (Flyway's
+  `pg_try_advisory_xact_lock`) gives it here too: held as a session lock for the whole run, it
+  keeps the tool's transactions out (PostgreSQL's advisory locks of both kinds conflict).
 """
 
 from __future__ import annotations
@@ -103,13 +110,16 @@ class NativeChange(NamedTuple):
     `applied` is what our history holds as applied once it commits (each version spelled as
     the files write it, where a file has it); `recorded` the migrations it applies, in order;
     `removed` those it reverts or forgets; `in_flight` a migration it leaves part-way;
-    `rechecked` applied migrations whose edited file is accepted (their new checksum)."""
+    `rechecked` applied migrations whose edited file is accepted (their new checksum);
+    `flying` the migration `in_flight` names, when the run has its file (for a table whose
+    mark of a migration in flight keeps its checksum: Prisma's)."""
 
     applied: frozenset[Version]
     recorded: Sequence[AppliedMigration] = ()
     removed: Sequence[Version] = ()
     in_flight: Version | None = None
     rechecked: Sequence[Migration] = ()
+    flying: Migration | None = None
 
 
 # How `heroku-migrate resolve` settles a failed migration: it is applied (its effects are in
@@ -186,6 +196,16 @@ class NativeTable:
     def checksum_of(self, version: Version) -> str | None:
         """The checksum the table keeps for `version` (None: it keeps none)."""
         del version
+        return None
+
+    def edited(self, migration: Migration) -> bool:
+        """Whether `migration`, applied, differs from what the table keeps of it."""
+        kept = self.checksum_of(migration.version)
+        return kept is not None and kept != migration.checksum
+
+    def out_of_order_refusal(self) -> NativeFailure | None:
+        """Why pending versions older than the newest applied one are refused (None: they
+        are applied, with a warning)."""
         return None
 
     def failure(self) -> NativeFailure | None:

@@ -33,10 +33,12 @@ class DbmateTable(NativeTable):
 
     @classmethod
     def recognizes(cls, columns: Mapping[str, str]) -> bool:
-        # Diesel's table also has a text `version`; only it has `run_on`.
+        # Diesel's and Flyway's tables also have a text `version`; only they have `run_on`
+        # and `installed_rank`.
         return (
             "dirty" not in columns
             and "run_on" not in columns
+            and "installed_rank" not in columns
             and columns.get("version", "").startswith(("character varying", "text"))
         )
 
