@@ -283,3 +283,32 @@ def test_a_pooler_that_moves_our_session_after_the_probe_is_caught_by_our_own_re
         holder.close()
     assert waited >= probe_timeout, f"the probe got an answer after {waited:.2f}s"
     assert found == "transaction", bouncer.log()
+
+
+def test_a_pooler_that_moves_our_session_between_two_queries_is_refused_at_once(
+    pg_server: Server, dbname: str, pgbouncer: StartPgBouncer
+) -> None:
+    """Transaction pooling that hands out its server sessions in turn (server_round_robin):
+    our own two consecutive queries already run on two backends, and that alone is proof."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from herokumigrate.pooler import detect_pooling
+
+    bouncer = pgbouncer("transaction", pool_size=2, settings={"server_round_robin": "1"})
+    # Two server sessions in the pool: two clients in a transaction at the same time.
+    holders = [psycopg.connect(bouncer.url(dbname)) for _ in range(2)]
+    for holder in holders:
+        holder.execute("SELECT 1")
+    backends = {holder.execute("SELECT pg_backend_pid()").fetchone() for holder in holders}
+    for holder in holders:
+        holder.commit()  # a server session left mid-transaction would be closed, not pooled
+        holder.close()
+    conn = psycopg.connect(bouncer.url(dbname), autocommit=True)
+    try:
+        seen = {conn.execute("SELECT pg_backend_pid()").fetchone() for _ in range(2)}
+        assert len(seen) == 2, f"round robin did not alternate: {seen} ({backends})"
+        params = {k: str(v) for k, v in conninfo_to_dict(bouncer.url(dbname)).items()}
+        found = detect_pooling(conn, params, probe_timeout=1.0)
+    finally:
+        conn.close()
+    assert found == "transaction", bouncer.log()

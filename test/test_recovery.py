@@ -837,6 +837,21 @@ def test_a_down_that_drops_more_than_its_up_created_is_not_called_as_before(
     assert "base" not in tables(pg_server.admin_url(dbname))
 
 
+@pytest.mark.parametrize("count", [7, 8, 9])
+def test_a_schema_difference_names_each_object_up_to_its_limit_then_counts_the_rest(
+    count: int,
+) -> None:
+    """The report names 8 objects per list; "and N more" only when more remain."""
+    from herokumigrate.snapshot import SchemaDifference
+
+    names = [f"table public.t{n}" for n in range(count)]
+    text = SchemaDifference(appeared=names, vanished=[]).describe(limit=8)
+    assert text.startswith("left behind: table public.t0, "), text
+    shown = names[:8]
+    more = f" and {count - 8} more" if count > 8 else ""
+    assert text == "left behind: " + ", ".join(shown) + more, text
+
+
 def test_compensation_report_is_in_the_log_and_status(
     pg_server: Server, dbname: str, database_url: str, app: Path
 ) -> None:

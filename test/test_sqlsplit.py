@@ -136,6 +136,13 @@ def test_dollar_after_a_number_or_parameter_can_open_a_quote() -> None:
     assert texts(sql) == ["SELECT 1$$;$$, $1$x$;$x$, a1$$;", "SELECT 2;"]
 
 
+@pytest.mark.parametrize("digits", ["1", "12", "123", "1234"])
+def test_digits_inside_an_identifier_of_any_length_keep_its_dollars(digits: str) -> None:
+    # The identifier's digits are walked back one by one, whatever their count.
+    sql = f"SELECT a{digits}$$;\nSELECT 12$$;$$, $12$x$;$x$;\nSELECT 3;"
+    assert texts(sql) == [f"SELECT a{digits}$$;", "SELECT 12$$;$$, $12$x$;$x$;", "SELECT 3;"]
+
+
 def test_escape_string_continued_on_next_line_keeps_backslash_escapes() -> None:
     # 'a' <newline> 'b' is one literal; continuing an E'' string, the second part is E'' too.
     sql = "SELECT E'a' -- note\n  '\\';';\nSELECT 'b'\n'\\';\nSELECT 3;"

@@ -553,10 +553,16 @@ def main() -> int:
     args = parser.parse_args()
     jobs = _jobs(args)
     if args.list:
+        stale = 0
         for job in jobs:
-            job.mutated((REPO / job.file).read_text())  # a stale list fails here, naming it
+            try:
+                job.mutated((REPO / job.file).read_text())
+            except ValueError as exc:  # the code moved on: the list needs updating
+                print(f"STALE {exc}", file=sys.stderr)
+                stale += 1
+                continue
             print(f"{job.where}: {job.description} [{job.promise}]")
-        return 0
+        return 1 if stale else 0
     root = _scratch_copy()
     trial = Trial(root, args)
     results: list[dict[str, object]] = []
