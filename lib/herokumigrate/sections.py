@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # the splitter is imported on first use: a no-op release neve
 # Past this size a plain region is split in pieces that end at a line ending in `;`.
 SPLIT_CHUNK = 1 << 20
 _LINE_ENDING_STATEMENT = re.compile(r";[ \t\r]*\n")
+# A section this small keeps its statements after a complete split, so that checking it, then
+# running it, splits it once; a larger one is split again each time (its statements are not all
+# held at once: a 50 MiB file streams).
+KEEP_CHARS = 64 * 1024
 
 
 class SectionShape(NamedTuple):
@@ -116,14 +120,23 @@ class SqlSection:
         pass to the end notes the section's `shape`."""
         from herokumigrate.sqlsplit import SQL
 
+        kept = self.__dict__.get("_kept")
+        if kept is not None:  # a small section split before: validate, then the run
+            yield from kept
+            return
+        keep: list[Statement] | None = [] if self.stop - self.start <= KEEP_CHARS else None
         count = 0
         apart: dict[int, Statement] = {}
         for statement in self._statements():
             if statement.kind is not SQL:
                 apart[count] = statement
             count += 1
+            if keep is not None:
+                keep.append(statement)
             yield statement
         self.__dict__["_shape"] = SectionShape(count, apart)  # frozen: not via setattr
+        if keep is not None:
+            self.__dict__["_kept"] = keep
 
     def _statements(self) -> Iterator[Statement]:
         pos, line = self.start, self.first_line
