@@ -78,7 +78,7 @@ def tool_db(pg_server: Server) -> str:
 PRISMA_ROWS = (
     "SELECT migration_name, checksum, finished_at IS NOT NULL, logs, rolled_back_at,"
     " applied_steps_count, started_at <= finished_at FROM _prisma_migrations"
-    ' ORDER BY started_at, migration_name COLLATE "und-x-icu"'
+    ' ORDER BY migration_name COLLATE "C"'
 )
 
 
@@ -236,7 +236,7 @@ def test_a_set_applies_as_prisma_would_schema_and_rows_alike(
     )
     ours = rows(database_url, PRISMA_ROWS)
     assert ours == rows(pg_server.url(tool_db), PRISMA_ROWS)
-    assert [r[0] for r in ours] == list(prisma_order(database_url, list(SET)))
+    assert sorted(r[0] for r in ours) == sorted(SET)  # their order: test_names_are_ordered_*
     ids = [str(r[0]) for r in rows(database_url, "SELECT id FROM _prisma_migrations")]
     assert all(
         re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", i)
@@ -428,7 +428,8 @@ def test_the_urls_schema_parameter_is_honoured_for_a_prisma_folder_as_prisma_doe
     with pg_server.admin_conn(dbname) as conn:
         conn.execute('CREATE SCHEMA "my tenant"')
         conn.execute(f'GRANT ALL ON SCHEMA "my tenant" TO {TEST_ROLE}')
-    url = f"{database_url}?schema=my%20tenant&connection_limit=5"
+    sep = "&" if "?" in database_url else "?"
+    url = f"{database_url}{sep}schema=my%20tenant&connection_limit=5"
     result = run_cli(["up"], cwd=app, database_url=url)
     assert result.returncode == 0, result.output
     assert "_prisma_migrations" in tables(database_url, "my tenant")
@@ -507,16 +508,20 @@ def test_a_generated_set_applies_as_prisma_would_and_adopts_half_way(
 def test_an_enum_value_used_in_the_release_that_adds_it_says_how_to_apply_it(
     dbname: str, database_url: str, app: Path
 ) -> None:
+    # The type exists before the release (a type created in the same transaction may use its
+    # new values on recent PostgreSQL versions).
+    prisma_app(app, {"1_a": "CREATE TYPE \"Role\" AS ENUM ('USER');\n"})
+    assert run_cli(["up"], cwd=app, database_url=database_url).returncode == 0
     files = {
-        "1_a": "CREATE TYPE \"Role\" AS ENUM ('USER');\n",
         "2_b": "ALTER TYPE \"Role\" ADD VALUE 'ADMIN';\n",
         "3_c": "CREATE TABLE u (r \"Role\" NOT NULL DEFAULT 'ADMIN');\n",
     }
     prisma_app(app, files)
+    before = tables(database_url)
     result = run_cli(["up"], cwd=app, database_url=database_url)
     assert result.returncode == 1, result.output
     assert "set MIGRATE_TRANSACTION=migration" in result.stderr
-    assert tables(database_url) == []  # the release was rolled back whole
+    assert tables(database_url) == before  # the release was rolled back whole
     per_migration = run_cli(
         ["up"], cwd=app, database_url=database_url, env={"MIGRATE_TRANSACTION": "migration"}
     )

@@ -71,3 +71,24 @@ def test_the_modules_import_no_cycle() -> None:
     for node in sorted(graph):
         if node not in seen:
             visit(node, [])
+
+
+def test_the_build_steps_import_nothing_that_needs_libpq() -> None:
+    # Build images have no libpq: psycopg's pure-Python wrapper fails to import there, so a
+    # build step that imported it would crash the build (the heroku-26 stand-in caught one).
+    import subprocess
+
+    modules = sorted(
+        ".".join(("herokumigrate", *p.relative_to(LIB).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
+        for p in [*(LIB / "buildpack").rglob("*.py"), LIB / "downloss.py", LIB / "lintstep.py"]
+        if p.exists() and p.name != "__main__.py"
+    )
+    code = "import importlib, sys\nsys.modules['psycopg'] = None\n" + "".join(
+        f"importlib.import_module({m!r})\n" for m in modules
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

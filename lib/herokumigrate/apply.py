@@ -30,13 +30,14 @@ from herokumigrate.firstcontact import labels, report_first_contact, write_first
 from herokumigrate.history import HistoryState
 from herokumigrate.indexes import invalid_indexes
 from herokumigrate.native import AppliedMigration
+from herokumigrate.output import first_words, one_line
 from herokumigrate.plan import build_units
 from herokumigrate.recording import Bookkeeping, RecordFailed
 from herokumigrate.runner import UnitRunner
 from herokumigrate.signals import transaction
 from herokumigrate.snapshot import take_snapshot
 from herokumigrate.sqlsplit import NO_TRANSACTION
-from herokumigrate.statements import StepFailed, first_words, one_line
+from herokumigrate.statements import StepFailed
 
 if TYPE_CHECKING:
     from collections.abc import Callable

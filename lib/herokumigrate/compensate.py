@@ -22,12 +22,13 @@ from herokumigrate.halfway import exact_undo, ran_statements, undo_index_builds
 from herokumigrate.history import HistoryState
 from herokumigrate.indexes import drop_new_invalid_indexes
 from herokumigrate.native import NativeChange
+from herokumigrate.output import one_line
 from herokumigrate.recording import RecordFailed
 from herokumigrate.revert import run_downs
 from herokumigrate.signals import transaction
 from herokumigrate.snapshot import WHAT_IS_COMPARED, take_snapshot
 from herokumigrate.sqlsplit import NO_TRANSACTION
-from herokumigrate.statements import StepFailed, connection_lost, one_line
+from herokumigrate.statements import StepFailed, connection_lost
 
 if TYPE_CHECKING:
     from herokumigrate.apply import RunFailed

@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING, NamedTuple
 
 from herokumigrate.errors import BadInput
-from herokumigrate.statements import first_words
+from herokumigrate.output import first_words
 
 if TYPE_CHECKING:
     from herokumigrate.migration import Migration

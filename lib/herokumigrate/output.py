@@ -100,3 +100,14 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def one_line(text: str) -> str:
+    """`text` with its whitespace runs (newlines included) made single spaces."""
+    return " ".join(text.split())
+
+
+def first_words(text: str, limit: int = 60) -> str:
+    """The start of a statement, on one line, for a progress message."""
+    flat = one_line(text)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

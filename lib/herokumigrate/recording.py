@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from herokumigrate.native import AppliedMigration, NativeChange
-from herokumigrate.statements import connection_lost, one_line
+from herokumigrate.output import one_line
+from herokumigrate.statements import connection_lost
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence

@@ -24,13 +24,14 @@ from herokumigrate.errors import BadInput, MigrationFailed
 from herokumigrate.history import HistoryState
 from herokumigrate.migration import Migration
 from herokumigrate.native import AppliedMigration
+from herokumigrate.output import first_words
 from herokumigrate.plan import build_units
 from herokumigrate.recording import RecordFailed
 from herokumigrate.revert import run_downs
 from herokumigrate.sections import SourceFile, SqlSection
 from herokumigrate.signals import transaction
 from herokumigrate.sqlsplit import NO_TRANSACTION
-from herokumigrate.statements import StepFailed, first_words
+from herokumigrate.statements import StepFailed
 from herokumigrate.versions import Version
 
 if TYPE_CHECKING:

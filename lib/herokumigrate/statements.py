@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from herokumigrate.output import one_line
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
@@ -192,14 +194,3 @@ def _int_or_none(text: str | None) -> int | None:
         return int(text) if text else None
     except ValueError:
         return None
-
-
-def one_line(text: str) -> str:
-    """`text` with its whitespace runs (newlines included) made single spaces."""
-    return " ".join(text.split())
-
-
-def first_words(text: str, limit: int = 60) -> str:
-    """The start of a statement, on one line, for a progress message."""
-    flat = one_line(text)
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -156,7 +156,7 @@ def _in_one_query(section: SqlSection, statement: Statement) -> BadInput:
     """A statement PostgreSQL refuses in a transaction, in a section its tool sends as one
     query with other statements: PostgreSQL runs them in one implicit transaction, so the
     tool itself fails on the file."""
-    from herokumigrate.statements import first_words
+    from herokumigrate.output import first_words
 
     return BadInput(
         f"{section.path.shown}: line {statement.line}: {first_words(statement.text)} cannot "
