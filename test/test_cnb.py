@@ -24,6 +24,7 @@ import pytest
 
 import cnb_lifecycle as lifecycle
 import standins
+from herokumigrate import __version__
 from herokumigrate.buildpack import cnb_plan
 from support import EXAMPLE, REPO, Server, assert_no_secret
 
@@ -532,7 +533,7 @@ def test_cnb_build_reuses_an_earlier_buildpacks_python_launch_layer(
 STACK = "heroku-26"
 IMAGE_APP = Path("/workspace")
 IMAGE_LAYERS = Path("/layers")
-IMAGE_BUILDPACK = Path("/cnb/buildpacks") / BUILDPACK_ID.replace("/", "_") / "0.1.0"
+IMAGE_BUILDPACK = Path("/cnb/buildpacks") / BUILDPACK_ID.replace("/", "_") / __version__
 STANDIN_TARGET = {
     "os": "linux",
     "arch": "amd64",
