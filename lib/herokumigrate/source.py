@@ -148,17 +148,7 @@ class Folder:
         """Let each format claim `entry` (entries come in name order); what they made of it is
         kept until the folder's tools are chosen. Two tools' markers in one entry are refused
         at once."""
-        offered = Offered(entry, [], [], [])
-        for fmt in formats:
-            try:
-                found = fmt.claim(entry, self)
-            except BadInput as exc:
-                offered.errors.append((fmt, exc))
-                continue
-            if isinstance(found, Claim):
-                offered.claims.append((fmt, found))
-            elif found is not None:
-                offered.unmarked.append(found)
+        offered = self._offers_for(entry, formats)
         marked = [claim for _, claim in offered.claims if claim.because]
         if len(marked) > 1:
             self.problem(entry.path, _claimed_twice(entry, marked))
@@ -176,17 +166,26 @@ class Folder:
             if entry.is_folder:
                 self.offer_nested(named, formats)
                 continue
-            offered = Offered(named, [], [], [])
-            for fmt in formats:
-                try:
-                    found = fmt.claim(named, self)
-                except BadInput as exc:
-                    offered.errors.append((fmt, exc))
-                    continue
-                if isinstance(found, Claim):
-                    offered.claims.append((fmt, found))
+            offered = self._offers_for(named, formats)
+            offered.unmarked.clear()  # a nested file is a migration only where it is claimed
             if offered.claims or offered.errors:
                 self.offered.append(offered)
+
+    def _offers_for(self, entry: FolderEntry, formats: tuple[MigrationFormat, ...]) -> Offered:
+        """What each format makes of `entry`: its claim, a file it could read without a
+        marker (unmarked), or the error it found."""
+        offered = Offered(entry, [], [], [])
+        for fmt in formats:
+            try:
+                found = fmt.claim(entry, self)
+            except BadInput as exc:
+                offered.errors.append((fmt, exc))
+                continue
+            if isinstance(found, Claim):
+                offered.claims.append((fmt, found))
+            elif found is not None:
+                offered.unmarked.append(found)
+        return offered
 
     def keep_chosen(self, choice: FormatChoice, formats: tuple[MigrationFormat, ...]) -> None:
         """Keep the chosen tools' claims; an entry they do not read is a problem when it is a
