@@ -23,7 +23,7 @@ from herokumigrate.config import load_config
 from herokumigrate.formats import Claim, FolderCandidate, FolderEntry, FolderReader, NewFile
 from herokumigrate.migration import Migration, sha256_of
 from herokumigrate.migrator import Migrator
-from herokumigrate.native import NativeName, NativeTable
+from herokumigrate.native import NativeName, NativeTable, VersionSetTable
 from herokumigrate.output import Output
 from herokumigrate.sections import SqlSection
 from herokumigrate.source import load_migrations
@@ -55,18 +55,12 @@ class DottedVersions:
         return Version(tuple(parts), ".".join(map(str, parts)), written)
 
 
-class ToyTable(NativeTable):
+class ToyTable(VersionSetTable):
     """The tool's table: a row per applied migration, with its description, checksum, time."""
 
     tool: ClassVar = "toyway"  # type: ignore[assignment]
     default_table: ClassVar[str] = "toy_schema_history"
     up_command: ClassVar[str] = "toyway migrate"
-
-    def __init__(
-        self, versions: frozenset[Version] = frozenset(), name: NativeName | None = None
-    ) -> None:
-        super().__init__(name)
-        self.versions = versions
 
     @classmethod
     def recognizes(cls, columns: Mapping[str, str]) -> bool:
@@ -76,9 +70,6 @@ class ToyTable(NativeTable):
     def read(cls, conn: Conn, name: NativeName) -> ToyTable:
         found = conn.execute(sql.SQL("SELECT version FROM {}").format(name.ident)).fetchall()
         return cls(frozenset(DottedVersions().parse(str(v)) for (v,) in found), name)
-
-    def applied(self) -> frozenset[Version] | None:
-        return self.versions
 
     def create(self, conn: Conn) -> None:
         conn.execute(

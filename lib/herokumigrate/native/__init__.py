@@ -236,3 +236,17 @@ class NativeTable:
             conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.name.schema))
             )
+
+
+class VersionSetTable(NativeTable):
+    """A tool's table that lists every applied version (dbmate's, goose's, Diesel's), read as
+    the set of them."""
+
+    def __init__(
+        self, versions: frozenset[Version] = frozenset(), name: NativeName | None = None
+    ) -> None:
+        super().__init__(name)
+        self.versions = versions
+
+    def applied(self) -> frozenset[Version] | None:
+        return self.versions

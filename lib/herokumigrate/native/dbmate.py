@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from psycopg import sql
 
-from herokumigrate.native import NativeName, NativeTable
+from herokumigrate.native import NativeName, VersionSetTable
 from herokumigrate.versions import INTEGER
 
 if TYPE_CHECKING:
@@ -15,21 +15,14 @@ if TYPE_CHECKING:
 
     from herokumigrate.native import Conn, NativeChange
     from herokumigrate.tools import ToolName
-    from herokumigrate.versions import Version
 
 
-class DbmateTable(NativeTable):
+class DbmateTable(VersionSetTable):
     """dbmate's `schema_migrations (version varchar)`, one row per applied migration."""
 
     tool: ClassVar[ToolName] = "dbmate"
     default_table: ClassVar[str] = "schema_migrations"
     up_command: ClassVar[str] = "dbmate up"
-
-    def __init__(
-        self, versions: frozenset[Version] = frozenset(), name: NativeName | None = None
-    ) -> None:
-        super().__init__(name)
-        self.versions = versions
 
     @classmethod
     def recognizes(cls, columns: Mapping[str, str]) -> bool:
@@ -52,9 +45,6 @@ class DbmateTable(NativeTable):
             except ValueError:
                 continue
         return cls(frozenset(versions), name)
-
-    def applied(self) -> frozenset[Version] | None:
-        return self.versions
 
     def create(self, conn: Conn) -> None:
         self.create_schema(conn)

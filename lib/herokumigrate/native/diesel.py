@@ -11,30 +11,23 @@ from typing import TYPE_CHECKING, ClassVar
 from psycopg import sql
 
 from herokumigrate.formats.diesel import DieselVersions
-from herokumigrate.native import NativeName, NativeTable
+from herokumigrate.native import NativeName, VersionSetTable
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from herokumigrate.native import Conn, NativeChange
     from herokumigrate.tools import ToolName
-    from herokumigrate.versions import Version
 
 _SYNTAX = DieselVersions()
 
 
-class DieselTable(NativeTable):
+class DieselTable(VersionSetTable):
     """Diesel's `__diesel_schema_migrations` (see the module's docstring)."""
 
     tool: ClassVar[ToolName] = "diesel"
     default_table: ClassVar[str] = "__diesel_schema_migrations"
     up_command: ClassVar[str] = "diesel migration run"
-
-    def __init__(
-        self, versions: frozenset[Version] = frozenset(), name: NativeName | None = None
-    ) -> None:
-        super().__init__(name)
-        self.versions = versions
 
     @classmethod
     def recognizes(cls, columns: Mapping[str, str]) -> bool:
@@ -46,9 +39,6 @@ class DieselTable(NativeTable):
     def read(cls, conn: Conn, name: NativeName) -> DieselTable:
         found = conn.execute(sql.SQL("SELECT version FROM {}").format(name.ident)).fetchall()
         return cls(frozenset(_SYNTAX.parse(str(v)) for (v,) in found), name)
-
-    def applied(self) -> frozenset[Version] | None:
-        return self.versions
 
     def create(self, conn: Conn) -> None:
         # diesel's setup_migration_table.sql.

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from psycopg import sql
 
-from herokumigrate.native import NativeName, NativeTable
+from herokumigrate.native import NativeName, VersionSetTable
 from herokumigrate.versions import INTEGER
 
 if TYPE_CHECKING:
@@ -14,10 +14,9 @@ if TYPE_CHECKING:
 
     from herokumigrate.native import Conn, NativeChange
     from herokumigrate.tools import ToolName
-    from herokumigrate.versions import Version
 
 
-class GooseTable(NativeTable):
+class GooseTable(VersionSetTable):
     """goose's `goose_db_version (id, version_id bigint, is_applied boolean, tstamp)`: a row per
     apply (and, before goose v3, per revert); the latest row of a version wins; version 0 is
     the row goose writes when it creates the table."""
@@ -25,12 +24,6 @@ class GooseTable(NativeTable):
     tool: ClassVar[ToolName] = "goose"
     default_table: ClassVar[str] = "goose_db_version"
     up_command: ClassVar[str] = "goose up"
-
-    def __init__(
-        self, versions: frozenset[Version] = frozenset(), name: NativeName | None = None
-    ) -> None:
-        super().__init__(name)
-        self.versions = versions
 
     @classmethod
     def recognizes(cls, columns: Mapping[str, str]) -> bool:
@@ -44,9 +37,6 @@ class GooseTable(NativeTable):
         ).format(name.ident)
         rows = conn.execute(query).fetchall()
         return cls(frozenset(INTEGER.of(int(str(v))) for v, ok in rows if ok and v != 0), name)
-
-    def applied(self) -> frozenset[Version] | None:
-        return self.versions
 
     def create(self, conn: Conn) -> None:
         # goose v3's postgres dialect, then its initial row (version 0).
