@@ -236,14 +236,29 @@ def test_a_unit_read_again_splits_its_file_again(app: Path) -> None:
     assert units[2].finishes == [m]
 
 
-def test_batches_hold_one_section_and_at_most_the_limit_each(app: Path) -> None:
+def test_batches_span_migrations_and_hold_at_most_the_limit_each(app: Path) -> None:
     migrations = _load(
         app,
         {
             "1_a.up.sql": "SELECT 1;\n" * 5,
             "2_b.up.sql": "SELECT 'longer than the limit, alone';\nSELECT 2;\n",
+            "3_c.up.sql": "SELECT 3;\n",
         },
     )
     (unit,) = build_units([(m, m.up, 0) for m in migrations], per_migration=False)
-    groups = [[(s.migration.version.number, s.index) for s in g] for g in batches(unit.steps(), 20)]
-    assert groups == [[(1, 0), (1, 1)], [(1, 2), (1, 3)], [(1, 4)], [(2, 0)], [(2, 1)]]
+
+    def groups(**kwargs: bool) -> list[list[tuple[int, int]]]:
+        found = batches(unit.steps(), 20, **kwargs)
+        return [[(s.migration.version.number, s.index) for s in g] for g in found]
+
+    # "SELECT 1;" is 9 characters: two fit in 20.
+    assert groups() == [[(1, 0), (1, 1)], [(1, 2), (1, 3)], [(1, 4)], [(2, 0)], [(2, 1), (3, 0)]]
+    # With a statement timeout, a round trip carries one migration's statements (runner.py).
+    assert groups(per_migration=True) == [
+        [(1, 0), (1, 1)],
+        [(1, 2), (1, 3)],
+        [(1, 4)],
+        [(2, 0)],
+        [(2, 1)],
+        [(3, 0)],
+    ]

@@ -106,11 +106,15 @@ def with_lock_retries(
                     "(lock_retry_budget / retries)"
                 )
                 raise
-            where = f"line {exc.step.statement.line}"
-            if not exc.pinpointed:  # the retry sends the statements one at a time
-                where = f"a statement from {where} on"
+            where = f"{exc.step.migration.label}: line {exc.step.statement.line}"
+            # Not pinpointed: the retry sends the statements one at a time, naming it.
+            if exc.through is not None:
+                where = f"{where} ... {exc.through.migration.label} (one round trip)"
+            elif not exc.pinpointed:
+                where = f"{exc.step.migration.label}: a statement from line "
+                where += f"{exc.step.statement.line} on"
             output.detail(
-                f"{exc.step.migration.label}: {where}: "
+                f"{where}: "
                 f"{_conflict(exc, lock_timeout)}, rolled back; "
                 f"{policy.describe_retry(retry, started, clock())} in {pause:.1f}s "
                 "(the app's queries are not kept waiting meanwhile)"

@@ -79,7 +79,11 @@ class LockWatch:
                 "although the migration had switched lock_timeout off"
             )
             raise StepFailed(
-                exc.step, error, position=exc.position, pinpointed=exc.pinpointed
+                exc.step,
+                error,
+                position=exc.position,
+                pinpointed=exc.pinpointed,
+                through=exc.through,
             ) from exc
         finally:
             with self._wake:

@@ -11,9 +11,11 @@ replay), a unit runs the same way:
   (lockretry.py), and held to it by a watchdog whatever the migration does to lock_timeout
   (lockwatch.py); an INVALID index a failed concurrent build left is dropped before a retry, or
   before the statement that builds it runs again;
-- its statements sent a batch at a time (`statements.batches`: ~1 MiB of one section's SQL per
-  round trip); a failure PostgreSQL does not place in the batch is pinpointed by replaying the
-  unit, a statement at a time for the failing batch, in a transaction that is rolled back;
+- its statements sent a batch at a time (`statements.batches`: ~1 MiB of SQL per round trip,
+  many migrations' statements together, so that the server never waits for the client between
+  them; one migration's per round trip where a statement timeout is set); a failure PostgreSQL
+  does not place in the batch is pinpointed by replaying the unit, a statement at a time for
+  the failing batch, in a transaction that is rolled back;
 - its bookkeeping (`UnitRecords`: history rows, the tool's table) written in the unit's own
   transaction right after its statements (`_transaction`: the one place a unit's statements
   and its bookkeeping are sent).
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from herokumigrate.output import Output
     from herokumigrate.plan import Step, Unit
     from herokumigrate.session import Conn, Session
+    from herokumigrate.statements import Segment
     from herokumigrate.versions import Version
 
 # Replaying these to find the statement would only wait, or be cancelled, all over again.
@@ -131,7 +134,11 @@ class UnitRunner:
             self.session.set_local_timeouts(lock_timeout)
             records.at_start(conn, unit)
             first = unit.spans[0].migration if unit.spans else None
-            spent = self.send(batches(unit.steps(), batch_limit), lock_timeout, first)
+            # A statement timeout's cancel does not say which statement it stopped: with one
+            # set, each round trip carries one migration, so the error can name its file.
+            per_migration = self.session.statement_timeout > 0
+            groups = batches(unit.steps(), batch_limit, per_migration=per_migration)
+            spent = self.send(groups, lock_timeout, first)
             records.after_statements(conn, unit, spent)
         return spent
 
@@ -161,25 +168,30 @@ class UnitRunner:
         previous: Migration | None = None,
         observer: LockObserver | None = None,
     ) -> dict[Version, float]:
-        """Send groups of statements in the open transaction, our timeouts re-asserted as the
-        migration changes (`previous`: the one they were set for); the ms per migration."""
+        """Send groups of statements in the open transaction, a round trip each, our timeouts
+        re-asserted as the migration changes (`previous`: the one they were set for); the ms
+        per migration. With an `observer`, each group must hold one migration's statements."""
         conn = self.session.conn
         spent: dict[Version, float] = {}
         timeouts = self.session.timeouts_sql(local=True, lock_timeout=lock_timeout).as_string(conn)
         for group in groups:
-            migration = group[0].migration
-            prefix = ""
-            if migration is not previous:
-                # A migration's own SET/RESET must not disarm the next one's protection: our
-                # timeouts go first in its first batch's round trip.
-                prefix = timeouts + ";"
-                previous = migration
+            segments: list[Segment] = []
+            for step in group:
+                if segments and segments[-1][1][-1].migration is step.migration:
+                    segments[-1][1].append(step)
+                    continue
+                prefix = ""
+                if step.migration is not previous:
+                    # A migration's own SET/RESET must not disarm the next one's protection: our
+                    # timeouts go first in its statements' round trip.
+                    prefix = timeouts + ";"
+                    previous = step.migration
+                segments.append((prefix, [step]))
             if observer is not None:
-                observer.starting(conn, migration)
-            started = time.perf_counter()
-            execute_batch(conn, group, prefix)
-            ms = (time.perf_counter() - started) * 1000
-            spent[migration.version] = spent.get(migration.version, 0.0) + ms
+                observer.starting(conn, group[0].migration)
+            for (_, steps), ms in zip(segments, execute_batch(conn, segments), strict=True):
+                version = steps[0].migration.version
+                spent[version] = spent.get(version, 0.0) + ms
         return spent
 
     def pinpoint(self, unit: Unit, exc: StepFailed) -> StepFailed:
@@ -190,7 +202,8 @@ class UnitRunner:
             return exc
         try:
             with self.session.conn.transaction(force_rollback=True):
-                self.send(_up_to_failing(unit, exc.step), None)
+                per_migration = self.session.statement_timeout > 0
+                self.send(_up_to_failing(unit, exc.step, per_migration=per_migration), None)
         except StepFailed as precise:
             if precise.error.sqlstate == exc.error.sqlstate:
                 return precise
@@ -199,10 +212,10 @@ class UnitRunner:
         return exc
 
 
-def _up_to_failing(unit: Unit, failing: Step) -> Iterator[list[Step]]:
+def _up_to_failing(unit: Unit, failing: Step, *, per_migration: bool) -> Iterator[list[Step]]:
     """The unit's batches up to the one that failed, which comes a statement at a time (it ran
     without error this time: the replay ends there, with nothing to report)."""
-    for batch in batches(unit.steps()):
+    for batch in batches(unit.steps(), per_migration=per_migration):
         if batch[0].section is not failing.section or batch[0].index != failing.index:
             yield batch
             continue

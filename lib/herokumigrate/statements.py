@@ -1,11 +1,18 @@
-"""Running a migration's statements: one at a time, or a section's consecutive statements in
-one round trip; a failure becomes a StepFailed that names the file and line.
+"""Running migrations' statements: one at a time, or many in one round trip; a failure becomes
+a StepFailed that names the file and line.
+
+A round trip may carry several migrations' statements (`batches`): the server then runs them
+back to back, never waiting for the client between two migrations. Our own statements go
+between them: the timeouts re-asserted as the migration changes, and a mark that reads the
+server's clock, so that each migration's share of the round trip is known.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
+import time
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -19,9 +26,18 @@ if TYPE_CHECKING:
 
     Conn = psycopg.Connection[tuple[object, ...]]
 
-# SQL characters sent per round trip when a section's statements run in a batch: a large file
-# goes to the server in pieces of about this size, all in the same transaction.
+# SQL characters sent per round trip when statements run in a batch: a large file goes to the
+# server in pieces of about this size, all in the same transaction.
 BATCH_CHARS = 1 << 20
+
+# Where a round trip carries several migrations: the server's clock before each one and at the
+# end (seconds, as text). Its column's name tells the mark's result from a migration's.
+_MARK_COLUMN = b"heroku_migrate_mark"
+_MARK = "SELECT EXTRACT(epoch FROM pg_catalog.clock_timestamp()) AS heroku_migrate_mark;"
+
+# A round trip's statements: (our own statements sent first, or "", one migration's consecutive
+# statements), in order.
+Segment = tuple[str, "list[Step]"]
 
 
 class StepFailed(Exception):
@@ -39,6 +55,7 @@ class StepFailed(Exception):
         position: int | None = None,
         pinpointed: bool = True,
         data_line: int | None = None,
+        through: Step | None = None,
     ) -> None:
         super().__init__(str(error))
         self.step = step
@@ -46,6 +63,8 @@ class StepFailed(Exception):
         self.position = position
         self.pinpointed = pinpointed
         self.data_line = data_line  # the 1-based line of a COPY's data that failed
+        # Not pinpointed, in a round trip that carried several migrations: its last statement.
+        self.through = through
 
     def describe(self) -> str:
         """`file: line N: ERROR SQLSTATE: message (detail) hint: ...` for the user."""
@@ -57,6 +76,12 @@ class StepFailed(Exception):
         elif self.pinpointed:
             line = self.step.section.file_line(self.step.statement, self.position)
             where = f"{path}: line {line}"
+        elif self.through is not None:
+            last = self.through.section.path.name
+            where = (
+                f"{path} ... {last} (sent in one round trip; the failing statement could not "
+                "be pinpointed)"
+            )
         else:
             where = f"{path} (the failing statement could not be pinpointed)"
         message = diag.message_primary or one_line(str(self.error))
@@ -108,48 +133,89 @@ def _step_failed(step: Step, exc: psycopg.Error) -> StepFailed:
     return StepFailed(step, exc, position=position, data_line=data_line)
 
 
-def execute_batch(conn: Conn, steps: list[Step], prefix: str = "") -> None:
-    """One migration's consecutive statements in one round trip (simple query protocol),
-    after `prefix` (our own statements, e.g. the timeouts re-asserted: no round trip of their
-    own).
+def execute_batch(conn: Conn, segments: list[Segment]) -> list[float]:
+    """Statements in one round trip (simple query protocol), each segment's after its prefix
+    (our own statements, e.g. the timeouts re-asserted: no round trip of their own); the ms
+    each segment took. Of one segment, the round trip's time; of several, the server's clock
+    read between them (a mark before each and one at the end).
 
     An error position from PostgreSQL is mapped back to the statement and its line; an
-    error without one, or in the prefix, leaves the batch un-pinpointed (see
+    error without one, or in our own statements, leaves the batch un-pinpointed (see
     `runner.UnitRunner.pinpoint`).
     """
+    started = time.perf_counter()
+    if len(segments) > 1:
+        cursor = _send(conn, segments, marks=True)
+        stamps = _marks(cursor)
+        if len(stamps) == len(segments) + 1:
+            return [(after - before) * 1000 for before, after in itertools.pairwise(stamps)]
+        raise AssertionError(f"{len(stamps)} marks for {len(segments)} migrations")  # a bug
+    prefix, steps = segments[0]
     if any(step.statement.data is not None for step in steps):
         if prefix:  # a COPY's data cannot share a simple query: one round trip each
             conn.execute(prefix.encode("utf-8"))
         for step in steps:
             execute(conn, step)
-        return
-    if len(steps) == 1 and not prefix:
+    elif len(steps) == 1 and not prefix:
         execute(conn, steps[0])
-        return
-    starts: list[int] = []
-    parts: list[str] = [prefix] if prefix else []
-    offset = len(prefix) + 1 if prefix else 0
-    for step in steps:
-        text = step.statement.text
-        if not text.rstrip().endswith(";"):
-            text += "\n;"  # on its own line: the text may end in a -- comment
-        starts.append(offset)
+    else:
+        _send(conn, segments, marks=False)
+    return [(time.perf_counter() - started) * 1000]
+
+
+def _send(
+    conn: Conn, segments: list[Segment], *, marks: bool
+) -> psycopg.Cursor[tuple[object, ...]]:
+    """The segments' statements as one query; StepFailed names the statement that failed."""
+    spans: list[tuple[int, Step | None]] = []  # where each statement starts in the query
+    parts: list[str] = []
+    offset = 0
+
+    def add(text: str, step: Step | None) -> None:
+        nonlocal offset
+        spans.append((offset, step))
         parts.append(text)
         offset += len(text) + 1
+
+    for prefix, steps in segments:
+        if marks:
+            add(_MARK, None)
+        if prefix:
+            add(prefix, None)
+        for step in steps:
+            text = step.statement.text
+            if not text.rstrip().endswith(";"):
+                text += "\n;"  # on its own line: the text may end in a -- comment
+            add(text, step)
+    if marks:
+        add(_MARK, None)
     try:
-        conn.execute("\n".join(parts).encode("utf-8"))
+        return conn.execute("\n".join(parts).encode("utf-8"))
     except psycopg.OperationalError as exc:
         if connection_lost(exc):
             raise
-        raise _batch_failure(steps, starts, exc) from exc
+        raise _batch_failure(spans, exc) from exc
     except psycopg.Error as exc:
-        raise _batch_failure(steps, starts, exc) from exc
+        raise _batch_failure(spans, exc) from exc
 
 
-def batches(steps: Iterable[Step], limit: int = BATCH_CHARS) -> Iterator[list[Step]]:
-    """Consecutive steps of the same migration section, grouped, at most `limit` characters of
-    SQL per group (a longer statement is a group of its own); read lazily, so that a large
-    file is sent a bounded piece at a time."""
+def _marks(cursor: psycopg.Cursor[tuple[object, ...]]) -> list[float]:
+    """The server's clock at each mark, from the round trip's results."""
+    stamps: list[float] = []
+    while True:
+        result = cursor.pgresult
+        if result is not None and result.nfields == 1 and result.fname(0) == _MARK_COLUMN:
+            stamps.append(float(result.get_value(0, 0) or 0))
+        if not cursor.nextset():
+            return stamps
+
+
+def batches(
+    steps: Iterable[Step], limit: int = BATCH_CHARS, *, per_migration: bool = False
+) -> Iterator[list[Step]]:
+    """Consecutive steps grouped, at most `limit` characters of SQL per group (a longer
+    statement is a group of its own, as is a COPY with its data), across migrations unless
+    `per_migration`; read lazily, so that a large file is sent a bounded piece at a time."""
     batch: list[Step] = []
     size = 0
     for step in steps:
@@ -160,7 +226,8 @@ def batches(steps: Iterable[Step], limit: int = BATCH_CHARS) -> Iterator[list[St
             yield [step]
             batch, size = [], 0
             continue
-        if batch and (batch[-1].section is not step.section or size + length > limit):
+        apart = per_migration and batch and batch[-1].migration is not step.migration
+        if batch and (apart or size + length > limit):
             yield batch
             batch, size = [], 0
         batch.append(step)
@@ -169,15 +236,22 @@ def batches(steps: Iterable[Step], limit: int = BATCH_CHARS) -> Iterator[list[St
         yield batch
 
 
-def _batch_failure(steps: list[Step], starts: list[int], exc: psycopg.Error) -> StepFailed:
+def _batch_failure(spans: list[tuple[int, Step | None]], exc: psycopg.Error) -> StepFailed:
+    """The StepFailed of a query of several statements: the one at PostgreSQL's error
+    position, else (no position, or one in our own statements) the first, un-pinpointed."""
+    steps = [step for _, step in spans if step is not None]
+    first, last = steps[0], steps[-1]
+    through = last if last.migration is not first.migration else None
     position = _int_or_none(exc.diag.statement_position)
     if position is None:
-        # Our prefix sets values PostgreSQL accepted at connect time: a lone statement it is.
-        return StepFailed(steps[0], exc, pinpointed=len(steps) == 1)
-    index = bisect.bisect_right(starts, position - 1) - 1
-    if index < 0:  # in the prefix
-        return StepFailed(steps[0], exc, pinpointed=False)
-    return StepFailed(steps[index], exc, position=position - starts[index])
+        # Our own statements set values PostgreSQL accepted at connect time: a lone statement
+        # of the file's it is.
+        return StepFailed(first, exc, pinpointed=len(steps) == 1, through=through)
+    index = bisect.bisect_right([start for start, _ in spans], position - 1) - 1
+    start, step = spans[index] if index >= 0 else (0, None)
+    if step is None:  # in our own statements
+        return StepFailed(first, exc, pinpointed=False, through=through)
+    return StepFailed(step, exc, position=position - start)
 
 
 def connection_lost(exc: psycopg.Error) -> bool:
