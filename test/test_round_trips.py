@@ -7,6 +7,7 @@ position still names its file."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,20 @@ def test_with_a_statement_timeout_each_migration_has_its_round_trip(
     stderr = _cancel_when_sleeping(pg_server, dbname, {"MIGRATE_STATEMENT_TIMEOUT": "300"}, app)
     assert "2_sleep.up.sql (the failing statement could not be pinpointed): ERROR 57014" in stderr
     assert rows(pg_server.admin_url(dbname), "SELECT to_regclass('a')") == [(None,)]
+
+
+def test_a_statement_that_gives_no_result_does_not_misplace_the_marks(
+    pg_server: Server, dbname: str, app: Path
+) -> None:
+    # Each file's statement gives one result, which places the marks; a statement that gives
+    # none (a comment alone) shifts them, and they are then looked for among all results.
+    folder = write_migrations(app, {"1_a.up.sql": "SELECT 1;\n", "2_b.up.sql": "SELECT 2;\n"})
+    (unit,) = build_units([(m, m.up, 0) for m in load_migrations(folder, app)], per_migration=False)
+    first, second = unit.steps()
+    silent = dataclasses.replace(
+        first, statement=dataclasses.replace(first.statement, text="-- nothing to run\n")
+    )
+    with pg_server.admin_conn(dbname) as conn:
+        spent = execute_batch(conn, [("", [first, silent]), ("", [second])])
+    assert len(spent) == 2
+    assert all(0.0 <= ms < 1000.0 for ms in spent), spent

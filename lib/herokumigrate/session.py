@@ -198,16 +198,21 @@ class Session:
         self._conn.execute(self.timeouts_sql(local=True, lock_timeout=lock_timeout))
 
     def timeouts_sql(self, *, local: bool, lock_timeout: float | None = None) -> sql.Composed:
-        """SET [LOCAL] lock_timeout (the given one, else the setting) and statement_timeout."""
-        scope = sql.SQL("SET LOCAL " if local else "SET ")
+        """Our lock_timeout (the given one, else the setting) and statement_timeout, in one
+        statement: for the transaction (`set_config(..., true)`, as `SET LOCAL`), else for
+        the session (`SET`)."""
         if lock_timeout is None:
             lock_timeout = self.config.lock_timeout
-        return sql.SQL("{}lock_timeout = {}; {}statement_timeout = {}").format(
-            scope,
+        values = (
             sql.Literal(milliseconds(lock_timeout)),
-            scope,
             sql.Literal(milliseconds(self.statement_timeout)),
         )
+        if local:
+            return sql.SQL(
+                "SELECT pg_catalog.set_config('lock_timeout', {}, true),"
+                " pg_catalog.set_config('statement_timeout', {}, true)"
+            ).format(*values)
+        return sql.SQL("SET lock_timeout = {}; SET statement_timeout = {}").format(*values)
 
     @contextlib.contextmanager
     def timeouts_outside_transaction(

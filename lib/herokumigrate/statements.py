@@ -22,6 +22,8 @@ from herokumigrate.output import one_line
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    from psycopg.pq.abc import PGresult
+
     from herokumigrate.plan import Step
 
     Conn = psycopg.Connection[tuple[object, ...]]
@@ -145,8 +147,8 @@ def execute_batch(conn: Conn, segments: list[Segment]) -> list[float]:
     """
     started = time.perf_counter()
     if len(segments) > 1:
-        cursor = _send(conn, segments, marks=True)
-        stamps = _marks(cursor)
+        cursor, at = _send(conn, segments, marks=True)
+        stamps = _marks(cursor, at)
         if len(stamps) == len(segments) + 1:
             return [(after - before) * 1000 for before, after in itertools.pairwise(stamps)]
         raise AssertionError(f"{len(stamps)} marks for {len(segments)} migrations")  # a bug
@@ -165,10 +167,12 @@ def execute_batch(conn: Conn, segments: list[Segment]) -> list[float]:
 
 def _send(
     conn: Conn, segments: list[Segment], *, marks: bool
-) -> psycopg.Cursor[tuple[object, ...]]:
-    """The segments' statements as one query; StepFailed names the statement that failed."""
+) -> tuple[psycopg.Cursor[tuple[object, ...]], list[int]]:
+    """The segments' statements as one query (a prefix is one statement); StepFailed names the
+    statement that failed. The cursor, and which of its results are the marks."""
     spans: list[tuple[int, Step | None]] = []  # where each statement starts in the query
     parts: list[str] = []
+    at: list[int] = []  # the marks' statements
     offset = 0
 
     def add(text: str, step: Step | None) -> None:
@@ -177,9 +181,13 @@ def _send(
         parts.append(text)
         offset += len(text) + 1
 
+    def mark() -> None:
+        at.append(len(parts))
+        add(_MARK, None)
+
     for prefix, steps in segments:
         if marks:
-            add(_MARK, None)
+            mark()
         if prefix:
             add(prefix, None)
         for step in steps:
@@ -188,9 +196,9 @@ def _send(
                 text += "\n;"  # on its own line: the text may end in a -- comment
             add(text, step)
     if marks:
-        add(_MARK, None)
+        mark()
     try:
-        return conn.execute("\n".join(parts).encode("utf-8"))
+        return conn.execute("\n".join(parts).encode("utf-8")), at
     except psycopg.OperationalError as exc:
         if connection_lost(exc):
             raise
@@ -199,15 +207,27 @@ def _send(
         raise _batch_failure(spans, exc) from exc
 
 
-def _marks(cursor: psycopg.Cursor[tuple[object, ...]]) -> list[float]:
-    """The server's clock at each mark, from the round trip's results."""
-    stamps: list[float] = []
-    while True:
-        result = cursor.pgresult
-        if result is not None and result.nfields == 1 and result.fname(0) == _MARK_COLUMN:
-            stamps.append(float(result.get_value(0, 0) or 0))
-        if not cursor.nextset():
-            return stamps
+def _marks(cursor: psycopg.Cursor[tuple[object, ...]], at: list[int]) -> list[float]:
+    """The server's clock at each mark: the results at `at` (a statement gives one), else
+    (a file's statement that gave none, or several) the marks found among all of them."""
+    try:
+        return [_mark(cursor.set_result(i).pgresult) for i in at]
+    except (IndexError, ValueError):
+        pass
+    stamps = []
+    for result in cursor.set_result(0).results():  # from the first, wherever the cursor is
+        try:
+            stamps.append(_mark(result.pgresult))
+        except ValueError:
+            continue
+    return stamps
+
+
+def _mark(result: PGresult | None) -> float:
+    """The clock a mark's result gives; ValueError for any other result."""
+    if result is None or result.nfields != 1 or result.fname(0) != _MARK_COLUMN:
+        raise ValueError("not a mark")
+    return float(result.get_value(0, 0) or 0)
 
 
 def batches(
