@@ -24,6 +24,7 @@ replay), a unit runs the same way:
 from __future__ import annotations
 
 import time
+from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol
 
 import psycopg
@@ -89,9 +90,11 @@ class UnitRunner:
         spent in it. Raises StepFailed (pinpointed), RecordFailed, or psycopg's error for a
         lost connection."""
         spent: dict[Version, float] = {}
-        # After a lock conflict somewhere in a batch, the retries send the unit a statement at a
-        # time: their progress lines, and the final error, name the statement that waited.
-        batch_limit = [BATCH_CHARS]
+        # After a lock conflict the server did not place, the retries send less at a time: a
+        # migration's statements where the round trip carried several, else a statement. Their
+        # progress lines, and the final error, name the statement that waited, while the
+        # transaction's locks are held for few more round trips.
+        spread = [Spread.first(self.session)]  # the next attempt's, then the last one's
 
         def attempt(lock_timeout: float) -> None:
             if unit.alone is not None:
@@ -100,10 +103,11 @@ class UnitRunner:
             try:
                 # lock_timeout holds even where a migration switched it off (lockwatch.py).
                 with self.session.guard_lock_waits(lock_timeout):
-                    spent.update(self._transaction(unit, records, lock_timeout, batch_limit[0]))
+                    spent.update(self._transaction(unit, records, lock_timeout, spread[0]))
             except StepFailed as exc:
-                if not exc.pinpointed:
-                    batch_limit[0] = 0
+                if not exc.pinpointed and isinstance(exc.error, RETRYABLE):
+                    narrower = Spread.PER_MIGRATION if exc.through else Spread.PER_STATEMENT
+                    spread[0] = max(spread[0], narrower)
                 raise
 
         def drop_invalid_index(exc: StepFailed) -> None:
@@ -120,25 +124,21 @@ class UnitRunner:
         except StepFailed as exc:
             if isinstance(exc.error, RETRYABLE):
                 raise
-            raise self.pinpoint(unit, exc) from None
+            raise self.pinpoint(unit, exc, spread[0]) from None
         records.committed(unit, spent)
         return spent
 
     def _transaction(
-        self, unit: Unit, records: UnitRecords, lock_timeout: float, batch_limit: int = BATCH_CHARS
+        self, unit: Unit, records: UnitRecords, lock_timeout: float, spread: Spread
     ) -> dict[Version, float]:
-        """The unit's statements (`batch_limit` characters per round trip, 0: one statement
-        at a time), then its bookkeeping, in one transaction."""
+        """The unit's statements (`spread`: what one round trip may carry), then its
+        bookkeeping, in one transaction."""
         conn = self.session.conn
         with transaction(conn):
             self.session.set_local_timeouts(lock_timeout)
             records.at_start(conn, unit)
             first = unit.spans[0].migration if unit.spans else None
-            # A statement timeout's cancel does not say which statement it stopped: with one
-            # set, each round trip carries one migration, so the error can name its file.
-            per_migration = self.session.statement_timeout > 0
-            groups = batches(unit.steps(), batch_limit, per_migration=per_migration)
-            spent = self.send(groups, lock_timeout, first)
+            spent = self.send(spread.batches(unit), lock_timeout, first)
             records.after_statements(conn, unit, spent)
         return spent
 
@@ -194,16 +194,15 @@ class UnitRunner:
                 spent[version] = spent.get(version, 0.0) + ms
         return spent
 
-    def pinpoint(self, unit: Unit, exc: StepFailed) -> StepFailed:
+    def pinpoint(self, unit: Unit, exc: StepFailed, spread: Spread) -> StepFailed:
         """Find the statement behind an un-pinpointed batch failure by replaying the unit in a
         transaction that is always rolled back (failure path only): the batches before the
-        failing one as they ran, then that one a statement at a time."""
+        failing one as they ran (`spread`), then that one a statement at a time."""
         if exc.pinpointed or exc.error.sqlstate in _NO_REPLAY:
             return exc
         try:
             with self.session.conn.transaction(force_rollback=True):
-                per_migration = self.session.statement_timeout > 0
-                self.send(_up_to_failing(unit, exc.step, per_migration=per_migration), None)
+                self.send(_up_to_failing(unit, exc.step, spread), None)
         except StepFailed as precise:
             if precise.error.sqlstate == exc.error.sqlstate:
                 return precise
@@ -212,10 +211,30 @@ class UnitRunner:
         return exc
 
 
-def _up_to_failing(unit: Unit, failing: Step, *, per_migration: bool) -> Iterator[list[Step]]:
+class Spread(IntEnum):
+    """What one round trip of a unit's statements may carry (see `statements.batches`)."""
+
+    ACROSS_MIGRATIONS = 0
+    PER_MIGRATION = 1
+    PER_STATEMENT = 2
+
+    @staticmethod
+    def first(session: Session) -> Spread:
+        """A unit's first attempt: across migrations, unless a statement timeout is set (its
+        cancel does not say which statement it stopped: a round trip of one migration's
+        statements lets the error name the file)."""
+        return Spread.PER_MIGRATION if session.statement_timeout else Spread.ACROSS_MIGRATIONS
+
+    def batches(self, unit: Unit) -> Iterator[list[Step]]:
+        """The unit's statements, a round trip's worth at a time."""
+        limit = 0 if self is Spread.PER_STATEMENT else BATCH_CHARS
+        return batches(unit.steps(), limit, per_migration=self is not Spread.ACROSS_MIGRATIONS)
+
+
+def _up_to_failing(unit: Unit, failing: Step, spread: Spread) -> Iterator[list[Step]]:
     """The unit's batches up to the one that failed, which comes a statement at a time (it ran
     without error this time: the replay ends there, with nothing to report)."""
-    for batch in batches(unit.steps(), per_migration=per_migration):
+    for batch in spread.batches(unit):
         if batch[0].section is not failing.section or batch[0].index != failing.index:
             yield batch
             continue
