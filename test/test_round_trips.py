@@ -65,7 +65,9 @@ def test_a_release_records_each_migrations_own_time(
     pg_server: Server, dbname: str, database_url: str, app: Path
 ) -> None:
     files = {
-        "1_a.up.sql": "CREATE TABLE a (id int);\n",
+        # Settings that change how the server prints numbers and times do not change the marks.
+        "1_a.up.sql": "SET extra_float_digits = -15;\nSET TIME ZONE 'Pacific/Chatham';\n"
+        "SET DateStyle = 'SQL, DMY';\nCREATE TABLE a (id int);\n",
         "2_sleep.up.sql": "SELECT pg_sleep(0.3);\n",
         "3_c.up.sql": "CREATE TABLE c (id int);\n",
     }

@@ -35,7 +35,11 @@ BATCH_CHARS = 1 << 20
 # Where a round trip carries several migrations: the server's clock before each one and at the
 # end (seconds, as text). Its column's name tells the mark's result from a migration's.
 _MARK_COLUMN = b"heroku_migrate_mark"
-_MARK = "SELECT EXTRACT(epoch FROM pg_catalog.clock_timestamp()) AS heroku_migrate_mark;"
+# numeric: its text does not depend on extra_float_digits (a migration may set it).
+_MARK = (
+    "SELECT EXTRACT(epoch FROM pg_catalog.clock_timestamp())::pg_catalog.numeric(20, 6)"
+    " AS heroku_migrate_mark;"
+)
 
 # A round trip's statements: (our own statements sent first, or "", one migration's consecutive
 # statements), in order.
@@ -150,7 +154,8 @@ def execute_batch(conn: Conn, segments: list[Segment]) -> list[float]:
         cursor, at = _send(conn, segments, marks=True)
         stamps = _marks(cursor, at)
         if len(stamps) == len(segments) + 1:
-            return [(after - before) * 1000 for before, after in itertools.pairwise(stamps)]
+            # (A clock set back by the server's time sync gives 0, not a negative time.)
+            return [max(0.0, (b - a) * 1000) for a, b in itertools.pairwise(stamps)]
         raise AssertionError(f"{len(stamps)} marks for {len(segments)} migrations")  # a bug
     prefix, steps = segments[0]
     if any(step.statement.data is not None for step in steps):
