@@ -175,3 +175,18 @@ def test_a_statement_that_gives_no_result_does_not_misplace_the_marks(
         spent = execute_batch(conn, [("", [first, silent]), ("", [second])])
     assert len(spent) == 2
     assert all(0.0 <= ms < 1000.0 for ms in spent), spent
+
+
+def test_non_ascii_text_before_the_failure_does_not_shift_its_line(
+    pg_server: Server, dbname: str, database_url: str, app: Path
+) -> None:
+    # PostgreSQL places an error in characters, not bytes, across the whole round trip.
+    files = {
+        "1_a.up.sql": "CREATE TABLE a (name text);\n"
+        "INSERT INTO a VALUES ('naïve café ☕ 日本語 𝄞');\nCOMMENT ON TABLE a IS 'ünïcödé';\n",
+        "2_b.up.sql": "-- ☕☕☕\nINSERT INTO a VALUES ('𝄞𝄞');\nSELECT * FROM missing_table;\n",
+    }
+    result = up(app, files, database_url)
+    assert result.returncode == 1, result.output
+    assert "2_b.up.sql: line 3: ERROR 42P01" in result.stderr, result.stderr
+    assert rows(pg_server.admin_url(dbname), "SELECT to_regclass('a')") == [(None,)]
