@@ -36,10 +36,16 @@ POLL_SECONDS = 0.05
 _WAITSTART_VERSION = 140000
 # Cancels our backend if one of its lock requests has waited at least the given seconds; the
 # check and the cancel are one statement, so the cancel finds the wait it was meant for.
+# pg_locks copies the whole lock table, every partition of it locked meanwhile, which grows with
+# the locks a release holds (~2 ms at 500 new tables) and holds up every session taking a lock:
+# it is read only while our backend's own entry says it waits for a lock (a CASE evaluates its
+# THEN only then).
 _CANCEL_LONG_WAIT = (
-    "SELECT pg_cancel_backend(pid) FROM pg_locks WHERE pid = %s AND NOT granted"
-    " AND waitstart IS NOT NULL AND clock_timestamp() - waitstart >= make_interval(secs => %s)"
-    " LIMIT 1"
+    "SELECT CASE WHEN (SELECT wait_event_type FROM pg_catalog.pg_stat_get_activity(%(pid)s))"
+    " = 'Lock' THEN (SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_catalog.pg_locks"
+    " WHERE pid = %(pid)s AND NOT granted AND waitstart IS NOT NULL"
+    " AND pg_catalog.clock_timestamp() - waitstart >= pg_catalog.make_interval(secs => %(secs)s)"
+    " LIMIT 1) END"
 )
 
 
@@ -135,7 +141,8 @@ class LockWatch:
                 pid, seconds = self._target  # type: ignore[misc]  # set, as the loop ensures
                 self._polling = True
             try:
-                cancelled = side.execute(_CANCEL_LONG_WAIT, (pid, seconds)).fetchone()
+                row = side.execute(_CANCEL_LONG_WAIT, {"pid": pid, "secs": seconds}).fetchone()
+                cancelled = None if row is None else row[0]
             except psycopg.Error:
                 cancelled = None
                 self._closing = True  # the side connection is gone: lock_timeout remains
