@@ -106,13 +106,14 @@ def with_lock_retries(
                     "(lock_retry_budget / retries)"
                 )
                 raise
-            where = f"{exc.step.migration.label}: line {exc.step.statement.line}"
-            # Not pinpointed: the retry sends the statements one at a time, naming it.
+            # Not pinpointed: the retries send less at a time until one names the statement.
+            label, line = exc.step.migration.label, exc.step.statement.line
             if exc.through is not None:
-                where = f"{where} ... {exc.through.migration.label} (one round trip)"
+                where = f"{label}: line {line} ... {exc.through.migration.label} (one round trip)"
             elif not exc.pinpointed:
-                where = f"{exc.step.migration.label}: a statement from line "
-                where += f"{exc.step.statement.line} on"
+                where = f"{label}: a statement from line {line} on"
+            else:
+                where = f"{label}: line {line}"
             output.detail(
                 f"{where}: "
                 f"{_conflict(exc, lock_timeout)}, rolled back; "

@@ -84,13 +84,7 @@ class LockWatch:
                 f"canceling statement due to lock timeout: waited {lock_timeout:g}s for a lock "
                 "although the migration had switched lock_timeout off"
             )
-            raise StepFailed(
-                exc.step,
-                error,
-                position=exc.position,
-                pinpointed=exc.pinpointed,
-                through=exc.through,
-            ) from exc
+            raise exc.with_error(error) from exc
         finally:
             with self._wake:
                 self._target = None

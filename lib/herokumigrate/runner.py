@@ -93,7 +93,7 @@ class UnitRunner:
         # After a lock conflict the server did not place, the retries send less at a time: a
         # migration's statements where the round trip carried several, else a statement. Their
         # progress lines, and the final error, name the statement that waited, while the
-        # transaction's locks are held for few more round trips.
+        # transaction's locks are held over as few extra round trips as that takes.
         spread = [Spread.first(self.session)]  # the next attempt's, then the last one's
 
         def attempt(lock_timeout: float) -> None:

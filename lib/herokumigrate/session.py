@@ -198,9 +198,9 @@ class Session:
         self._conn.execute(self.timeouts_sql(local=True, lock_timeout=lock_timeout))
 
     def timeouts_sql(self, *, local: bool, lock_timeout: float | None = None) -> sql.Composed:
-        """Our lock_timeout (the given one, else the setting) and statement_timeout, in one
-        statement: for the transaction (`set_config(..., true)`, as `SET LOCAL`), else for
-        the session (`SET`)."""
+        """Our lock_timeout (the given one, else the setting) and statement_timeout: for the
+        transaction in one statement (`set_config(..., true)`, as `SET LOCAL`: one result in a
+        round trip of several migrations), else for the session (`SET`)."""
         if lock_timeout is None:
             lock_timeout = self.config.lock_timeout
         values = (

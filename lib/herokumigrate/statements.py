@@ -72,6 +72,18 @@ class StepFailed(Exception):
         # Not pinpointed, in a round trip that carried several migrations: its last statement.
         self.through = through
 
+    def with_error(self, error: psycopg.Error) -> StepFailed:
+        """The same failure, where it happened, as another error (e.g. a cancel turned into
+        the lock timeout it stood for)."""
+        return StepFailed(
+            self.step,
+            error,
+            position=self.position,
+            pinpointed=self.pinpointed,
+            data_line=self.data_line,
+            through=self.through,
+        )
+
     def describe(self) -> str:
         """`file: line N: ERROR SQLSTATE: message (detail) hint: ...` for the user."""
         diag = self.error.diag
