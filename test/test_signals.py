@@ -443,6 +443,7 @@ def test_a_migration_that_swallows_cancels_loses_its_backend_and_locks_within_th
     assert proc.returncode == 143, (out, err)
     assert took <= SIGNAL_EXIT_BOUND_SECONDS, f"took {took:.2f}s to exit"
     assert "pg_terminate_backend" in err, err
+    assert "query cancellation interrupted" not in err, err  # psycopg's log line, unformatted
     assert released <= 3.0 + 0.3, f"the backend kept its locks {released:.2f}s after the signal"
     assert snapshot(pg_server, dbname) == before
 
@@ -583,6 +584,39 @@ def test_an_interruption_inside_psycopg_prints_no_exception_ignored() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "finalized\n", done.stdout
+    assert done.stderr == "", done.stderr
+
+
+# A run that cleaned up after SIGTERM and is returning: its watchdog (due 0.1 s after the
+# signal here) must not overtake the exit with "clean-up took too long".
+RETURNING_AFTER_A_SIGNAL = """
+import os, signal, sys, time
+from herokumigrate.signals import Interrupted, StopSignals
+
+stops = StopSignals(deadline=0.5)
+stops.install()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+except Interrupted:
+    pass
+stops.uninstall()
+time.sleep(1.0)  # the interpreter's own shutdown, a slow finalizer
+sys.stdout.write("returned\\n")
+"""
+
+
+def test_a_run_that_returned_after_a_signal_is_not_overtaken_by_its_watchdog() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", RETURNING_AFTER_A_SIGNAL],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "returned\n", done.stdout
     assert done.stderr == "", done.stderr
 
 

@@ -26,6 +26,7 @@ signal such failures are not printed ("Exception ignored in ..." is no news for 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -112,6 +113,10 @@ class StopSignals:
         self._connection: Callable[[], Conn | None] = lambda: None
         self._terminate: Callable[[], bool] | None = None
         self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
+        # Held by whichever exit comes first: the main thread's return (`uninstall`) or a
+        # forced exit (`_exit_now`), so one of them, not both, decides how the process ends.
+        self._exiting = threading.Lock()
+        self._watchdog: threading.Timer | None = None
 
     def install(self) -> None:
         """Handle SIGTERM and SIGINT from now on (in the main thread; elsewhere, no-op)."""
@@ -121,7 +126,15 @@ class StopSignals:
             self._previous[signum] = signal.signal(signum, self._handle)
 
     def uninstall(self) -> None:
-        """Put back the handlers that were there before `install`."""
+        """Put back the handlers that were there before `install`.
+
+        A forced exit already under way (the watchdog fired while the main thread was still
+        cleaning up) is let finish: it ends our backend, says so and exits, and the main
+        thread must not return ahead of it with an exit that does not say what happened."""
+        if not self._exiting.acquire(timeout=FORCED_CANCEL_SECONDS + 1.0):
+            return  # the forced exit did not end the process in time: exit normally
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
@@ -140,12 +153,17 @@ class StopSignals:
         del frame
         if self.received is not None:
             self._exit_now(f"{signal.Signals(signum).name} again: stopping at once")
+            return  # the exit is already under way
         self.received = signum
         # From here on the process is stopping, and the interruption may have landed inside a
         # library's object construction: that object's finalizer then fails on what is half
         # built, and Python would print "Exception ignored in ..." with a traceback. Such
         # failures are the interruption's doing, not news for the user: they go unprinted.
         sys.unraisablehook = _unraisable_after_a_stop_signal
+        # psycopg logs, unformatted, how its own cancel of the interrupted statement ended
+        # ("query cancellation interrupted (AdminShutdown): closing connection"): our lines
+        # say what happened, in our format.
+        logging.getLogger("psycopg").disabled = True
         # Started early enough that ending the backend (FORCED_CANCEL_SECONDS at most) still
         # leaves by the deadline.
         watchdog = threading.Timer(
@@ -155,6 +173,7 @@ class StopSignals:
         )
         watchdog.daemon = True
         watchdog.start()
+        self._watchdog = watchdog
         raise Interrupted(signum)
 
     def _exit_now(self, why: str) -> None:
@@ -166,7 +185,12 @@ class StopSignals:
         (`terminate`, pg_terminate_backend: a role may end its own backends), else cancelled.
         Both open a new connection to the server, which blocks without limit when the network
         drops our packets: they get their own thread and FORCED_CANCEL_SECONDS, and the exit
-        happens whether they got through or not."""
+        happens whether they got through or not.
+
+        When the main thread is already returning (`uninstall` holds the exit), its exit
+        stands and this one does nothing."""
+        if not self._exiting.acquire(blocking=False):
+            return
         conn = self._connection()
         ended: list[bool] = []
         if conn is not None and not conn.closed:
