@@ -468,6 +468,20 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> No
         time.sleep(0.02)
 
 
+def runner_in_pg_sleep(server: Server, dbname: str) -> list[tuple[object, ...]]:
+    """The runner's backends of `dbname` that wait inside pg_sleep (their pid).
+
+    Not "a query whose text holds pg_sleep": a round trip of several statements shows its
+    whole text from its first statement on, before the sleep (and what precedes it in the
+    migration) has begun."""
+    return rows(
+        server.admin_url("postgres"),
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+        " AND application_name = 'heroku-migrate' AND wait_event = 'PgSleep'",
+        (dbname,),
+    )
+
+
 def concurrent_builds_waiting(server: Server, dbname: str) -> list[tuple[object, ...]]:
     """The backends of `dbname` whose CREATE INDEX CONCURRENTLY waits for a lock (their pid)."""
     return rows(

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 import netsplit
-from support import finish, history, rows, run_cli, scalar, spawn_cli, write_migrations
+from support import (
+    finish,
+    history,
+    rows,
+    run_cli,
+    runner_in_pg_sleep,
+    scalar,
+    spawn_cli,
+    write_migrations,
+)
 
 if TYPE_CHECKING:
     import subprocess
@@ -63,7 +72,7 @@ def _start_release_and_cut(
     )
     proc = spawn_cli(["up"], cwd=app, database_url=net.url(dbname), prefix=net.prefix)
     deadline = time.monotonic() + 30
-    while not any("pg_sleep" in str(b[2]) for b in _runner_backends(pg_server, dbname)):
+    while not runner_in_pg_sleep(pg_server, dbname):
         assert proc.poll() is None, finish(proc).output
         assert time.monotonic() < deadline, "the release never reached its migration"
         time.sleep(0.02)

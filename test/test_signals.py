@@ -30,6 +30,7 @@ from support import (
     history,
     rows,
     run_cli,
+    runner_in_pg_sleep,
     scalar,
     snapshot,
     spawn_cli,
@@ -71,7 +72,7 @@ def _wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> flo
 
 
 def _sleeping(server: Server, dbname: str) -> bool:
-    return any("pg_sleep" in str(b[2]) for b in _runner_backends(server, dbname))
+    return bool(runner_in_pg_sleep(server, dbname))
 
 
 def _advisory_locks(server: Server, dbname: str) -> int:
