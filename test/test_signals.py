@@ -552,6 +552,18 @@ def test_an_interruption_in_an_aborted_transaction_still_says_what_was_committed
         session.close()
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a new interpreter with the runner importable; its exit and output."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 # What a SIGTERM that lands inside psycopg's construction of a result leaves (its __init__
 # interrupted before the pointer was set): the object's finalizer then fails, and Python
 # would print "Exception ignored in: <function PGresult.__del__ ...>" with a traceback.
@@ -575,14 +587,7 @@ sys.stdout.write("finalized\\n")
 def test_an_interruption_inside_psycopg_prints_no_exception_ignored() -> None:
     """After a stop signal, a finalizer that fails on what the interruption left half built
     prints nothing: the user sees the runner's lines, never Python's "Exception ignored"."""
-    done = subprocess.run(
-        [sys.executable, "-c", HALF_BUILT_AFTER_A_SIGNAL],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = _python(HALF_BUILT_AFTER_A_SIGNAL)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "finalized\n", done.stdout
     assert done.stderr == "", done.stderr
@@ -608,14 +613,7 @@ sys.stdout.write("returned\\n")
 
 
 def test_a_run_that_returned_after_a_signal_is_not_overtaken_by_its_watchdog() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", RETURNING_AFTER_A_SIGNAL],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = _python(RETURNING_AFTER_A_SIGNAL)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "returned\n", done.stdout
     assert done.stderr == "", done.stderr
