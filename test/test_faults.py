@@ -374,7 +374,15 @@ def assert_all_applied_once(server: Server, dbname: str) -> None:
 
 
 _HISTORY_INSERT = re.compile(r'INSERT INTO \S*heroku_migrate_history"?\s*\(', re.IGNORECASE)
-_TABLE_OF_MIGRATION = re.compile(r"\bt(\d{5})\b")
+# Each migration of the kill set creates six relations (the table, its sequence, its toast
+# table and toast index, its two indexes), each locked ACCESS EXCLUSIVE until the commit.
+LOCKS_PER_KILL_MIGRATION = 6
+# How far the runner's backend is: its relation locks taken ACCESS EXCLUSIVE. The statement's
+# text cannot say: many migrations go in one round trip, whose text shows from its start.
+_RELATIONS_LOCKED = (
+    "SELECT count(*) FROM pg_locks WHERE pid = %s AND locktype = 'relation'"
+    " AND mode = 'AccessExclusiveLock'"
+)
 
 
 def kill_moment(rng: random.Random) -> tuple[str, float]:
@@ -394,31 +402,35 @@ def wait_for_moment(
     dbname: str,
     proc: subprocess.Popen[str],
     moment: tuple[str, float],
-) -> None:
-    """Return when the runner reaches `moment`, watched through pg_stat_activity (or exits)."""
+) -> str:
+    """Return when the runner reaches `moment`, watched through pg_stat_activity and the
+    locks its backend holds (or exits); says where it was."""
     kind, value = moment
     if kind == "startup":
         time.sleep(value)
-        return
+        return "start-up"
     deadline = time.monotonic() + 60
     seen = ""  # the last query that wrote the history
     while proc.poll() is None and time.monotonic() < deadline:
         row = monitor.execute(
-            "SELECT query FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+            "SELECT pid, query FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
             (dbname, APP_NAME),
         ).fetchone()
-        query = str(row[0] or "") if row else ""
+        query = str(row[1] or "") if row else ""
         commit = query.strip().upper() == "COMMIT" and "heroku_migrate_history" in seen
         at_end = bool(_HISTORY_INSERT.search(query)) or commit
         if "heroku_migrate_history" in query:
             seen = query
         if (kind == "history" and at_end) or (kind == "commit" and commit):
-            return
-        if kind == "migration":
-            found = _TABLE_OF_MIGRATION.search(query)
-            if at_end or (found and int(found.group(1)) >= value):
-                return
+            return kind
+        if kind == "migration" and row is not None:
+            locked = int(str(scalar(monitor, _RELATIONS_LOCKED, (row[0],))))
+            if at_end:
+                return "history"
+            if locked >= value * LOCKS_PER_KILL_MIGRATION:
+                return f"migration {locked // LOCKS_PER_KILL_MIGRATION}"
         time.sleep(0.001)
+    return "exited" if proc.poll() is not None else "timed out"
 
 
 @pytest.mark.slow
@@ -444,12 +456,12 @@ def test_kill_9_at_random_moments_applies_all_or_nothing(pg_server: Server, app:
             url = pg_server.url(dbname)
             moment = kill_moment(rng)
             proc = spawn_cli(["up"], cwd=app, database_url=url)
-            wait_for_moment(monitor, dbname, proc, moment)
+            reached = wait_for_moment(monitor, dbname, proc, moment)
             proc.send_signal(signal.SIGKILL)  # a no-op if the run has ended
             proc.communicate(timeout=30)
             wait_runner_gone(pg_server, dbname)
             state = kill_state(pg_server, dbname)
-            where = f"{moment[0]} {moment[1]:g}"
+            where = f"{moment[0]} {moment[1]:g} (at {reached})"
             if proc.returncode == 0:
                 assert state == "all"
                 outcomes.append((where, "finished first"))
