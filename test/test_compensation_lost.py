@@ -20,6 +20,7 @@ from support import (
     history,
     rows,
     run_cli,
+    runner_in_pg_sleep,
     spawn_cli,
     tables,
     up,
@@ -30,16 +31,6 @@ from support import (
 pytestmark = pytest.mark.db
 
 APP_NAME = "heroku-migrate"  # the runner's application_name in pg_stat_activity
-
-
-def sleeping_backends(server: Server, dbname: str) -> list[tuple[object, ...]]:
-    """The pids of the runner's sessions on `dbname` that are running a pg_sleep."""
-    return rows(
-        server.admin_url("postgres"),
-        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s"
-        " AND state = 'active' AND query LIKE '%%pg_sleep%%'",
-        (dbname, APP_NAME),
-    )
 
 
 def test_migration_committed_before_a_lost_connection_is_reverted(
@@ -60,14 +51,14 @@ def test_migration_committed_before_a_lost_connection_is_reverted(
         ["up"], cwd=app, database_url=database_url, env={"MIGRATE_TRANSACTION": "migration"}
     )
     try:
-        wait_until(lambda: bool(sleeping_backends(pg_server, dbname)), 60, "migration 2's sleep")
+        wait_until(lambda: bool(runner_in_pg_sleep(pg_server, dbname)), 60, "migration 2's sleep")
         # Migration 1 is committed: another session sees its table and its history row.
         assert "first_table" in tables(pg_server.admin_url(dbname))
         assert [(r[0], r[3]) for r in history(pg_server, dbname)] == [
             (0, "applied"),
             (1, "applied"),
         ]
-        pid = sleeping_backends(pg_server, dbname)[0][0]
+        pid = runner_in_pg_sleep(pg_server, dbname)[0][0]
         rows(pg_server.admin_url("postgres"), "SELECT pg_terminate_backend(%s)", (pid,))
         result = finish(proc, timeout=120)
     finally:
@@ -113,8 +104,8 @@ def test_without_a_down_the_lost_run_says_what_is_left(
         ["up"], cwd=app, database_url=database_url, env={"MIGRATE_TRANSACTION": "migration"}
     )
     try:
-        wait_until(lambda: bool(sleeping_backends(pg_server, dbname)), 60, "migration 2's sleep")
-        pid = sleeping_backends(pg_server, dbname)[0][0]
+        wait_until(lambda: bool(runner_in_pg_sleep(pg_server, dbname)), 60, "migration 2's sleep")
+        pid = runner_in_pg_sleep(pg_server, dbname)[0][0]
         rows(pg_server.admin_url("postgres"), "SELECT pg_terminate_backend(%s)", (pid,))
         result = finish(proc, timeout=120)
     finally:
@@ -184,8 +175,8 @@ def test_after_a_lost_connection_the_migration_lock_is_taken_again_before_anythi
     )
     go_on = None
     try:
-        wait_until(lambda: bool(sleeping_backends(pg_server, dbname)), 60, "migration 2's sleep")
-        lost = sleeping_backends(pg_server, dbname)[0][0]
+        wait_until(lambda: bool(runner_in_pg_sleep(pg_server, dbname)), 60, "migration 2's sleep")
+        lost = runner_in_pg_sleep(pg_server, dbname)[0][0]
         assert our_advisory_locks(pg_server, lost) > 0, "no migration lock before the loss"
         rows(pg_server.admin_url("postgres"), "SELECT pg_terminate_backend(%s)", (lost,))
         wait_until(lambda: bool(waiting_downs(pg_server, dbname)), 60, "the down of migration 1")
