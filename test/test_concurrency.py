@@ -20,9 +20,11 @@ from support import (
     history,
     read_until,
     run_cli,
+    runner_in_pg_sleep,
     scalar,
     snapshot,
     spawn_cli,
+    wait_until,
     write_migrations,
 )
 
@@ -241,6 +243,37 @@ def test_lock_wait_timeout_exits_3_naming_the_holder(
     assert "MIGRATE_LOCK_WAIT" in result.stderr, result.output
     assert "waiting" in result.output.lower(), f"no progress while waiting:\n{result.output}"
     assert snapshot(pg_server, dbname) == before
+
+
+def test_the_holder_named_is_in_our_database_not_a_run_on_another(
+    pg_server: Server, dbname: str, database_url: str, app: Path, tmp_path: Path
+) -> None:
+    """Advisory locks belong to a database. A run on another database of the same server (a
+    staging app's, a review app's) may hold the same keys (the tools' constant ones, goose's)
+    and have started earlier: the lock error must still name the session that holds ours."""
+    other_db = pg_server.create_database()
+    other_app = tmp_path / "other"
+    write_migrations(other_app, {"1_slow.up.sql": "SELECT pg_sleep(60);\n"})
+    other = spawn_cli(["up"], cwd=other_app, database_url=pg_server.url(other_db))
+    try:
+        wait_until(lambda: runner_in_pg_sleep(pg_server, other_db), 60, "the other run's sleep")
+        write_migrations(app, race_files())
+        holder, pid = hold_migration_lock(pg_server, dbname)
+        try:
+            result = run_cli(
+                ["up"], cwd=app, database_url=database_url, env={"MIGRATE_LOCK_WAIT": "1"}
+            )
+        finally:
+            holder.close()
+    finally:
+        other.kill()
+        other.communicate()
+        pg_server.drop_database_soon(other_db)
+    print(result.output)
+    assert result.returncode == 3, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith(" !")]
+    assert errors, result.output
+    assert f"held by backend pid {pid} (laptop-migrate)" in errors[0], errors[0]
 
 
 def test_lock_released_while_waiting_lets_the_run_proceed(

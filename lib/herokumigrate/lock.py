@@ -111,7 +111,8 @@ class AdvisoryLock:
                     f"another migration run held the lock for {wait:.0f}s: {self._holder()}",
                     fix="Wait for it to finish and release again (heroku releases:retry), or "
                     "raise MIGRATE_LOCK_WAIT. If no run is active, find the session with "
-                    "SELECT * FROM pg_locks WHERE locktype = 'advisory'.",
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database()).",
                 )
             if now >= next_report:
                 self.output.detail(
@@ -164,6 +165,10 @@ class AdvisoryLock:
                 " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
                 " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
                 " AND l.pid <> pg_backend_pid()"
+                # Advisory locks belong to a database: a run on another database of the
+                # server may hold the same keys (the tools' constant ones) and is not ours.
+                " AND l.database = (SELECT oid FROM pg_catalog.pg_database"
+                " WHERE datname = pg_catalog.current_database())"
                 " AND (l.classid::bigint << 32 | l.objid::bigint) = ANY(%s::bigint[])"
                 " ORDER BY a.backend_start LIMIT 1",
                 (list(self.keys),),
