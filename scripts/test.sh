@@ -11,8 +11,9 @@
 #
 # pytest runs twice: the tests marked `serial` (they bound wall-clock waits: signals, lock
 # waits) run alone, after the others ran in JOBS parallel workers (default 2; JOBS=1: one
-# process). A `-m EXPR` given here selects within both runs. It fails when either run fails,
-# and when no test ran at all.
+# process); the serial ones also marked `idle_wait` (tens of seconds of waiting, idle) run in a
+# third process beside them. A `-m EXPR` given here selects within every run. It fails when any
+# run fails, and when no test ran at all.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -95,7 +96,25 @@ if ((fast)); then  # one process: starting workers costs more than they save her
   pytest_run "fast tier" "${marker}"
 else
   pytest_run "in ${jobs} worker(s)" "${within}not serial" "${parallel[@]}"
-  pytest_run "serial: the timing-bound files, alone" "${within}serial"
+  if ((jobs > 1)); then
+    # The `idle_wait` files wait tens of seconds for a server or a network to give up, with
+    # almost nothing running: they go beside the other timing-bound files, their output kept
+    # apart and printed after.
+    idle_log=$(mktemp)
+    (
+      pytest_run "serial, idle waits, beside the next run" "${within}serial and idle_wait"
+      exit "${statuses[-1]}"
+    ) >"${idle_log}" 2>&1 &
+    idle_pid=$!
+    pytest_run "serial: the timing-bound files, alone" "${within}serial and not idle_wait"
+    idle_status=0
+    wait "${idle_pid}" || idle_status=$?
+    cat "${idle_log}"
+    rm -f "${idle_log}"
+    statuses+=("${idle_status}")
+  else
+    pytest_run "serial: the timing-bound files, alone" "${within}serial"
+  fi
 fi
 
 ran=0

@@ -7,8 +7,9 @@ The tiers are marked here from the fixtures each test uses (directly or through 
 fixture), so no marker can be forgotten: a test that reaches the server is `db`, one that
 builds with the real bin/ scripts is `buildpack`; `scripts/test.sh --fast` runs the rest.
 Files that bound the time of lock waits and signals are `serial` (scripts/test.sh runs them
-alone, after the parallel run, so another worker's load cannot stretch what they measure), and
-`smoke` names the real-database tests the other interpreters' CI jobs run.
+alone, after the parallel run, so another worker's load cannot stretch what they measure; the
+`idle_wait` ones among them, which mostly wait, run beside the others), and `smoke` names the
+real-database tests the other interpreters' CI jobs run.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ BUILDPACK_FIXTURES = frozenset(
 SERIAL_MODULES = frozenset(
     {"test_signals", "test_stall", "test_concurrency", "test_lock", "test_dead_network"}
 )
+# Serial files that spend tens of seconds waiting, idle, for a server or a network to give up
+# (their tight bound is a signal's exit, seconds against a 2.5 s deadline): they run beside the
+# other serial files, whose load is light too, not beside the parallel run's workers.
+IDLE_WAIT_MODULES = frozenset({"test_dead_network"})
 # The real-database tests every interpreter runs: the runner's main promises, end to end.
 SMOKE_MODULES = frozenset({"test_runner"})
 
@@ -43,6 +48,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.path.stem
         if module in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
+        if module in IDLE_WAIT_MODULES:
+            item.add_marker(pytest.mark.idle_wait)
         if module in SMOKE_MODULES:
             item.add_marker(pytest.mark.smoke)
         used = set(getattr(item, "fixturenames", ()))
