@@ -468,6 +468,16 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> No
         time.sleep(0.02)
 
 
+def runner_backends(server: Server, dbname: str) -> list[tuple[object, ...]]:
+    """(pid, state, query) of the runner's sessions on `dbname`."""
+    return rows(
+        server.admin_url("postgres"),
+        "SELECT pid, state, query FROM pg_stat_activity WHERE datname = %s"
+        " AND application_name = 'heroku-migrate'",
+        (dbname,),
+    )
+
+
 def runner_in_pg_sleep(server: Server, dbname: str) -> list[tuple[object, ...]]:
     """The runner's backends of `dbname` that wait inside pg_sleep (their pid).
 

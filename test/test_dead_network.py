@@ -18,8 +18,8 @@ import netsplit
 from support import (
     finish,
     history,
-    rows,
     run_cli,
+    runner_backends,
     runner_in_pg_sleep,
     scalar,
     spawn_cli,
@@ -47,15 +47,6 @@ def net(pg_server: Server) -> netsplit.Netsplit:
         pytest.skip(f"a cut network cannot be simulated here: {why}")
     with netsplit.Netsplit(pg_server) as split:
         yield split  # type: ignore[misc]
-
-
-def _runner_backends(server: Server, dbname: str) -> list[tuple[object, ...]]:
-    return rows(
-        server.admin_url("postgres"),
-        "SELECT pid, state, query FROM pg_stat_activity WHERE datname = %s"
-        " AND application_name = 'heroku-migrate'",
-        (dbname,),
-    )
 
 
 def _start_release_and_cut(
@@ -91,7 +82,7 @@ def _wait_for_exit_and_release(
         now = time.monotonic()
         if exited is None and proc.poll() is not None:
             exited = now - since
-        if released is None and not _runner_backends(pg_server, dbname):
+        if released is None and not runner_backends(pg_server, dbname):
             released = now - since
         time.sleep(0.1)
     result = finish(proc, timeout=5)

@@ -34,6 +34,7 @@ from support import (
     history,
     rows,
     run_cli,
+    runner_backends,
     scalar,
     snapshot,
     spawn_cli,
@@ -51,16 +52,6 @@ APP_NAME = "heroku-migrate"  # the runner's application_name in pg_stat_activity
 
 
 # ----- helpers (kept here: only the fault tests need them) ---------------------------------------
-
-
-def runner_backends(server: Server, dbname: str) -> list[tuple]:
-    """(pid, state, query) of the runner's sessions on `dbname`."""
-    return rows(
-        server.admin_url("postgres"),
-        "SELECT pid, state, query FROM pg_stat_activity WHERE datname = %s"
-        " AND application_name = %s",
-        (dbname, APP_NAME),
-    )
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02) -> None:  # type: ignore[no-untyped-def]

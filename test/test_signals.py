@@ -30,6 +30,7 @@ from support import (
     history,
     rows,
     run_cli,
+    runner_backends,
     runner_in_pg_sleep,
     scalar,
     snapshot,
@@ -49,16 +50,6 @@ SIGNAL_EXIT_BOUND_SECONDS = 3.0 + 1.5
 # A kill -9'd runner's backend ends at the server's next client connection check (2 s) after
 # its statement; generous for a loaded machine.
 KILLED_BACKEND_BOUND_SECONDS = CONNECTION_CHECK_INTERVAL_MS / 1000 + 6.0
-APP_NAME = "heroku-migrate"
-
-
-def _runner_backends(server: Server, dbname: str) -> list[tuple[object, ...]]:
-    return rows(
-        server.admin_url("postgres"),
-        "SELECT pid, state, query FROM pg_stat_activity WHERE datname = %s"
-        " AND application_name = %s",
-        (dbname, APP_NAME),
-    )
 
 
 def _wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
@@ -122,7 +113,7 @@ def _assert_released(pg_server: Server, dbname: str) -> float:
     """No backend of ours is left and the migration lock is free; returns how long the backend
     took to go."""
     gone = _wait_until(
-        lambda: not _runner_backends(pg_server, dbname), 10, "the runner's backend to end"
+        lambda: not runner_backends(pg_server, dbname), 10, "the runner's backend to end"
     )
     assert _advisory_locks(pg_server, dbname) == 0
     return gone
@@ -237,7 +228,7 @@ def test_a_second_signal_mid_way_leaves_a_consistent_state(
     # A SIGKILL'd runner's backend may finish its pg_sleep unless the server checks the
     # client connection (client_connection_check_interval) or the cancel got through first.
     gone = _wait_until(
-        lambda: not _runner_backends(pg_server, dbname),
+        lambda: not runner_backends(pg_server, dbname),
         KILLED_BACKEND_BOUND_SECONDS,
         "the runner's backend to end",
     )
@@ -266,7 +257,7 @@ def test_sigterm_while_waiting_for_the_migration_lock_exits_at_once(
     proc = spawn_cli(["up"], cwd=app, database_url=database_url)
     try:
         _wait_until(
-            lambda: any(str(b[1]) == "idle" for b in _runner_backends(pg_server, dbname)),
+            lambda: any(str(b[1]) == "idle" for b in runner_backends(pg_server, dbname)),
             30,
             "the runner to wait for the lock",
         )
@@ -303,7 +294,7 @@ def test_kill_9_runner_backend_ends_soon(
             proc.kill()
         proc.communicate()
     gone = _wait_until(
-        lambda: not _runner_backends(pg_server, dbname),
+        lambda: not runner_backends(pg_server, dbname),
         KILLED_BACKEND_BOUND_SECONDS,
         "the killed runner's backend to end",
     )
@@ -322,7 +313,7 @@ def test_cleanup_that_hangs_is_cut_short_by_the_exit_deadline(
     stopped: int | None = None
     try:
         _wait_until(lambda: _sleeping(pg_server, dbname), 30, "the runner to reach pg_sleep")
-        pid = int(str(_runner_backends(pg_server, dbname)[0][0]))
+        pid = int(str(runner_backends(pg_server, dbname)[0][0]))
         try:
             os.kill(pid, signal.SIGSTOP)  # a server that does not answer the cancel
         except PermissionError:
@@ -344,7 +335,7 @@ def test_cleanup_that_hangs_is_cut_short_by_the_exit_deadline(
     assert "clean-up took too long: stopping at once" in err, err
     assert "Traceback" not in err, err
     _wait_until(
-        lambda: not _runner_backends(pg_server, dbname),
+        lambda: not runner_backends(pg_server, dbname),
         KILLED_BACKEND_BOUND_SECONDS,
         "the runner's backend to end",
     )
@@ -371,7 +362,7 @@ def test_a_second_signal_during_a_hung_cleanup_exits_at_once_and_says_so(
     stopped: int | None = None
     try:
         _wait_until(lambda: _sleeping(pg_server, dbname), 30, "the runner to reach pg_sleep")
-        pid = int(str(_runner_backends(pg_server, dbname)[0][0]))
+        pid = int(str(runner_backends(pg_server, dbname)[0][0]))
         try:
             os.kill(pid, signal.SIGSTOP)  # a server that does not answer the cancel
         except PermissionError:
@@ -397,7 +388,7 @@ def test_a_second_signal_during_a_hung_cleanup_exits_at_once_and_says_so(
     assert "Traceback" not in err, err
     assert took <= SECOND_SIGNAL_EXIT_BOUND_SECONDS, f"took {took:.2f}s after the second signal"
     _wait_until(
-        lambda: not _runner_backends(pg_server, dbname),
+        lambda: not runner_backends(pg_server, dbname),
         KILLED_BACKEND_BOUND_SECONDS,
         "the runner's backend to end",
     )
@@ -425,7 +416,7 @@ def test_a_migration_that_swallows_cancels_loses_its_backend_and_locks_within_th
         proc.send_signal(signal.SIGTERM)
         released = _wait_until(
             lambda: (
-                not _runner_backends(pg_server, dbname) and not _advisory_locks(pg_server, dbname)
+                not runner_backends(pg_server, dbname) and not _advisory_locks(pg_server, dbname)
             ),
             30,
             "the runner's backend and locks to go",
